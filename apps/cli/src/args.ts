@@ -1,0 +1,52 @@
+import { InvalidArgumentError } from 'commander';
+
+/** Parses one `key=value` flag value; the key is non-empty, the value may be empty. */
+export function parseKeyValue(raw: string): [string, string] {
+  const eq = raw.indexOf('=');
+  if (eq <= 0) throw new InvalidArgumentError(`expected key=value, got "${raw}"`);
+  const key = raw.slice(0, eq).trim();
+  if (!key) throw new InvalidArgumentError(`expected key=value, got "${raw}"`);
+  return [key, raw.slice(eq + 1)];
+}
+
+/** A commander option parser collecting repeated `--flag k=v` into one map; a repeated key is an error. */
+export function collectKeyValues(raw: string, previous: Record<string, string> | undefined): Record<string, string> {
+  const [key, value] = parseKeyValue(raw);
+  const map = { ...(previous ?? {}) };
+  if (key in map) throw new InvalidArgumentError(`key "${key}" given twice`);
+  map[key] = value;
+  return map;
+}
+
+/** A commander option parser for integers within bounds. */
+export function intInRange(min: number, max: number): (raw: string) => number {
+  return (raw: string) => {
+    if (!/^-?\d+$/.test(raw.trim())) throw new InvalidArgumentError(`expected a whole number, got "${raw}"`);
+    const n = Number(raw);
+    if (n < min || n > max) throw new InvalidArgumentError(`must be from ${min} to ${max}`);
+    return n;
+  };
+}
+
+/** A commander option parser for a comma-separated list ("vm,host"), repeatable. */
+export function collectList(raw: string, previous: string[] | undefined): string[] {
+  return [
+    ...(previous ?? []),
+    ...raw
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  ];
+}
+
+/** A commander option parser for repeated filter terms, joined as the API expects ("a=b,c=d"). */
+export function collectFilter(raw: string, previous: string | undefined): string {
+  return previous ? `${previous},${raw}` : raw;
+}
+
+const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Resource ids are UUIDs; anything else the user typed is a name. */
+export function looksLikeId(s: string): boolean {
+  return uuid.test(s);
+}

@@ -1,0 +1,95 @@
+import { Command } from 'commander';
+import { computeV1 } from '@flotilla/contracts';
+import { action, type CommandContext } from '../context';
+import { age, labels, mebibytes, timestamp, word } from '../format';
+import { listWith, noteMore, withListOptions, type ListOptions } from './list-options';
+
+const hostState = (h: Pick<computeV1.Host, 'state'>): string => word(h.state, 'HOST_STATE_');
+
+export function hostCommand(): Command {
+  const host = new Command('host').description('the pool\'s hypervisor hosts (pool-operator and above)');
+  withListOptions(
+    host.command('list').description('list hosts with their state and capacity'),
+    'fields: name, state (e.g. ENABLED), driver, label.<key>',
+  ).action(action(listHosts));
+  host
+    .command('show')
+    .description('show one host')
+    .argument('<host>', 'host id or name')
+    .action(action(showHost));
+  return host;
+}
+
+export function flavorCommand(): Command {
+  const flavor = new Command('flavor').description('named VM sizes');
+  withListOptions(flavor.command('list').description('list flavors'), 'terms as the server accepts them').action(
+    action(listFlavors),
+  );
+  return flavor;
+}
+
+async function listHosts(ctx: CommandContext, o: ListOptions): Promise<void> {
+  const cloud = ctx.cloud();
+  const page = await listWith(o, async (p) => {
+    const res = await cloud.hosts.call.listHosts({ page: p });
+    return { items: res.hosts, nextPageToken: res.nextPageToken };
+  });
+  if (ctx.out.json) return ctx.out.printJson({ hosts: page.items, nextPageToken: page.nextPageToken });
+  ctx.out.table(
+    ['NAME', 'ID', 'STATE', 'DRIVER', 'VCPUS USED', 'MEMORY USED', 'VMS', 'HEARTBEAT', 'ADDRESS'],
+    page.items.map((h) => [
+      h.name,
+      h.id,
+      hostState(h),
+      [h.driver, h.accelerator].filter(Boolean).join('/'),
+      `${h.vcpusAllocated}/${Math.floor(h.cpus * (h.cpuOvercommitRatio || 1))}`,
+      `${mebibytes(h.memoryMibAllocated)}/${mebibytes(Math.floor(h.memoryMib * (h.memoryOvercommitRatio || 1)))}`,
+      h.vmCount,
+      age(h.lastHeartbeatAt) ? `${age(h.lastHeartbeatAt)} ago` : '',
+      h.address,
+    ]),
+    'no hosts registered (host agents register themselves with the pool\'s compute service)',
+  );
+  noteMore(ctx.out, page);
+}
+
+async function showHost(ctx: CommandContext, ref: string): Promise<void> {
+  const { host } = await ctx.cloud().hosts.call.getHost({ id: ref });
+  if (ctx.out.json) return ctx.out.printJson({ host });
+  if (!host) return;
+  ctx.out.details([
+    ['name', host.name],
+    ['id', host.id],
+    ['pool', host.pool],
+    ['state', hostState(host) + (host.stateReason ? ` (${host.stateReason})` : '')],
+    ['address', host.address],
+    ['driver', host.driver],
+    ['accelerator', host.accelerator],
+    ['cpus', `${host.cpus} (overcommit ${host.cpuOvercommitRatio}x, ${host.vcpusAllocated} vCPUs allocated)`],
+    [
+      'memory',
+      `${mebibytes(host.memoryMib)} (overcommit ${host.memoryOvercommitRatio}x, ${mebibytes(host.memoryMibAllocated)} allocated)`,
+    ],
+    ['vms', host.vmCount],
+    ['labels', labels(host.labels)],
+    ['last heartbeat', timestamp(host.lastHeartbeatAt)],
+    ['epoch', host.epoch],
+    ['created', timestamp(host.createdAt)],
+    ['updated', timestamp(host.updatedAt)],
+  ]);
+}
+
+async function listFlavors(ctx: CommandContext, o: ListOptions): Promise<void> {
+  const cloud = ctx.cloud();
+  const page = await listWith(o, async (p) => {
+    const res = await cloud.flavors.call.listFlavors({ page: p });
+    return { items: res.flavors, nextPageToken: res.nextPageToken };
+  });
+  if (ctx.out.json) return ctx.out.printJson({ flavors: page.items, nextPageToken: page.nextPageToken });
+  ctx.out.table(
+    ['NAME', 'ID', 'VCPUS', 'MEMORY', 'ROOT DISK'],
+    page.items.map((f) => [f.name, f.id, f.vcpus, mebibytes(f.memoryMib), f.rootDiskGib ? `${f.rootDiskGib} GiB` : '']),
+    'no flavors',
+  );
+  noteMore(ctx.out, page);
+}

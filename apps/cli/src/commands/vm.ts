@@ -1,0 +1,230 @@
+import { Command } from 'commander';
+import { randomUUID } from 'node:crypto';
+import { commonV1, computeV1 } from '@flotilla/contracts';
+import { collectKeyValues, intInRange } from '../args';
+import type { Cloud } from '../cloud';
+import { action, type CommandContext } from '../context';
+import { CliError, ExitCode } from '../errors';
+import { age, labels, mebibytes, timestamp, word } from '../format';
+import { settle } from '../operations';
+import { findVm, hostNames } from '../resolve';
+import { listWith, noteMore, withListOptions, type ListOptions } from './list-options';
+
+const { ShutdownMode } = computeV1;
+
+export const powerState = (vm: Pick<computeV1.Vm, 'powerState'>): string => word(vm.powerState, 'POWER_STATE_');
+
+interface CreateOptions {
+  flavor?: string;
+  vcpus?: number;
+  memoryMib?: number;
+  image: string;
+  label?: Record<string, string>;
+  antiAffinityGroup?: string;
+  requireHostLabel?: Record<string, string>;
+  start: boolean;
+  requestId?: string;
+  wait: boolean;
+}
+
+interface MutateOptions {
+  wait: boolean;
+  requestId?: string;
+}
+
+const requestIdHelp = 'idempotency key: repeating the command with the same id returns the first result';
+const noWaitHelp = 'do not wait: print the operation id and return (follow it with `flotilla op wait <id>`)';
+
+export function vmCommand(): Command {
+  const vm = new Command('vm').description('create, list, inspect and operate virtual machines');
+
+  vm.command('create')
+    .description('create a VM and start it, waiting until it runs (progress bar on a terminal)')
+    .argument('<name>', "1..63 letters, digits, '-', '_', '.'; starts with a letter or digit")
+    .option('--flavor <flavor>', 'size from a flavor, by id or name (see `flotilla flavor list`)')
+    .option('--vcpus <n>', 'explicit size: virtual CPUs (with --memory-mib, instead of --flavor)', intInRange(1, 1024))
+    .option('--memory-mib <mib>', 'explicit size: memory in MiB (with --vcpus)', intInRange(1, 64 * 1024 * 1024))
+    .option('--image <image>', 'catalogue image to boot', 'demo')
+    .option('--label <key=value>', 'label the VM (repeatable)', collectKeyValues)
+    .option('--anti-affinity-group <group>', 'never share a host with other VMs of this group')
+    .option('--require-host-label <key=value>', 'only run on hosts carrying this label (repeatable)', collectKeyValues)
+    .option('--no-start', 'create the VM halted')
+    .option('--request-id <id>', `${requestIdHelp} (default: a new random id)`)
+    .option('--no-wait', noWaitHelp)
+    .action(action(createVm));
+
+  withListOptions(
+    vm.command('list').description('list VMs (your tenant\'s; every tenant\'s for pool-admin)'),
+    'fields: name, power_state (e.g. RUNNING), host_id, flavor_id, label.<key>',
+  ).action(action(listVms));
+
+  vm.command('show')
+    .description('show one VM')
+    .argument('<vm>', 'VM id or name')
+    .action(action(showVm));
+
+  mutation(vm, 'start', 'start a halted VM (placed by the scheduler) and wait until it runs', (cloud, id, requestId) =>
+    cloud.vms.call.startVm({ id, requestId, hostId: '' }),
+  );
+  mutation(
+    vm,
+    'stop',
+    'shut a VM down: cleanly (ACPI, then hard after --timeout-ms), or at once with --hard',
+    (cloud, id, requestId, o) =>
+      cloud.vms.call.shutdownVm({
+        id,
+        requestId,
+        mode: o.hard ? ShutdownMode.SHUTDOWN_MODE_HARD : ShutdownMode.SHUTDOWN_MODE_CLEAN,
+        timeoutMs: o.timeoutMs ?? 0,
+      }),
+    (c) =>
+      c
+        .option('--hard', 'power off at once instead of asking the guest')
+        .option('--timeout-ms <ms>', 'how long the guest gets to shut down before a hard stop (server default 60000)', intInRange(1, 3_600_000)),
+    (o) => {
+      if (o.hard && o.timeoutMs !== undefined) throw new CliError('--timeout-ms applies to clean shutdowns, not --hard', ExitCode.Usage);
+    },
+  );
+  mutation(
+    vm,
+    'reboot',
+    'reboot a running VM: cleanly, or at once with --hard',
+    (cloud, id, requestId, o) =>
+      cloud.vms.call.rebootVm({
+        id,
+        requestId,
+        mode: o.hard ? ShutdownMode.SHUTDOWN_MODE_HARD : ShutdownMode.SHUTDOWN_MODE_CLEAN,
+      }),
+    (c) => c.option('--hard', 'reset at once instead of asking the guest'),
+  );
+  mutation(vm, 'pause', 'pause a running VM (its vCPUs stop; memory stays)', (cloud, id, requestId) =>
+    cloud.vms.call.pauseVm({ id, requestId }),
+  );
+  mutation(vm, 'unpause', 'let a paused VM run again', (cloud, id, requestId) =>
+    cloud.vms.call.unpauseVm({ id, requestId }),
+  );
+  mutation(vm, 'delete', 'stop a VM if needed and delete it with everything it owns', (cloud, id, requestId) =>
+    cloud.vms.call.destroyVm({ id, requestId }),
+  );
+  return vm;
+}
+
+type PowerOptions = MutateOptions & { hard?: boolean; timeoutMs?: number };
+
+/** One power command: resolve the VM, call, wait, show the VM after (or that it is gone). */
+function mutation(
+  parent: Command,
+  name: string,
+  description: string,
+  call: (cloud: Cloud, id: string, requestId: string, options: PowerOptions) => Promise<{ operation?: commonV1.Operation }>,
+  extraOptions: (c: Command) => Command = (c) => c,
+  check: (options: PowerOptions) => void = () => undefined,
+): void {
+  const c = parent.command(name).description(description).argument('<vm>', 'VM id or name');
+  extraOptions(c)
+    .option('--request-id <id>', `${requestIdHelp} (default: a new random id)`)
+    .option('--no-wait', noWaitHelp)
+    .action(
+      action(async (ctx: CommandContext, ref: string, options: PowerOptions) => {
+        check(options);
+        const cloud = ctx.cloud();
+        const vm = await findVm(cloud, ref);
+        const response = await call(cloud, vm.id, options.requestId ?? `cli-${randomUUID()}`, options);
+        const operation = await settle(cloud, ctx.out, response, { wait: options.wait });
+        if (!operation) return;
+        if (name === 'delete') {
+          if (ctx.out.json) return ctx.out.printJson({ operation });
+          return ctx.out.line(`vm ${vm.name} deleted`);
+        }
+        const after = (await cloud.vms.call.getVm({ id: vm.id })).vm;
+        if (ctx.out.json) return ctx.out.printJson({ operation, vm: after });
+        if (after) ctx.out.line(await summary(cloud, after));
+      }),
+    );
+}
+
+async function createVm(ctx: CommandContext, name: string, o: CreateOptions): Promise<void> {
+  if (o.flavor && (o.vcpus !== undefined || o.memoryMib !== undefined))
+    throw new CliError('give either --flavor or --vcpus with --memory-mib, not both', ExitCode.Usage);
+  if ((o.vcpus === undefined) !== (o.memoryMib === undefined))
+    throw new CliError('--vcpus and --memory-mib go together', ExitCode.Usage);
+  const cloud = ctx.cloud();
+  const response = await cloud.vms.call.createVm({
+    requestId: o.requestId ?? `cli-${randomUUID()}`,
+    name,
+    labels: o.label ?? {},
+    flavorId: o.flavor ?? '',
+    vcpus: o.vcpus ?? 0,
+    memoryMib: o.memoryMib ?? 0,
+    boot: { image: o.image, kernel: '', initrd: '', cmdline: '' },
+    antiAffinityGroup: o.antiAffinityGroup ?? '',
+    requiredHostLabels: o.requireHostLabel ?? {},
+    start: o.start,
+  });
+  const operation = await settle(cloud, ctx.out, response, { wait: o.wait });
+  if (!operation) return;
+  const id = response.vm?.id || operation.result?.vm_id || operation.target?.id;
+  const after = id ? (await cloud.vms.call.getVm({ id })).vm : response.vm;
+  if (ctx.out.json) return ctx.out.printJson({ vm: after, operation });
+  if (after) ctx.out.line(await summary(cloud, after));
+}
+
+async function listVms(ctx: CommandContext, o: ListOptions): Promise<void> {
+  const cloud = ctx.cloud();
+  const page = await listWith(o, async (p) => {
+    const res = await cloud.vms.call.listVms({ page: p });
+    return { items: res.vms, nextPageToken: res.nextPageToken };
+  });
+  if (ctx.out.json) return ctx.out.printJson({ vms: page.items, nextPageToken: page.nextPageToken });
+  const hosts = page.items.some((v) => v.hostId) ? await hostNames(cloud) : new Map<string, string>();
+  ctx.out.table(
+    ['NAME', 'ID', 'STATE', 'VCPUS', 'MEMORY', 'HOST', 'AGE'],
+    page.items.map((v) => [
+      v.name,
+      v.id,
+      powerState(v) + (v.currentOperationId ? '*' : ''),
+      v.vcpus,
+      mebibytes(v.memoryMib),
+      hosts.get(v.hostId) ?? v.hostId,
+      age(v.createdAt),
+    ]),
+    'no VMs (create one with `flotilla vm create <name> --flavor <flavor>`)',
+  );
+  if (page.items.some((v) => v.currentOperationId)) ctx.out.note('* an operation is in progress');
+  noteMore(ctx.out, page);
+}
+
+async function showVm(ctx: CommandContext, ref: string): Promise<void> {
+  const cloud = ctx.cloud();
+  const vm = await findVm(cloud, ref);
+  if (ctx.out.json) return ctx.out.printJson({ vm });
+  const hosts = vm.hostId ? await hostNames(cloud) : new Map<string, string>();
+  ctx.out.details([
+    ['name', vm.name],
+    ['id', vm.id],
+    ['tenant', vm.tenantId],
+    ['state', powerState(vm) + (vm.powerStateReason ? ` (${vm.powerStateReason})` : '')],
+    ['host', vm.hostId ? `${hosts.get(vm.hostId) ?? ''} ${vm.hostId}`.trim() : ''],
+    ['flavor', vm.flavorId],
+    ['vcpus', vm.vcpus],
+    ['memory', mebibytes(vm.memoryMib)],
+    ['root disk', vm.rootDiskGib ? `${vm.rootDiskGib} GiB` : ''],
+    ['image', vm.boot?.image],
+    ['kernel', vm.boot?.kernel],
+    ['labels', labels(vm.labels)],
+    ['anti-affinity group', vm.antiAffinityGroup],
+    ['requires host labels', labels(vm.requiredHostLabels)],
+    ['allowed operations', (vm.allowedOperations ?? []).map((op) => word(op, 'VM_OPERATION_')).join(', ')],
+    ['current operation', vm.currentOperationId],
+    ['created', timestamp(vm.createdAt)],
+    ['updated', timestamp(vm.updatedAt)],
+    ['etag', vm.etag],
+  ]);
+}
+
+/** "vm web-1 (id) is running on host-1". */
+async function summary(cloud: Cloud, vm: computeV1.Vm): Promise<string> {
+  const hosts = vm.hostId ? await hostNames(cloud) : new Map<string, string>();
+  const where = vm.hostId ? ` on ${hosts.get(vm.hostId) ?? vm.hostId}` : '';
+  return `vm ${vm.name} (${vm.id}) is ${powerState(vm) || 'in an unknown state'}${where}`;
+}

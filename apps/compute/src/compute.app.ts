@@ -1,0 +1,116 @@
+import { INestMicroservice } from '@nestjs/common';
+import { placementPolicy } from '@flotilla/scheduler';
+import {
+  ConfigOf,
+  Database,
+  EventFeed,
+  Logger,
+  openDatabase,
+  ServiceIdentity,
+  startGrpcService,
+} from '@flotilla/platform';
+import { ComputeModule } from './compute.module';
+import { computeConfigSpec } from './config';
+import { EventStream } from './events/event-stream';
+import { FlavorService } from './flavors/flavor.service';
+import { AgentClients } from './hosts/agent-clients';
+import { HostReaper } from './hosts/host-reaper';
+import { HostRegistryService } from './hosts/host-registry.service';
+import { HostService } from './hosts/host.service';
+import { OperationRunner } from './operations/operation-runner';
+import { OperationService } from './operations/operation.service';
+import { ComputeStore } from './persistence/compute-store';
+import { computeEntities } from './persistence/entities';
+import { computeMigrations } from './persistence/migrations';
+import { Placement } from './vms/placement';
+import { VmOperations } from './vms/vm-operations';
+import { VmService } from './vms/vm.service';
+
+export type ComputeConfig = ConfigOf<typeof computeConfigSpec>;
+
+export interface ComputeApp {
+  address: string;
+  stop(): Promise<void>;
+}
+
+/** Wires the compute service: database, runner, reaper, gRPC edge. Used by main and by tests. */
+export async function startCompute(config: ComputeConfig, logger: Logger): Promise<ComputeApp> {
+  const db: Database = await openDatabase({
+    url: config.DATABASE_URL,
+    dataDir: config.FLOTILLA_DATA_DIR,
+    schema: 'compute',
+    entities: computeEntities,
+    migrations: computeMigrations,
+    logger,
+  });
+  const feed = new EventFeed(db.dataSource, logger);
+  await feed.start();
+  const store = new ComputeStore(db.dataSource, feed);
+  const operations = new OperationService(store);
+  const runner = new OperationRunner(operations, logger);
+  const agents = new AgentClients(config.FLOTILLA_SERVICE_TOKEN, config.FLOTILLA_AGENT_CALL_TIMEOUT_MS);
+  const placement = new Placement(
+    store,
+    placementPolicy({
+      weigher: config.FLOTILLA_PLACEMENT,
+      cpuOvercommitRatio: config.FLOTILLA_CPU_OVERCOMMIT,
+      memoryOvercommitRatio: config.FLOTILLA_MEMORY_OVERCOMMIT,
+    }),
+  );
+  new VmOperations(store, operations, agents, placement, logger).register(runner);
+  const reaper = new HostReaper(store, config.FLOTILLA_HOST_DOWN_AFTER_MS, logger);
+
+  let app: INestMicroservice | undefined;
+  try {
+    app = await startGrpcService({
+      module: ComputeModule.with({
+        identity: new ServiceIdentity(config.FLOTILLA_SERVICE_TOKEN),
+        vms: new VmService(store, operations, runner),
+        hosts: new HostService(store),
+        registry: new HostRegistryService(
+          store,
+          {
+            pool: config.FLOTILLA_POOL_NAME,
+            heartbeatIntervalMs: config.FLOTILLA_HEARTBEAT_INTERVAL_MS,
+            cpuOvercommitRatio: config.FLOTILLA_CPU_OVERCOMMIT,
+            memoryOvercommitRatio: config.FLOTILLA_MEMORY_OVERCOMMIT,
+          },
+          logger,
+        ),
+        flavors: new FlavorService(store),
+        operations,
+        events: new EventStream(feed),
+      }),
+      address: config.FLOTILLA_COMPUTE_ADDRESS,
+      areas: ['common', 'compute'],
+      healthServices: [
+        'flotilla.compute.v1.VmService',
+        'flotilla.compute.v1.HostService',
+        'flotilla.compute.v1.FlavorService',
+        'flotilla.compute.v1.EventService',
+        'flotilla.compute.v1.HostRegistryService',
+        'flotilla.common.v1.OperationService',
+      ],
+      logger,
+    });
+  } catch (e) {
+    feed.stop();
+    await db.close();
+    throw e;
+  }
+  reaper.start();
+  await runner.resumeUnfinished();
+  logger.info({ address: config.FLOTILLA_COMPUTE_ADDRESS, pool: config.FLOTILLA_POOL_NAME }, 'compute service ready');
+
+  return {
+    address: config.FLOTILLA_COMPUTE_ADDRESS,
+    async stop() {
+      reaper.stop();
+      await runner.drain(5000);
+      feed.stop();
+      await app?.close();
+      agents.close();
+      await db.close();
+    },
+  };
+}

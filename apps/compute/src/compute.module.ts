@@ -1,0 +1,40 @@
+import { DynamicModule, Module, Provider } from '@nestjs/common';
+import { ServiceIdentity } from '@flotilla/platform';
+import { EventGrpc, FlavorGrpc, HostGrpc, HostRegistryGrpc, OperationGrpc, VmGrpc } from './compute.grpc';
+import { EventStream } from './events/event-stream';
+import { FlavorService } from './flavors/flavor.service';
+import { HostRegistryService } from './hosts/host-registry.service';
+import { HostService } from './hosts/host.service';
+import { OperationService } from './operations/operation.service';
+import { VmService } from './vms/vm.service';
+
+/** What the gRPC edge needs; built by main (or a test) from validated config. */
+export interface ComputeServices {
+  identity: ServiceIdentity;
+  vms: VmService;
+  hosts: HostService;
+  registry: HostRegistryService;
+  flavors: FlavorService;
+  operations: OperationService;
+  events: EventStream;
+}
+
+@Module({})
+export class ComputeModule {
+  static with(s: ComputeServices): DynamicModule {
+    const providers: Provider[] = [
+      { provide: ServiceIdentity, useValue: s.identity },
+      { provide: VmService, useValue: s.vms },
+      { provide: HostService, useValue: s.hosts },
+      { provide: HostRegistryService, useValue: s.registry },
+      { provide: FlavorService, useValue: s.flavors },
+      { provide: OperationService, useValue: s.operations },
+      { provide: EventStream, useValue: s.events },
+    ];
+    return {
+      module: ComputeModule,
+      controllers: [VmGrpc, HostGrpc, HostRegistryGrpc, FlavorGrpc, OperationGrpc, EventGrpc],
+      providers,
+    };
+  }
+}

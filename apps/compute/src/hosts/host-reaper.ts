@@ -1,0 +1,61 @@
+import { Logger, updateVersioned } from '@flotilla/platform';
+import { events, ComputeStore, table } from '../persistence/compute-store';
+import { HostRow, VmRow } from '../persistence/entities';
+
+/**
+ * Marks hosts DOWN when their heartbeats stop, and their VMs UNKNOWN: a VM on a silent host is not known
+ * to be running. Conditional updates make it safe to run in every compute replica.
+ */
+export class HostReaper {
+  private timer?: NodeJS.Timeout;
+  private running = false;
+
+  constructor(
+    private readonly store: ComputeStore,
+    private readonly downAfterMs: number,
+    private readonly logger: Logger,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.sweep(), Math.min(1000, Math.max(100, this.downAfterMs / 4)));
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  async sweep(): Promise<number> {
+    if (this.running) return 0;
+    this.running = true;
+    try {
+      return await this.store.tx(async (m, emit) => {
+        const expired: HostRow[] = await m
+          .createQueryBuilder(HostRow, 'h')
+          .where('h.down = false')
+          .andWhere(`h.last_heartbeat_at < now() - make_interval(secs => :secs)`, { secs: this.downAfterMs / 1000 })
+          .setLock('pessimistic_write')
+          .getMany();
+        for (const host of expired) {
+          const reason = `no heartbeat for more than ${Math.round(this.downAfterMs / 1000)} s`;
+          await updateVersioned(m, HostRow, { kind: 'host', id: host.id, version: host.version }, { down: true, stateReason: reason });
+          const vms: VmRow[] = await m.query(
+            `UPDATE ${table(m, VmRow)} SET power_state = 'UNKNOWN', power_state_reason = $2,
+                    version = version + 1, updated_at = now()
+              WHERE host_id = $1 AND power_state IN ('RUNNING', 'PAUSED') RETURNING id`,
+            [host.id, `host ${host.name} is DOWN (${reason})`],
+          ).then((r: [Array<{ id: string }>, number] | Array<{ id: string }>) => (Array.isArray(r[0]) ? r[0] : r) as VmRow[]);
+          for (const { id } of vms) emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id })));
+          emit(events.host('UPDATED', await m.findOneByOrFail(HostRow, { id: host.id })));
+          this.logger.warn({ host: host.name, vms: vms.length }, 'host is DOWN');
+        }
+        return expired.length;
+      });
+    } catch (e) {
+      this.logger.warn({ err: e }, 'host sweep failed');
+      return 0;
+    } finally {
+      this.running = false;
+    }
+  }
+}

@@ -1,0 +1,166 @@
+import { randomUUID } from 'node:crypto';
+import { EntityManager } from 'typeorm';
+import { computeV1 } from '@flotilla/contracts';
+import {
+  failedPrecondition,
+  invalidArgument,
+  notFound,
+  occupiesHost,
+  stateOnRegister,
+  validateIntRange,
+  validateLabels,
+  validateName,
+  type PowerState,
+} from '@flotilla/domain';
+import { Logger, updateVersioned } from '@flotilla/platform';
+import { Emit, events, ComputeStore, table } from '../persistence/compute-store';
+import { HostRow, VmRow } from '../persistence/entities';
+
+export interface RegistryPolicy {
+  pool: string;
+  heartbeatIntervalMs: number;
+  cpuOvercommitRatio: number;
+  memoryOvercommitRatio: number;
+}
+
+/**
+ * Host agents register and report here. Registration bumps the host's epoch (commands carrying an older
+ * one are refused by the agent); every report reconciles the VM records with what the host runs.
+ */
+export class HostRegistryService {
+  constructor(
+    private readonly store: ComputeStore,
+    private readonly policy: RegistryPolicy,
+    private readonly logger: Logger,
+  ) {}
+
+  async register(req: computeV1.RegisterHostRequest): Promise<computeV1.RegisterHostResponse> {
+    const name = validateName('name', req.name);
+    if (!/^[A-Za-z0-9.[\]:-]+:\d{1,5}$/.test(req.address)) throw invalidArgument('address', 'must be host:port');
+    validateIntRange('cpus', req.cpus, 1, 4096);
+    validateIntRange('memory_mib', req.memoryMib, 64, 64 * 1024 * 1024, ' MiB');
+    const labels = validateLabels('labels', req.labels);
+    const { host, destroyVmIds } = await this.store.tx(async (m, emit) => {
+      const existing = await m.findOne(HostRow, { where: { name }, lock: { mode: 'pessimistic_write' } });
+      const fields = {
+        address: req.address,
+        pool: this.policy.pool,
+        driver: req.driver || 'sim',
+        accelerator: req.accelerator || '',
+        cpus: req.cpus,
+        memoryMib: req.memoryMib,
+        labels,
+        down: false,
+        stateReason: '',
+        lastHeartbeatAt: new Date(),
+      };
+      let host: HostRow;
+      if (existing) {
+        await updateVersioned(m, HostRow, { kind: 'host', id: existing.id, version: existing.version }, {
+          ...fields,
+          adminState: stateOnRegister(existing.adminState) as HostRow['adminState'],
+          epoch: existing.epoch + 1,
+        });
+        host = await m.findOneByOrFail(HostRow, { id: existing.id });
+      } else {
+        host = m.create(HostRow, {
+          id: randomUUID(),
+          name,
+          ...fields,
+          adminState: 'ENABLED',
+          cpuOvercommitRatio: this.policy.cpuOvercommitRatio,
+          memoryOvercommitRatio: this.policy.memoryOvercommitRatio,
+          epoch: 1,
+          version: 1,
+        });
+        await m.insert(HostRow, host);
+        host = await m.findOneByOrFail(HostRow, { id: host.id });
+      }
+      const destroyVmIds = await this.reconcile(m, emit, host, req.vms);
+      const allocation = (await this.store.allocations(m, [host.id])).get(host.id);
+      emit(events.host(existing ? 'UPDATED' : 'CREATED', host, allocation));
+      return { host, destroyVmIds };
+    });
+    this.logger.info({ host: host.name, epoch: host.epoch, address: host.address }, 'host registered');
+    return { hostId: host.id, epoch: host.epoch, heartbeatIntervalMs: this.policy.heartbeatIntervalMs, destroyVmIds };
+  }
+
+  async heartbeat(req: computeV1.HeartbeatRequest): Promise<computeV1.HeartbeatResponse> {
+    const destroyVmIds = await this.store.tx(async (m, emit) => {
+      const host = await m.findOne(HostRow, { where: { id: req.hostId }, lock: { mode: 'pessimistic_write' } });
+      if (!host) throw notFound('host', req.hostId);
+      if (host.epoch !== req.epoch)
+        throw failedPrecondition(`host ${host.name} epoch ${req.epoch} is stale (now ${host.epoch}): register again`);
+      if (host.down) {
+        await updateVersioned(m, HostRow, { kind: 'host', id: host.id, version: host.version }, {
+          down: false,
+          stateReason: '',
+          lastHeartbeatAt: new Date(),
+        });
+        const back = await m.findOneByOrFail(HostRow, { id: host.id });
+        emit(events.host('UPDATED', back, (await this.store.allocations(m, [host.id])).get(host.id)));
+        this.logger.info({ host: host.name }, 'host is back');
+      } else {
+        // Liveness only: no version bump or event, or every heartbeat would flood Watch streams.
+        await m.query(`UPDATE ${table(m, HostRow)} SET last_heartbeat_at = now() WHERE id = $1`, [host.id]);
+      }
+      return this.reconcile(m, emit, host, req.vms);
+    });
+    return { heartbeatIntervalMs: this.policy.heartbeatIntervalMs, destroyVmIds };
+  }
+
+  /**
+   * Brings VM records in line with what the host reports, for VMs without an operation in flight.
+   * Returns VMs the host runs that the pool does not place there: the agent destroys them.
+   */
+  private async reconcile(m: EntityManager, emit: Emit, host: HostRow, reported: computeV1.VmStatus[]): Promise<string[]> {
+    const recorded = new Map((await m.findBy(VmRow, { hostId: host.id })).map((vm) => [vm.id, vm]));
+    const destroy: string[] = [];
+    const seen = new Set<string>();
+    for (const status of reported) {
+      seen.add(status.vmId);
+      const vm = recorded.get(status.vmId);
+      if (!vm) {
+        destroy.push(status.vmId);
+        continue;
+      }
+      if (vm.currentOperationId) continue;
+      const state = fromProto(status.powerState);
+      if (state === 'HALTED') {
+        await this.setVm(m, emit, vm, {
+          powerState: 'HALTED',
+          hostId: null,
+          powerStateReason: status.reason || `stopped on host ${host.name}`,
+        });
+      } else if (state !== vm.powerState) {
+        await this.setVm(m, emit, vm, { powerState: state, powerStateReason: '' });
+      }
+    }
+    for (const vm of recorded.values()) {
+      if (seen.has(vm.id) || vm.currentOperationId || !occupiesHost(vm.powerState)) continue;
+      await this.setVm(m, emit, vm, {
+        powerState: 'HALTED',
+        hostId: null,
+        powerStateReason: `not running on host ${host.name} when it reported`,
+      });
+    }
+    if (destroy.length) this.logger.warn({ host: host.name, vms: destroy }, 'host runs VMs placed elsewhere: destroying them');
+    return destroy;
+  }
+
+  private async setVm(
+    m: EntityManager,
+    emit: Emit,
+    vm: VmRow,
+    changes: Partial<Pick<VmRow, 'powerState' | 'powerStateReason' | 'hostId'>>,
+  ): Promise<void> {
+    await updateVersioned(m, VmRow, { kind: 'vm', id: vm.id, version: vm.version }, changes);
+    emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id: vm.id })));
+  }
+}
+
+function fromProto(state: computeV1.PowerState): PowerState {
+  const s = String(state).replace(/^POWER_STATE_/, '');
+  if (s === 'RUNNING' || s === 'PAUSED' || s === 'SUSPENDED' || s === 'HALTED') return s;
+  throw invalidArgument('vms.power_state', `${s} is not a state an agent reports`);
+}

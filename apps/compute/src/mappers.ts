@@ -1,0 +1,103 @@
+import { commonV1, computeV1 } from '@flotilla/contracts';
+import { allowedOperations, ErrorCode, occupiesHost } from '@flotilla/domain';
+import { grpcCodeOf } from '@flotilla/platform';
+import { FlavorRow, HostRow, OperationRow, VmRow } from './persistence/entities';
+
+/** Proto types stop here: rows in, contract messages out. */
+
+export function vmToProto(vm: VmRow): computeV1.Vm {
+  return {
+    id: vm.id,
+    name: vm.name,
+    tenantId: vm.tenantId,
+    labels: vm.labels,
+    createdAt: vm.createdAt,
+    updatedAt: vm.updatedAt,
+    etag: String(vm.version),
+    powerState: `POWER_STATE_${vm.powerState}` as computeV1.PowerState,
+    powerStateReason: vm.powerStateReason,
+    flavorId: vm.flavorId ?? '',
+    vcpus: vm.vcpus,
+    memoryMib: vm.memoryMib,
+    rootDiskGib: vm.rootDiskGib,
+    boot: { image: vm.boot.image ?? '', kernel: vm.boot.kernel ?? '', initrd: vm.boot.initrd ?? '', cmdline: vm.boot.cmdline ?? '' },
+    hostId: occupiesHost(vm.powerState) ? (vm.hostId ?? '') : '',
+    allowedOperations: allowedOperations(vm).map((op) => `VM_OPERATION_${op}` as computeV1.VmOperation),
+    currentOperationId: vm.currentOperationId ?? '',
+    antiAffinityGroup: vm.antiAffinityGroup,
+    requiredHostLabels: vm.requiredHostLabels,
+  };
+}
+
+export interface HostAllocation {
+  vcpus: number;
+  memoryMib: number;
+  vmCount: number;
+}
+
+export function hostState(host: Pick<HostRow, 'down' | 'adminState'>): 'ENABLED' | 'DISABLED' | 'MAINTENANCE' | 'DOWN' {
+  return host.down ? 'DOWN' : host.adminState;
+}
+
+export function hostToProto(host: HostRow, allocation: HostAllocation): computeV1.Host {
+  return {
+    id: host.id,
+    name: host.name,
+    labels: host.labels,
+    createdAt: host.createdAt,
+    updatedAt: host.updatedAt,
+    etag: String(host.version),
+    pool: host.pool,
+    address: host.address,
+    state: `HOST_STATE_${hostState(host)}` as computeV1.HostState,
+    stateReason: host.stateReason,
+    driver: host.driver,
+    accelerator: host.accelerator,
+    cpus: host.cpus,
+    memoryMib: host.memoryMib,
+    cpuOvercommitRatio: host.cpuOvercommitRatio,
+    memoryOvercommitRatio: host.memoryOvercommitRatio,
+    vcpusAllocated: allocation.vcpus,
+    memoryMibAllocated: allocation.memoryMib,
+    vmCount: allocation.vmCount,
+    lastHeartbeatAt: host.lastHeartbeatAt,
+    epoch: host.epoch,
+  };
+}
+
+export function flavorToProto(f: FlavorRow): computeV1.Flavor {
+  return {
+    id: f.id,
+    name: f.name,
+    vcpus: f.vcpus,
+    memoryMib: f.memoryMib,
+    rootDiskGib: f.rootDiskGib,
+    createdAt: f.createdAt,
+    etag: String(f.version),
+  };
+}
+
+export function operationToProto(op: OperationRow): commonV1.Operation {
+  return {
+    id: op.id,
+    kind: op.kind,
+    target: { kind: op.targetKind, id: op.targetId, name: op.targetName },
+    state: `OPERATION_STATE_${op.state}` as commonV1.OperationState,
+    progress: op.progress,
+    error: op.errorCode
+      ? {
+          code: grpcCodeOf(op.errorCode as ErrorCode),
+          message: op.errorMessage ?? '',
+          details: op.errorField ? [{ reason: 'FIELD_INVALID', field: op.errorField, description: '', metadata: {} }] : [],
+        }
+      : undefined,
+    result: op.result,
+    tenantId: op.tenantId,
+    requestId: op.requestId ?? '',
+    createdAt: op.createdAt,
+    updatedAt: op.updatedAt,
+    finishedAt: op.finishedAt ?? undefined,
+    step: op.step,
+    etag: String(op.version),
+  };
+}

@@ -1,0 +1,86 @@
+import { DataSource, EntityManager } from 'typeorm';
+import { appendEvents, EventFeed, NewEvent } from '@flotilla/platform';
+import { flavorToProto, HostAllocation, hostToProto, operationToProto, vmToProto } from '../mappers';
+import { FlavorRow, HostRow, OperationRow, VmRow } from './entities';
+
+export type Emit = (event: NewEvent) => void;
+
+/**
+ * The compute service's one way to write: a transaction whose events go to the outbox in the same commit,
+ * after which local watchers are woken.
+ */
+export class ComputeStore {
+  constructor(
+    readonly dataSource: DataSource,
+    readonly feed: EventFeed,
+  ) {}
+
+  async tx<T>(work: (m: EntityManager, emit: Emit) => Promise<T>): Promise<T> {
+    const events: NewEvent[] = [];
+    const result = await this.dataSource.transaction(async (m) => {
+      const out = await work(m, (e) => events.push(e));
+      await appendEvents(m, events);
+      return out;
+    });
+    if (events.length) this.feed.wake();
+    return result;
+  }
+
+  get manager(): EntityManager {
+    return this.dataSource.manager;
+  }
+
+  /** vCPUs, memory and VM count held on each host by VMs that occupy it. */
+  async allocations(m: EntityManager, hostIds?: string[]): Promise<Map<string, HostAllocation>> {
+    const rows: Array<{ host_id: string; vcpus: string; memory_mib: string; vms: string }> = await m.query(
+      `SELECT host_id, sum(vcpus)::text AS vcpus, sum(memory_mib)::text AS memory_mib, count(*)::text AS vms
+         FROM ${table(m, VmRow)}
+        WHERE host_id IS NOT NULL ${hostIds ? 'AND host_id = ANY($1)' : ''}
+        GROUP BY host_id`,
+      hostIds ? [hostIds] : [],
+    );
+    return new Map(
+      rows.map((r) => [r.host_id, { vcpus: Number(r.vcpus), memoryMib: Number(r.memory_mib), vmCount: Number(r.vms) }]),
+    );
+  }
+}
+
+export function table(m: EntityManager, entity: new () => unknown): string {
+  return m
+    .getRepository(entity)
+    .metadata.tablePath.split('.')
+    .map((p) => `"${p}"`)
+    .join('.');
+}
+
+export const noAllocation: HostAllocation = { vcpus: 0, memoryMib: 0, vmCount: 0 };
+
+/** Outbox events of each resource kind, carrying the resource as the API shows it. */
+export const events = {
+  vm: (type: NewEvent['type'], vm: VmRow): NewEvent => ({
+    kind: 'vm',
+    type,
+    resourceId: vm.id,
+    tenantId: vm.tenantId,
+    payload: vmToProto(vm),
+  }),
+  host: (type: NewEvent['type'], host: HostRow, allocation: HostAllocation = noAllocation): NewEvent => ({
+    kind: 'host',
+    type,
+    resourceId: host.id,
+    payload: hostToProto(host, allocation),
+  }),
+  flavor: (type: NewEvent['type'], flavor: FlavorRow): NewEvent => ({
+    kind: 'flavor',
+    type,
+    resourceId: flavor.id,
+    payload: flavorToProto(flavor),
+  }),
+  operation: (type: NewEvent['type'], op: OperationRow): NewEvent => ({
+    kind: 'operation',
+    type,
+    resourceId: op.id,
+    tenantId: op.tenantId,
+    payload: operationToProto(op),
+  }),
+};

@@ -1,0 +1,101 @@
+import { Column, CreateDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
+import type { HostState, OperationState, PowerState } from '@flotilla/domain';
+
+/** bigint columns come back from pg as strings; these are small enough for a JS number. */
+const int8 = { to: (v: number) => v, from: (v: string | null) => (v === null ? null : Number(v)) };
+
+@Entity({ name: 'hosts' })
+export class HostRow {
+  @PrimaryColumn('uuid') id!: string;
+  @Column('text') name!: string;
+  @Column('text') address!: string;
+  @Column('text') pool!: string;
+  /** The operator's choice; the host reads DOWN while `down` is set, whatever this says. */
+  @Column({ name: 'admin_state', type: 'text' }) adminState!: Exclude<HostState, 'DOWN'>;
+  @Column('boolean') down!: boolean;
+  @Column({ name: 'state_reason', type: 'text', default: '' }) stateReason!: string;
+  @Column('text') driver!: string;
+  @Column('text') accelerator!: string;
+  @Column('int') cpus!: number;
+  @Column({ name: 'memory_mib', type: 'bigint', transformer: int8 }) memoryMib!: number;
+  @Column({ name: 'cpu_overcommit_ratio', type: 'double precision' }) cpuOvercommitRatio!: number;
+  @Column({ name: 'memory_overcommit_ratio', type: 'double precision' }) memoryOvercommitRatio!: number;
+  @Column('jsonb') labels!: Record<string, string>;
+  @Column({ name: 'last_heartbeat_at', type: 'timestamptz' }) lastHeartbeatAt!: Date;
+  @Column({ type: 'bigint', transformer: int8 }) epoch!: number;
+  @Column('int') version!: number;
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;
+  @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' }) updatedAt!: Date;
+}
+
+@Entity({ name: 'flavors' })
+export class FlavorRow {
+  @PrimaryColumn('uuid') id!: string;
+  @Column('text') name!: string;
+  @Column('int') vcpus!: number;
+  @Column({ name: 'memory_mib', type: 'bigint', transformer: int8 }) memoryMib!: number;
+  @Column({ name: 'root_disk_gib', type: 'bigint', transformer: int8 }) rootDiskGib!: number;
+  @Column('int') version!: number;
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;
+}
+
+export interface BootRow {
+  image?: string;
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+}
+
+@Entity({ name: 'vms' })
+export class VmRow {
+  @PrimaryColumn('uuid') id!: string;
+  @Column('text') name!: string;
+  @Column({ name: 'tenant_id', type: 'text' }) tenantId!: string;
+  @Column('jsonb') labels!: Record<string, string>;
+  @Column({ name: 'flavor_id', type: 'uuid', nullable: true }) flavorId!: string | null;
+  @Column('int') vcpus!: number;
+  @Column({ name: 'memory_mib', type: 'bigint', transformer: int8 }) memoryMib!: number;
+  @Column({ name: 'root_disk_gib', type: 'bigint', transformer: int8 }) rootDiskGib!: number;
+  @Column('jsonb') boot!: BootRow;
+  @Column({ name: 'power_state', type: 'text' }) powerState!: PowerState;
+  @Column({ name: 'power_state_reason', type: 'text', default: '' }) powerStateReason!: string;
+  /** Where the VM holds capacity: set from placement until it halts. */
+  @Column({ name: 'host_id', type: 'uuid', nullable: true }) hostId!: string | null;
+  @Column({ name: 'current_operation_id', type: 'uuid', nullable: true }) currentOperationId!: string | null;
+  @Column({ name: 'anti_affinity_group', type: 'text', default: '' }) antiAffinityGroup!: string;
+  @Column({ name: 'required_host_labels', type: 'jsonb' }) requiredHostLabels!: Record<string, string>;
+  @Column({ name: 'request_id', type: 'text', nullable: true }) requestId!: string | null;
+  @Column('int') version!: number;
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;
+  @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' }) updatedAt!: Date;
+}
+
+@Entity({ name: 'operations' })
+export class OperationRow {
+  @PrimaryColumn('uuid') id!: string;
+  @Column('text') kind!: string;
+  @Column({ name: 'target_kind', type: 'text' }) targetKind!: string;
+  @Column({ name: 'target_id', type: 'uuid' }) targetId!: string;
+  @Column({ name: 'target_name', type: 'text' }) targetName!: string;
+  @Column({ name: 'tenant_id', type: 'text' }) tenantId!: string;
+  @Column({ name: 'request_id', type: 'text', nullable: true }) requestId!: string | null;
+  @Column('text') state!: OperationState;
+  @Column('double precision') progress!: number;
+  @Column('text') step!: string;
+  /** Operation-specific input (e.g. a pinned host, a shutdown timeout). */
+  @Column('jsonb') params!: OperationParams;
+  @Column('jsonb') result!: Record<string, string>;
+  @Column({ name: 'error_code', type: 'text', nullable: true }) errorCode!: string | null;
+  @Column({ name: 'error_message', type: 'text', nullable: true }) errorMessage!: string | null;
+  @Column({ name: 'error_field', type: 'text', nullable: true }) errorField!: string | null;
+  /** Set once the operation made its first outside effect: from then on it cannot be cancelled. */
+  @Column({ name: 'point_of_no_return', type: 'boolean' }) pointOfNoReturn!: boolean;
+  @Column('int') version!: number;
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;
+  @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' }) updatedAt!: Date;
+  @Column({ name: 'finished_at', type: 'timestamptz', nullable: true }) finishedAt!: Date | null;
+}
+
+export const computeEntities = [HostRow, FlavorRow, VmRow, OperationRow];
+
+export type OperationParams = Record<string, string | number | boolean | null>;

@@ -1,0 +1,244 @@
+import { EntityManager } from 'typeorm';
+import { DomainError, ErrorCode, isDomainError, isTerminal } from '@flotilla/domain';
+import { domainErrorFromGrpc, Logger, updateVersioned } from '@flotilla/platform';
+import { AgentClients } from '../hosts/agent-clients';
+import { hostState } from '../mappers';
+import { Emit, events, ComputeStore } from '../persistence/compute-store';
+import { HostRow, OperationRow, VmRow } from '../persistence/entities';
+import { OperationRunner } from '../operations/operation-runner';
+import { OperationService } from '../operations/operation.service';
+import { Placement } from './placement';
+
+/** Raised when the operation record changed under the handler (cancelled): stop quietly. */
+class OperationSuperseded extends Error {}
+
+const reservationAttempts = 3;
+
+/**
+ * Carries out VM lifecycle operations against host agents. Every step is idempotent and reads what was
+ * already done from the records, so a restarted compute service resumes an operation where it stopped.
+ * A start's point of no return is the host reservation followed by the agent call; before it a cancel
+ * leaves the VM untouched.
+ */
+export class VmOperations {
+  constructor(
+    private readonly store: ComputeStore,
+    private readonly operations: OperationService,
+    private readonly agents: AgentClients,
+    private readonly placement: Placement,
+    private readonly logger: Logger,
+  ) {}
+
+  register(runner: OperationRunner): void {
+    for (const kind of ['vm.create', 'vm.start', 'vm.shutdown', 'vm.reboot', 'vm.pause', 'vm.unpause', 'vm.destroy'])
+      runner.register(kind, (op) => this.run(op));
+  }
+
+  private async run(queued: OperationRow): Promise<void> {
+    const log = this.logger.child({ operationId: queued.id, kind: queued.kind, vmId: queued.targetId });
+    let op = await this.store.manager.findOneByOrFail(OperationRow, { id: queued.id });
+    if (isTerminal(op.state)) return;
+    try {
+      if (op.state === 'PENDING') op = await this.step(op, { state: 'RUNNING', step: 'running' });
+      const vm = await this.store.manager.findOneBy(VmRow, { id: op.targetId });
+      if (!vm) {
+        if (op.kind === 'vm.destroy') return await this.succeed(op, null);
+        throw new DomainError(ErrorCode.NotFound, `vm ${op.targetId} no longer exists`);
+      }
+      switch (op.kind) {
+        case 'vm.create':
+          return op.params.start ? await this.start(op, vm) : await this.succeed(op, vm);
+        case 'vm.start':
+          return await this.start(op, vm);
+        case 'vm.shutdown':
+          return await this.shutdown(op, vm);
+        case 'vm.reboot':
+          return await this.reboot(op, vm);
+        case 'vm.pause':
+        case 'vm.unpause':
+          return await this.pauseOrUnpause(op, vm);
+        case 'vm.destroy':
+          return await this.destroy(op, vm);
+        default:
+          throw new DomainError(ErrorCode.Internal, `unknown operation kind ${op.kind}`);
+      }
+    } catch (e) {
+      if (e instanceof OperationSuperseded) return log.info('operation was cancelled');
+      const error = isDomainError(e) ? e : domainErrorFromGrpc(e);
+      if (error.code === ErrorCode.Internal) log.error({ err: e }, 'operation failed unexpectedly');
+      else log.info({ code: error.code, reason: error.message }, 'operation failed');
+      await this.fail(op.id, error);
+    }
+  }
+
+  private async start(op: OperationRow, vm: VmRow): Promise<void> {
+    if (!vm.hostId) vm = await this.reserve(op, vm);
+    op = await this.fresh(op);
+    const host = await this.host(vm.hostId!);
+    op = await this.step(op, { step: `starting on host ${host.name}`, progress: 0.5, pointOfNoReturn: true });
+    await this.agents.call(host, (a) =>
+      a.startVm({
+        epoch: host.epoch,
+        spec: {
+          vmId: vm.id,
+          name: vm.name,
+          vcpus: vm.vcpus,
+          memoryMib: vm.memoryMib,
+          boot: { image: vm.boot.image ?? '', kernel: '', initrd: '', cmdline: vm.boot.cmdline ?? '' },
+        },
+      }),
+    );
+    await this.succeed(op, vm, { powerState: 'RUNNING', powerStateReason: '' }, { host_id: host.id });
+  }
+
+  /** Places the VM and records the host as holding its capacity, re-checked with the host row locked. */
+  private async reserve(op: OperationRow, vm: VmRow): Promise<VmRow> {
+    const pinned = typeof op.params.hostId === 'string' ? op.params.hostId : undefined;
+    const request = {
+      vcpus: vm.vcpus,
+      memoryMib: vm.memoryMib,
+      requiredLabels: vm.requiredHostLabels,
+      antiAffinityGroup: vm.antiAffinityGroup || undefined,
+    };
+    const excluded: string[] = [];
+    for (let attempt = 1; ; attempt++) {
+      await this.step(await this.fresh(op), { step: 'placing' });
+      const hostId = pinned ?? (await this.placement.choose(this.store.manager, { ...request, excludeHostIds: excluded }));
+      const reserved = await this.store.tx(async (m, emit) => {
+        if (!(await this.placement.stillFits(m, hostId, request))) return undefined;
+        const current = await m.findOneByOrFail(VmRow, { id: vm.id });
+        await updateVersioned(m, VmRow, { kind: 'vm', id: vm.id, version: current.version }, { hostId });
+        const saved = await m.findOneByOrFail(VmRow, { id: vm.id });
+        emit(events.vm('UPDATED', saved));
+        return saved;
+      });
+      if (reserved) return reserved;
+      if (pinned)
+        throw new DomainError(ErrorCode.ResourceExhausted, `host ${pinned} cannot take vm ${vm.name} now: it is not ENABLED or lacks capacity`);
+      if (attempt >= reservationAttempts)
+        throw new DomainError(ErrorCode.Conflict, `placement of vm ${vm.name} lost ${attempt} races for capacity: retry`);
+      excluded.push(hostId);
+    }
+  }
+
+  private async shutdown(op: OperationRow, vm: VmRow): Promise<void> {
+    const hard = op.params.operation === 'HARD_SHUTDOWN';
+    const host = vm.hostId ? await this.host(vm.hostId) : undefined;
+    // A VM whose host is DOWN is recorded HALTED now; when the host returns it is told to destroy it.
+    if (host && !(hard && hostState(host) === 'DOWN')) {
+      op = await this.step(op, { step: `${hard ? 'hard' : 'clean'} shutdown on host ${host.name}`, progress: 0.3, pointOfNoReturn: true });
+      const timeoutMs = typeof op.params.timeoutMs === 'number' ? op.params.timeoutMs : 60_000;
+      await this.agents.call(host, (a) =>
+        a.shutdownVm({ epoch: host.epoch, vmId: vm.id, hard, timeoutMs }, { deadlineMs: timeoutMs + this.agents.deadline() }),
+      );
+    }
+    await this.succeed(op, vm, {
+      powerState: 'HALTED',
+      powerStateReason: host && hostState(host) === 'DOWN' ? `hard shutdown recorded while host ${host.name} was DOWN` : '',
+      hostId: null,
+    });
+  }
+
+  private async reboot(op: OperationRow, vm: VmRow): Promise<void> {
+    const host = await this.host(vm.hostId!);
+    const hard = op.params.operation === 'HARD_REBOOT';
+    op = await this.step(op, { step: `${hard ? 'hard' : 'clean'} reboot on host ${host.name}`, progress: 0.3, pointOfNoReturn: true });
+    await this.agents.call(host, (a) => a.rebootVm({ epoch: host.epoch, vmId: vm.id, hard }));
+    await this.succeed(op, vm, { powerState: 'RUNNING', powerStateReason: '' });
+  }
+
+  private async pauseOrUnpause(op: OperationRow, vm: VmRow): Promise<void> {
+    const host = await this.host(vm.hostId!);
+    const pause = op.kind === 'vm.pause';
+    op = await this.step(op, { step: `${pause ? 'pausing' : 'unpausing'} on host ${host.name}`, progress: 0.3, pointOfNoReturn: true });
+    await this.agents.call(host, (a) =>
+      pause ? a.pauseVm({ epoch: host.epoch, vmId: vm.id }) : a.unpauseVm({ epoch: host.epoch, vmId: vm.id }),
+    );
+    await this.succeed(op, vm, { powerState: pause ? 'PAUSED' : 'RUNNING', powerStateReason: '' });
+  }
+
+  private async destroy(op: OperationRow, vm: VmRow): Promise<void> {
+    const host = vm.hostId ? await this.host(vm.hostId) : undefined;
+    op = await this.step(op, { step: host ? `destroying on host ${host.name}` : 'deleting', progress: 0.3, pointOfNoReturn: true });
+    if (host && hostState(host) !== 'DOWN') await this.agents.call(host, (a) => a.destroyVm({ epoch: host.epoch, vmId: vm.id }));
+    await this.succeed(op, null, undefined, { vm_id: vm.id }, vm);
+  }
+
+  /** Finishes the operation and applies the VM's new state in one transaction. */
+  private async succeed(
+    op: OperationRow,
+    vm: VmRow | null,
+    changes?: Partial<Pick<VmRow, 'powerState' | 'powerStateReason' | 'hostId'>>,
+    result: Record<string, string> = {},
+    deleted?: VmRow,
+  ): Promise<void> {
+    const done = await this.store.tx(async (m, emit) => {
+      const current = await this.freshIn(m, op);
+      if (deleted) {
+        const row = await m.findOneBy(VmRow, { id: deleted.id });
+        if (row) {
+          await m.delete(VmRow, { id: deleted.id });
+          emit(events.vm('DELETED', row));
+        }
+      } else if (vm) {
+        await this.updateVm(m, emit, vm.id, { ...changes, currentOperationId: null });
+      }
+      return this.operations.finish(m, emit, current, { state: 'SUCCEEDED', result: { vm_id: op.targetId, ...result } });
+    });
+    this.operations.announce(done);
+  }
+
+  /** Records the failure and gives the VM back its stable state (a start that failed frees its host). */
+  private async fail(opId: string, error: DomainError): Promise<void> {
+    const done = await this.store.tx(async (m, emit) => {
+      const op = await m.findOneByOrFail(OperationRow, { id: opId });
+      if (isTerminal(op.state)) return undefined;
+      const vm = await m.findOneBy(VmRow, { id: op.targetId });
+      if (vm && vm.currentOperationId === op.id) {
+        const releases = (op.kind === 'vm.start' || op.kind === 'vm.create') && vm.powerState === 'HALTED';
+        await this.updateVm(m, emit, vm.id, { currentOperationId: null, ...(releases ? { hostId: null } : {}) });
+      }
+      return this.operations.finish(m, emit, op, { state: 'FAILED', error });
+    });
+    if (done) this.operations.announce(done);
+  }
+
+  private async updateVm(
+    m: EntityManager,
+    emit: Emit,
+    id: string,
+    changes: Partial<Pick<VmRow, 'powerState' | 'powerStateReason' | 'hostId' | 'currentOperationId'>>,
+  ): Promise<void> {
+    const vm = await m.findOneByOrFail(VmRow, { id });
+    await updateVersioned(m, VmRow, { kind: 'vm', id, version: vm.version }, changes);
+    emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id })));
+  }
+
+  private async step(
+    op: OperationRow,
+    changes: Partial<Pick<OperationRow, 'state' | 'step' | 'progress' | 'pointOfNoReturn'>>,
+  ): Promise<OperationRow> {
+    try {
+      return await this.store.tx((m, emit) => this.operations.advance(m, emit, op, changes));
+    } catch (e) {
+      const now = await this.store.manager.findOneBy(OperationRow, { id: op.id });
+      if (now && isTerminal(now.state)) throw new OperationSuperseded();
+      throw e;
+    }
+  }
+
+  private async fresh(op: OperationRow): Promise<OperationRow> {
+    return this.freshIn(this.store.manager, op);
+  }
+
+  private async freshIn(m: EntityManager, op: OperationRow): Promise<OperationRow> {
+    const now = await m.findOneByOrFail(OperationRow, { id: op.id });
+    if (isTerminal(now.state)) throw new OperationSuperseded();
+    return now;
+  }
+
+  private async host(id: string): Promise<HostRow> {
+    return this.store.manager.findOneByOrFail(HostRow, { id });
+  }
+}
+

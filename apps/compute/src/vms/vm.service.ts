@@ -1,0 +1,213 @@
+import { randomUUID } from 'node:crypto';
+import { EntityManager } from 'typeorm';
+import { computeV1 } from '@flotilla/contracts';
+import {
+  assertOperationAllowed,
+  DomainError,
+  encodePageToken,
+  ErrorCode,
+  invalidArgument,
+  isUuid,
+  limits,
+  notFound,
+  parsePage,
+  truncate,
+  validateId,
+  validateIntRange,
+  validateLabels,
+  validateName,
+  validateRequestId,
+  type VmOperation,
+} from '@flotilla/domain';
+import { Caller, requireRole, updateVersioned } from '@flotilla/platform';
+import { events, ComputeStore } from '../persistence/compute-store';
+import { BootRow, FlavorRow, OperationParams, OperationRow, VmRow } from '../persistence/entities';
+import { OperationService } from '../operations/operation.service';
+import { OperationRunner } from '../operations/operation-runner';
+
+/** Operation kinds by lifecycle operation; params say how (clean or hard, timeouts). */
+export const vmOperationKind: Record<VmOperation, string> = {
+  START: 'vm.start',
+  CLEAN_SHUTDOWN: 'vm.shutdown',
+  HARD_SHUTDOWN: 'vm.shutdown',
+  CLEAN_REBOOT: 'vm.reboot',
+  HARD_REBOOT: 'vm.reboot',
+  PAUSE: 'vm.pause',
+  UNPAUSE: 'vm.unpause',
+  DESTROY: 'vm.destroy',
+};
+
+const listFields = ['name', 'power_state', 'host_id', 'flavor_id', 'label.*'] as const;
+
+/** The VM records: create, read, and the requests that start lifecycle operations. */
+export class VmService {
+  constructor(
+    private readonly store: ComputeStore,
+    private readonly operations: OperationService,
+    private readonly runner: OperationRunner,
+  ) {}
+
+  async create(caller: Caller, req: computeV1.CreateVmRequest): Promise<{ vm: VmRow; operation: OperationRow }> {
+    requireRole(caller, 'vm-admin', 'creating a VM');
+    const tenantId = this.tenantOf(caller);
+    const name = validateName('name', req.name);
+    const requestId = validateRequestId(req.requestId);
+    const labels = validateLabels('labels', req.labels);
+    const requiredHostLabels = validateLabels('required_host_labels', req.requiredHostLabels);
+    if (req.antiAffinityGroup) validateName('anti_affinity_group', req.antiAffinityGroup);
+    const boot = validateBoot(req.boot);
+    if (Object.keys(requiredHostLabels).length) requireRole(caller, 'vm-power-admin', 'placement hints');
+
+    const created = await this.store.tx(async (m, emit) => {
+      if (requestId) {
+        const earlier = await m.findOneBy(VmRow, { tenantId, requestId });
+        if (earlier) {
+          const op = await m.findOneOrFail(OperationRow, {
+            where: { targetId: earlier.id, kind: 'vm.create' },
+          });
+          return { vm: earlier, operation: op, isNew: false };
+        }
+      }
+      const sizing = await this.sizing(m, req);
+      if (await m.existsBy(VmRow, { tenantId, name }))
+        throw new DomainError(ErrorCode.AlreadyExists, `a VM named ${name} already exists in this tenant: choose another name`, {
+          field: 'name',
+        });
+      const vm = m.create(VmRow, {
+        id: randomUUID(),
+        name,
+        tenantId,
+        labels,
+        ...sizing,
+        boot,
+        powerState: 'HALTED',
+        powerStateReason: '',
+        hostId: null,
+        currentOperationId: null,
+        antiAffinityGroup: req.antiAffinityGroup ?? '',
+        requiredHostLabels,
+        requestId: requestId ?? null,
+        version: 1,
+      });
+      const operation = await this.operations.create(m, emit, {
+        kind: 'vm.create',
+        target: { kind: 'vm', id: vm.id, name },
+        tenantId,
+        requestId,
+        params: { start: req.start },
+      });
+      vm.currentOperationId = operation.id;
+      await m.insert(VmRow, vm);
+      const saved = await m.findOneByOrFail(VmRow, { id: vm.id });
+      emit(events.vm('CREATED', saved));
+      return { vm: saved, operation, isNew: true };
+    });
+    if (created.isNew) this.runner.enqueue(created.operation);
+    return created;
+  }
+
+  async get(caller: Caller, idOrName: string, m: EntityManager = this.store.manager): Promise<VmRow> {
+    if (!idOrName) throw invalidArgument('id', 'is required: a VM id');
+    if (!isUuid(idOrName)) throw invalidArgument('id', `${JSON.stringify(truncate(idOrName, 40))} is not a VM id (a UUID); find it with ListVms filter name=<name>`);
+    const vm = await m.findOneBy(VmRow, { id: idOrName.toLowerCase() });
+    if (!vm || (!caller.crossTenant && vm.tenantId !== caller.tenantId)) throw notFound('vm', idOrName);
+    return vm;
+  }
+
+  async list(
+    caller: Caller,
+    page: computeV1.ListVmsRequest['page'],
+  ): Promise<{ vms: VmRow[]; nextPageToken: string }> {
+    const spec = parsePage(page, listFields);
+    const qb = this.store.manager.createQueryBuilder(VmRow, 'v');
+    if (!caller.crossTenant) qb.andWhere('v.tenant_id = :tenant', { tenant: caller.tenantId });
+    for (const [i, { field, value }] of spec.filter.entries()) {
+      const p = `f${i}`;
+      if (field === 'name') qb.andWhere(`v.name = :${p}`, { [p]: value });
+      else if (field === 'power_state') qb.andWhere(`v.power_state = :${p}`, { [p]: value.toUpperCase().replace(/^POWER_STATE_/, '') });
+      else if (field === 'host_id') qb.andWhere(`v.host_id::text = :${p}`, { [p]: value });
+      else if (field === 'flavor_id') qb.andWhere(`v.flavor_id::text = :${p}`, { [p]: value });
+      else qb.andWhere(`v.labels ->> :k${i} = :${p}`, { [`k${i}`]: field.slice('label.'.length), [p]: value });
+    }
+    const rows = await qb.orderBy('v.created_at').addOrderBy('v.id').offset(spec.offset).limit(spec.pageSize + 1).getMany();
+    const more = rows.length > spec.pageSize;
+    return {
+      vms: rows.slice(0, spec.pageSize),
+      nextPageToken: more ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
+    };
+  }
+
+  /**
+   * Records a lifecycle operation if the VM's state allows it (FAILED_PRECONDITION otherwise) and hands it
+   * to the runner. A repeated request_id returns the first operation.
+   */
+  async request(
+    caller: Caller,
+    id: string,
+    op: VmOperation,
+    opts: { requestId?: string; params?: OperationParams } = {},
+  ): Promise<OperationRow> {
+    requireRole(caller, op === 'DESTROY' ? 'vm-admin' : 'vm-operator', `${op.toLowerCase().replace('_', ' ')} of a VM`);
+    const requestId = validateRequestId(opts.requestId);
+    const result = await this.store.tx(async (m, emit) => {
+      const vm = await this.get(caller, id, m);
+      const spec = {
+        kind: vmOperationKind[op],
+        target: { kind: 'vm', id: vm.id, name: vm.name },
+        tenantId: vm.tenantId,
+        requestId,
+        params: { operation: op, ...opts.params },
+      };
+      const earlier = await this.operations.findByRequest(m, spec);
+      if (earlier) return { operation: earlier, isNew: false };
+      assertOperationAllowed(vm, op);
+      const operation = await this.operations.create(m, emit, spec);
+      await updateVersioned(m, VmRow, { kind: 'vm', id: vm.id, version: vm.version }, { currentOperationId: operation.id });
+      emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id: vm.id })));
+      return { operation, isNew: true };
+    });
+    if (result.isNew) this.runner.enqueue(result.operation);
+    return result.operation;
+  }
+
+  private tenantOf(caller: Caller): string {
+    if (!caller.tenantId) throw invalidArgument('tenant', 'the call carries no tenant: call through the gateway');
+    return caller.tenantId;
+  }
+
+  private async sizing(
+    m: EntityManager,
+    req: computeV1.CreateVmRequest,
+  ): Promise<Pick<VmRow, 'flavorId' | 'vcpus' | 'memoryMib' | 'rootDiskGib'>> {
+    if (req.flavorId) {
+      if (req.vcpus || req.memoryMib)
+        throw invalidArgument('flavor_id', 'give either a flavor or vcpus and memory_mib, not both');
+      const flavor = isUuid(req.flavorId)
+        ? await m.findOneBy(FlavorRow, { id: req.flavorId.toLowerCase() })
+        : await m.findOneBy(FlavorRow, { name: req.flavorId });
+      if (!flavor)
+        throw new DomainError(ErrorCode.NotFound, `flavor ${JSON.stringify(truncate(req.flavorId, 60))} not found: see ListFlavors`, {
+          field: 'flavor_id',
+        });
+      return { flavorId: flavor.id, vcpus: flavor.vcpus, memoryMib: flavor.memoryMib, rootDiskGib: flavor.rootDiskGib };
+    }
+    if (!req.vcpus && !req.memoryMib) throw invalidArgument('flavor_id', 'is required (or give vcpus and memory_mib)');
+    return {
+      flavorId: null,
+      vcpus: validateIntRange('vcpus', req.vcpus, 1, limits.vcpusMax),
+      memoryMib: validateIntRange('memory_mib', req.memoryMib, limits.memoryMibMin, limits.memoryMibMax, ' MiB'),
+      rootDiskGib: 0,
+    };
+  }
+}
+
+function validateBoot(boot: computeV1.BootSpec | undefined): BootRow {
+  if (!boot) return {};
+  // Kernel and initrd paths are host paths: they come from the operator's image catalogue, never tenants.
+  if (boot.kernel || boot.initrd)
+    throw invalidArgument('boot.kernel', 'host paths cannot be given by API callers: use boot.image');
+  if (boot.cmdline.length > 1024) throw invalidArgument('boot.cmdline', `is ${boot.cmdline.length} characters; at most 1024`);
+  if (boot.image) validateName('boot.image', boot.image);
+  return { ...(boot.image ? { image: boot.image } : {}), ...(boot.cmdline ? { cmdline: boot.cmdline } : {}) };
+}
+

@@ -1,0 +1,132 @@
+import { DynamicModule, INestMicroservice, Module } from '@nestjs/common';
+import { Metadata } from '@grpc/grpc-js';
+import * as http from 'node:http';
+import { computeV1 } from '@flotilla/contracts';
+import { ConfigOf, GrpcClient, Logger, md, openDatabase, startGrpcService } from '@flotilla/platform';
+import { TokenAuth } from './auth/token-auth';
+import { gatewayConfigSpec } from './config';
+import { GatewayMetrics, startAdminHttp } from './admin-http/admin-http';
+import { gatewayEntities, gatewayMigrations } from './persistence';
+import { PoolUpstreams, poolProxy } from './proxy/pool-proxy';
+import { AdminService } from './tenants/admin.service';
+import { TenantGrpc, TokenGrpc } from './tenants/admin.grpc';
+
+export type GatewayConfig = ConfigOf<typeof gatewayConfigSpec>;
+
+/** Pool services the gateway relays today; the others answer UNIMPLEMENTED until they are built. */
+const relayed = [
+  'flotilla.compute.v1.VmService',
+  'flotilla.compute.v1.HostService',
+  'flotilla.compute.v1.FlavorService',
+  'flotilla.compute.v1.EventService',
+  'flotilla.common.v1.OperationService',
+];
+
+@Module({})
+class GatewayModule {
+  static with(deps: { auth: TokenAuth; admin: AdminService; upstreams: PoolUpstreams }): DynamicModule {
+    return {
+      module: GatewayModule,
+      controllers: [TenantGrpc, TokenGrpc, ...relayed.map((s) => poolProxy(s))],
+      providers: [
+        { provide: TokenAuth, useValue: deps.auth },
+        { provide: AdminService, useValue: deps.admin },
+        { provide: PoolUpstreams, useValue: deps.upstreams },
+      ],
+    };
+  }
+}
+
+export interface GatewayApp {
+  stop(): Promise<void>;
+}
+
+export async function startGateway(config: GatewayConfig, logger: Logger): Promise<GatewayApp> {
+  const db = await openDatabase({
+    url: config.DATABASE_URL,
+    dataDir: config.FLOTILLA_DATA_DIR,
+    schema: 'gateway',
+    entities: gatewayEntities,
+    migrations: gatewayMigrations,
+    logger,
+  });
+  const upstreams = new PoolUpstreams(
+    {
+      compute: config.FLOTILLA_COMPUTE_URL,
+      common: config.FLOTILLA_COMPUTE_URL,
+      storage: config.FLOTILLA_STORAGE_URL,
+      network: config.FLOTILLA_NETWORK_URL,
+      migration: config.FLOTILLA_MIGRATION_URL,
+    },
+    config.FLOTILLA_SERVICE_TOKEN,
+    config.FLOTILLA_UPSTREAM_DEADLINE_MS,
+    config.FLOTILLA_POOL_NAME,
+  );
+  const auth = new TokenAuth(db.dataSource);
+  const vmCounter = new GrpcClient<computeV1.VmServiceClient>({
+    address: config.FLOTILLA_COMPUTE_URL,
+    service: 'flotilla.compute.v1.VmService',
+    staticMetadata: { [md.serviceToken]: config.FLOTILLA_SERVICE_TOKEN },
+  });
+  // A tenant's VMs, counted by the pool itself (the gateway keeps no copy of them).
+  const countVms = async (tenantId: string) => {
+    const { vms } = await vmCounter.call.listVms(
+      { page: { pageSize: 1, pageToken: '', filter: '' } },
+      { metadata: tenantMetadata(tenantId) },
+    );
+    return vms.length;
+  };
+  const admin = new AdminService(db.dataSource, auth, countVms);
+  await admin.bootstrap(logger, config.FLOTILLA_BOOTSTRAP_TOKEN_FILE);
+  const metrics = new GatewayMetrics();
+  let app: INestMicroservice | undefined;
+  let httpServer: http.Server | undefined;
+  try {
+    app = await startGrpcService({
+      module: GatewayModule.with({ auth, admin, upstreams }),
+      address: config.FLOTILLA_GATEWAY_ADDRESS,
+      areas: ['common', 'compute', 'gateway'],
+      healthServices: [...relayed, 'flotilla.gateway.v1.TenantService', 'flotilla.gateway.v1.TokenService'],
+      logger,
+      observe: metrics.observe,
+    });
+    httpServer = await startAdminHttp(
+      config.FLOTILLA_ADMIN_HTTP_ADDRESS,
+      metrics,
+      {
+        database: db.dataSource,
+        services: {
+          compute: config.FLOTILLA_COMPUTE_URL,
+          storage: config.FLOTILLA_STORAGE_URL,
+          network: config.FLOTILLA_NETWORK_URL,
+          migration: config.FLOTILLA_MIGRATION_URL,
+        },
+      },
+      logger,
+    );
+  } catch (e) {
+    await app?.close();
+    await db.close();
+    throw e;
+  }
+  logger.info(
+    { address: config.FLOTILLA_GATEWAY_ADDRESS, adminHttp: config.FLOTILLA_ADMIN_HTTP_ADDRESS },
+    'gateway ready',
+  );
+  return {
+    async stop() {
+      await new Promise((r) => httpServer?.close(r));
+      await app?.close();
+      upstreams.close();
+      vmCounter.close();
+      await db.close();
+    },
+  };
+}
+
+function tenantMetadata(tenantId: string): Metadata {
+  const m = new Metadata();
+  m.set(md.tenantId, tenantId);
+  m.set(md.role, 'read-only');
+  return m;
+}

@@ -1,0 +1,104 @@
+import { Metadata } from '@grpc/grpc-js';
+import { Controller, Inject } from '@nestjs/common';
+import { GrpcMethod } from '@nestjs/microservices';
+import { computeV1 } from '@flotilla/contracts';
+import { DomainError, ErrorCode, validateIntRange } from '@flotilla/domain';
+import { DriverError, DriverVmStatus, HypervisorDriver } from '@flotilla/hypervisor';
+import { ServiceIdentity } from '@flotilla/platform';
+import { HostRegistration, PerVmQueue } from './host-state';
+
+export const HYPERVISOR_DRIVER = 'HYPERVISOR_DRIVER';
+
+/** Commands from compute, carried out by the driver one at a time per VM. */
+@Controller()
+export class AgentGrpc implements computeV1.AgentServiceController {
+  private readonly queue = new PerVmQueue();
+
+  constructor(
+    @Inject(ServiceIdentity) private readonly identity: ServiceIdentity,
+    @Inject(HostRegistration) private readonly registration: HostRegistration,
+    @Inject(HYPERVISOR_DRIVER) private readonly driver: HypervisorDriver,
+  ) {}
+
+  @GrpcMethod('AgentService', 'StartVm')
+  startVm(req: computeV1.AgentServiceStartVmRequest, md: Metadata): Promise<computeV1.AgentServiceStartVmResponse> {
+    const spec = req.spec;
+    if (!spec?.vmId) throw new DomainError(ErrorCode.InvalidArgument, 'spec.vm_id: is required', { field: 'spec.vm_id' });
+    return this.command(md, req.epoch, spec.vmId, async () => ({
+      status: toProto(
+        await this.driver.start({
+          vmId: spec.vmId,
+          name: spec.name,
+          vcpus: validateIntRange('spec.vcpus', spec.vcpus, 1, 4096),
+          memoryMib: validateIntRange('spec.memory_mib', spec.memoryMib, 16, 64 * 1024 * 1024),
+          boot: spec.boot ?? {},
+        }),
+      ),
+    }));
+  }
+
+  @GrpcMethod('AgentService', 'ShutdownVm')
+  shutdownVm(req: computeV1.AgentServiceShutdownVmRequest, md: Metadata): Promise<computeV1.AgentServiceShutdownVmResponse> {
+    return this.command(md, req.epoch, req.vmId, async () => ({
+      status: toProto(await this.driver.shutdown(req.vmId, { hard: req.hard, timeoutMs: req.timeoutMs || 60_000 })),
+    }));
+  }
+
+  @GrpcMethod('AgentService', 'RebootVm')
+  rebootVm(req: computeV1.AgentServiceRebootVmRequest, md: Metadata): Promise<computeV1.AgentServiceRebootVmResponse> {
+    return this.command(md, req.epoch, req.vmId, async () => ({
+      status: toProto(await this.driver.reboot(req.vmId, { hard: req.hard })),
+    }));
+  }
+
+  @GrpcMethod('AgentService', 'PauseVm')
+  pauseVm(req: computeV1.AgentServicePauseVmRequest, md: Metadata): Promise<computeV1.AgentServicePauseVmResponse> {
+    return this.command(md, req.epoch, req.vmId, async () => ({ status: toProto(await this.driver.pause(req.vmId)) }));
+  }
+
+  @GrpcMethod('AgentService', 'UnpauseVm')
+  unpauseVm(req: computeV1.AgentServiceUnpauseVmRequest, md: Metadata): Promise<computeV1.AgentServiceUnpauseVmResponse> {
+    return this.command(md, req.epoch, req.vmId, async () => ({ status: toProto(await this.driver.unpause(req.vmId)) }));
+  }
+
+  @GrpcMethod('AgentService', 'DestroyVm')
+  destroyVm(req: computeV1.AgentServiceDestroyVmRequest, md: Metadata): Promise<computeV1.AgentServiceDestroyVmResponse> {
+    return this.command(md, req.epoch, req.vmId, async () => {
+      await this.driver.destroy(req.vmId);
+      return {};
+    });
+  }
+
+  @GrpcMethod('AgentService', 'GetVmStatus')
+  async getVmStatus(req: computeV1.AgentServiceGetVmStatusRequest, md: Metadata): Promise<computeV1.AgentServiceGetVmStatusResponse> {
+    this.identity.verify(md);
+    const status = await this.driver.status(req.vmId);
+    if (!status) throw new DomainError(ErrorCode.NotFound, `vm ${req.vmId} is not on this host`);
+    return { status: toProto(status) };
+  }
+
+  private async command<T>(md: Metadata, epoch: number, vmId: string, work: () => Promise<T>): Promise<T> {
+    this.identity.verify(md);
+    this.registration.checkEpoch(epoch);
+    if (!vmId) throw new DomainError(ErrorCode.InvalidArgument, 'vm_id: is required', { field: 'vm_id' });
+    try {
+      return await this.queue.run(vmId, work);
+    } catch (e) {
+      throw e instanceof DriverError ? fromDriverError(e) : e;
+    }
+  }
+}
+
+export function toProto(s: DriverVmStatus): computeV1.VmStatus {
+  return { vmId: s.vmId, powerState: `POWER_STATE_${s.powerState}` as computeV1.PowerState, reason: s.reason ?? '' };
+}
+
+function fromDriverError(e: DriverError): DomainError {
+  const code = {
+    'not-found': ErrorCode.NotFound,
+    'invalid-state': ErrorCode.FailedPrecondition,
+    capacity: ErrorCode.ResourceExhausted,
+    failed: ErrorCode.Internal,
+  }[e.kind];
+  return new DomainError(code, e.message);
+}

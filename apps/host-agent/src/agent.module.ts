@@ -1,0 +1,20 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { HypervisorDriver } from '@flotilla/hypervisor';
+import { ServiceIdentity } from '@flotilla/platform';
+import { AgentGrpc, HYPERVISOR_DRIVER } from './agent.grpc';
+import { HostRegistration } from './host-state';
+
+@Module({})
+export class AgentModule {
+  static with(deps: { identity: ServiceIdentity; registration: HostRegistration; driver: HypervisorDriver }): DynamicModule {
+    return {
+      module: AgentModule,
+      controllers: [AgentGrpc],
+      providers: [
+        { provide: ServiceIdentity, useValue: deps.identity },
+        { provide: HostRegistration, useValue: deps.registration },
+        { provide: HYPERVISOR_DRIVER, useValue: deps.driver },
+      ],
+    };
+  }
+}

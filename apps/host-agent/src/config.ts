@@ -1,0 +1,59 @@
+import * as os from 'node:os';
+import { z } from 'zod';
+import { commonConfig, listenAddress, type ConfigSpec } from '@flotilla/platform';
+
+const labelList = z
+  .string()
+  .regex(/^([a-z0-9][a-z0-9._/-]*=[^,=]*)(,[a-z0-9][a-z0-9._/-]*=[^,=]*)*$/, 'must be key=value pairs separated by commas')
+  .transform((s) => Object.fromEntries(s.split(',').map((kv) => kv.split('=') as [string, string])));
+
+export const agentConfigSpec = {
+  FLOTILLA_SERVICE_TOKEN: commonConfig.FLOTILLA_SERVICE_TOKEN,
+  FLOTILLA_LOG_LEVEL: commonConfig.FLOTILLA_LOG_LEVEL,
+  FLOTILLA_DATA_DIR: commonConfig.FLOTILLA_DATA_DIR,
+  FLOTILLA_AGENT_ADDRESS: {
+    description: 'host:port the agent gRPC service listens on; compute calls this address',
+    schema: listenAddress(),
+    default: '127.0.0.1:7410',
+  },
+  FLOTILLA_AGENT_NAME: {
+    description: 'the host name registered with the pool (unique in the pool)',
+    schema: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1..63 letters, digits, ".", "_" or "-"'),
+    default: os.hostname().split('.')[0] || 'host-1',
+  },
+  FLOTILLA_AGENT_STATE_DIR: {
+    description: 'directory for per-VM runtime state (default: <FLOTILLA_DATA_DIR>/agents/<name>)',
+    schema: z.string().min(1),
+    default: '',
+  },
+  FLOTILLA_COMPUTE_URL: {
+    description: "host:port of the pool's compute service",
+    schema: listenAddress(),
+    default: '127.0.0.1:7401',
+  },
+  FLOTILLA_DRIVER: {
+    description: 'hypervisor driver: auto, sim or qemu',
+    schema: z.enum(['auto', 'sim', 'qemu']),
+    default: 'auto' as const,
+  },
+  FLOTILLA_SIM_CPUS: {
+    description: 'CPUs the sim driver reports',
+    schema: z.coerce.number().int().min(1, 'must be 1..4096').max(4096, 'must be 1..4096'),
+    default: 16,
+  },
+  FLOTILLA_SIM_MEMORY_MIB: {
+    description: 'memory the sim driver reports, MiB',
+    schema: z.coerce.number().int().min(64, 'must be at least 64').max(64 * 1024 * 1024, 'is too large'),
+    default: 65536,
+  },
+  FLOTILLA_SIM_LATENCY_MS: {
+    description: 'simulated latency of each sim power operation, ms',
+    schema: z.coerce.number().int().min(0, 'must be 0..60000').max(60_000, 'must be 0..60000'),
+    default: 20,
+  },
+  FLOTILLA_HOST_LABELS: {
+    description: 'labels of this host for placement, e.g. "zone=a,ssd=true"',
+    schema: labelList,
+    default: {} as Record<string, string>,
+  },
+} satisfies ConfigSpec;

@@ -1,0 +1,75 @@
+import { DomainError, ErrorCode } from './errors';
+
+export type PowerState = 'HALTED' | 'RUNNING' | 'PAUSED' | 'SUSPENDED' | 'UNKNOWN';
+
+export type VmOperation =
+  | 'START'
+  | 'CLEAN_SHUTDOWN'
+  | 'HARD_SHUTDOWN'
+  | 'CLEAN_REBOOT'
+  | 'HARD_REBOOT'
+  | 'PAUSE'
+  | 'UNPAUSE'
+  | 'DESTROY';
+
+/**
+ * The VM lifecycle as a table (XAPI's xapi_vm_lifecycle): which operations each power state allows.
+ * One guard uses it and the API publishes it as allowed_operations.
+ * UNKNOWN (host stopped reporting) allows only what is safe without the host: a hard shutdown or destroy
+ * is recorded now and realised when the host returns or is fenced.
+ */
+const allowedByPowerState: Record<PowerState, readonly VmOperation[]> = {
+  HALTED: ['START', 'DESTROY'],
+  RUNNING: ['CLEAN_SHUTDOWN', 'HARD_SHUTDOWN', 'CLEAN_REBOOT', 'HARD_REBOOT', 'PAUSE', 'DESTROY'],
+  PAUSED: ['UNPAUSE', 'HARD_SHUTDOWN', 'HARD_REBOOT', 'DESTROY'],
+  SUSPENDED: ['HARD_SHUTDOWN', 'DESTROY'],
+  UNKNOWN: ['HARD_SHUTDOWN', 'DESTROY'],
+};
+
+/** The power state an operation leaves the VM in when it succeeds. */
+export const powerStateAfter: Record<VmOperation, PowerState | 'DELETED'> = {
+  START: 'RUNNING',
+  CLEAN_SHUTDOWN: 'HALTED',
+  HARD_SHUTDOWN: 'HALTED',
+  CLEAN_REBOOT: 'RUNNING',
+  HARD_REBOOT: 'RUNNING',
+  PAUSE: 'PAUSED',
+  UNPAUSE: 'RUNNING',
+  DESTROY: 'DELETED',
+};
+
+export interface VmLifecycleView {
+  id: string;
+  powerState: PowerState;
+  /** Id of the operation in flight, if any: one at a time per VM. */
+  currentOperationId?: string | null;
+}
+
+export function allowedOperations(vm: Pick<VmLifecycleView, 'powerState' | 'currentOperationId'>): VmOperation[] {
+  if (vm.currentOperationId) return [];
+  return [...allowedByPowerState[vm.powerState]];
+}
+
+/** Throws FAILED_PRECONDITION naming the state and the allowed operations when `op` is not allowed now. */
+export function assertOperationAllowed(vm: VmLifecycleView, op: VmOperation): void {
+  if (vm.currentOperationId) {
+    throw new DomainError(
+      ErrorCode.FailedPrecondition,
+      `vm ${vm.id} has operation ${vm.currentOperationId} in progress: wait for it (flotilla op wait ${vm.currentOperationId}) and retry`,
+      { resource: `vm ${vm.id}`, metadata: { current_operation_id: vm.currentOperationId } },
+    );
+  }
+  const allowed = allowedByPowerState[vm.powerState];
+  if (!allowed.includes(op)) {
+    throw new DomainError(
+      ErrorCode.FailedPrecondition,
+      `vm ${vm.id} is ${vm.powerState}: ${op} is not allowed; allowed operations: ${allowed.join(', ') || 'none'}`,
+      { resource: `vm ${vm.id}`, metadata: { power_state: vm.powerState, allowed: allowed.join(',') } },
+    );
+  }
+}
+
+/** True while the VM holds capacity on a host. */
+export function occupiesHost(state: PowerState): boolean {
+  return state === 'RUNNING' || state === 'PAUSED' || state === 'UNKNOWN';
+}

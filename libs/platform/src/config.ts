@@ -1,0 +1,81 @@
+import { z } from 'zod';
+
+/** One configuration key, read from an environment variable of the same name. */
+export interface ConfigKey<T> {
+  description: string;
+  schema: z.ZodType<T>;
+  /** Used when the variable is unset or empty; a key without one is required. */
+  default?: T;
+  /** Never printed. */
+  sensitive?: boolean;
+}
+
+export type ConfigSpec = Record<string, ConfigKey<unknown>>;
+export type ConfigOf<S extends ConfigSpec> = { [K in keyof S]: S[K] extends ConfigKey<infer T> ? T : never };
+
+export class ConfigError extends Error {}
+
+export const port = (): z.ZodType<number> =>
+  z.coerce.number().int('must be an integer').min(1, 'must be 1..65535').max(65535, 'must be 1..65535');
+export const positiveMs = (max = 3_600_000): z.ZodType<number> =>
+  z.coerce.number().int('must be an integer').min(1, `must be 1..${max} ms`).max(max, `must be 1..${max} ms`);
+export const listenAddress = (): z.ZodType<string> =>
+  z.string().regex(/^[A-Za-z0-9.:[\]-]+:\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:7401');
+
+/** Parses the environment against the spec; the first bad key gives one line naming it and the fix. */
+export function parseConfig<S extends ConfigSpec>(spec: S, env: NodeJS.ProcessEnv = process.env): ConfigOf<S> {
+  const out: Record<string, unknown> = {};
+  for (const [name, key] of Object.entries(spec)) {
+    const raw = env[name];
+    if (raw === undefined || raw === '') {
+      if (!('default' in key)) throw new ConfigError(`${name} is required: ${key.description}`);
+      out[name] = key.default;
+      continue;
+    }
+    const parsed = key.schema.safeParse(raw);
+    if (!parsed.success) {
+      const shown = key.sensitive ? '(hidden)' : JSON.stringify(raw.length > 60 ? `${raw.slice(0, 60)}…` : raw);
+      throw new ConfigError(`${name}=${shown} ${parsed.error.issues[0]?.message ?? 'is invalid'} (${key.description})`);
+    }
+    out[name] = parsed.data;
+  }
+  return out as ConfigOf<S>;
+}
+
+/** For service entry points: bad configuration prints one clear line and exits with status 2. */
+export function loadConfigOrExit<S extends ConfigSpec>(service: string, spec: S): ConfigOf<S> {
+  try {
+    return parseConfig(spec);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`flotilla-${service}: invalid configuration: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+}
+
+/** Keys every service shares. */
+export const commonConfig = {
+  FLOTILLA_LOG_LEVEL: {
+    description: 'log level: fatal, error, warn, info, debug or trace',
+    schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
+    default: 'info',
+  },
+  FLOTILLA_SERVICE_TOKEN: {
+    description: 'shared secret that identifies Flotilla services to each other (at least 16 characters)',
+    schema: z.string().min(16, 'must be at least 16 characters'),
+    sensitive: true,
+  },
+  DATABASE_URL: {
+    description: 'PostgreSQL URL, e.g. postgres://user:pass@127.0.0.1:5432/flotilla; unset: embedded PGlite',
+    schema: z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres://'),
+    default: '',
+    sensitive: true,
+  },
+  FLOTILLA_DATA_DIR: {
+    description: 'directory for local state (embedded database when DATABASE_URL is unset)',
+    schema: z.string().min(1),
+    default: './var',
+  },
+} satisfies ConfigSpec;

@@ -1,0 +1,107 @@
+import * as grpc from '@grpc/grpc-js';
+import type { Observable } from 'rxjs';
+import { requestContext } from '../logging';
+import { md } from './metadata';
+import { serviceDefinition } from './proto';
+
+export interface CallOptions {
+  /** Every outgoing call has a deadline; this overrides the client's default. */
+  deadlineMs?: number;
+  metadata?: grpc.Metadata;
+  signal?: AbortSignal;
+}
+
+type AnyFn = (...args: never[]) => unknown;
+
+/** A ts-proto NestJS client interface turned into promises (unary) — the shape services and the CLI use. */
+export type PromiseClient<C> = {
+  [K in keyof C]: C[K] extends (req: infer Q, ...rest: never[]) => Observable<infer R>
+    ? (req: Q, opts?: CallOptions) => Promise<R>
+    : never;
+};
+
+export interface ClientOptions {
+  address: string;
+  /** Fully qualified service name, e.g. "flotilla.compute.v1.VmService". */
+  service: string;
+  defaultDeadlineMs?: number;
+  /** Metadata added to every call (service identity, bearer token). */
+  staticMetadata?: Record<string, string>;
+  credentials?: grpc.ChannelCredentials;
+}
+
+const channelOptions: grpc.ChannelOptions = {
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.max_receive_message_length': 16 * 1024 * 1024,
+};
+
+/**
+ * A typed client over grpc-js: deadlines on every call, the current request id and the static metadata
+ * propagated, unary calls as promises and server streams as async iterables.
+ */
+export class GrpcClient<C> {
+  readonly raw: grpc.Client;
+  readonly call: PromiseClient<C>;
+  private readonly defaultDeadlineMs: number;
+
+  constructor(private readonly options: ClientOptions) {
+    const definition = serviceDefinition(options.service);
+    const Ctor = grpc.makeGenericClientConstructor(definition, options.service);
+    this.raw = new Ctor(options.address, options.credentials ?? grpc.credentials.createInsecure(), channelOptions);
+    this.defaultDeadlineMs = options.defaultDeadlineMs ?? 10_000;
+    const call: Record<string, AnyFn> = {};
+    for (const [name, method] of Object.entries(definition)) {
+      if (method.requestStream || method.responseStream) continue;
+      const fn = (this.raw as unknown as Record<string, AnyFn>)[name].bind(this.raw) as unknown as (
+        req: unknown,
+        metadata: grpc.Metadata,
+        options: grpc.CallOptions,
+        cb: (err: grpc.ServiceError | null, res: unknown) => void,
+      ) => grpc.ClientUnaryCall;
+      const lower = name.charAt(0).toLowerCase() + name.slice(1);
+      call[lower] = ((req: unknown, opts: CallOptions = {}) =>
+        new Promise((resolve, reject) => {
+          const c = fn(req, this.metadata(opts), { deadline: this.deadline(opts) }, (err, res) =>
+            err ? reject(err) : resolve(res),
+          );
+          opts.signal?.addEventListener('abort', () => c.cancel(), { once: true });
+        })) as AnyFn;
+    }
+    this.call = call as PromiseClient<C>;
+  }
+
+  /** Opens a server stream. Without deadlineMs it stays open until cancelled (watch streams). */
+  stream<R>(method: string, req: unknown, opts: CallOptions = {}): grpc.ClientReadableStream<R> & AsyncIterable<R> {
+    const fn = (this.raw as unknown as Record<string, AnyFn>)[method] as unknown as (
+      req: unknown,
+      metadata: grpc.Metadata,
+      options: grpc.CallOptions,
+    ) => grpc.ClientReadableStream<R>;
+    if (typeof fn !== 'function') throw new Error(`${this.options.service} has no method ${method}`);
+    const s = fn.call(this.raw, req, this.metadata(opts), opts.deadlineMs ? { deadline: this.deadline(opts) } : {});
+    opts.signal?.addEventListener('abort', () => s.cancel(), { once: true });
+    return s as grpc.ClientReadableStream<R> & AsyncIterable<R>;
+  }
+
+  waitForReady(deadlineMs: number): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.raw.waitForReady(Date.now() + deadlineMs, (err) => (err ? reject(err) : resolve())),
+    );
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+
+  private deadline(opts: CallOptions): Date {
+    return new Date(Date.now() + (opts.deadlineMs ?? this.defaultDeadlineMs));
+  }
+
+  private metadata(opts: CallOptions): grpc.Metadata {
+    const m = opts.metadata?.clone() ?? new grpc.Metadata();
+    for (const [k, v] of Object.entries(this.options.staticMetadata ?? {})) if (!m.get(k).length) m.set(k, v);
+    const ctx = requestContext.getStore();
+    if (ctx && !m.get(md.requestId).length) m.set(md.requestId, ctx.requestId);
+    return m;
+  }
+}

@@ -1,0 +1,239 @@
+import { DataSource } from 'typeorm';
+import { DomainError, ErrorCode, invalidArgument } from '@flotilla/domain';
+import { Logger } from '../logging';
+import { OutboxEvent } from './outbox';
+
+export interface FeedEvent {
+  seq: bigint;
+  kind: string;
+  type: OutboxEvent['type'];
+  resourceId: string;
+  tenantId: string;
+  payload: unknown;
+  createdAt: Date;
+}
+
+export interface Subscription {
+  /** Events after the resume point, in commit order, each once; ends when the subscription is closed. */
+  events: AsyncIterable<FeedEvent>;
+  /** Token of the last event this subscriber passed, delivered or filtered out: a safe resume point. */
+  position(): string;
+  close(): void;
+}
+
+const batchSize = 500;
+
+/**
+ * Reads the outbox in commit order for Watch streams. One poller per process serves every subscriber; a
+ * subscriber that resumes from an older token first catches up from the table, buffering live events, and
+ * drops anything at or below the last sequence it delivered, so nothing is missed or repeated.
+ */
+export class EventFeed {
+  private head = 0n;
+  private readonly subscribers = new Set<Subscriber>();
+  private timer?: NodeJS.Timeout;
+  private polling?: Promise<void>;
+  private wakeRequested = false;
+  private started = false;
+
+  constructor(
+    private readonly dataSource: DataSource,
+    private readonly logger: Logger,
+    private readonly pollIntervalMs = 200,
+  ) {}
+
+  async start(): Promise<void> {
+    this.head = await this.maxSeq();
+    this.started = true;
+    this.timer = setInterval(() => void this.poll(), this.pollIntervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    for (const s of this.subscribers) s.close();
+  }
+
+  /** Called after a local commit that appended events, so watchers see it without waiting for the poll. */
+  wake(): void {
+    void this.poll();
+  }
+
+  /** The token for "now": a watcher without a resume token starts here. */
+  currentToken(): string {
+    return this.head.toString();
+  }
+
+  parseToken(token: string): bigint {
+    if (!/^\d{1,19}$/.test(token))
+      throw invalidArgument('resume_token', 'is not a token from this Watch stream: omit it to start from now');
+    return BigInt(token);
+  }
+
+  async subscribe(resumeToken: string, accept: (e: FeedEvent) => boolean): Promise<Subscription> {
+    if (!this.started) throw new Error('event feed not started');
+    const from = resumeToken ? this.parseToken(resumeToken) : this.head;
+    if (from > this.head) {
+      await this.poll();
+      if (from > this.head)
+        throw new DomainError(ErrorCode.OutOfRange, `resume_token ${from} is ahead of this stream (at ${this.head})`);
+    }
+    if (from < this.head) await this.assertRetained(from);
+    const sub = new Subscriber(from, accept, () => this.subscribers.delete(sub));
+    this.subscribers.add(sub);
+    void this.catchUp(sub);
+    return { events: sub, position: () => sub.last.toString(), close: () => sub.close() };
+  }
+
+  private async assertRetained(from: bigint): Promise<void> {
+    const rows: Array<{ min: string | null }> = await this.dataSource.query(
+      `SELECT min(seq)::text AS min FROM ${this.table()}`,
+    );
+    const min = rows[0]?.min ? BigInt(rows[0].min) : this.head + 1n;
+    if (from + 1n < min)
+      throw new DomainError(
+        ErrorCode.OutOfRange,
+        `resume_token ${from} is older than the retained history (oldest ${min - 1n}): list the resources again and watch from now`,
+      );
+  }
+
+  private async catchUp(sub: Subscriber): Promise<void> {
+    try {
+      for (;;) {
+        const rows = await this.read(sub.last, batchSize);
+        for (const e of rows) sub.push(e);
+        if (rows.length < batchSize) break;
+      }
+      sub.live();
+    } catch (e) {
+      this.logger.warn({ err: e }, 'watch catch-up failed');
+      sub.fail(e);
+    }
+  }
+
+  private poll(): Promise<void> {
+    if (this.polling) {
+      this.wakeRequested = true;
+      return this.polling;
+    }
+    this.polling = (async () => {
+      try {
+        do {
+          this.wakeRequested = false;
+          const rows = await this.read(this.head, batchSize);
+          for (const e of rows) {
+            this.head = e.seq;
+            for (const s of this.subscribers) s.offer(e);
+          }
+          if (rows.length === batchSize) this.wakeRequested = true;
+        } while (this.wakeRequested);
+      } catch (e) {
+        this.logger.warn({ err: e }, 'event poll failed');
+      } finally {
+        this.polling = undefined;
+      }
+    })();
+    return this.polling;
+  }
+
+  private async read(after: bigint, limit: number): Promise<FeedEvent[]> {
+    const rows: Array<Record<string, unknown>> = await this.dataSource.query(
+      `SELECT seq::text AS seq, kind, type, resource_id, tenant_id, payload, created_at
+         FROM ${this.table()} WHERE seq > $1 ORDER BY seq LIMIT $2`,
+      [after.toString(), limit],
+    );
+    return rows.map((r) => ({
+      seq: BigInt(r.seq as string),
+      kind: r.kind as string,
+      type: r.type as FeedEvent['type'],
+      resourceId: r.resource_id as string,
+      tenantId: r.tenant_id as string,
+      payload: r.payload,
+      createdAt: new Date(r.created_at as string),
+    }));
+  }
+
+  private async maxSeq(): Promise<bigint> {
+    const rows: Array<{ max: string | null }> = await this.dataSource.query(
+      `SELECT max(seq)::text AS max FROM ${this.table()}`,
+    );
+    return rows[0]?.max ? BigInt(rows[0].max) : 0n;
+  }
+
+  private table(): string {
+    return this.dataSource.getRepository(OutboxEvent).metadata.tablePath
+      .split('.')
+      .map((p) => `"${p}"`)
+      .join('.');
+  }
+}
+
+/** One watcher's queue: catch-up rows first, then live events, never one at or below `last`. */
+class Subscriber implements AsyncIterable<FeedEvent> {
+  last: bigint;
+  private isLive = false;
+  private readonly buffered: FeedEvent[] = [];
+  private readonly queue: FeedEvent[] = [];
+  private waiting?: () => void;
+  private closed = false;
+  private error?: unknown;
+
+  constructor(
+    from: bigint,
+    private readonly accept: (e: FeedEvent) => boolean,
+    private readonly onClose: () => void,
+  ) {
+    this.last = from;
+  }
+
+  /** A live event from the poller. */
+  offer(e: FeedEvent): void {
+    if (this.isLive) this.push(e);
+    else this.buffered.push(e);
+  }
+
+  /** Deliver in order, once. */
+  push(e: FeedEvent): void {
+    if (e.seq <= this.last) return;
+    this.last = e.seq;
+    if (this.accept(e)) {
+      this.queue.push(e);
+      this.waiting?.();
+    }
+  }
+
+  live(): void {
+    for (const e of this.buffered.splice(0)) this.push(e);
+    this.isLive = true;
+  }
+
+  fail(e: unknown): void {
+    this.error = e;
+    this.waiting?.();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClose();
+    this.waiting?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<FeedEvent> {
+    try {
+      for (;;) {
+        if (this.error) throw this.error;
+        const next = this.queue.shift();
+        if (next) {
+          yield next;
+          continue;
+        }
+        if (this.closed) return;
+        await new Promise<void>((resolve) => (this.waiting = resolve));
+        this.waiting = undefined;
+      }
+    } finally {
+      this.close();
+    }
+  }
+}

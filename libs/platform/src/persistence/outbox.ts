@@ -1,0 +1,80 @@
+import { Column, CreateDateColumn, Entity, EntityManager, Index, MigrationInterface, PrimaryGeneratedColumn, QueryRunner } from 'typeorm';
+import { schemaOf } from './data-source';
+
+export type ChangeType = 'CREATED' | 'UPDATED' | 'DELETED';
+
+/** One committed change, written in the same transaction as the change itself (transactional outbox). */
+@Entity({ name: 'events' })
+@Index(['createdAt'])
+export class OutboxEvent {
+  /** Commit-ordered sequence: the Watch resume token. bigint comes back from pg as a string. */
+  @PrimaryGeneratedColumn('increment', { type: 'bigint' })
+  seq!: string;
+
+  @Column({ type: 'text' })
+  kind!: string;
+
+  @Column({ type: 'text' })
+  type!: ChangeType;
+
+  @Column({ name: 'resource_id', type: 'text' })
+  resourceId!: string;
+
+  @Column({ name: 'tenant_id', type: 'text', default: '' })
+  tenantId!: string;
+
+  /** The resource as it was after the change. */
+  @Column({ type: 'jsonb' })
+  payload!: unknown;
+
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
+  createdAt!: Date;
+}
+
+export interface NewEvent {
+  kind: string;
+  type: ChangeType;
+  resourceId: string;
+  tenantId?: string;
+  payload: unknown;
+}
+
+/**
+ * Appends events inside the caller's transaction. The transaction-scoped advisory lock makes sequence
+ * numbers commit in order, so a reader that saw seq N never later finds a newly committed seq below N.
+ * Call it last in the transaction: the lock is held until commit.
+ */
+export async function appendEvents(manager: EntityManager, events: NewEvent[]): Promise<void> {
+  if (!events.length) return;
+  if (!manager.queryRunner?.isTransactionActive) throw new Error('appendEvents must run inside a transaction');
+  const table = manager.getRepository(OutboxEvent).metadata.tablePath;
+  await manager.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [table]);
+  await manager
+    .createQueryBuilder()
+    .insert()
+    .into(OutboxEvent)
+    .values(events.map((e) => ({ ...e, tenantId: e.tenantId ?? "", payload: e.payload as object })))
+    .execute();
+}
+
+export class CreateOutbox1764000000000 implements MigrationInterface {
+  name = 'CreateOutbox1764000000000';
+
+  async up(q: QueryRunner): Promise<void> {
+    const s = schemaOf(q);
+    await q.query(`CREATE TABLE ${s}.events (
+      seq bigserial PRIMARY KEY,
+      kind text NOT NULL,
+      type text NOT NULL,
+      resource_id text NOT NULL,
+      tenant_id text NOT NULL DEFAULT '',
+      payload jsonb NOT NULL,
+      created_at timestamptz NOT NULL DEFAULT now()
+    )`);
+    await q.query(`CREATE INDEX events_created_at ON ${s}.events (created_at)`);
+  }
+
+  async down(q: QueryRunner): Promise<void> {
+    await q.query(`DROP TABLE ${schemaOf(q)}.events`);
+  }
+}

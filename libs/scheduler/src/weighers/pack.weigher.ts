@@ -1,0 +1,11 @@
+import { compareHostIds, type PlacementWeigher, type WeighedHost } from './placement-weigher';
+
+/**
+ * Pack: the least free memory that still fits wins (filters already removed hosts that do not fit), then
+ * the fewest free vCPUs. Packing fills hosts one by one, leaving whole hosts empty for large VMs or power-off.
+ */
+export function compareForPack(a: WeighedHost, b: WeighedHost): number {
+  return a.freeMemoryMib - b.freeMemoryMib || a.freeVcpus - b.freeVcpus || compareHostIds(a, b);
+}
+
+export const packWeigher: PlacementWeigher = { name: 'pack', compare: compareForPack };
