@@ -1,1 +1,9 @@
-module.exports = async () => {};
+// Starts one embedded PGlite for the whole test run (it cannot start inside jest's sandbox) and publishes
+// its URL; TEST_DATABASE_URL, when set, adds a real PostgreSQL (CI sets it).
+const { startEmbeddedPostgres } = require('../../dist/libs/platform/src/persistence/embedded-postgres.js');
+
+module.exports = async () => {
+  const embedded = await startEmbeddedPostgres({ maxConnections: 100 });
+  globalThis.__FLOTILLA_EMBEDDED_PG__ = embedded;
+  process.env.FLOTILLA_TEST_PGLITE_URL = embedded.url;
+};

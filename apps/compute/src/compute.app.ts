@@ -34,11 +34,16 @@ export interface ComputeApp {
 }
 
 /** Wires the compute service: database, runner, reaper, gRPC edge. Used by main and by tests. */
-export async function startCompute(config: ComputeConfig, logger: Logger): Promise<ComputeApp> {
+/** `schema` lets tests give each run its own schema in a shared database. */
+export async function startCompute(
+  config: ComputeConfig,
+  logger: Logger,
+  options: { schema?: string } = {},
+): Promise<ComputeApp> {
   const db: Database = await openDatabase({
     url: config.DATABASE_URL,
     dataDir: config.FLOTILLA_DATA_DIR,
-    schema: 'compute',
+    schema: options.schema ?? 'compute',
     entities: computeEntities,
     migrations: computeMigrations,
     logger,
@@ -100,7 +105,10 @@ export async function startCompute(config: ComputeConfig, logger: Logger): Promi
   }
   reaper.start();
   await runner.resumeUnfinished();
-  logger.info({ address: config.FLOTILLA_COMPUTE_ADDRESS, pool: config.FLOTILLA_POOL_NAME }, 'compute service ready');
+  logger.info(
+    { address: config.FLOTILLA_COMPUTE_ADDRESS, pool: config.FLOTILLA_POOL_NAME },
+    'compute service ready',
+  );
 
   return {
     address: config.FLOTILLA_COMPUTE_ADDRESS,

@@ -44,7 +44,10 @@ export class VmGrpc implements computeV1.VmServiceController {
   async startVm(req: computeV1.StartVmRequest, md: Metadata): Promise<computeV1.StartVmResponse> {
     const caller = this.identity.caller(md);
     if (req.hostId && !caller.crossTenant)
-      throw new DomainError(ErrorCode.PermissionDenied, 'host_id: pinning a VM to a host needs role pool-operator or above');
+      throw new DomainError(
+        ErrorCode.PermissionDenied,
+        'host_id: pinning a VM to a host needs role pool-operator or above',
+      );
     return this.op(caller, req.id, 'START', req.requestId, req.hostId ? { hostId: req.hostId } : {});
   }
 
@@ -53,9 +56,15 @@ export class VmGrpc implements computeV1.VmServiceController {
     const hard = shutdownMode(req.mode) === 'HARD';
     if (req.timeoutMs < 0 || req.timeoutMs > 3_600_000)
       throw invalidArgument('timeout_ms', `must be from 0 to 3600000 ms; got ${req.timeoutMs}`);
-    return this.op(this.identity.caller(md), req.id, hard ? 'HARD_SHUTDOWN' : 'CLEAN_SHUTDOWN', req.requestId, {
-      timeoutMs: req.timeoutMs || 60_000,
-    });
+    return this.op(
+      this.identity.caller(md),
+      req.id,
+      hard ? 'HARD_SHUTDOWN' : 'CLEAN_SHUTDOWN',
+      req.requestId,
+      {
+        timeoutMs: req.timeoutMs || 60_000,
+      },
+    );
   }
 
   @GrpcMethod('VmService', 'RebootVm')
@@ -98,7 +107,10 @@ function shutdownMode(mode: computeV1.ShutdownMode | string | number): 'CLEAN' |
     case computeV1.ShutdownMode.SHUTDOWN_MODE_HARD:
       return 'HARD';
     default:
-      throw invalidArgument('mode', `unknown shutdown mode ${String(mode)}: use SHUTDOWN_MODE_CLEAN or SHUTDOWN_MODE_HARD`);
+      throw invalidArgument(
+        'mode',
+        `unknown shutdown mode ${String(mode)}: use SHUTDOWN_MODE_CLEAN or SHUTDOWN_MODE_HARD`,
+      );
   }
 }
 
@@ -170,12 +182,18 @@ export class FlavorGrpc implements computeV1.FlavorServiceController {
   }
 
   @GrpcMethod('FlavorService', 'CreateFlavor')
-  async createFlavor(req: computeV1.CreateFlavorRequest, md: Metadata): Promise<computeV1.CreateFlavorResponse> {
+  async createFlavor(
+    req: computeV1.CreateFlavorRequest,
+    md: Metadata,
+  ): Promise<computeV1.CreateFlavorResponse> {
     return { flavor: await this.flavors.create(this.identity.caller(md), req) };
   }
 
   @GrpcMethod('FlavorService', 'DeleteFlavor')
-  async deleteFlavor(req: computeV1.DeleteFlavorRequest, md: Metadata): Promise<computeV1.DeleteFlavorResponse> {
+  async deleteFlavor(
+    req: computeV1.DeleteFlavorRequest,
+    md: Metadata,
+  ): Promise<computeV1.DeleteFlavorResponse> {
     await this.flavors.delete(this.identity.caller(md), req.id);
     return {};
   }
@@ -189,28 +207,49 @@ export class OperationGrpc implements commonV1.OperationServiceController {
   ) {}
 
   @GrpcMethod('OperationService', 'GetOperation')
-  async getOperation(req: commonV1.GetOperationRequest, md: Metadata): Promise<commonV1.GetOperationResponse> {
+  async getOperation(
+    req: commonV1.GetOperationRequest,
+    md: Metadata,
+  ): Promise<commonV1.GetOperationResponse> {
     return { operation: operationToProto(await this.operations.get(this.identity.caller(md), req.id)) };
   }
 
   @GrpcMethod('OperationService', 'ListOperations')
-  async listOperations(req: commonV1.ListOperationsRequest, md: Metadata): Promise<commonV1.ListOperationsResponse> {
+  async listOperations(
+    req: commonV1.ListOperationsRequest,
+    md: Metadata,
+  ): Promise<commonV1.ListOperationsResponse> {
     const { operations, nextPageToken } = await this.operations.list(this.identity.caller(md), req.page);
     return { operations: operations.map(operationToProto), nextPageToken };
   }
 
   @GrpcMethod('OperationService', 'WaitOperation')
-  async waitOperation(req: commonV1.WaitOperationRequest, md: Metadata): Promise<commonV1.WaitOperationResponse> {
-    return { operation: operationToProto(await this.operations.wait(this.identity.caller(md), req.id, req.timeoutMs)) };
+  async waitOperation(
+    req: commonV1.WaitOperationRequest,
+    md: Metadata,
+  ): Promise<commonV1.WaitOperationResponse> {
+    return {
+      operation: operationToProto(
+        await this.operations.wait(this.identity.caller(md), req.id, req.timeoutMs),
+      ),
+    };
   }
 
   @GrpcMethod('OperationService', 'CancelOperation')
-  async cancelOperation(req: commonV1.CancelOperationRequest, md: Metadata): Promise<commonV1.CancelOperationResponse> {
+  async cancelOperation(
+    req: commonV1.CancelOperationRequest,
+    md: Metadata,
+  ): Promise<commonV1.CancelOperationResponse> {
     const op = await this.operations.cancel(this.identity.caller(md), req.id, async (m, emit, cancelled) => {
       // A cancelled VM operation gives the VM back its stable state.
       const vm = await m.findOneBy(VmRow, { id: cancelled.targetId });
       if (vm?.currentOperationId === cancelled.id) {
-        await updateVersioned(m, VmRow, { kind: 'vm', id: vm.id, version: vm.version }, { currentOperationId: null });
+        await updateVersioned(
+          m,
+          VmRow,
+          { kind: 'vm', id: vm.id, version: vm.version },
+          { currentOperationId: null },
+        );
         emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id: vm.id })));
       }
     });

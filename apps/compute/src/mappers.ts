@@ -20,7 +20,12 @@ export function vmToProto(vm: VmRow): computeV1.Vm {
     vcpus: vm.vcpus,
     memoryMib: vm.memoryMib,
     rootDiskGib: vm.rootDiskGib,
-    boot: { image: vm.boot.image ?? '', kernel: vm.boot.kernel ?? '', initrd: vm.boot.initrd ?? '', cmdline: vm.boot.cmdline ?? '' },
+    boot: {
+      image: vm.boot.image ?? '',
+      kernel: vm.boot.kernel ?? '',
+      initrd: vm.boot.initrd ?? '',
+      cmdline: vm.boot.cmdline ?? '',
+    },
     hostId: occupiesHost(vm.powerState) ? (vm.hostId ?? '') : '',
     allowedOperations: allowedOperations(vm).map((op) => `VM_OPERATION_${op}` as computeV1.VmOperation),
     currentOperationId: vm.currentOperationId ?? '',
@@ -35,7 +40,9 @@ export interface HostAllocation {
   vmCount: number;
 }
 
-export function hostState(host: Pick<HostRow, 'down' | 'adminState'>): 'ENABLED' | 'DISABLED' | 'MAINTENANCE' | 'DOWN' {
+export function hostState(
+  host: Pick<HostRow, 'down' | 'adminState'>,
+): 'ENABLED' | 'DISABLED' | 'MAINTENANCE' | 'DOWN' {
   return host.down ? 'DOWN' : host.adminState;
 }
 
@@ -88,7 +95,9 @@ export function operationToProto(op: OperationRow): commonV1.Operation {
       ? {
           code: grpcCodeOf(op.errorCode as ErrorCode),
           message: op.errorMessage ?? '',
-          details: op.errorField ? [{ reason: 'FIELD_INVALID', field: op.errorField, description: '', metadata: {} }] : [],
+          details: op.errorField
+            ? [{ reason: 'FIELD_INVALID', field: op.errorField, description: '', metadata: {} }]
+            : [],
         }
       : undefined,
     result: op.result,

@@ -13,10 +13,26 @@ export const gatewayConfigSpec = {
     schema: listenAddress(),
     default: '127.0.0.1:7480',
   },
-  FLOTILLA_COMPUTE_URL: { description: "host:port of the pool's compute service", schema: listenAddress(), default: '127.0.0.1:7401' },
-  FLOTILLA_STORAGE_URL: { description: "host:port of the pool's storage service", schema: listenAddress(), default: '127.0.0.1:7402' },
-  FLOTILLA_NETWORK_URL: { description: "host:port of the pool's network service", schema: listenAddress(), default: '127.0.0.1:7403' },
-  FLOTILLA_MIGRATION_URL: { description: "host:port of the pool's migration service", schema: listenAddress(), default: '127.0.0.1:7404' },
+  FLOTILLA_COMPUTE_URL: {
+    description: "host:port of the pool's compute service",
+    schema: listenAddress(),
+    default: '127.0.0.1:7401',
+  },
+  FLOTILLA_STORAGE_URL: {
+    description: "host:port of the pool's storage service",
+    schema: listenAddress(),
+    default: '127.0.0.1:7402',
+  },
+  FLOTILLA_NETWORK_URL: {
+    description: "host:port of the pool's network service",
+    schema: listenAddress(),
+    default: '127.0.0.1:7403',
+  },
+  FLOTILLA_MIGRATION_URL: {
+    description: "host:port of the pool's migration service",
+    schema: listenAddress(),
+    default: '127.0.0.1:7404',
+  },
   FLOTILLA_POOL_NAME: {
     description: 'name of the pool behind this gateway',
     schema: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be 1..63 lowercase letters, digits or "-"'),

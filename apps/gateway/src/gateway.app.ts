@@ -41,11 +41,16 @@ export interface GatewayApp {
   stop(): Promise<void>;
 }
 
-export async function startGateway(config: GatewayConfig, logger: Logger): Promise<GatewayApp> {
+/** `schema` lets tests give each run its own schema in a shared database. */
+export async function startGateway(
+  config: GatewayConfig,
+  logger: Logger,
+  options: { schema?: string } = {},
+): Promise<GatewayApp> {
   const db = await openDatabase({
     url: config.DATABASE_URL,
     dataDir: config.FLOTILLA_DATA_DIR,
-    schema: 'gateway',
+    schema: options.schema ?? 'gateway',
     entities: gatewayEntities,
     migrations: gatewayMigrations,
     logger,

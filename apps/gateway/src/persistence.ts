@@ -1,4 +1,12 @@
-import { Column, CreateDateColumn, Entity, MigrationInterface, PrimaryColumn, QueryRunner, UpdateDateColumn } from 'typeorm';
+import {
+  Column,
+  CreateDateColumn,
+  Entity,
+  MigrationInterface,
+  PrimaryColumn,
+  QueryRunner,
+  UpdateDateColumn,
+} from 'typeorm';
 import { CreateOutbox1764000000000, schemaOf } from '@flotilla/platform';
 import type { Role } from '@flotilla/platform';
 

@@ -40,7 +40,9 @@ describe('validation', () => {
   it('round-trips page tokens and refuses one used with another filter', () => {
     const token = encodePageToken(200, 'name=a');
     expect(parsePage({ pageSize: 10, pageToken: token, filter: 'name=a' }, ['name']).offset).toBe(200);
-    expect(fieldOf(() => parsePage({ pageToken: token, filter: 'name=b' }, ['name']))).toBe('page.page_token');
+    expect(fieldOf(() => parsePage({ pageToken: token, filter: 'name=b' }, ['name']))).toBe(
+      'page.page_token',
+    );
     expect(fieldOf(() => parsePage({ pageToken: 'garbage' }, ['name']))).toBe('page.page_token');
   });
 

@@ -23,7 +23,10 @@ const labelKeyPattern = /^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?$/;
 export function validateName(field: string, value: string): string {
   if (!value) throw invalidArgument(field, 'is required: 1..63 characters, letters, digits, ".", "_" or "-"');
   if (value.length > limits.nameMaxLength)
-    throw invalidArgument(field, `is ${value.length} characters long; at most ${limits.nameMaxLength} are allowed`);
+    throw invalidArgument(
+      field,
+      `is ${value.length} characters long; at most ${limits.nameMaxLength} are allowed`,
+    );
   if (!namePattern.test(value))
     throw invalidArgument(
       field,
@@ -38,25 +41,39 @@ export function isUuid(value: string): boolean {
 
 export function validateId(field: string, value: string, kind: string): string {
   if (!value) throw invalidArgument(field, `is required: the ${kind}'s id`);
-  if (!isUuid(value)) throw invalidArgument(field, `${JSON.stringify(truncate(value, 40))} is not a valid ${kind} id (a UUID)`);
+  if (!isUuid(value))
+    throw invalidArgument(field, `${JSON.stringify(truncate(value, 40))} is not a valid ${kind} id (a UUID)`);
   return value.toLowerCase();
 }
 
 export function validateRequestId(value: string | undefined): string | undefined {
   if (!value) return undefined;
   if (value.length > limits.requestIdMaxLength)
-    throw invalidArgument('request_id', `is ${value.length} characters long; at most ${limits.requestIdMaxLength}`);
+    throw invalidArgument(
+      'request_id',
+      `is ${value.length} characters long; at most ${limits.requestIdMaxLength}`,
+    );
   return value;
 }
 
-export function validateLabels(field: string, labels: Record<string, string> | undefined): Record<string, string> {
+export function validateLabels(
+  field: string,
+  labels: Record<string, string> | undefined,
+): Record<string, string> {
   const entries = Object.entries(labels ?? {});
-  if (entries.length > limits.labelCount) throw invalidArgument(field, `has ${entries.length} entries; at most ${limits.labelCount}`);
+  if (entries.length > limits.labelCount)
+    throw invalidArgument(field, `has ${entries.length} entries; at most ${limits.labelCount}`);
   for (const [k, v] of entries) {
     if (k.length > limits.labelKeyMaxLength || !labelKeyPattern.test(k))
-      throw invalidArgument(`${field}.${truncate(k, 40)}`, 'keys are 1..63 lowercase letters, digits, ".", "_", "-" or "/"');
+      throw invalidArgument(
+        `${field}.${truncate(k, 40)}`,
+        'keys are 1..63 lowercase letters, digits, ".", "_", "-" or "/"',
+      );
     if (v.length > limits.labelValueMaxLength)
-      throw invalidArgument(`${field}.${k}`, `value is ${v.length} characters long; at most ${limits.labelValueMaxLength}`);
+      throw invalidArgument(
+        `${field}.${k}`,
+        `value is ${v.length} characters long; at most ${limits.labelValueMaxLength}`,
+      );
   }
   return Object.fromEntries(entries);
 }
@@ -96,14 +113,19 @@ export function parsePage(
 
 export function parseFilter(text: string, allowedFields: readonly string[]): FilterTerm[] {
   if (text.length > limits.filterMaxLength)
-    throw invalidArgument('page.filter', `is ${text.length} characters long; at most ${limits.filterMaxLength}`);
+    throw invalidArgument(
+      'page.filter',
+      `is ${text.length} characters long; at most ${limits.filterMaxLength}`,
+    );
   if (!text.trim()) return [];
   return text.split(',').map((term) => {
     const eq = term.indexOf('=');
-    if (eq <= 0) throw invalidArgument('page.filter', `term ${JSON.stringify(truncate(term, 40))} is not field=value`);
+    if (eq <= 0)
+      throw invalidArgument('page.filter', `term ${JSON.stringify(truncate(term, 40))} is not field=value`);
     const field = term.slice(0, eq).trim();
     const value = term.slice(eq + 1).trim();
-    const known = allowedFields.includes(field) || (field.startsWith('label.') && allowedFields.includes('label.*'));
+    const known =
+      allowedFields.includes(field) || (field.startsWith('label.') && allowedFields.includes('label.*'));
     if (!known)
       throw invalidArgument(
         'page.filter',
@@ -121,13 +143,24 @@ export function encodePageToken(offset: number, filter: string): string {
 function decodePageToken(token: string, filter: string): number {
   if (!token) return 0;
   try {
-    const parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { o?: unknown; f?: unknown };
-    if (typeof parsed.o === 'number' && Number.isInteger(parsed.o) && parsed.o >= 0 && parsed.f === hashFilter(filter))
+    const parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as {
+      o?: unknown;
+      f?: unknown;
+    };
+    if (
+      typeof parsed.o === 'number' &&
+      Number.isInteger(parsed.o) &&
+      parsed.o >= 0 &&
+      parsed.f === hashFilter(filter)
+    )
       return parsed.o;
   } catch {
     // fall through to the error below
   }
-  throw invalidArgument('page.page_token', 'is not a token returned by this list with the same filter: start without it');
+  throw invalidArgument(
+    'page.page_token',
+    'is not a token returned by this list with the same filter: start without it',
+  );
 }
 
 function hashFilter(filter: string): number {

@@ -45,7 +45,9 @@ export interface VmLifecycleView {
   currentOperationId?: string | null;
 }
 
-export function allowedOperations(vm: Pick<VmLifecycleView, 'powerState' | 'currentOperationId'>): VmOperation[] {
+export function allowedOperations(
+  vm: Pick<VmLifecycleView, 'powerState' | 'currentOperationId'>,
+): VmOperation[] {
   if (vm.currentOperationId) return [];
   return [...allowedByPowerState[vm.powerState]];
 }

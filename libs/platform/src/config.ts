@@ -23,7 +23,10 @@ export const listenAddress = (): z.ZodType<string> =>
   z.string().regex(/^[A-Za-z0-9.:[\]-]+:\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:7401');
 
 /** Parses the environment against the spec; the first bad key gives one line naming it and the fix. */
-export function parseConfig<S extends ConfigSpec>(spec: S, env: NodeJS.ProcessEnv = process.env): ConfigOf<S> {
+export function parseConfig<S extends ConfigSpec>(
+  spec: S,
+  env: NodeJS.ProcessEnv = process.env,
+): ConfigOf<S> {
   const out: Record<string, unknown> = {};
   for (const [name, key] of Object.entries(spec)) {
     const raw = env[name];
@@ -34,8 +37,12 @@ export function parseConfig<S extends ConfigSpec>(spec: S, env: NodeJS.ProcessEn
     }
     const parsed = key.schema.safeParse(raw);
     if (!parsed.success) {
-      const shown = key.sensitive ? '(hidden)' : JSON.stringify(raw.length > 60 ? `${raw.slice(0, 60)}…` : raw);
-      throw new ConfigError(`${name}=${shown} ${parsed.error.issues[0]?.message ?? 'is invalid'} (${key.description})`);
+      const shown = key.sensitive
+        ? '(hidden)'
+        : JSON.stringify(raw.length > 60 ? `${raw.slice(0, 60)}…` : raw);
+      throw new ConfigError(
+        `${name}=${shown} ${parsed.error.issues[0]?.message ?? 'is invalid'} (${key.description})`,
+      );
     }
     out[name] = parsed.data;
   }

@@ -14,7 +14,10 @@ class NoControllers {}
  * Runs a pool service whose contract is drafted but not built: it serves health and reflection, and every
  * RPC answers UNIMPLEMENTED (grpc-js's answer for a method without a handler) — never a pretend success.
  */
-export async function runContractOnlyService(options: { area: ProtoArea; defaultAddress: string }): Promise<void> {
+export async function runContractOnlyService(options: {
+  area: ProtoArea;
+  defaultAddress: string;
+}): Promise<void> {
   const addressVar = `FLOTILLA_${options.area.toUpperCase()}_ADDRESS`;
   const config = loadConfigOrExit(options.area, {
     FLOTILLA_LOG_LEVEL: commonConfig.FLOTILLA_LOG_LEVEL,
@@ -43,6 +46,9 @@ export async function runContractOnlyService(options: { area: ProtoArea; default
     healthServices: services,
     logger,
   });
-  logger.info({ address, services }, `${options.area} service ready (contract drafted; RPCs answer UNIMPLEMENTED)`);
+  logger.info(
+    { address, services },
+    `${options.area} service ready (contract drafted; RPCs answer UNIMPLEMENTED)`,
+  );
   onShutdown(logger, [() => app.close()]);
 }

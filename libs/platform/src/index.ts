@@ -13,3 +13,4 @@ export * from './persistence/outbox';
 export * from './persistence/versioned';
 export * from './lifecycle';
 export * from './contract-only-service';
+export * from './testing/databases';

@@ -4,7 +4,11 @@ import { Logger } from './logging';
  * Stops the process cleanly on SIGINT/SIGTERM: runs the closers in order, then exits. A second signal, or
  * closers that take longer than `graceMs`, exit at once.
  */
-export function onShutdown(logger: Logger, closers: Array<() => Promise<unknown> | unknown>, graceMs = 10_000): void {
+export function onShutdown(
+  logger: Logger,
+  closers: Array<() => Promise<unknown> | unknown>,
+  graceMs = 10_000,
+): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) process.exit(130);

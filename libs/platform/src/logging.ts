@@ -16,7 +16,10 @@ export function createLogger(service: string, level = process.env.FLOTILLA_LOG_L
     name: service,
     level,
     base: { service },
-    redact: { paths: ['token', 'secret', 'password', '*.token', '*.secret', '*.password'], censor: '[redacted]' },
+    redact: {
+      paths: ['token', 'secret', 'password', '*.token', '*.secret', '*.password'],
+      censor: '[redacted]',
+    },
     mixin() {
       const ctx = requestContext.getStore();
       return ctx ? { requestId: ctx.requestId, ...(ctx.tenantId ? { tenantId: ctx.tenantId } : {}) } : {};

@@ -20,10 +20,14 @@ export class EventStream {
     const wanted = new Set(cursor?.kinds?.length ? cursor.kinds : kinds);
     for (const k of wanted)
       if (!(kinds as readonly string[]).includes(k))
-        throw invalidArgument('cursor.kinds', `unknown kind ${JSON.stringify(k.slice(0, 40))}; use ${kinds.join(', ')}`);
+        throw invalidArgument(
+          'cursor.kinds',
+          `unknown kind ${JSON.stringify(k.slice(0, 40))}; use ${kinds.join(', ')}`,
+        );
     const visible = (e: FeedEvent) =>
       wanted.has(e.kind) &&
-      (caller.crossTenant || (e.kind === 'flavor' ? true : e.kind !== 'host' && e.tenantId === caller.tenantId));
+      (caller.crossTenant ||
+        (e.kind === 'flavor' ? true : e.kind !== 'host' && e.tenantId === caller.tenantId));
     const resumeToken = cursor?.resumeToken ?? '';
     if (resumeToken) this.feed.parseToken(resumeToken);
 

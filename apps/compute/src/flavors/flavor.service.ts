@@ -28,10 +28,16 @@ export class FlavorService {
     const spec = parsePage(page, ['name']);
     const qb = this.store.manager.createQueryBuilder(FlavorRow, 'f');
     for (const [i, { value }] of spec.filter.entries()) qb.andWhere(`f.name = :f${i}`, { [`f${i}`]: value });
-    const rows = await qb.orderBy('f.memory_mib').addOrderBy('f.name').offset(spec.offset).limit(spec.pageSize + 1).getMany();
+    const rows = await qb
+      .orderBy('f.memory_mib')
+      .addOrderBy('f.name')
+      .offset(spec.offset)
+      .limit(spec.pageSize + 1)
+      .getMany();
     return {
       flavors: rows.slice(0, spec.pageSize).map(flavorToProto),
-      nextPageToken: rows.length > spec.pageSize ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
+      nextPageToken:
+        rows.length > spec.pageSize ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
     };
   }
 
@@ -41,13 +47,21 @@ export class FlavorService {
       id: randomUUID(),
       name: validateName('name', req.name),
       vcpus: validateIntRange('vcpus', req.vcpus, 1, limits.vcpusMax),
-      memoryMib: validateIntRange('memory_mib', req.memoryMib, limits.memoryMibMin, limits.memoryMibMax, ' MiB'),
+      memoryMib: validateIntRange(
+        'memory_mib',
+        req.memoryMib,
+        limits.memoryMibMin,
+        limits.memoryMibMax,
+        ' MiB',
+      ),
       rootDiskGib: validateIntRange('root_disk_gib', req.rootDiskGib, 0, limits.diskGibMax, ' GiB'),
       version: 1,
     };
     const saved = await this.store.tx(async (m, emit) => {
       if (await m.existsBy(FlavorRow, { name: flavor.name }))
-        throw new DomainError(ErrorCode.AlreadyExists, `flavor ${flavor.name} already exists`, { field: 'name' });
+        throw new DomainError(ErrorCode.AlreadyExists, `flavor ${flavor.name} already exists`, {
+          field: 'name',
+        });
       await m.insert(FlavorRow, flavor);
       const row = await m.findOneByOrFail(FlavorRow, { id: flavor.id });
       emit(events.flavor('CREATED', row));
@@ -61,7 +75,10 @@ export class FlavorService {
     await this.store.tx(async (m, emit) => {
       const flavor = await this.find(idOrName);
       const users = await m.countBy(VmRow, { flavorId: flavor.id });
-      if (users) throw failedPrecondition(`flavor ${flavor.name} is used by ${users} VM(s): delete or resize them first`);
+      if (users)
+        throw failedPrecondition(
+          `flavor ${flavor.name} is used by ${users} VM(s): delete or resize them first`,
+        );
       await m.delete(FlavorRow, { id: flavor.id });
       emit(events.flavor('DELETED', flavor));
     });

@@ -33,18 +33,30 @@ export class HostReaper {
         const expired: HostRow[] = await m
           .createQueryBuilder(HostRow, 'h')
           .where('h.down = false')
-          .andWhere(`h.last_heartbeat_at < now() - make_interval(secs => :secs)`, { secs: this.downAfterMs / 1000 })
+          .andWhere(`h.last_heartbeat_at < now() - make_interval(secs => :secs)`, {
+            secs: this.downAfterMs / 1000,
+          })
           .setLock('pessimistic_write')
           .getMany();
         for (const host of expired) {
           const reason = `no heartbeat for more than ${Math.round(this.downAfterMs / 1000)} s`;
-          await updateVersioned(m, HostRow, { kind: 'host', id: host.id, version: host.version }, { down: true, stateReason: reason });
-          const vms: VmRow[] = await m.query(
-            `UPDATE ${table(m, VmRow)} SET power_state = 'UNKNOWN', power_state_reason = $2,
+          await updateVersioned(
+            m,
+            HostRow,
+            { kind: 'host', id: host.id, version: host.version },
+            { down: true, stateReason: reason },
+          );
+          const vms: VmRow[] = await m
+            .query(
+              `UPDATE ${table(m, VmRow)} SET power_state = 'UNKNOWN', power_state_reason = $2,
                     version = version + 1, updated_at = now()
               WHERE host_id = $1 AND power_state IN ('RUNNING', 'PAUSED') RETURNING id`,
-            [host.id, `host ${host.name} is DOWN (${reason})`],
-          ).then((r: [Array<{ id: string }>, number] | Array<{ id: string }>) => (Array.isArray(r[0]) ? r[0] : r) as VmRow[]);
+              [host.id, `host ${host.name} is DOWN (${reason})`],
+            )
+            .then(
+              (r: [Array<{ id: string }>, number] | Array<{ id: string }>) =>
+                (Array.isArray(r[0]) ? r[0] : r) as VmRow[],
+            );
           for (const { id } of vms) emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id })));
           emit(events.host('UPDATED', await m.findOneByOrFail(HostRow, { id: host.id })));
           this.logger.warn({ host: host.name, vms: vms.length }, 'host is DOWN');

@@ -36,7 +36,8 @@ export class HostRegistryService {
 
   async register(req: computeV1.RegisterHostRequest): Promise<computeV1.RegisterHostResponse> {
     const name = validateName('name', req.name);
-    if (!/^[A-Za-z0-9.[\]:-]+:\d{1,5}$/.test(req.address)) throw invalidArgument('address', 'must be host:port');
+    if (!/^[A-Za-z0-9.[\]:-]+:\d{1,5}$/.test(req.address))
+      throw invalidArgument('address', 'must be host:port');
     validateIntRange('cpus', req.cpus, 1, 4096);
     validateIntRange('memory_mib', req.memoryMib, 64, 64 * 1024 * 1024, ' MiB');
     const labels = validateLabels('labels', req.labels);
@@ -56,11 +57,16 @@ export class HostRegistryService {
       };
       let host: HostRow;
       if (existing) {
-        await updateVersioned(m, HostRow, { kind: 'host', id: existing.id, version: existing.version }, {
-          ...fields,
-          adminState: stateOnRegister(existing.adminState) as HostRow['adminState'],
-          epoch: existing.epoch + 1,
-        });
+        await updateVersioned(
+          m,
+          HostRow,
+          { kind: 'host', id: existing.id, version: existing.version },
+          {
+            ...fields,
+            adminState: stateOnRegister(existing.adminState) as HostRow['adminState'],
+            epoch: existing.epoch + 1,
+          },
+        );
         host = await m.findOneByOrFail(HostRow, { id: existing.id });
       } else {
         host = m.create(HostRow, {
@@ -82,21 +88,36 @@ export class HostRegistryService {
       return { host, destroyVmIds };
     });
     this.logger.info({ host: host.name, epoch: host.epoch, address: host.address }, 'host registered');
-    return { hostId: host.id, epoch: host.epoch, heartbeatIntervalMs: this.policy.heartbeatIntervalMs, destroyVmIds };
+    return {
+      hostId: host.id,
+      epoch: host.epoch,
+      heartbeatIntervalMs: this.policy.heartbeatIntervalMs,
+      destroyVmIds,
+    };
   }
 
   async heartbeat(req: computeV1.HeartbeatRequest): Promise<computeV1.HeartbeatResponse> {
     const destroyVmIds = await this.store.tx(async (m, emit) => {
-      const host = await m.findOne(HostRow, { where: { id: req.hostId }, lock: { mode: 'pessimistic_write' } });
+      const host = await m.findOne(HostRow, {
+        where: { id: req.hostId },
+        lock: { mode: 'pessimistic_write' },
+      });
       if (!host) throw notFound('host', req.hostId);
       if (host.epoch !== req.epoch)
-        throw failedPrecondition(`host ${host.name} epoch ${req.epoch} is stale (now ${host.epoch}): register again`);
+        throw failedPrecondition(
+          `host ${host.name} epoch ${req.epoch} is stale (now ${host.epoch}): register again`,
+        );
       if (host.down) {
-        await updateVersioned(m, HostRow, { kind: 'host', id: host.id, version: host.version }, {
-          down: false,
-          stateReason: '',
-          lastHeartbeatAt: new Date(),
-        });
+        await updateVersioned(
+          m,
+          HostRow,
+          { kind: 'host', id: host.id, version: host.version },
+          {
+            down: false,
+            stateReason: '',
+            lastHeartbeatAt: new Date(),
+          },
+        );
         const back = await m.findOneByOrFail(HostRow, { id: host.id });
         emit(events.host('UPDATED', back, (await this.store.allocations(m, [host.id])).get(host.id)));
         this.logger.info({ host: host.name }, 'host is back');
@@ -113,7 +134,12 @@ export class HostRegistryService {
    * Brings VM records in line with what the host reports, for VMs without an operation in flight.
    * Returns VMs the host runs that the pool does not place there: the agent destroys them.
    */
-  private async reconcile(m: EntityManager, emit: Emit, host: HostRow, reported: computeV1.VmStatus[]): Promise<string[]> {
+  private async reconcile(
+    m: EntityManager,
+    emit: Emit,
+    host: HostRow,
+    reported: computeV1.VmStatus[],
+  ): Promise<string[]> {
     const recorded = new Map((await m.findBy(VmRow, { hostId: host.id })).map((vm) => [vm.id, vm]));
     const destroy: string[] = [];
     const seen = new Set<string>();
@@ -144,7 +170,8 @@ export class HostRegistryService {
         powerStateReason: `not running on host ${host.name} when it reported`,
       });
     }
-    if (destroy.length) this.logger.warn({ host: host.name, vms: destroy }, 'host runs VMs placed elsewhere: destroying them');
+    if (destroy.length)
+      this.logger.warn({ host: host.name, vms: destroy }, 'host runs VMs placed elsewhere: destroying them');
     return destroy;
   }
 

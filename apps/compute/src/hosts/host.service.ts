@@ -1,5 +1,13 @@
 import { EntityManager } from 'typeorm';
-import { DomainError, ErrorCode, encodePageToken, failedPrecondition, isUuid, notFound, parsePage } from '@flotilla/domain';
+import {
+  DomainError,
+  ErrorCode,
+  encodePageToken,
+  failedPrecondition,
+  isUuid,
+  notFound,
+  parsePage,
+} from '@flotilla/domain';
 import { Caller, requireRole, updateVersioned } from '@flotilla/platform';
 import { computeV1 } from '@flotilla/contracts';
 import { hostToProto } from '../mappers';
@@ -13,7 +21,10 @@ export class HostService {
   async get(caller: Caller, idOrName: string): Promise<computeV1.Host> {
     this.authorize(caller, 'reading hosts');
     const host = await this.find(this.store.manager, idOrName);
-    return hostToProto(host, (await this.store.allocations(this.store.manager, [host.id])).get(host.id) ?? noAllocation);
+    return hostToProto(
+      host,
+      (await this.store.allocations(this.store.manager, [host.id])).get(host.id) ?? noAllocation,
+    );
   }
 
   async list(caller: Caller, page: computeV1.ListHostsRequest['page']): Promise<computeV1.ListHostsResponse> {
@@ -28,18 +39,31 @@ export class HostService {
         const state = value.toUpperCase().replace(/^HOST_STATE_/, '');
         if (state === 'DOWN') qb.andWhere('h.down = true');
         else qb.andWhere(`h.down = false AND h.admin_state = :${p}`, { [p]: state });
-      } else qb.andWhere(`h.labels ->> :k${i} = :${p}`, { [`k${i}`]: field.slice('label.'.length), [p]: value });
+      } else
+        qb.andWhere(`h.labels ->> :k${i} = :${p}`, { [`k${i}`]: field.slice('label.'.length), [p]: value });
     }
-    const rows = await qb.orderBy('h.name').offset(spec.offset).limit(spec.pageSize + 1).getMany();
+    const rows = await qb
+      .orderBy('h.name')
+      .offset(spec.offset)
+      .limit(spec.pageSize + 1)
+      .getMany();
     const page_ = rows.slice(0, spec.pageSize);
-    const allocations = await this.store.allocations(this.store.manager, page_.map((h) => h.id));
+    const allocations = await this.store.allocations(
+      this.store.manager,
+      page_.map((h) => h.id),
+    );
     return {
       hosts: page_.map((h) => hostToProto(h, allocations.get(h.id) ?? noAllocation)),
-      nextPageToken: rows.length > spec.pageSize ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
+      nextPageToken:
+        rows.length > spec.pageSize ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
     };
   }
 
-  async setAdminState(caller: Caller, idOrName: string, adminState: 'ENABLED' | 'DISABLED'): Promise<computeV1.Host> {
+  async setAdminState(
+    caller: Caller,
+    idOrName: string,
+    adminState: 'ENABLED' | 'DISABLED',
+  ): Promise<computeV1.Host> {
     requireRole(caller, 'pool-operator', adminState === 'ENABLED' ? 'enabling a host' : 'disabling a host');
     const host = await this.store.tx(async (m, emit) => {
       const host = await this.find(m, idOrName);
@@ -50,7 +74,10 @@ export class HostService {
       emit(events.host('UPDATED', saved, (await this.store.allocations(m, [host.id])).get(host.id)));
       return saved;
     });
-    return hostToProto(host, (await this.store.allocations(this.store.manager, [host.id])).get(host.id) ?? noAllocation);
+    return hostToProto(
+      host,
+      (await this.store.allocations(this.store.manager, [host.id])).get(host.id) ?? noAllocation,
+    );
   }
 
   private async find(m: EntityManager, idOrName: string): Promise<HostRow> {
@@ -65,6 +92,9 @@ export class HostService {
 
   private authorize(caller: Caller, action: string): void {
     if (!caller.crossTenant)
-      throw new DomainError(ErrorCode.PermissionDenied, `${action} needs role pool-operator or above; this token has ${caller.role}`);
+      throw new DomainError(
+        ErrorCode.PermissionDenied,
+        `${action} needs role pool-operator or above; this token has ${caller.role}`,
+      );
   }
 }

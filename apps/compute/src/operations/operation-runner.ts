@@ -55,6 +55,9 @@ export class OperationRunner {
   /** Waits (bounded) for running handlers so that a clean stop does not cut them mid-step. */
   async drain(timeoutMs: number): Promise<void> {
     this.stopping = true;
-    await Promise.race([Promise.allSettled([...this.inFlight.values()]), new Promise((r) => setTimeout(r, timeoutMs))]);
+    await Promise.race([
+      Promise.allSettled([...this.inFlight.values()]),
+      new Promise((r) => setTimeout(r, timeoutMs)),
+    ]);
   }
 }

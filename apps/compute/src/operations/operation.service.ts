@@ -77,7 +77,9 @@ export class OperationService {
     m: EntityManager,
     emit: Emit,
     op: OperationRow,
-    changes: Partial<Pick<OperationRow, 'state' | 'progress' | 'step' | 'pointOfNoReturn' | 'result' | 'params'>>,
+    changes: Partial<
+      Pick<OperationRow, 'state' | 'progress' | 'step' | 'pointOfNoReturn' | 'result' | 'params'>
+    >,
   ): Promise<OperationRow> {
     await updateVersioned(m, OperationRow, { kind: 'operation', id: op.id, version: op.version }, changes);
     const fresh = await m.findOneByOrFail(OperationRow, { id: op.id });
@@ -89,18 +91,27 @@ export class OperationService {
     m: EntityManager,
     emit: Emit,
     op: OperationRow,
-    outcome: { state: Extract<OperationState, 'SUCCEEDED' | 'FAILED' | 'CANCELLED'>; error?: DomainError; result?: Record<string, string> },
+    outcome: {
+      state: Extract<OperationState, 'SUCCEEDED' | 'FAILED' | 'CANCELLED'>;
+      error?: DomainError;
+      result?: Record<string, string>;
+    },
   ): Promise<OperationRow> {
-    await updateVersioned(m, OperationRow, { kind: 'operation', id: op.id, version: op.version }, {
-      state: outcome.state,
-      progress: outcome.state === 'SUCCEEDED' ? 1 : op.progress,
-      step: outcome.state.toLowerCase(),
-      result: outcome.result ?? op.result,
-      errorCode: outcome.error?.code ?? null,
-      errorMessage: outcome.error?.message ?? null,
-      errorField: outcome.error?.fields.field ?? null,
-      finishedAt: new Date(),
-    });
+    await updateVersioned(
+      m,
+      OperationRow,
+      { kind: 'operation', id: op.id, version: op.version },
+      {
+        state: outcome.state,
+        progress: outcome.state === 'SUCCEEDED' ? 1 : op.progress,
+        step: outcome.state.toLowerCase(),
+        result: outcome.result ?? op.result,
+        errorCode: outcome.error?.code ?? null,
+        errorMessage: outcome.error?.message ?? null,
+        errorField: outcome.error?.fields.field ?? null,
+        finishedAt: new Date(),
+      },
+    );
     const fresh = await m.findOneByOrFail(OperationRow, { id: op.id });
     emit(events.operation('UPDATED', fresh));
     return fresh;
@@ -127,7 +138,9 @@ export class OperationService {
     if (!caller.crossTenant) qb.andWhere('o.tenant_id = :tenant', { tenant: caller.tenantId });
     for (const [i, term] of spec.filter.entries()) {
       const column = { state: 'o.state', kind: 'o.kind', target_id: 'o.target_id::text' }[term.field]!;
-      qb.andWhere(`${column} = :f${i}`, { [`f${i}`]: term.field === 'state' ? term.value.replace(/^OPERATION_STATE_/, '') : term.value });
+      qb.andWhere(`${column} = :f${i}`, {
+        [`f${i}`]: term.field === 'state' ? term.value.replace(/^OPERATION_STATE_/, '') : term.value,
+      });
     }
     const rows = await qb
       .orderBy('o.created_at', 'DESC')
@@ -166,7 +179,11 @@ export class OperationService {
     return op;
   }
 
-  async cancel(caller: Caller, id: string, onCancelled: (m: EntityManager, emit: Emit, op: OperationRow) => Promise<void>): Promise<OperationRow> {
+  async cancel(
+    caller: Caller,
+    id: string,
+    onCancelled: (m: EntityManager, emit: Emit, op: OperationRow) => Promise<void>,
+  ): Promise<OperationRow> {
     const cancelled = await this.store.tx(async (m, emit) => {
       const op = await this.get(caller, id);
       if (!isCancellable({ state: op.state, pointOfNoReturnPassed: op.pointOfNoReturn }))

@@ -40,7 +40,10 @@ export class ComputeStore {
       hostIds ? [hostIds] : [],
     );
     return new Map(
-      rows.map((r) => [r.host_id, { vcpus: Number(r.vcpus), memoryMib: Number(r.memory_mib), vmCount: Number(r.vms) }]),
+      rows.map((r) => [
+        r.host_id,
+        { vcpus: Number(r.vcpus), memoryMib: Number(r.memory_mib), vmCount: Number(r.vms) },
+      ]),
     );
   }
 }

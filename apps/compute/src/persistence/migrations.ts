@@ -58,7 +58,9 @@ export class ComputeInit1764000000001 implements MigrationInterface {
       updated_at timestamptz NOT NULL DEFAULT now()
     )`);
     await q.query(`CREATE UNIQUE INDEX vms_tenant_name ON ${s}.vms (tenant_id, name)`);
-    await q.query(`CREATE UNIQUE INDEX vms_tenant_request ON ${s}.vms (tenant_id, request_id) WHERE request_id IS NOT NULL`);
+    await q.query(
+      `CREATE UNIQUE INDEX vms_tenant_request ON ${s}.vms (tenant_id, request_id) WHERE request_id IS NOT NULL`,
+    );
     await q.query(`CREATE INDEX vms_host ON ${s}.vms (host_id) WHERE host_id IS NOT NULL`);
     await q.query(`CREATE TABLE ${s}.operations (
       id uuid PRIMARY KEY,

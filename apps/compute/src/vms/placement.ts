@@ -42,7 +42,8 @@ export class Placement {
       onlyHostId ? [onlyHostId] : [],
     );
     const groupsByHost = new Map<string, Record<string, number>>();
-    for (const g of groups) groupsByHost.set(g.host_id, { ...groupsByHost.get(g.host_id), [g.grp]: Number(g.n) });
+    for (const g of groups)
+      groupsByHost.set(g.host_id, { ...groupsByHost.get(g.host_id), [g.grp]: Number(g.n) });
     return hosts.map((h) => {
       const a = allocations.get(h.id);
       return {

@@ -30,7 +30,15 @@ export class VmOperations {
   ) {}
 
   register(runner: OperationRunner): void {
-    for (const kind of ['vm.create', 'vm.start', 'vm.shutdown', 'vm.reboot', 'vm.pause', 'vm.unpause', 'vm.destroy'])
+    for (const kind of [
+      'vm.create',
+      'vm.start',
+      'vm.shutdown',
+      'vm.reboot',
+      'vm.pause',
+      'vm.unpause',
+      'vm.destroy',
+    ])
       runner.register(kind, (op) => this.run(op));
   }
 
@@ -103,7 +111,8 @@ export class VmOperations {
     const excluded: string[] = [];
     for (let attempt = 1; ; attempt++) {
       await this.step(await this.fresh(op), { step: 'placing' });
-      const hostId = pinned ?? (await this.placement.choose(this.store.manager, { ...request, excludeHostIds: excluded }));
+      const hostId =
+        pinned ?? (await this.placement.choose(this.store.manager, { ...request, excludeHostIds: excluded }));
       const reserved = await this.store.tx(async (m, emit) => {
         if (!(await this.placement.stillFits(m, hostId, request))) return undefined;
         const current = await m.findOneByOrFail(VmRow, { id: vm.id });
@@ -114,9 +123,15 @@ export class VmOperations {
       });
       if (reserved) return reserved;
       if (pinned)
-        throw new DomainError(ErrorCode.ResourceExhausted, `host ${pinned} cannot take vm ${vm.name} now: it is not ENABLED or lacks capacity`);
+        throw new DomainError(
+          ErrorCode.ResourceExhausted,
+          `host ${pinned} cannot take vm ${vm.name} now: it is not ENABLED or lacks capacity`,
+        );
       if (attempt >= reservationAttempts)
-        throw new DomainError(ErrorCode.Conflict, `placement of vm ${vm.name} lost ${attempt} races for capacity: retry`);
+        throw new DomainError(
+          ErrorCode.Conflict,
+          `placement of vm ${vm.name} lost ${attempt} races for capacity: retry`,
+        );
       excluded.push(hostId);
     }
   }
@@ -126,15 +141,23 @@ export class VmOperations {
     const host = vm.hostId ? await this.host(vm.hostId) : undefined;
     // A VM whose host is DOWN is recorded HALTED now; when the host returns it is told to destroy it.
     if (host && !(hard && hostState(host) === 'DOWN')) {
-      op = await this.step(op, { step: `${hard ? 'hard' : 'clean'} shutdown on host ${host.name}`, progress: 0.3, pointOfNoReturn: true });
+      op = await this.step(op, {
+        step: `${hard ? 'hard' : 'clean'} shutdown on host ${host.name}`,
+        progress: 0.3,
+        pointOfNoReturn: true,
+      });
       const timeoutMs = typeof op.params.timeoutMs === 'number' ? op.params.timeoutMs : 60_000;
       await this.agents.call(host, (a) =>
-        a.shutdownVm({ epoch: host.epoch, vmId: vm.id, hard, timeoutMs }, { deadlineMs: timeoutMs + this.agents.deadline() }),
+        a.shutdownVm(
+          { epoch: host.epoch, vmId: vm.id, hard, timeoutMs },
+          { deadlineMs: timeoutMs + this.agents.deadline() },
+        ),
       );
     }
     await this.succeed(op, vm, {
       powerState: 'HALTED',
-      powerStateReason: host && hostState(host) === 'DOWN' ? `hard shutdown recorded while host ${host.name} was DOWN` : '',
+      powerStateReason:
+        host && hostState(host) === 'DOWN' ? `hard shutdown recorded while host ${host.name} was DOWN` : '',
       hostId: null,
     });
   }
@@ -142,7 +165,11 @@ export class VmOperations {
   private async reboot(op: OperationRow, vm: VmRow): Promise<void> {
     const host = await this.host(vm.hostId!);
     const hard = op.params.operation === 'HARD_REBOOT';
-    op = await this.step(op, { step: `${hard ? 'hard' : 'clean'} reboot on host ${host.name}`, progress: 0.3, pointOfNoReturn: true });
+    op = await this.step(op, {
+      step: `${hard ? 'hard' : 'clean'} reboot on host ${host.name}`,
+      progress: 0.3,
+      pointOfNoReturn: true,
+    });
     await this.agents.call(host, (a) => a.rebootVm({ epoch: host.epoch, vmId: vm.id, hard }));
     await this.succeed(op, vm, { powerState: 'RUNNING', powerStateReason: '' });
   }
@@ -150,7 +177,11 @@ export class VmOperations {
   private async pauseOrUnpause(op: OperationRow, vm: VmRow): Promise<void> {
     const host = await this.host(vm.hostId!);
     const pause = op.kind === 'vm.pause';
-    op = await this.step(op, { step: `${pause ? 'pausing' : 'unpausing'} on host ${host.name}`, progress: 0.3, pointOfNoReturn: true });
+    op = await this.step(op, {
+      step: `${pause ? 'pausing' : 'unpausing'} on host ${host.name}`,
+      progress: 0.3,
+      pointOfNoReturn: true,
+    });
     await this.agents.call(host, (a) =>
       pause ? a.pauseVm({ epoch: host.epoch, vmId: vm.id }) : a.unpauseVm({ epoch: host.epoch, vmId: vm.id }),
     );
@@ -159,8 +190,13 @@ export class VmOperations {
 
   private async destroy(op: OperationRow, vm: VmRow): Promise<void> {
     const host = vm.hostId ? await this.host(vm.hostId) : undefined;
-    op = await this.step(op, { step: host ? `destroying on host ${host.name}` : 'deleting', progress: 0.3, pointOfNoReturn: true });
-    if (host && hostState(host) !== 'DOWN') await this.agents.call(host, (a) => a.destroyVm({ epoch: host.epoch, vmId: vm.id }));
+    op = await this.step(op, {
+      step: host ? `destroying on host ${host.name}` : 'deleting',
+      progress: 0.3,
+      pointOfNoReturn: true,
+    });
+    if (host && hostState(host) !== 'DOWN')
+      await this.agents.call(host, (a) => a.destroyVm({ epoch: host.epoch, vmId: vm.id }));
     await this.succeed(op, null, undefined, { vm_id: vm.id }, vm);
   }
 
@@ -183,7 +219,10 @@ export class VmOperations {
       } else if (vm) {
         await this.updateVm(m, emit, vm.id, { ...changes, currentOperationId: null });
       }
-      return this.operations.finish(m, emit, current, { state: 'SUCCEEDED', result: { vm_id: op.targetId, ...result } });
+      return this.operations.finish(m, emit, current, {
+        state: 'SUCCEEDED',
+        result: { vm_id: op.targetId, ...result },
+      });
     });
     this.operations.announce(done);
   }
@@ -196,7 +235,10 @@ export class VmOperations {
       const vm = await m.findOneBy(VmRow, { id: op.targetId });
       if (vm && vm.currentOperationId === op.id) {
         const releases = (op.kind === 'vm.start' || op.kind === 'vm.create') && vm.powerState === 'HALTED';
-        await this.updateVm(m, emit, vm.id, { currentOperationId: null, ...(releases ? { hostId: null } : {}) });
+        await this.updateVm(m, emit, vm.id, {
+          currentOperationId: null,
+          ...(releases ? { hostId: null } : {}),
+        });
       }
       return this.operations.finish(m, emit, op, { state: 'FAILED', error });
     });
@@ -241,4 +283,3 @@ export class VmOperations {
     return this.store.manager.findOneByOrFail(HostRow, { id });
   }
 }
-

@@ -12,7 +12,6 @@ import {
   notFound,
   parsePage,
   truncate,
-  validateId,
   validateIntRange,
   validateLabels,
   validateName,
@@ -47,7 +46,10 @@ export class VmService {
     private readonly runner: OperationRunner,
   ) {}
 
-  async create(caller: Caller, req: computeV1.CreateVmRequest): Promise<{ vm: VmRow; operation: OperationRow }> {
+  async create(
+    caller: Caller,
+    req: computeV1.CreateVmRequest,
+  ): Promise<{ vm: VmRow; operation: OperationRow }> {
     requireRole(caller, 'vm-admin', 'creating a VM');
     const tenantId = this.tenantOf(caller);
     const name = validateName('name', req.name);
@@ -70,9 +72,13 @@ export class VmService {
       }
       const sizing = await this.sizing(m, req);
       if (await m.existsBy(VmRow, { tenantId, name }))
-        throw new DomainError(ErrorCode.AlreadyExists, `a VM named ${name} already exists in this tenant: choose another name`, {
-          field: 'name',
-        });
+        throw new DomainError(
+          ErrorCode.AlreadyExists,
+          `a VM named ${name} already exists in this tenant: choose another name`,
+          {
+            field: 'name',
+          },
+        );
       const vm = m.create(VmRow, {
         id: randomUUID(),
         name,
@@ -108,7 +114,11 @@ export class VmService {
 
   async get(caller: Caller, idOrName: string, m: EntityManager = this.store.manager): Promise<VmRow> {
     if (!idOrName) throw invalidArgument('id', 'is required: a VM id');
-    if (!isUuid(idOrName)) throw invalidArgument('id', `${JSON.stringify(truncate(idOrName, 40))} is not a VM id (a UUID); find it with ListVms filter name=<name>`);
+    if (!isUuid(idOrName))
+      throw invalidArgument(
+        'id',
+        `${JSON.stringify(truncate(idOrName, 40))} is not a VM id (a UUID); find it with ListVms filter name=<name>`,
+      );
     const vm = await m.findOneBy(VmRow, { id: idOrName.toLowerCase() });
     if (!vm || (!caller.crossTenant && vm.tenantId !== caller.tenantId)) throw notFound('vm', idOrName);
     return vm;
@@ -124,12 +134,19 @@ export class VmService {
     for (const [i, { field, value }] of spec.filter.entries()) {
       const p = `f${i}`;
       if (field === 'name') qb.andWhere(`v.name = :${p}`, { [p]: value });
-      else if (field === 'power_state') qb.andWhere(`v.power_state = :${p}`, { [p]: value.toUpperCase().replace(/^POWER_STATE_/, '') });
+      else if (field === 'power_state')
+        qb.andWhere(`v.power_state = :${p}`, { [p]: value.toUpperCase().replace(/^POWER_STATE_/, '') });
       else if (field === 'host_id') qb.andWhere(`v.host_id::text = :${p}`, { [p]: value });
       else if (field === 'flavor_id') qb.andWhere(`v.flavor_id::text = :${p}`, { [p]: value });
-      else qb.andWhere(`v.labels ->> :k${i} = :${p}`, { [`k${i}`]: field.slice('label.'.length), [p]: value });
+      else
+        qb.andWhere(`v.labels ->> :k${i} = :${p}`, { [`k${i}`]: field.slice('label.'.length), [p]: value });
     }
-    const rows = await qb.orderBy('v.created_at').addOrderBy('v.id').offset(spec.offset).limit(spec.pageSize + 1).getMany();
+    const rows = await qb
+      .orderBy('v.created_at')
+      .addOrderBy('v.id')
+      .offset(spec.offset)
+      .limit(spec.pageSize + 1)
+      .getMany();
     const more = rows.length > spec.pageSize;
     return {
       vms: rows.slice(0, spec.pageSize),
@@ -147,7 +164,11 @@ export class VmService {
     op: VmOperation,
     opts: { requestId?: string; params?: OperationParams } = {},
   ): Promise<OperationRow> {
-    requireRole(caller, op === 'DESTROY' ? 'vm-admin' : 'vm-operator', `${op.toLowerCase().replace('_', ' ')} of a VM`);
+    requireRole(
+      caller,
+      op === 'DESTROY' ? 'vm-admin' : 'vm-operator',
+      `${op.toLowerCase().replace('_', ' ')} of a VM`,
+    );
     const requestId = validateRequestId(opts.requestId);
     const result = await this.store.tx(async (m, emit) => {
       const vm = await this.get(caller, id, m);
@@ -162,7 +183,12 @@ export class VmService {
       if (earlier) return { operation: earlier, isNew: false };
       assertOperationAllowed(vm, op);
       const operation = await this.operations.create(m, emit, spec);
-      await updateVersioned(m, VmRow, { kind: 'vm', id: vm.id, version: vm.version }, { currentOperationId: operation.id });
+      await updateVersioned(
+        m,
+        VmRow,
+        { kind: 'vm', id: vm.id, version: vm.version },
+        { currentOperationId: operation.id },
+      );
       emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id: vm.id })));
       return { operation, isNew: true };
     });
@@ -171,7 +197,8 @@ export class VmService {
   }
 
   private tenantOf(caller: Caller): string {
-    if (!caller.tenantId) throw invalidArgument('tenant', 'the call carries no tenant: call through the gateway');
+    if (!caller.tenantId)
+      throw invalidArgument('tenant', 'the call carries no tenant: call through the gateway');
     return caller.tenantId;
   }
 
@@ -186,16 +213,32 @@ export class VmService {
         ? await m.findOneBy(FlavorRow, { id: req.flavorId.toLowerCase() })
         : await m.findOneBy(FlavorRow, { name: req.flavorId });
       if (!flavor)
-        throw new DomainError(ErrorCode.NotFound, `flavor ${JSON.stringify(truncate(req.flavorId, 60))} not found: see ListFlavors`, {
-          field: 'flavor_id',
-        });
-      return { flavorId: flavor.id, vcpus: flavor.vcpus, memoryMib: flavor.memoryMib, rootDiskGib: flavor.rootDiskGib };
+        throw new DomainError(
+          ErrorCode.NotFound,
+          `flavor ${JSON.stringify(truncate(req.flavorId, 60))} not found: see ListFlavors`,
+          {
+            field: 'flavor_id',
+          },
+        );
+      return {
+        flavorId: flavor.id,
+        vcpus: flavor.vcpus,
+        memoryMib: flavor.memoryMib,
+        rootDiskGib: flavor.rootDiskGib,
+      };
     }
-    if (!req.vcpus && !req.memoryMib) throw invalidArgument('flavor_id', 'is required (or give vcpus and memory_mib)');
+    if (!req.vcpus && !req.memoryMib)
+      throw invalidArgument('flavor_id', 'is required (or give vcpus and memory_mib)');
     return {
       flavorId: null,
       vcpus: validateIntRange('vcpus', req.vcpus, 1, limits.vcpusMax),
-      memoryMib: validateIntRange('memory_mib', req.memoryMib, limits.memoryMibMin, limits.memoryMibMax, ' MiB'),
+      memoryMib: validateIntRange(
+        'memory_mib',
+        req.memoryMib,
+        limits.memoryMibMin,
+        limits.memoryMibMax,
+        ' MiB',
+      ),
       rootDiskGib: 0,
     };
   }
@@ -206,8 +249,8 @@ function validateBoot(boot: computeV1.BootSpec | undefined): BootRow {
   // Kernel and initrd paths are host paths: they come from the operator's image catalogue, never tenants.
   if (boot.kernel || boot.initrd)
     throw invalidArgument('boot.kernel', 'host paths cannot be given by API callers: use boot.image');
-  if (boot.cmdline.length > 1024) throw invalidArgument('boot.cmdline', `is ${boot.cmdline.length} characters; at most 1024`);
+  if (boot.cmdline.length > 1024)
+    throw invalidArgument('boot.cmdline', `is ${boot.cmdline.length} characters; at most 1024`);
   if (boot.image) validateName('boot.image', boot.image);
   return { ...(boot.image ? { image: boot.image } : {}), ...(boot.cmdline ? { cmdline: boot.cmdline } : {}) };
 }
-

@@ -36,7 +36,12 @@ export interface Readiness {
 }
 
 /** Operators' HTTP endpoints: /healthz (process up), /readyz (database and every pool service), /metrics. */
-export function startAdminHttp(address: string, metrics: GatewayMetrics, readiness: Readiness, logger: Logger): Promise<http.Server> {
+export function startAdminHttp(
+  address: string,
+  metrics: GatewayMetrics,
+  readiness: Readiness,
+  logger: Logger,
+): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     void (async () => {
       const path = (req.url ?? '/').split('?')[0];
@@ -47,7 +52,8 @@ export function startAdminHttp(address: string, metrics: GatewayMetrics, readine
         const ok = Object.values(checks).every((s) => s === 'SERVING');
         return send(res, ok ? 200 : 503, 'application/json', `${JSON.stringify({ ready: ok, checks })}\n`);
       }
-      if (path === '/metrics') return send(res, 200, metrics.registry.contentType, await metrics.registry.metrics());
+      if (path === '/metrics')
+        return send(res, 200, metrics.registry.contentType, await metrics.registry.metrics());
       send(res, 404, 'text/plain', 'not found: try /healthz, /readyz or /metrics\n');
     })().catch((e: unknown) => {
       logger.warn({ err: e }, 'admin http request failed');
@@ -67,7 +73,9 @@ async function ready(r: Readiness): Promise<Record<string, HealthStatus>> {
     .then(() => 'SERVING' as const)
     .catch(() => 'UNREACHABLE' as const);
   const services = await Promise.all(
-    Object.entries(r.services).map(async ([name, address]) => [name, await checkHealth(address, { deadlineMs: 1500 })] as const),
+    Object.entries(r.services).map(
+      async ([name, address]) => [name, await checkHealth(address, { deadlineMs: 1500 })] as const,
+    ),
   );
   return { database, ...Object.fromEntries(services) };
 }

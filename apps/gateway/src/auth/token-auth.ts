@@ -37,7 +37,10 @@ export class TokenAuth {
   async authenticate(metadata: Metadata): Promise<Principal> {
     const header = metadata.get(md.authorization)[0];
     if (header === undefined)
-      throw new DomainError(ErrorCode.Unauthenticated, 'no bearer token: send metadata "authorization: Bearer <token>" (flotilla token create)');
+      throw new DomainError(
+        ErrorCode.Unauthenticated,
+        'no bearer token: send metadata "authorization: Bearer <token>" (flotilla token create)',
+      );
     const match = /^Bearer (\S+)$/i.exec(String(header));
     if (!match || !tokenPattern.test(match[1]))
       throw new DomainError(ErrorCode.Unauthenticated, 'malformed authorization: expected "Bearer flt_…"');
@@ -54,7 +57,11 @@ export class TokenAuth {
       role: row.role,
       crossTenant: row.role === 'pool-admin' || row.role === 'pool-operator',
     };
-    this.cache.set(hash, { principal, expiresAt: row.expiresAt?.getTime() ?? Infinity, until: now + cacheTtlMs });
+    this.cache.set(hash, {
+      principal,
+      expiresAt: row.expiresAt?.getTime() ?? Infinity,
+      until: now + cacheTtlMs,
+    });
     this.touch(row.id, now);
     return principal;
   }
@@ -67,7 +74,9 @@ export class TokenAuth {
   private touch(tokenId: string, now: number): void {
     if ((this.lastUsedWritten.get(tokenId) ?? 0) + lastUsedEveryMs > now) return;
     this.lastUsedWritten.set(tokenId, now);
-    void this.dataSource.manager.update(TokenRow, { id: tokenId }, { lastUsedAt: new Date(now) }).catch(() => undefined);
+    void this.dataSource.manager
+      .update(TokenRow, { id: tokenId }, { lastUsedAt: new Date(now) })
+      .catch(() => undefined);
   }
 }
 

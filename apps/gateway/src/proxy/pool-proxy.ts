@@ -85,7 +85,12 @@ export function poolProxy(fullName: string, upstreamName = fullName): Type<unkno
         }
       : async function (this: PoolProxy, req: unknown, incoming: grpc.Metadata): Promise<unknown> {
           const principal = await this.auth.authenticate(incoming);
-          const call = (this.upstreams.client(upstreamName).call as Record<string, (r: unknown, o: unknown) => Promise<unknown>>)[lower];
+          const call = (
+            this.upstreams.client(upstreamName).call as Record<
+              string,
+              (r: unknown, o: unknown) => Promise<unknown>
+            >
+          )[lower];
           try {
             return await call(req, { metadata: upstreamMetadata(principal, incoming) });
           } catch (e) {
@@ -94,7 +99,11 @@ export function poolProxy(fullName: string, upstreamName = fullName): Type<unkno
         };
     Object.defineProperty(handler, 'name', { value: lower });
     Object.defineProperty(PoolProxy.prototype, lower, { value: handler, writable: true, configurable: true });
-    GrpcMethod(shortName, method)(PoolProxy.prototype, lower, Object.getOwnPropertyDescriptor(PoolProxy.prototype, lower)!);
+    GrpcMethod(shortName, method)(
+      PoolProxy.prototype,
+      lower,
+      Object.getOwnPropertyDescriptor(PoolProxy.prototype, lower)!,
+    );
   }
   Object.defineProperty(PoolProxy, 'name', { value: `${shortName}Proxy` });
   return PoolProxy;

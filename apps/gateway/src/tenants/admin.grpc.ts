@@ -36,7 +36,10 @@ export class TenantGrpc implements gatewayV1.TenantServiceController {
   ) {}
 
   @GrpcMethod('TenantService', 'CreateTenant')
-  async createTenant(req: gatewayV1.CreateTenantRequest, md: Metadata): Promise<gatewayV1.CreateTenantResponse> {
+  async createTenant(
+    req: gatewayV1.CreateTenantRequest,
+    md: Metadata,
+  ): Promise<gatewayV1.CreateTenantResponse> {
     return { tenant: tenantToProto(await this.admin.createTenant(await this.auth.authenticate(md), req)) };
   }
 
@@ -47,12 +50,18 @@ export class TenantGrpc implements gatewayV1.TenantServiceController {
 
   @GrpcMethod('TenantService', 'ListTenants')
   async listTenants(req: gatewayV1.ListTenantsRequest, md: Metadata): Promise<gatewayV1.ListTenantsResponse> {
-    const { tenants, nextPageToken } = await this.admin.listTenants(await this.auth.authenticate(md), req.page);
+    const { tenants, nextPageToken } = await this.admin.listTenants(
+      await this.auth.authenticate(md),
+      req.page,
+    );
     return { tenants: tenants.map(tenantToProto), nextPageToken };
   }
 
   @GrpcMethod('TenantService', 'DeleteTenant')
-  async deleteTenant(req: gatewayV1.DeleteTenantRequest, md: Metadata): Promise<gatewayV1.DeleteTenantResponse> {
+  async deleteTenant(
+    req: gatewayV1.DeleteTenantRequest,
+    md: Metadata,
+  ): Promise<gatewayV1.DeleteTenantResponse> {
     await this.admin.deleteTenant(await this.auth.authenticate(md), req.id);
     return {};
   }

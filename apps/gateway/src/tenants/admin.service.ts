@@ -35,14 +35,24 @@ export class AdminService {
     const secret = await this.dataSource.transaction(async (m) => {
       await m.query(`SELECT pg_advisory_xact_lock(hashtext('flotilla.gateway.bootstrap'))`);
       if ((await m.count(TokenRow)) > 0) return undefined;
-      const tenant = await this.insertTenant(m, { name: 'admin', description: 'operators of this installation' });
-      const { secret } = await this.insertToken(m, { name: 'admin', tenantId: tenant.id, role: 'pool-admin', ttlSeconds: 0 });
+      const tenant = await this.insertTenant(m, {
+        name: 'admin',
+        description: 'operators of this installation',
+      });
+      const { secret } = await this.insertToken(m, {
+        name: 'admin',
+        tenantId: tenant.id,
+        role: 'pool-admin',
+        ttlSeconds: 0,
+      });
       return secret;
     });
     if (!secret) return;
     if (tokenFile) fs.writeFileSync(tokenFile, `${secret}\n`, { mode: 0o600 });
     // The one time the admin secret is printed: stdout, not the structured log.
-    process.stdout.write(`\nFlotilla admin token (shown once${tokenFile ? `, also in ${tokenFile}` : ''}):\n  ${secret}\n\n`);
+    process.stdout.write(
+      `\nFlotilla admin token (shown once${tokenFile ? `, also in ${tokenFile}` : ''}):\n  ${secret}\n\n`,
+    );
     logger.info({ tokenFile: tokenFile || undefined }, 'created the admin tenant and its pool-admin token');
   }
 
@@ -50,7 +60,10 @@ export class AdminService {
     requireRole(p, 'pool-admin', 'creating a tenant');
     const requestId = validateRequestId(req.requestId);
     if (!tenantNamePattern.test(req.name))
-      throw invalidArgument('name', 'must be 1..63 lowercase letters, digits or "-", not starting or ending with "-"');
+      throw invalidArgument(
+        'name',
+        'must be 1..63 lowercase letters, digits or "-", not starting or ending with "-"',
+      );
     if (req.description.length > 1024) throw invalidArgument('description', 'is longer than 1024 characters');
     const labels = validateLabels('labels', req.labels);
     return this.dataSource.transaction(async (m) => {
@@ -59,7 +72,9 @@ export class AdminService {
         if (earlier) return earlier;
       }
       if (await m.existsBy(TenantRow, { name: req.name }))
-        throw new DomainError(ErrorCode.AlreadyExists, `tenant ${req.name} already exists`, { field: 'name' });
+        throw new DomainError(ErrorCode.AlreadyExists, `tenant ${req.name} already exists`, {
+          field: 'name',
+        });
       return this.insertTenant(m, { name: req.name, description: req.description, labels, requestId });
     });
   }
@@ -73,22 +88,31 @@ export class AdminService {
     return this.findTenant(this.dataSource.manager, idOrName);
   }
 
-  async listTenants(p: Principal, page: gatewayV1.ListTenantsRequest['page']): Promise<{ tenants: TenantRow[]; nextPageToken: string }> {
+  async listTenants(
+    p: Principal,
+    page: gatewayV1.ListTenantsRequest['page'],
+  ): Promise<{ tenants: TenantRow[]; nextPageToken: string }> {
     requireRole(p, 'pool-admin', 'listing tenants');
     const spec = parsePage(page, ['name']);
     const qb = this.dataSource.manager.createQueryBuilder(TenantRow, 't');
     for (const [i, { value }] of spec.filter.entries()) qb.andWhere(`t.name = :f${i}`, { [`f${i}`]: value });
-    const rows = await qb.orderBy('t.name').offset(spec.offset).limit(spec.pageSize + 1).getMany();
+    const rows = await qb
+      .orderBy('t.name')
+      .offset(spec.offset)
+      .limit(spec.pageSize + 1)
+      .getMany();
     return {
       tenants: rows.slice(0, spec.pageSize),
-      nextPageToken: rows.length > spec.pageSize ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
+      nextPageToken:
+        rows.length > spec.pageSize ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
     };
   }
 
   async deleteTenant(p: Principal, idOrName: string): Promise<void> {
     requireRole(p, 'pool-admin', 'deleting a tenant');
     const tenant = await this.findTenant(this.dataSource.manager, idOrName);
-    if (tenant.id === p.tenantId) throw failedPrecondition('you cannot delete the tenant of the token you are using');
+    if (tenant.id === p.tenantId)
+      throw failedPrecondition('you cannot delete the tenant of the token you are using');
     const vms = await this.countVms(tenant.id);
     if (vms > 0) throw failedPrecondition(`tenant ${tenant.name} owns ${vms} VM(s): delete them first`);
     const tokens = await this.dataSource.transaction(async (m) => {
@@ -100,13 +124,17 @@ export class AdminService {
     for (const t of tokens) this.auth.forget(t.id);
   }
 
-  async createToken(p: Principal, req: gatewayV1.CreateTokenRequest): Promise<{ token: TokenRow; secret: string }> {
+  async createToken(
+    p: Principal,
+    req: gatewayV1.CreateTokenRequest,
+  ): Promise<{ token: TokenRow; secret: string }> {
     requireRole(p, 'pool-admin', 'creating a token');
     const requestId = validateRequestId(req.requestId);
     const name = req.name ? validateName('name', req.name) : 'token';
     const role = roleFromProto(req.role);
     const ttlSeconds = validateIntRange('ttl_seconds', req.ttlSeconds, 0, 31_622_400, ' s');
-    if (!req.tenantId) throw invalidArgument('tenant_id', 'is required: the tenant id or name the token acts for');
+    if (!req.tenantId)
+      throw invalidArgument('tenant_id', 'is required: the tenant id or name the token acts for');
     return this.dataSource.transaction(async (m) => {
       if (requestId && (await m.existsBy(TokenRow, { requestId })))
         throw new DomainError(
@@ -119,18 +147,33 @@ export class AdminService {
     });
   }
 
-  async listTokens(p: Principal, page: gatewayV1.ListTokensRequest['page']): Promise<{ tokens: TokenRow[]; nextPageToken: string }> {
+  async listTokens(
+    p: Principal,
+    page: gatewayV1.ListTokensRequest['page'],
+  ): Promise<{ tokens: TokenRow[]; nextPageToken: string }> {
     requireRole(p, 'pool-admin', 'listing tokens');
     const spec = parsePage(page, ['tenant_id', 'role']);
     const qb = this.dataSource.manager.createQueryBuilder(TokenRow, 't');
     for (const [i, { field, value }] of spec.filter.entries()) {
       if (field === 'tenant_id') qb.andWhere(`t.tenant_id::text = :f${i}`, { [`f${i}`]: value });
-      else qb.andWhere(`t.role = :f${i}`, { [`f${i}`]: value.toLowerCase().replace(/^role_/, '').replace(/_/g, '-') });
+      else
+        qb.andWhere(`t.role = :f${i}`, {
+          [`f${i}`]: value
+            .toLowerCase()
+            .replace(/^role_/, '')
+            .replace(/_/g, '-'),
+        });
     }
-    const rows = await qb.orderBy('t.created_at').addOrderBy('t.id').offset(spec.offset).limit(spec.pageSize + 1).getMany();
+    const rows = await qb
+      .orderBy('t.created_at')
+      .addOrderBy('t.id')
+      .offset(spec.offset)
+      .limit(spec.pageSize + 1)
+      .getMany();
     return {
       tokens: rows.slice(0, spec.pageSize),
-      nextPageToken: rows.length > spec.pageSize ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
+      nextPageToken:
+        rows.length > spec.pageSize ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
     };
   }
 
@@ -139,7 +182,11 @@ export class AdminService {
     if (!isUuid(id)) throw invalidArgument('id', 'is not a token id (a UUID): see flotilla token list');
     const token = await this.dataSource.manager.findOneBy(TokenRow, { id: id.toLowerCase() });
     if (!token) throw notFound('token', id);
-    await this.dataSource.manager.update(TokenRow, { id: token.id }, { revoked: true, version: token.version + 1 });
+    await this.dataSource.manager.update(
+      TokenRow,
+      { id: token.id },
+      { revoked: true, version: token.version + 1 },
+    );
     this.auth.forget(token.id);
     return { ...token, revoked: true };
   }
@@ -155,7 +202,14 @@ export class AdminService {
     t: { name: string; description: string; labels?: Record<string, string>; requestId?: string },
   ): Promise<TenantRow> {
     const id = randomUUID();
-    await m.insert(TenantRow, { id, name: t.name, description: t.description, labels: t.labels ?? {}, requestId: t.requestId ?? null, version: 1 });
+    await m.insert(TenantRow, {
+      id,
+      name: t.name,
+      description: t.description,
+      labels: t.labels ?? {},
+      requestId: t.requestId ?? null,
+      version: 1,
+    });
     return m.findOneByOrFail(TenantRow, { id });
   }
 
@@ -196,9 +250,15 @@ export class AdminService {
 }
 
 export function roleFromProto(role: gatewayV1.Role | string): Role {
-  const name = String(role).replace(/^ROLE_/, '').toLowerCase().replace(/_/g, '-');
+  const name = String(role)
+    .replace(/^ROLE_/, '')
+    .toLowerCase()
+    .replace(/_/g, '-');
   if (!(roles as readonly string[]).includes(name))
-    throw invalidArgument('role', `must be one of ${roles.map((r) => `ROLE_${r.toUpperCase().replace(/-/g, '_')}`).join(', ')}`);
+    throw invalidArgument(
+      'role',
+      `must be one of ${roles.map((r) => `ROLE_${r.toUpperCase().replace(/-/g, '_')}`).join(', ')}`,
+    );
   return name as Role;
 }
 

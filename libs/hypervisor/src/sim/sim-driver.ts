@@ -125,7 +125,11 @@ export class SimDriver implements HypervisorDriver {
     return [...this.vms.values()].map((vm) => this.statusOf(vm));
   }
 
-  private async transition(vmId: string, from: DriverStatusState, to: DriverStatusState): Promise<DriverVmStatus> {
+  private async transition(
+    vmId: string,
+    from: DriverStatusState,
+    to: DriverStatusState,
+  ): Promise<DriverVmStatus> {
     const vm = this.get(vmId);
     if (vm.powerState === to) return this.statusOf(vm);
     if (vm.powerState !== from)

@@ -47,7 +47,11 @@ export class GrpcClient<C> {
   constructor(private readonly options: ClientOptions) {
     const definition = serviceDefinition(options.service);
     const Ctor = grpc.makeGenericClientConstructor(definition, options.service);
-    this.raw = new Ctor(options.address, options.credentials ?? grpc.credentials.createInsecure(), channelOptions);
+    this.raw = new Ctor(
+      options.address,
+      options.credentials ?? grpc.credentials.createInsecure(),
+      channelOptions,
+    );
     this.defaultDeadlineMs = options.defaultDeadlineMs ?? 10_000;
     const call: Record<string, AnyFn> = {};
     for (const [name, method] of Object.entries(definition)) {
@@ -71,14 +75,23 @@ export class GrpcClient<C> {
   }
 
   /** Opens a server stream. Without deadlineMs it stays open until cancelled (watch streams). */
-  stream<R>(method: string, req: unknown, opts: CallOptions = {}): grpc.ClientReadableStream<R> & AsyncIterable<R> {
+  stream<R>(
+    method: string,
+    req: unknown,
+    opts: CallOptions = {},
+  ): grpc.ClientReadableStream<R> & AsyncIterable<R> {
     const fn = (this.raw as unknown as Record<string, AnyFn>)[method] as unknown as (
       req: unknown,
       metadata: grpc.Metadata,
       options: grpc.CallOptions,
     ) => grpc.ClientReadableStream<R>;
     if (typeof fn !== 'function') throw new Error(`${this.options.service} has no method ${method}`);
-    const s = fn.call(this.raw, req, this.metadata(opts), opts.deadlineMs ? { deadline: this.deadline(opts) } : {});
+    const s = fn.call(
+      this.raw,
+      req,
+      this.metadata(opts),
+      opts.deadlineMs ? { deadline: this.deadline(opts) } : {},
+    );
     opts.signal?.addEventListener('abort', () => s.cancel(), { once: true });
     return s as grpc.ClientReadableStream<R> & AsyncIterable<R>;
   }

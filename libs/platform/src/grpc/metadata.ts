@@ -11,7 +11,8 @@ export const md = {
   authorization: 'authorization',
 } as const;
 
-export type Role = 'pool-admin' | 'pool-operator' | 'vm-power-admin' | 'vm-admin' | 'vm-operator' | 'read-only';
+export type Role =
+  'pool-admin' | 'pool-operator' | 'vm-power-admin' | 'vm-admin' | 'vm-operator' | 'read-only';
 
 /** Roles from most to least powerful (XAPI RBAC): a role may do what every role after it may. */
 export const roles: readonly Role[] = [
@@ -55,7 +56,8 @@ export class ServiceIdentity {
   verify(m: Metadata): void {
     const presented = first(m, md.serviceToken);
     const ok =
-      presented !== undefined && timingSafeEqual(createHash('sha256').update(presented).digest(), this.expected);
+      presented !== undefined &&
+      timingSafeEqual(createHash('sha256').update(presented).digest(), this.expected);
     if (!ok)
       throw new DomainError(
         ErrorCode.Unauthenticated,

@@ -43,7 +43,10 @@ export class GrpcErrorFilter implements ExceptionFilter {
     if (isGrpcStatus(exception) && exception.code !== grpc.status.UNKNOWN) return exception;
     const correlationId = randomUUID();
     this.logger.error({ err: exception, correlationId }, 'unexpected error');
-    return grpcStatus(grpc.status.INTERNAL, `internal error (correlation id ${correlationId}); see the service log`);
+    return grpcStatus(
+      grpc.status.INTERNAL,
+      `internal error (correlation id ${correlationId}); see the service log`,
+    );
   }
 }
 

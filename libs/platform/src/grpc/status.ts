@@ -56,7 +56,11 @@ export function domainErrorFromGrpc(e: unknown): DomainError {
   const code = typeof err.code === 'number' ? domainCodeByGrpc.get(err.code) : undefined;
   if (code) {
     const field = err.metadata?.get?.('x-flotilla-field')?.[0];
-    return new DomainError(code, err.details || err.message || 'error', field ? { field: String(field) } : {});
+    return new DomainError(
+      code,
+      err.details || err.message || 'error',
+      field ? { field: String(field) } : {},
+    );
   }
   return new DomainError(ErrorCode.Internal, err instanceof Error ? err.message : String(e));
 }
@@ -75,5 +79,8 @@ export function grpcStatus(code: status, message: string): GrpcStatusError {
 }
 
 export function isGrpcStatus(e: unknown, code?: status): e is GrpcStatusError {
-  return typeof (e as GrpcStatusError)?.code === 'number' && (code === undefined || (e as GrpcStatusError).code === code);
+  return (
+    typeof (e as GrpcStatusError)?.code === 'number' &&
+    (code === undefined || (e as GrpcStatusError).code === code)
+  );
 }

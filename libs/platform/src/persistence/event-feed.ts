@@ -66,7 +66,10 @@ export class EventFeed {
 
   parseToken(token: string): bigint {
     if (!/^\d{1,19}$/.test(token))
-      throw invalidArgument('resume_token', 'is not a token from this Watch stream: omit it to start from now');
+      throw invalidArgument(
+        'resume_token',
+        'is not a token from this Watch stream: omit it to start from now',
+      );
     return BigInt(token);
   }
 
@@ -76,7 +79,10 @@ export class EventFeed {
     if (from > this.head) {
       await this.poll();
       if (from > this.head)
-        throw new DomainError(ErrorCode.OutOfRange, `resume_token ${from} is ahead of this stream (at ${this.head})`);
+        throw new DomainError(
+          ErrorCode.OutOfRange,
+          `resume_token ${from} is ahead of this stream (at ${this.head})`,
+        );
     }
     if (from < this.head) await this.assertRetained(from);
     const sub = new Subscriber(from, accept, () => this.subscribers.delete(sub));
@@ -161,8 +167,9 @@ export class EventFeed {
   }
 
   private table(): string {
-    return this.dataSource.getRepository(OutboxEvent).metadata.tablePath
-      .split('.')
+    return this.dataSource
+      .getRepository(OutboxEvent)
+      .metadata.tablePath.split('.')
       .map((p) => `"${p}"`)
       .join('.');
   }

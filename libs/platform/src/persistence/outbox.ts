@@ -1,4 +1,13 @@
-import { Column, CreateDateColumn, Entity, EntityManager, Index, MigrationInterface, PrimaryGeneratedColumn, QueryRunner } from 'typeorm';
+import {
+  Column,
+  CreateDateColumn,
+  Entity,
+  EntityManager,
+  Index,
+  MigrationInterface,
+  PrimaryGeneratedColumn,
+  QueryRunner,
+} from 'typeorm';
 import { schemaOf } from './data-source';
 
 export type ChangeType = 'CREATED' | 'UPDATED' | 'DELETED';
@@ -46,14 +55,15 @@ export interface NewEvent {
  */
 export async function appendEvents(manager: EntityManager, events: NewEvent[]): Promise<void> {
   if (!events.length) return;
-  if (!manager.queryRunner?.isTransactionActive) throw new Error('appendEvents must run inside a transaction');
+  if (!manager.queryRunner?.isTransactionActive)
+    throw new Error('appendEvents must run inside a transaction');
   const table = manager.getRepository(OutboxEvent).metadata.tablePath;
   await manager.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [table]);
   await manager
     .createQueryBuilder()
     .insert()
     .into(OutboxEvent)
-    .values(events.map((e) => ({ ...e, tenantId: e.tenantId ?? "", payload: e.payload as object })))
+    .values(events.map((e) => ({ ...e, tenantId: e.tenantId ?? '', payload: e.payload as object })))
     .execute();
 }
 

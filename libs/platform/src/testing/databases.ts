@@ -1,0 +1,18 @@
+/**
+ * The databases a persistence test runs against: the embedded PGlite started by jest's global setup, and
+ * the real PostgreSQL of TEST_DATABASE_URL when it is set (CI sets it). Each test gets its own schema.
+ */
+export function testDatabases(): Array<[name: string, url: string]> {
+  const out: Array<[string, string]> = [];
+  if (process.env.FLOTILLA_TEST_PGLITE_URL) out.push(['PGlite', process.env.FLOTILLA_TEST_PGLITE_URL]);
+  if (process.env.TEST_DATABASE_URL) out.push(['PostgreSQL', process.env.TEST_DATABASE_URL]);
+  if (!out.length) throw new Error('no test database: run tests through jest (global setup starts PGlite)');
+  return out;
+}
+
+let counter = 0;
+
+/** A schema name no other test uses in this run. */
+export function uniqueSchema(prefix: string): string {
+  return `${prefix}_${process.pid}_${Date.now().toString(36)}_${counter++}`.toLowerCase();
+}
