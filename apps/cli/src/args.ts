@@ -10,7 +10,10 @@ export function parseKeyValue(raw: string): [string, string] {
 }
 
 /** A commander option parser collecting repeated `--flag k=v` into one map; a repeated key is an error. */
-export function collectKeyValues(raw: string, previous: Record<string, string> | undefined): Record<string, string> {
+export function collectKeyValues(
+  raw: string,
+  previous: Record<string, string> | undefined,
+): Record<string, string> {
   const [key, value] = parseKeyValue(raw);
   const map = { ...(previous ?? {}) };
   if (key in map) throw new InvalidArgumentError(`key "${key}" given twice`);

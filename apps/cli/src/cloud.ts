@@ -46,7 +46,11 @@ export class Cloud {
             'or pass --token, set FLOTILLA_TOKEN or choose a profile with --profile',
           ExitCode.Usage,
         );
-      c = new GrpcClient<unknown>({ address: endpoint, service, staticMetadata: { authorization: `Bearer ${token}` } });
+      c = new GrpcClient<unknown>({
+        address: endpoint,
+        service,
+        staticMetadata: { authorization: `Bearer ${token}` },
+      });
       this.clients.set(service, c);
     }
     return c as GrpcClient<C>;

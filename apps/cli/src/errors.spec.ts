@@ -43,8 +43,18 @@ describe('error lines', () => {
     );
   });
 
+  it('does not repeat a field the message already names', () => {
+    expect(
+      describeError(grpcError(status.INVALID_ARGUMENT, 'page.filter: unknown field "x"', 'page.filter'))
+        .message,
+    ).toBe('page.filter: unknown field "x"');
+  });
+
   it('says how to start a cloud when nothing answers at the endpoint', () => {
-    const e = grpcError(status.UNAVAILABLE, 'No connection established. Last error: connect ECONNREFUSED 127.0.0.1:7400');
+    const e = grpcError(
+      status.UNAVAILABLE,
+      'No connection established. Last error: connect ECONNREFUSED 127.0.0.1:7400',
+    );
     const d = describeError(e, { endpoint: '127.0.0.1:7400' });
     expect(d.exitCode).toBe(ExitCode.Unavailable);
     expect(d.message).toContain('cannot reach the Flotilla gateway at 127.0.0.1:7400');
@@ -65,7 +75,10 @@ describe('error lines', () => {
 
   it('reports commander usage errors as exit 1 without its "error:" prefix', () => {
     const e = new CommanderError(1, 'commander.missingArgument', "error: missing required argument 'name'");
-    expect(describeError(e)).toEqual({ exitCode: ExitCode.Usage, message: "missing required argument 'name'" });
+    expect(describeError(e)).toEqual({
+      exitCode: ExitCode.Usage,
+      message: "missing required argument 'name'",
+    });
   });
 
   it('reports an unexpected error as one line with exit 10, without its stack', () => {

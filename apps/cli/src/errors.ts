@@ -99,7 +99,8 @@ function isGrpcLike(e: unknown): e is GrpcLikeError {
 }
 
 /** grpc-js says so when no connection could be made at all (as opposed to a service answering UNAVAILABLE). */
-const connectFailure = /No connection established|ECONNREFUSED|EHOSTUNREACH|ENOTFOUND|Name resolution failed|waiting for (LB pick|connection)|Failed to connect/i;
+const connectFailure =
+  /No connection established|ECONNREFUSED|EHOSTUNREACH|ENOTFOUND|Name resolution failed|waiting for (LB pick|connection)|Failed to connect/i;
 
 export interface DescribedError {
   exitCode: ExitCode;
@@ -110,12 +111,17 @@ export interface DescribedError {
 /** Turns anything thrown into the one line and exit code the CLI reports; never a stack trace. */
 export function describeError(e: unknown, context: { endpoint?: string } = {}): DescribedError {
   if (e instanceof CliError) return { exitCode: e.exitCode, message: oneLine(e.message) };
-  if (e instanceof CommanderError) return { exitCode: ExitCode.Usage, message: oneLine(e.message.replace(/^error: /, '')) };
+  if (e instanceof CommanderError)
+    return { exitCode: ExitCode.Usage, message: oneLine(e.message.replace(/^error: /, '')) };
   if (isGrpcLike(e)) {
     const exitCode = exitCodeForGrpc(e.code as status);
-    const details = e.details || e.message || grpcCodeName(e.code);
+    const details = cleanDetails(e.details || e.message || grpcCodeName(e.code));
     const fieldValue = e.metadata?.get('x-flotilla-field')?.[0];
-    const field = fieldValue === undefined ? '' : ` (field ${String(fieldValue)})`;
+    // Many messages already start with the field ("page.filter: unknown field"): say it once.
+    const field =
+      fieldValue === undefined || details.includes(String(fieldValue))
+        ? ''
+        : ` (field ${String(fieldValue)})`;
     if (exitCode === ExitCode.Unavailable && connectFailure.test(details)) {
       const where = context.endpoint ? ` at ${context.endpoint}` : '';
       return {
@@ -130,6 +136,11 @@ export function describeError(e: unknown, context: { endpoint?: string } = {}): 
   }
   if (e instanceof Error) return { exitCode: ExitCode.Other, message: oneLine(e.message) };
   return { exitCode: ExitCode.Other, message: oneLine(String(e)) };
+}
+
+/** grpc-js appends an empty "Resolution note: " to connection failures. */
+export function cleanDetails(details: string): string {
+  return details.replace(/\.?\s*Resolution note:\s*$/, '');
 }
 
 function oneLine(s: string): string {

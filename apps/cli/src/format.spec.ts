@@ -8,7 +8,9 @@ describe('formatting for people', () => {
 
   it('shows roles as the words the flags take', () => {
     expect(word('ROLE_VM_POWER_ADMIN', 'ROLE_')).toBe('vm-power-admin');
-    expect(enumValue('vm-power-admin', 'ROLE_', ['ROLE_POOL_ADMIN', 'ROLE_VM_POWER_ADMIN'])).toBe('ROLE_VM_POWER_ADMIN');
+    expect(enumValue('vm-power-admin', 'ROLE_', ['ROLE_POOL_ADMIN', 'ROLE_VM_POWER_ADMIN'])).toBe(
+      'ROLE_VM_POWER_ADMIN',
+    );
     expect(enumValue('root', 'ROLE_', ['ROLE_POOL_ADMIN'])).toBeUndefined();
   });
 

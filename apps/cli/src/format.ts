@@ -8,7 +8,11 @@ export function word(value: string | undefined, prefix: string): string {
 }
 
 /** The inverse of word(): "vm-admin" → ROLE_VM_ADMIN, if it names one of the values. */
-export function enumValue<T extends string>(input: string, prefix: string, values: readonly T[]): T | undefined {
+export function enumValue<T extends string>(
+  input: string,
+  prefix: string,
+  values: readonly T[],
+): T | undefined {
   const wanted = `${prefix}${input.trim().toUpperCase().replace(/-/g, '_')}`;
   return values.find((v) => v === wanted || v === input.trim().toUpperCase());
 }

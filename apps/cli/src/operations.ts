@@ -56,7 +56,11 @@ const transientRetries = 5;
  * Waits for an operation with WaitOperation calls: short ones while a progress bar is shown so it moves,
  * long ones otherwise. Returns the operation as it is when done or when timeoutMs passed.
  */
-export async function waitForOperation(cloud: Cloud, first: Operation, options: WaitOptions): Promise<Operation> {
+export async function waitForOperation(
+  cloud: Cloud,
+  first: Operation,
+  options: WaitOptions,
+): Promise<Operation> {
   let op = first;
   const bar = options.progress ? startBar(op) : undefined;
   const deadline = options.timeoutMs === undefined ? undefined : Date.now() + options.timeoutMs;
@@ -125,7 +129,10 @@ export async function settle(
   const interrupt = () => controller.abort();
   process.once('SIGINT', interrupt);
   try {
-    const done = await waitForOperation(cloud, operation, { progress: out.interactive, signal: controller.signal });
+    const done = await waitForOperation(cloud, operation, {
+      progress: out.interactive,
+      signal: controller.signal,
+    });
     assertSucceeded(done);
     return done;
   } catch (e) {
@@ -144,5 +151,6 @@ export async function settle(
 export function printStarted(out: Output, response: unknown, operation: Operation): void {
   if (out.json) return out.printJson(response);
   out.line(operation.id);
-  if (out.interactive) out.note(`${describeOperation(operation)}: started; follow it with \`flotilla op wait ${operation.id}\``);
+  if (out.interactive)
+    out.note(`${describeOperation(operation)}: started; follow it with \`flotilla op wait ${operation.id}\``);
 }

@@ -65,7 +65,13 @@ export class Output {
     const t = new Table({
       head,
       chars: plainChars,
-      style: { head: this.stdout.isTTY ? ['bold'] : [], border: [], 'padding-left': 0, 'padding-right': 0, compact: true },
+      style: {
+        head: this.stdout.isTTY ? ['bold'] : [],
+        border: [],
+        'padding-left': 0,
+        'padding-right': 0,
+        compact: true,
+      },
     });
     for (const row of rows) t.push(row.map(cell));
     this.line(t.toString().replace(/ +$/gm, ''));

@@ -13,7 +13,9 @@ describe('profile file', () => {
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('prefers $FLOTILLA_CONFIG, then $XDG_CONFIG_HOME, then ~/.config', () => {
-    expect(configPath({ FLOTILLA_CONFIG: '/x/c.json', XDG_CONFIG_HOME: '/xdg' }, '/home/a')).toBe('/x/c.json');
+    expect(configPath({ FLOTILLA_CONFIG: '/x/c.json', XDG_CONFIG_HOME: '/xdg' }, '/home/a')).toBe(
+      '/x/c.json',
+    );
     expect(configPath({ XDG_CONFIG_HOME: '/xdg' }, '/home/a')).toBe('/xdg/flotilla/config.json');
     expect(configPath({}, '/home/a')).toBe('/home/a/.config/flotilla/config.json');
   });
@@ -70,15 +72,25 @@ describe('profile file', () => {
 describe('connection resolution', () => {
   const config = {
     current: 'local',
-    profiles: { local: { endpoint: '127.0.0.1:7400', token: 'flt_l' }, prod: { endpoint: 'gw:7400', token: 'flt_p' } },
+    profiles: {
+      local: { endpoint: '127.0.0.1:7400', token: 'flt_l' },
+      prod: { endpoint: 'gw:7400', token: 'flt_p' },
+    },
   };
 
   it('uses the current profile when nothing else is given', () => {
-    expect(resolveConnection({}, config, 'f')).toEqual({ endpoint: '127.0.0.1:7400', token: 'flt_l', profile: 'local' });
+    expect(resolveConnection({}, config, 'f')).toEqual({
+      endpoint: '127.0.0.1:7400',
+      token: 'flt_l',
+      profile: 'local',
+    });
   });
 
   it('uses the named profile over the current one', () => {
-    expect(resolveConnection({ profile: 'prod' }, config, 'f')).toMatchObject({ endpoint: 'gw:7400', token: 'flt_p' });
+    expect(resolveConnection({ profile: 'prod' }, config, 'f')).toMatchObject({
+      endpoint: 'gw:7400',
+      token: 'flt_p',
+    });
   });
 
   it('lets flags override the profile field by field', () => {

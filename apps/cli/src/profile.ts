@@ -36,7 +36,8 @@ export function readConfig(file: string): CliConfig {
     throw new CliError(`cannot read ${file}: ${(e as Error).message}`, ExitCode.Usage);
   }
   const parsed = parseConfig(text);
-  if (typeof parsed === 'string') throw new CliError(`${file}: ${parsed}; fix or delete the file`, ExitCode.Usage);
+  if (typeof parsed === 'string')
+    throw new CliError(`${file}: ${parsed}; fix or delete the file`, ExitCode.Usage);
   return parsed;
 }
 
@@ -51,14 +52,18 @@ export function parseConfig(text: string): CliConfig | string {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return 'expected a JSON object';
   const { current, profiles } = raw as { current?: unknown; profiles?: unknown };
   if (current !== undefined && typeof current !== 'string') return '"current" must be a string';
-  if (profiles !== undefined && (typeof profiles !== 'object' || profiles === null || Array.isArray(profiles)))
+  if (
+    profiles !== undefined &&
+    (typeof profiles !== 'object' || profiles === null || Array.isArray(profiles))
+  )
     return '"profiles" must be an object';
   const out: CliConfig = { profiles: {} };
   if (current) out.current = current;
   for (const [name, p] of Object.entries((profiles ?? {}) as Record<string, unknown>)) {
     const { endpoint, token } = (p ?? {}) as { endpoint?: unknown; token?: unknown };
     if (typeof endpoint !== 'string' || !endpoint) return `profile "${name}" needs an "endpoint" string`;
-    if (token !== undefined && typeof token !== 'string') return `profile "${name}": "token" must be a string`;
+    if (token !== undefined && typeof token !== 'string')
+      return `profile "${name}": "token" must be a string`;
     out.profiles[name] = token === undefined ? { endpoint } : { endpoint, token };
   }
   return out;
@@ -74,7 +79,12 @@ export function writeConfig(file: string, config: CliConfig): void {
 }
 
 /** Adds or replaces one profile, optionally making it the current one, keeping every other profile. */
-export function saveProfile(file: string, name: string, profile: Profile, options: { makeCurrent: boolean }): void {
+export function saveProfile(
+  file: string,
+  name: string,
+  profile: Profile,
+  options: { makeCurrent: boolean },
+): void {
   const config = readConfig(file);
   config.profiles[name] = profile;
   if (options.makeCurrent) config.current = name;

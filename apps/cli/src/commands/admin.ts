@@ -20,9 +20,14 @@ export function tenantCommand(): Command {
     .argument('<name>', "1..63 lowercase letters, digits and '-'")
     .option('--description <text>', 'what the tenant is for')
     .option('--label <key=value>', 'label the tenant (repeatable)', collectKeyValues)
-    .option('--request-id <id>', 'idempotency key: repeating with the same id returns the first tenant (default: a new random id)')
+    .option(
+      '--request-id <id>',
+      'idempotency key: repeating with the same id returns the first tenant (default: a new random id)',
+    )
     .action(action(createTenant));
-  withListOptions(tenant.command('list').description('list tenants'), 'fields: name').action(action(listTenants));
+  withListOptions(tenant.command('list').description('list tenants'), 'fields: name').action(
+    action(listTenants),
+  );
   tenant
     .command('show')
     .description('show one tenant')
@@ -37,19 +42,24 @@ export function tenantCommand(): Command {
 }
 
 export function tokenCommand(): Command {
-  const token = new Command('token').description('API tokens (pool-admin manages every tenant\'s)');
+  const token = new Command('token').description("API tokens (pool-admin manages every tenant's)");
   token
     .command('create')
     .description('create a bearer token for a tenant; the secret is printed once and cannot be shown again')
     .requiredOption('--tenant <tenant>', 'tenant id or name')
     .requiredOption('--role <role>', `one of ${roleWords.join(', ')}`)
     .option('--name <name>', 'a name to recognise the token by')
-    .option('--ttl-seconds <s>', 'expire after this many seconds, at most 31622400 (default: never)', intInRange(1, 31_622_400))
+    .option(
+      '--ttl-seconds <s>',
+      'expire after this many seconds, at most 31622400 (default: never)',
+      intInRange(1, 31_622_400),
+    )
     .option('--request-id <id>', 'idempotency key (default: a new random id)')
     .action(action(createToken));
-  withListOptions(token.command('list').description('list tokens (never their secrets)'), 'fields: tenant_id, role').action(
-    action(listTokens),
-  );
+  withListOptions(
+    token.command('list').description('list tokens (never their secrets)'),
+    'fields: tenant_id, role',
+  ).action(action(listTokens));
   token
     .command('revoke')
     .description('revoke a token: new calls with it fail at once')
@@ -58,8 +68,15 @@ export function tokenCommand(): Command {
   return token;
 }
 
+/** tenant, token and whoami. */
+export function adminCommands(): Command[] {
+  return [tenantCommand(), tokenCommand(), whoamiCommand()];
+}
+
 export function whoamiCommand(): Command {
-  return new Command('whoami').description('show the tenant and role of the token in use').action(action(whoami));
+  return new Command('whoami')
+    .description('show the tenant and role of the token in use')
+    .action(action(whoami));
 }
 
 async function createTenant(
@@ -118,7 +135,8 @@ async function createToken(
   o: { tenant: string; role: string; name?: string; ttlSeconds?: number; requestId?: string },
 ): Promise<void> {
   const wanted = enumValue(o.role, 'ROLE_', roleValues);
-  if (!wanted) throw new CliError(`unknown role "${o.role}": use one of ${roleWords.join(', ')}`, ExitCode.Usage);
+  if (!wanted)
+    throw new CliError(`unknown role "${o.role}": use one of ${roleWords.join(', ')}`, ExitCode.Usage);
   const res = await ctx.cloud().tokens.call.createToken({
     requestId: o.requestId ?? `cli-${randomUUID()}`,
     name: o.name ?? '',
@@ -132,7 +150,9 @@ async function createToken(
     `token ${t?.id} created for tenant ${o.tenant} with role ${t ? role(t.role) : o.role}` +
       (t?.expiresAt ? `, expiring ${timestamp(t.expiresAt)}` : ''),
   );
-  ctx.out.note('the secret below is shown only this once: store it now (use it with --token or FLOTILLA_TOKEN)');
+  ctx.out.note(
+    'the secret below is shown only this once: store it now (use it with --token or FLOTILLA_TOKEN)',
+  );
   ctx.out.line(res.secret);
 }
 

@@ -12,7 +12,11 @@ export interface ListOptions {
 /** The paging flags every `list` command takes. */
 export function withListOptions(command: Command, filterHelp: string): Command {
   return command
-    .option('--filter <field=value>', `only items matching all terms (repeatable or comma-separated); ${filterHelp}`, collectFilter)
+    .option(
+      '--filter <field=value>',
+      `only items matching all terms (repeatable or comma-separated); ${filterHelp}`,
+      collectFilter,
+    )
     .option('--page-size <n>', 'items per page, 1..1000 (server default 100)', intInRange(1, 1000))
     .option('--page-token <token>', 'continue a previous listing from its next page token')
     .option('--all', 'fetch every page');

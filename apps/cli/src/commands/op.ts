@@ -14,9 +14,15 @@ export function opCommand(): Command {
     .argument('<id>', 'operation id')
     .action(action(showOp));
   op.command('wait')
-    .description('wait until an operation is done; exit 6 if it FAILED or was CANCELLED, 5 if --timeout-ms passed')
+    .description(
+      'wait until an operation is done; exit 6 if it FAILED or was CANCELLED, 5 if --timeout-ms passed',
+    )
     .argument('<id>', 'operation id')
-    .option('--timeout-ms <ms>', 'give up waiting after this long (the operation goes on); default: wait until done', intInRange(1, 2 ** 31 - 1))
+    .option(
+      '--timeout-ms <ms>',
+      'give up waiting after this long (the operation goes on); default: wait until done',
+      intInRange(1, 2 ** 31 - 1),
+    )
     .action(action(waitOp));
   return op;
 }
@@ -42,7 +48,8 @@ async function waitOp(ctx: CommandContext, id: string, o: { timeoutMs?: number }
       progress: ctx.out.interactive && !isDone(operation),
     });
   } catch (e) {
-    if (controller.signal.aborted) throw new CliError(`stopped waiting for operation ${id}; it goes on`, ExitCode.Interrupted);
+    if (controller.signal.aborted)
+      throw new CliError(`stopped waiting for operation ${id}; it goes on`, ExitCode.Interrupted);
     throw e;
   } finally {
     process.removeListener('SIGINT', interrupt);
@@ -62,14 +69,20 @@ export function printOperation(out: Output, op: commonV1.Operation): void {
   out.details([
     ['id', op.id],
     ['kind', op.kind],
-    ['target', op.target ? `${op.target.kind} ${[op.target.name, op.target.id].filter(Boolean).join(' ')}` : ''],
+    [
+      'target',
+      op.target ? `${op.target.kind} ${[op.target.name, op.target.id].filter(Boolean).join(' ')}` : '',
+    ],
     ['state', word(op.state, 'OPERATION_STATE_')],
     ['progress', percent(op.progress)],
     ['step', op.step],
     ['error', err?.code || err?.message ? `${err.message} [${grpcCodeName(err.code)}]` : ''],
-    ...(err?.details ?? []).map(
-      (d): [string, string] => ['  detail', [d.reason, d.field && `field ${d.field}`, d.description, labels(d.metadata)].filter(Boolean).join(' · ')],
-    ),
+    ...(err?.details ?? []).map((d): [string, string] => [
+      '  detail',
+      [d.reason, d.field && `field ${d.field}`, d.description, labels(d.metadata)]
+        .filter(Boolean)
+        .join(' · '),
+    ]),
     ['result', labels(op.result)],
     ['request id', op.requestId],
     ['tenant', op.tenantId],

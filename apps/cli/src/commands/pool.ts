@@ -7,7 +7,7 @@ import { listWith, noteMore, withListOptions, type ListOptions } from './list-op
 const hostState = (h: Pick<computeV1.Host, 'state'>): string => word(h.state, 'HOST_STATE_');
 
 export function hostCommand(): Command {
-  const host = new Command('host').description('the pool\'s hypervisor hosts (pool-operator and above)');
+  const host = new Command('host').description("the pool's hypervisor hosts (pool-operator and above)");
   withListOptions(
     host.command('list').description('list hosts with their state and capacity'),
     'fields: name, state (e.g. ENABLED), driver, label.<key>',
@@ -22,9 +22,10 @@ export function hostCommand(): Command {
 
 export function flavorCommand(): Command {
   const flavor = new Command('flavor').description('named VM sizes');
-  withListOptions(flavor.command('list').description('list flavors'), 'terms as the server accepts them').action(
-    action(listFlavors),
-  );
+  withListOptions(
+    flavor.command('list').description('list flavors'),
+    'terms as the server accepts them',
+  ).action(action(listFlavors));
   return flavor;
 }
 
@@ -41,14 +42,15 @@ async function listHosts(ctx: CommandContext, o: ListOptions): Promise<void> {
       h.name,
       h.id,
       hostState(h),
-      [h.driver, h.accelerator].filter(Boolean).join('/'),
+      // accelerator reads "kvm", "tcg" or "sim", then why the agent chose it (shown by `host show`).
+      [h.driver, h.accelerator.split(/\s/)[0]].filter(Boolean).join('/'),
       `${h.vcpusAllocated}/${Math.floor(h.cpus * (h.cpuOvercommitRatio || 1))}`,
       `${mebibytes(h.memoryMibAllocated)}/${mebibytes(Math.floor(h.memoryMib * (h.memoryOvercommitRatio || 1)))}`,
       h.vmCount,
       age(h.lastHeartbeatAt) ? `${age(h.lastHeartbeatAt)} ago` : '',
       h.address,
     ]),
-    'no hosts registered (host agents register themselves with the pool\'s compute service)',
+    "no hosts registered (host agents register themselves with the pool's compute service)",
   );
   noteMore(ctx.out, page);
 }
@@ -88,7 +90,13 @@ async function listFlavors(ctx: CommandContext, o: ListOptions): Promise<void> {
   if (ctx.out.json) return ctx.out.printJson({ flavors: page.items, nextPageToken: page.nextPageToken });
   ctx.out.table(
     ['NAME', 'ID', 'VCPUS', 'MEMORY', 'ROOT DISK'],
-    page.items.map((f) => [f.name, f.id, f.vcpus, mebibytes(f.memoryMib), f.rootDiskGib ? `${f.rootDiskGib} GiB` : '']),
+    page.items.map((f) => [
+      f.name,
+      f.id,
+      f.vcpus,
+      mebibytes(f.memoryMib),
+      f.rootDiskGib ? `${f.rootDiskGib} GiB` : '',
+    ]),
     'no flavors',
   );
   noteMore(ctx.out, page);

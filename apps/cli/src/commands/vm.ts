@@ -12,7 +12,8 @@ import { listWith, noteMore, withListOptions, type ListOptions } from './list-op
 
 const { ShutdownMode } = computeV1;
 
-export const powerState = (vm: Pick<computeV1.Vm, 'powerState'>): string => word(vm.powerState, 'POWER_STATE_');
+export const powerState = (vm: Pick<computeV1.Vm, 'powerState'>): string =>
+  word(vm.powerState, 'POWER_STATE_');
 
 interface CreateOptions {
   flavor?: string;
@@ -42,29 +43,41 @@ export function vmCommand(): Command {
     .description('create a VM and start it, waiting until it runs (progress bar on a terminal)')
     .argument('<name>', "1..63 letters, digits, '-', '_', '.'; starts with a letter or digit")
     .option('--flavor <flavor>', 'size from a flavor, by id or name (see `flotilla flavor list`)')
-    .option('--vcpus <n>', 'explicit size: virtual CPUs (with --memory-mib, instead of --flavor)', intInRange(1, 1024))
-    .option('--memory-mib <mib>', 'explicit size: memory in MiB (with --vcpus)', intInRange(1, 64 * 1024 * 1024))
+    .option(
+      '--vcpus <n>',
+      'explicit size: virtual CPUs (with --memory-mib, instead of --flavor)',
+      intInRange(1, 1024),
+    )
+    .option(
+      '--memory-mib <mib>',
+      'explicit size: memory in MiB (with --vcpus)',
+      intInRange(1, 64 * 1024 * 1024),
+    )
     .option('--image <image>', 'catalogue image to boot', 'demo')
     .option('--label <key=value>', 'label the VM (repeatable)', collectKeyValues)
     .option('--anti-affinity-group <group>', 'never share a host with other VMs of this group')
-    .option('--require-host-label <key=value>', 'only run on hosts carrying this label (repeatable)', collectKeyValues)
+    .option(
+      '--require-host-label <key=value>',
+      'only run on hosts carrying this label (repeatable)',
+      collectKeyValues,
+    )
     .option('--no-start', 'create the VM halted')
     .option('--request-id <id>', `${requestIdHelp} (default: a new random id)`)
     .option('--no-wait', noWaitHelp)
     .action(action(createVm));
 
   withListOptions(
-    vm.command('list').description('list VMs (your tenant\'s; every tenant\'s for pool-admin)'),
+    vm.command('list').description("list VMs (your tenant's; every tenant's for pool-admin)"),
     'fields: name, power_state (e.g. RUNNING), host_id, flavor_id, label.<key>',
   ).action(action(listVms));
 
-  vm.command('show')
-    .description('show one VM')
-    .argument('<vm>', 'VM id or name')
-    .action(action(showVm));
+  vm.command('show').description('show one VM').argument('<vm>', 'VM id or name').action(action(showVm));
 
-  mutation(vm, 'start', 'start a halted VM (placed by the scheduler) and wait until it runs', (cloud, id, requestId) =>
-    cloud.vms.call.startVm({ id, requestId, hostId: '' }),
+  mutation(
+    vm,
+    'start',
+    'start a halted VM (placed by the scheduler) and wait until it runs',
+    (cloud, id, requestId) => cloud.vms.call.startVm({ id, requestId, hostId: '' }),
   );
   mutation(
     vm,
@@ -80,9 +93,14 @@ export function vmCommand(): Command {
     (c) =>
       c
         .option('--hard', 'power off at once instead of asking the guest')
-        .option('--timeout-ms <ms>', 'how long the guest gets to shut down before a hard stop (server default 60000)', intInRange(1, 3_600_000)),
+        .option(
+          '--timeout-ms <ms>',
+          'how long the guest gets to shut down before a hard stop (server default 60000)',
+          intInRange(1, 3_600_000),
+        ),
     (o) => {
-      if (o.hard && o.timeoutMs !== undefined) throw new CliError('--timeout-ms applies to clean shutdowns, not --hard', ExitCode.Usage);
+      if (o.hard && o.timeoutMs !== undefined)
+        throw new CliError('--timeout-ms applies to clean shutdowns, not --hard', ExitCode.Usage);
     },
   );
   mutation(
@@ -103,8 +121,11 @@ export function vmCommand(): Command {
   mutation(vm, 'unpause', 'let a paused VM run again', (cloud, id, requestId) =>
     cloud.vms.call.unpauseVm({ id, requestId }),
   );
-  mutation(vm, 'delete', 'stop a VM if needed and delete it with everything it owns', (cloud, id, requestId) =>
-    cloud.vms.call.destroyVm({ id, requestId }),
+  mutation(
+    vm,
+    'delete',
+    'stop a VM if needed and delete it with everything it owns',
+    (cloud, id, requestId) => cloud.vms.call.destroyVm({ id, requestId }),
   );
   return vm;
 }
@@ -116,7 +137,12 @@ function mutation(
   parent: Command,
   name: string,
   description: string,
-  call: (cloud: Cloud, id: string, requestId: string, options: PowerOptions) => Promise<{ operation?: commonV1.Operation }>,
+  call: (
+    cloud: Cloud,
+    id: string,
+    requestId: string,
+    options: PowerOptions,
+  ) => Promise<{ operation?: commonV1.Operation }>,
   extraOptions: (c: Command) => Command = (c) => c,
   check: (options: PowerOptions) => void = () => undefined,
 ): void {
@@ -205,7 +231,7 @@ async function showVm(ctx: CommandContext, ref: string): Promise<void> {
     ['tenant', vm.tenantId],
     ['state', powerState(vm) + (vm.powerStateReason ? ` (${vm.powerStateReason})` : '')],
     ['host', vm.hostId ? `${hosts.get(vm.hostId) ?? ''} ${vm.hostId}`.trim() : ''],
-    ['flavor', vm.flavorId],
+    ['flavor', vm.flavorId ? await flavorName(cloud, vm.flavorId) : ''],
     ['vcpus', vm.vcpus],
     ['memory', mebibytes(vm.memoryMib)],
     ['root disk', vm.rootDiskGib ? `${vm.rootDiskGib} GiB` : ''],
@@ -220,6 +246,16 @@ async function showVm(ctx: CommandContext, ref: string): Promise<void> {
     ['updated', timestamp(vm.updatedAt)],
     ['etag', vm.etag],
   ]);
+}
+
+/** "m1.small (id)", or the id alone when the flavor cannot be read. */
+async function flavorName(cloud: Cloud, id: string): Promise<string> {
+  try {
+    const { flavor } = await cloud.flavors.call.getFlavor({ id });
+    return flavor ? `${flavor.name} (${id})` : id;
+  } catch {
+    return id;
+  }
 }
 
 /** "vm web-1 (id) is running on host-1". */

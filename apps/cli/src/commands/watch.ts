@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { commonV1, computeV1 } from '@flotilla/contracts';
 import { collectList } from '../args';
 import { action, type CommandContext } from '../context';
+import { cleanDetails } from '../errors';
 import { word } from '../format';
 import { sleep } from '../sleep';
 
@@ -27,11 +28,16 @@ interface WatchOptions {
 
 export function watchCommand(): Command {
   return new Command('watch')
+    .summary('stream changes (vm, host, flavor, operation events) as they commit')
     .description(
       'stream changes as they commit: one line per event (token, type, kind, id, state), or one JSON object per ' +
         'line with --json. On a disconnect it reconnects from the last token it saw, so nothing is missed, and says so',
     )
-    .option('--kinds <kinds>', 'only these kinds, comma-separated: vm, host, flavor, operation (default: all)', collectList)
+    .option(
+      '--kinds <kinds>',
+      'only these kinds, comma-separated: vm, host, flavor, operation (default: all)',
+      collectList,
+    )
     .option('--resume-token <token>', 'start after this event token (default: from now)')
     .option('--bookmarks', 'also print BOOKMARK events (checkpoints sent while nothing changes)')
     .action(action(watch));
@@ -45,6 +51,7 @@ async function watch(ctx: CommandContext, o: WatchOptions): Promise<void> {
   process.once('SIGTERM', stop);
   let token = o.resumeToken ?? '';
   let delayMs = 1000;
+  let disconnected = false;
   try {
     while (!controller.signal.aborted) {
       let reason = 'the server ended the stream';
@@ -55,6 +62,10 @@ async function watch(ctx: CommandContext, o: WatchOptions): Promise<void> {
           { signal: controller.signal },
         );
         for await (const message of stream) {
+          if (disconnected) {
+            process.stderr.write(`flotilla: watch reconnected${token ? ` after token ${token}` : ''}\n`);
+            disconnected = false;
+          }
           delayMs = 1000;
           if (message.event?.token) token = message.event.token;
           print(ctx, message, Boolean(o.bookmarks));
@@ -63,12 +74,13 @@ async function watch(ctx: CommandContext, o: WatchOptions): Promise<void> {
         if (controller.signal.aborted) return;
         const code = (e as { code?: number }).code;
         if (code === undefined || fatal.has(code)) throw e;
-        reason = (e as { details?: string }).details || (e as Error).message;
+        reason = cleanDetails((e as { details?: string }).details || (e as Error).message);
       }
       if (controller.signal.aborted) return;
       process.stderr.write(
         `flotilla: watch disconnected (${reason}); reconnecting ${token ? `from token ${token}` : 'from now'} in ${delayMs / 1000} s\n`,
       );
+      disconnected = true;
       await sleep(delayMs, controller.signal);
       delayMs = Math.min(delayMs * 2, 30_000);
     }
@@ -84,9 +96,13 @@ function print(ctx: CommandContext, m: computeV1.WatchResponse, bookmarks: boole
   if (e.type === EventType.EVENT_TYPE_BOOKMARK && !bookmarks) return;
   if (ctx.out.json) return ctx.out.printJsonLine(m);
   ctx.out.line(
-    [e.token, word(e.type, 'EVENT_TYPE_').padEnd(8), (e.kind || '-').padEnd(9), e.resourceId || '-', stateOf(m) || '-'].join(
-      '  ',
-    ),
+    [
+      e.token,
+      word(e.type, 'EVENT_TYPE_').padEnd(8),
+      (e.kind || '-').padEnd(9),
+      e.resourceId || '-',
+      stateOf(m) || '-',
+    ].join('  '),
   );
 }
 
