@@ -43,7 +43,7 @@ export async function startCompute(
   const db: Database = await openDatabase({
     url: config.DATABASE_URL,
     dataDir: config.FLOTILLA_DATA_DIR,
-    schema: options.schema ?? 'compute',
+    schema: options.schema ?? config.FLOTILLA_DB_SCHEMA,
     entities: computeEntities,
     migrations: computeMigrations,
     logger,

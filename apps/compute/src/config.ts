@@ -11,6 +11,16 @@ export const computeConfigSpec = {
     schema: listenAddress(),
     default: '127.0.0.1:7401',
   },
+  FLOTILLA_DB_SCHEMA: {
+    description: 'database schema of this service',
+    schema: z
+      .string()
+      .regex(
+        /^[a-z_][a-z0-9_]{0,62}$/,
+        'must be 1..63 lowercase letters, digits or "_", not starting with a digit',
+      ),
+    default: 'compute',
+  },
   FLOTILLA_POOL_NAME: {
     description: 'name of this pool',
     schema: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be 1..63 lowercase letters, digits or "-"'),

@@ -50,7 +50,7 @@ export async function startGateway(
   const db = await openDatabase({
     url: config.DATABASE_URL,
     dataDir: config.FLOTILLA_DATA_DIR,
-    schema: options.schema ?? 'gateway',
+    schema: options.schema ?? config.FLOTILLA_DB_SCHEMA,
     entities: gatewayEntities,
     migrations: gatewayMigrations,
     logger,

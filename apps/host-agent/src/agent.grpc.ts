@@ -21,9 +21,13 @@ export class AgentGrpc implements computeV1.AgentServiceController {
   ) {}
 
   @GrpcMethod('AgentService', 'StartVm')
-  startVm(req: computeV1.AgentServiceStartVmRequest, md: Metadata): Promise<computeV1.AgentServiceStartVmResponse> {
+  startVm(
+    req: computeV1.AgentServiceStartVmRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServiceStartVmResponse> {
     const spec = req.spec;
-    if (!spec?.vmId) throw new DomainError(ErrorCode.InvalidArgument, 'spec.vm_id: is required', { field: 'spec.vm_id' });
+    if (!spec?.vmId)
+      throw new DomainError(ErrorCode.InvalidArgument, 'spec.vm_id: is required', { field: 'spec.vm_id' });
     return this.command(md, req.epoch, spec.vmId, async () => ({
       status: toProto(
         await this.driver.start({
@@ -38,31 +42,52 @@ export class AgentGrpc implements computeV1.AgentServiceController {
   }
 
   @GrpcMethod('AgentService', 'ShutdownVm')
-  shutdownVm(req: computeV1.AgentServiceShutdownVmRequest, md: Metadata): Promise<computeV1.AgentServiceShutdownVmResponse> {
+  shutdownVm(
+    req: computeV1.AgentServiceShutdownVmRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServiceShutdownVmResponse> {
     return this.command(md, req.epoch, req.vmId, async () => ({
-      status: toProto(await this.driver.shutdown(req.vmId, { hard: req.hard, timeoutMs: req.timeoutMs || 60_000 })),
+      status: toProto(
+        await this.driver.shutdown(req.vmId, { hard: req.hard, timeoutMs: req.timeoutMs || 60_000 }),
+      ),
     }));
   }
 
   @GrpcMethod('AgentService', 'RebootVm')
-  rebootVm(req: computeV1.AgentServiceRebootVmRequest, md: Metadata): Promise<computeV1.AgentServiceRebootVmResponse> {
+  rebootVm(
+    req: computeV1.AgentServiceRebootVmRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServiceRebootVmResponse> {
     return this.command(md, req.epoch, req.vmId, async () => ({
       status: toProto(await this.driver.reboot(req.vmId, { hard: req.hard })),
     }));
   }
 
   @GrpcMethod('AgentService', 'PauseVm')
-  pauseVm(req: computeV1.AgentServicePauseVmRequest, md: Metadata): Promise<computeV1.AgentServicePauseVmResponse> {
-    return this.command(md, req.epoch, req.vmId, async () => ({ status: toProto(await this.driver.pause(req.vmId)) }));
+  pauseVm(
+    req: computeV1.AgentServicePauseVmRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServicePauseVmResponse> {
+    return this.command(md, req.epoch, req.vmId, async () => ({
+      status: toProto(await this.driver.pause(req.vmId)),
+    }));
   }
 
   @GrpcMethod('AgentService', 'UnpauseVm')
-  unpauseVm(req: computeV1.AgentServiceUnpauseVmRequest, md: Metadata): Promise<computeV1.AgentServiceUnpauseVmResponse> {
-    return this.command(md, req.epoch, req.vmId, async () => ({ status: toProto(await this.driver.unpause(req.vmId)) }));
+  unpauseVm(
+    req: computeV1.AgentServiceUnpauseVmRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServiceUnpauseVmResponse> {
+    return this.command(md, req.epoch, req.vmId, async () => ({
+      status: toProto(await this.driver.unpause(req.vmId)),
+    }));
   }
 
   @GrpcMethod('AgentService', 'DestroyVm')
-  destroyVm(req: computeV1.AgentServiceDestroyVmRequest, md: Metadata): Promise<computeV1.AgentServiceDestroyVmResponse> {
+  destroyVm(
+    req: computeV1.AgentServiceDestroyVmRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServiceDestroyVmResponse> {
     return this.command(md, req.epoch, req.vmId, async () => {
       await this.driver.destroy(req.vmId);
       return {};
@@ -70,7 +95,10 @@ export class AgentGrpc implements computeV1.AgentServiceController {
   }
 
   @GrpcMethod('AgentService', 'GetVmStatus')
-  async getVmStatus(req: computeV1.AgentServiceGetVmStatusRequest, md: Metadata): Promise<computeV1.AgentServiceGetVmStatusResponse> {
+  async getVmStatus(
+    req: computeV1.AgentServiceGetVmStatusRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServiceGetVmStatusResponse> {
     this.identity.verify(md);
     const status = await this.driver.status(req.vmId);
     if (!status) throw new DomainError(ErrorCode.NotFound, `vm ${req.vmId} is not on this host`);
@@ -90,7 +118,11 @@ export class AgentGrpc implements computeV1.AgentServiceController {
 }
 
 export function toProto(s: DriverVmStatus): computeV1.VmStatus {
-  return { vmId: s.vmId, powerState: `POWER_STATE_${s.powerState}` as computeV1.PowerState, reason: s.reason ?? '' };
+  return {
+    vmId: s.vmId,
+    powerState: `POWER_STATE_${s.powerState}` as computeV1.PowerState,
+    reason: s.reason ?? '',
+  };
 }
 
 function fromDriverError(e: DriverError): DomainError {

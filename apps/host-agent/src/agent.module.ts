@@ -6,7 +6,11 @@ import { HostRegistration } from './host-state';
 
 @Module({})
 export class AgentModule {
-  static with(deps: { identity: ServiceIdentity; registration: HostRegistration; driver: HypervisorDriver }): DynamicModule {
+  static with(deps: {
+    identity: ServiceIdentity;
+    registration: HostRegistration;
+    driver: HypervisorDriver;
+  }): DynamicModule {
     return {
       module: AgentModule,
       controllers: [AgentGrpc],

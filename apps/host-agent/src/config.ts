@@ -4,7 +4,10 @@ import { commonConfig, listenAddress, type ConfigSpec } from '@flotilla/platform
 
 const labelList = z
   .string()
-  .regex(/^([a-z0-9][a-z0-9._/-]*=[^,=]*)(,[a-z0-9][a-z0-9._/-]*=[^,=]*)*$/, 'must be key=value pairs separated by commas')
+  .regex(
+    /^([a-z0-9][a-z0-9._/-]*=[^,=]*)(,[a-z0-9][a-z0-9._/-]*=[^,=]*)*$/,
+    'must be key=value pairs separated by commas',
+  )
   .transform((s) => Object.fromEntries(s.split(',').map((kv) => kv.split('=') as [string, string])));
 
 export const agentConfigSpec = {
@@ -18,7 +21,9 @@ export const agentConfigSpec = {
   },
   FLOTILLA_AGENT_NAME: {
     description: 'the host name registered with the pool (unique in the pool)',
-    schema: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1..63 letters, digits, ".", "_" or "-"'),
+    schema: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1..63 letters, digits, ".", "_" or "-"'),
     default: os.hostname().split('.')[0] || 'host-1',
   },
   FLOTILLA_AGENT_STATE_DIR: {
@@ -43,7 +48,11 @@ export const agentConfigSpec = {
   },
   FLOTILLA_SIM_MEMORY_MIB: {
     description: 'memory the sim driver reports, MiB',
-    schema: z.coerce.number().int().min(64, 'must be at least 64').max(64 * 1024 * 1024, 'is too large'),
+    schema: z.coerce
+      .number()
+      .int()
+      .min(64, 'must be at least 64')
+      .max(64 * 1024 * 1024, 'is too large'),
     default: 65536,
   },
   FLOTILLA_SIM_LATENCY_MS: {

@@ -11,7 +11,10 @@ export class HostRegistration {
 
   checkEpoch(epoch: number): void {
     if (!this.registered)
-      throw new DomainError(ErrorCode.Unavailable, 'this host agent has not registered with compute yet: retry shortly');
+      throw new DomainError(
+        ErrorCode.Unavailable,
+        'this host agent has not registered with compute yet: retry shortly',
+      );
     if (epoch !== this.epoch)
       throw new DomainError(
         ErrorCode.FailedPrecondition,

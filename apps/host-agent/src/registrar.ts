@@ -63,13 +63,19 @@ export class Registrar {
     } catch (e) {
       this.failures++;
       if (isGrpcStatus(e, status.FAILED_PRECONDITION) || isGrpcStatus(e, status.NOT_FOUND)) {
-        this.logger.warn({ reason: (e as Error).message }, 'compute refused the heartbeat: registering again');
+        this.logger.warn(
+          { reason: (e as Error).message },
+          'compute refused the heartbeat: registering again',
+        );
         this.registration.epoch = 0;
         return this.schedule(0);
       }
       // Rate-limited: one line per streak of failures, then every 30th.
       if (this.failures === 1 || this.failures % 30 === 0)
-        this.logger.warn({ err: (e as Error).message, failures: this.failures }, 'cannot reach compute; retrying');
+        this.logger.warn(
+          { err: (e as Error).message, failures: this.failures },
+          'cannot reach compute; retrying',
+        );
       this.schedule(Math.min(10_000, 500 * 2 ** Math.min(this.failures, 5)));
     }
   }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ProtoArea } from '@flotilla/contracts';
-import { commonConfig, listenAddress, loadConfigOrExit } from './config';
+import { commonConfig, ConfigSpec, listenAddress, loadConfigOrExit } from './config';
 import { onShutdown } from './lifecycle';
 import { createLogger } from './logging';
 import { serviceDefinition, packageDefinition } from './grpc/proto';
@@ -14,19 +14,24 @@ class NoControllers {}
  * Runs a pool service whose contract is drafted but not built: it serves health and reflection, and every
  * RPC answers UNIMPLEMENTED (grpc-js's answer for a method without a handler) — never a pretend success.
  */
+/** The configuration of a contract-only service: its log level and listen address. */
+export function contractOnlyConfigSpec(area: ProtoArea, defaultAddress: string) {
+  return {
+    FLOTILLA_LOG_LEVEL: commonConfig.FLOTILLA_LOG_LEVEL,
+    [`FLOTILLA_${area.toUpperCase()}_ADDRESS`]: {
+      description: `host:port the ${area} gRPC service listens on`,
+      schema: listenAddress() as z.ZodType<string>,
+      default: defaultAddress,
+    },
+  } satisfies ConfigSpec;
+}
+
 export async function runContractOnlyService(options: {
   area: ProtoArea;
-  defaultAddress: string;
+  spec: ReturnType<typeof contractOnlyConfigSpec>;
 }): Promise<void> {
   const addressVar = `FLOTILLA_${options.area.toUpperCase()}_ADDRESS`;
-  const config = loadConfigOrExit(options.area, {
-    FLOTILLA_LOG_LEVEL: commonConfig.FLOTILLA_LOG_LEVEL,
-    [addressVar]: {
-      description: `host:port the ${options.area} gRPC service listens on`,
-      schema: listenAddress() as z.ZodType<string>,
-      default: options.defaultAddress,
-    },
-  });
+  const config = loadConfigOrExit(options.area, options.spec);
   const logger = createLogger(options.area, config.FLOTILLA_LOG_LEVEL);
   const prefix = `flotilla.${options.area}.v1.`;
   const services = Object.keys(packageDefinition()).filter((name) => {

@@ -14,3 +14,5 @@ export * from './persistence/versioned';
 export * from './lifecycle';
 export * from './contract-only-service';
 export * from './testing/databases';
+export * from './testing/local-cloud';
+export * from './testing/probes';

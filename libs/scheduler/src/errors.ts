@@ -1,11 +1,14 @@
 export enum SchedulerErrorCode {
   /** The host id is not in the scheduler (removed, or never upserted). */
   UnknownHost = 'UNKNOWN_HOST',
-  /** A host snapshot with a capacity that is not a finite non-negative number, or an unknown state. */
+  /**
+   * A host snapshot with a size that is not a whole number from 0 to 2^50, an overcommit ratio outside
+   * 1/1024 to 1024, or an unknown state.
+   */
   InvalidHost = 'INVALID_HOST',
-  /** A reservation with a size that is not a finite non-negative number. */
+  /** A reservation with a size that is not a whole number from 0 to 2^50, or one that would allocate more. */
   InvalidRequest = 'INVALID_REQUEST',
-  /** A policy with a non-positive overcommit ratio or an unknown weigher. */
+  /** A policy with an overcommit ratio outside 1/1024 to 1024, or an unknown weigher. */
   InvalidPolicy = 'INVALID_POLICY',
   /** A release larger than what the host has allocated. */
   ReleaseExceedsAllocation = 'RELEASE_EXCEEDS_ALLOCATION',

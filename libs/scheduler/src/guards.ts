@@ -4,8 +4,22 @@ import { WEIGHERS } from './stack';
 
 /**
  * Checks that keep the index sound: a NaN or infinite capacity would break the weigher's total order and
- * silently misplace every later VM, so the scheduler refuses such input where it enters.
+ * silently misplace every later VM, so the scheduler refuses such input where it enters. Sizes are whole
+ * numbers up to MAX_SIZE and ratios lie within [MIN_RATIO, MAX_RATIO], so that utilisation quotients
+ * (`(allocated + request) / capacity`, numerators below 2^51) stay finite, normal doubles that tell every
+ * two allocations of one capacity class apart: what keeps a class's request-independent order and the
+ * spread weigher's request-dependent one in step (see utilisationAfter).
  */
+
+/** 2^50: a petabyte host in MiB is 2^30; the headroom is for exactness, not for hosts. */
+export const MAX_SIZE = 2 ** 50;
+export const MIN_RATIO = 1 / 1024;
+export const MAX_RATIO = 1024;
+
+/** A size the index can rank exactly: a whole number from 0 to MAX_SIZE. */
+export function isIndexableSize(value: number): boolean {
+  return Number.isInteger(value) && value >= 0 && value <= MAX_SIZE;
+}
 
 const HOST_STATES: ReadonlySet<HostState> = new Set(['ENABLED', 'DISABLED', 'MAINTENANCE', 'DOWN']);
 
@@ -57,11 +71,11 @@ export function assertValidPolicy(policy: PlacementPolicy): void {
 }
 
 function assertSize(resource: string, value: number, code: SchedulerErrorCode): void {
-  if (!(Number.isFinite(value) && value >= 0)) {
+  if (!isIndexableSize(value)) {
     throw new SchedulerError({
       code,
       resource,
-      expected: 'a finite number ≥ 0',
+      expected: 'a whole number from 0 to 2^50',
       actual: String(value),
       action: 'validate sizes at the service edge before calling the scheduler',
     });
@@ -69,11 +83,11 @@ function assertSize(resource: string, value: number, code: SchedulerErrorCode): 
 }
 
 function assertRatio(resource: string, value: number, code: SchedulerErrorCode): void {
-  if (!(Number.isFinite(value) && value > 0)) {
+  if (!(value >= MIN_RATIO && value <= MAX_RATIO)) {
     throw new SchedulerError({
       code,
       resource,
-      expected: 'a finite ratio > 0',
+      expected: 'a ratio from 1/1024 to 1024',
       actual: String(value),
       action: 'leave the ratio out to use the policy default',
     });

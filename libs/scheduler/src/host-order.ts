@@ -1,4 +1,7 @@
-import type { WeighedHost } from './weighers/placement-weigher';
+import type { CandidateView } from './model';
+
+/** What the order needs of a host besides what its compare looks at: free capacity, to skip blocks. */
+type OrderedHost = Pick<CandidateView, 'freeMemoryMib' | 'freeVcpus'>;
 
 /** Blocks split above this size; small enough that a splice or a rescan of one block costs well under 1 µs. */
 export const MAX_BLOCK_SIZE = 64;
@@ -15,14 +18,15 @@ interface Block<T> {
 }
 
 /**
- * Hosts kept sorted best-first by a weigher, in blocks of at most MAX_BLOCK_SIZE (a one-level B-tree, like
- * Python's sortedcontainers). Each block knows the most free memory and vCPUs of its hosts, so a search for
- * "the best host with at least m MiB and v vCPUs free" skips whole blocks that cannot hold the request.
+ * Hosts kept sorted best-first by a request-independent order (a weigher's order within one capacity
+ * class), in blocks of at most MAX_BLOCK_SIZE (a one-level B-tree, like Python's sortedcontainers). Each
+ * block knows the most free memory and vCPUs of its hosts, so a search for "the best host with at least
+ * m MiB and v vCPUs free" skips whole blocks that cannot hold the request.
  *
- * Invariant: a host's weigher key (free memory, free vCPUs, id) must not change while it is in the order;
- * callers delete it, change it, and insert it again.
+ * Invariant: nothing the order compares (allocation, free capacity, id) may change while a host is in the
+ * order; callers delete it, change it, and insert it again.
  */
-export class HostOrder<T extends WeighedHost> {
+export class HostOrder<T extends OrderedHost> {
   private readonly blocks: Block<T>[] = [];
   private count = 0;
 
@@ -69,17 +73,31 @@ export class HostOrder<T extends WeighedHost> {
   /**
    * The first host in order with at least the given free memory and vCPUs that `accept` also takes.
    * Skipping blocks and hosts on free capacity is exact: it only skips hosts the memory and vCPU filters
-   * would reject, so the answer is the best host in the weigher's order that passes `accept`.
+   * would reject, so the answer is the best host in the order that passes `accept`.
+   *
+   * `stopAt`, when given, must hold for every host after one it holds for (e.g. "ranks below the best host
+   * found elsewhere"): the walk gives up, finding nothing, at the first host it looks at that it holds for.
    */
-  findFirst(minFreeMemoryMib: number, minFreeVcpus: number, accept: (host: T) => boolean): T | undefined {
+  findFirst(
+    minFreeMemoryMib: number,
+    minFreeVcpus: number,
+    accept: (host: T) => boolean,
+    stopAt?: (host: T) => boolean,
+  ): T | undefined {
     for (const block of this.blocks) {
       if (block.maxFreeMemoryMib < minFreeMemoryMib || block.maxFreeVcpus < minFreeVcpus) continue;
       for (const host of block.items) {
+        if (stopAt !== undefined && stopAt(host)) return undefined;
         if (host.freeMemoryMib >= minFreeMemoryMib && host.freeVcpus >= minFreeVcpus && accept(host))
           return host;
       }
     }
     return undefined;
+  }
+
+  /** The best host, or undefined when the order is empty. */
+  first(): T | undefined {
+    return this.blocks.length === 0 ? undefined : this.blocks[0].items[0];
   }
 
   /** Every host, best first. */
@@ -149,7 +167,7 @@ export class HostOrder<T extends WeighedHost> {
   }
 }
 
-function refreshMaxima<T extends WeighedHost>(block: Block<T>): void {
+function refreshMaxima<T extends OrderedHost>(block: Block<T>): void {
   let maxFreeMemoryMib = -Infinity;
   let maxFreeVcpus = -Infinity;
   for (const host of block.items) {

@@ -12,10 +12,18 @@ export {
   type Rejection,
   type WeigherName,
 } from './model';
-export { freeMemoryMib, freeVcpus, memoryUtilisation, toCandidateView } from './capacity';
+export {
+  freeMemoryMib,
+  freeVcpus,
+  memoryCapacityMib,
+  memoryUtilisation,
+  toCandidateView,
+  utilisationAfter,
+  vcpuCapacity,
+} from './capacity';
 export { SchedulerError, SchedulerErrorCode } from './errors';
 export type { PlacementFilter } from './filters/placement-filter';
-export type { PlacementWeigher, WeighedHost } from './weighers/placement-weigher';
+export type { PlacementWeigher, WeighedHost, WeighedRequest } from './weighers/placement-weigher';
 export { FILTER_STACK, WEIGHERS, firstRejectingFilter, passesAllFilters } from './stack';
 export { describeRequestSize, explainNoHost } from './explain';
 export { placeOnce } from './place-once';

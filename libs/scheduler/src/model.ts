@@ -39,6 +39,10 @@ export interface PlacementRequest {
   readonly excludeHostIds?: readonly string[];
 }
 
+/**
+ * spread: lowest memory utilisation after placement, then lowest vCPU utilisation, then host id.
+ * pack: least free memory that still fits, then fewest free vCPUs, then host id.
+ */
 export type WeigherName = 'spread' | 'pack';
 
 export interface PlacementPolicy {
@@ -49,7 +53,10 @@ export interface PlacementPolicy {
   readonly memoryOvercommitRatio: number;
 }
 
-/** Spread is the default: it keeps failure blast radius and noisy neighbours small (as Nova's RAM weigher). */
+/**
+ * Spread is the default: hosts fill in proportion to their size (lowest utilisation after placement), which
+ * keeps failure blast radius and noisy neighbours small.
+ */
 export const DEFAULT_PLACEMENT_POLICY: PlacementPolicy = Object.freeze({
   weigher: 'spread',
   cpuOvercommitRatio: 4.0,
@@ -76,13 +83,22 @@ export type PlacementResult =
   | { readonly ok: false; readonly rejections: readonly Rejection[]; readonly message: string };
 
 /**
- * A host with its free capacity worked out under the policy: what filters and weighers look at.
- * Free capacity may be negative when a host is overcommitted beyond its ratio.
+ * A host with its capacity worked out under the policy: what filters and weighers look at. Effective
+ * capacity is the physical size times the overcommit ratio; free capacity is effective capacity minus what
+ * is allocated, and may be negative when a host is overcommitted beyond its ratio.
  */
 export interface CandidateView {
   readonly id: string;
   readonly state: HostState;
+  /** `memoryMib × memoryOvercommitRatio`. */
+  readonly memoryCapacityMib: number;
+  /** `cpus × cpuOvercommitRatio`. */
+  readonly vcpuCapacity: number;
+  readonly memoryMibAllocated: number;
+  readonly vcpusAllocated: number;
+  /** `memoryCapacityMib − memoryMibAllocated`. */
   readonly freeMemoryMib: number;
+  /** `vcpuCapacity − vcpusAllocated`. */
   readonly freeVcpus: number;
   readonly labels: Readonly<Record<string, string>>;
   readonly antiAffinityGroups: Readonly<Record<string, number>>;

@@ -3,7 +3,7 @@ import { placeOnce } from './place-once';
 import { uniformHost } from './testing/random-cluster';
 
 describe('placeOnce', () => {
-  it('chooses the host with the most free memory under spread', () => {
+  it('chooses the host with the lowest memory utilisation under spread', () => {
     const hosts = [
       uniformHost('a', { memoryMibAllocated: 65536 }),
       uniformHost('b', { memoryMibAllocated: 1024 }),
@@ -13,6 +13,16 @@ describe('placeOnce', () => {
       ok: true,
       hostId: 'b',
     });
+  });
+
+  it("weighs utilisation against each host's own effective capacity under spread", () => {
+    const hosts = [
+      // 64 GiB free, 50 % used: 53 % after a 4 GiB VM.
+      uniformHost('a', { memoryMibAllocated: 65536 }),
+      // The same memory at 2:1 overcommit: 256 GiB effective, 64 GiB used: 27 % after.
+      uniformHost('b', { memoryMibAllocated: 65536, memoryOvercommitRatio: 2 }),
+    ];
+    expect(placeOnce(hosts, { vcpus: 2, memoryMib: 4096 })).toEqual({ ok: true, hostId: 'b' });
   });
 
   it('chooses the fullest host that still fits under pack', () => {

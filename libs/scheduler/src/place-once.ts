@@ -39,7 +39,7 @@ export function placeOnViews(
   let best: CandidateView | undefined;
   for (const view of views.values()) {
     if (!passesAllFilters(view, request)) continue;
-    if (best === undefined || weigher.compare(view, best) < 0) best = view;
+    if (best === undefined || weigher.compare(view, best, request) < 0) best = view;
   }
   return best === undefined ? explainNoHost(views.values(), request) : { ok: true, hostId: best.id };
 }

@@ -49,6 +49,65 @@ describe('spread weigher on a uniform cluster', () => {
   });
 });
 
+/** [cores, GiB] of a mixed fleet, from the smallest to the largest host in the benchmark. */
+const MIXED_SKUS: readonly (readonly [number, number])[] = [
+  [32, 128],
+  [32, 256],
+  [48, 384],
+  [64, 512],
+  [96, 768],
+  [128, 1024],
+];
+
+function mixedFleet(copies: number): HostCandidate[] {
+  return MIXED_SKUS.flatMap(([cpus, gib], sku) =>
+    Array.from({ length: copies }, (_, copy) =>
+      uniformHost(`h${sku}-${copy}`, { cpus, memoryMib: gib * 1024 }),
+    ),
+  );
+}
+
+describe('spread weigher on a mixed fleet (128 GiB to 1 TiB hosts)', () => {
+  const random = seededRandom(7);
+  const scheduler = new Scheduler({ policy: placementPolicy({ weigher: 'spread' }), hosts: mixedFleet(4) });
+  // 24 hosts, 12 TiB: 1,600 VMs of 3.75 GiB on average fill about half of it.
+  placeAll(
+    scheduler,
+    Array.from({ length: 1600 }, () => pick(random, FLAVORS)),
+  );
+
+  it('fills hosts in proportion to their size: max/mean memory utilisation within 5% of 1', () => {
+    const values = utilisations(scheduler);
+    const mean = values.reduce((sum, value) => sum + value, 0) / values.length;
+    expect(mean).toBeGreaterThan(0.45);
+    expect(Math.max(...values) / mean).toBeLessThan(1.05);
+    expect(Math.min(...values) / mean).toBeGreaterThan(0.95);
+  });
+
+  // The invariant behind the ratio: each VM goes where utilisation ends lowest, so no host gets ahead of
+  // another by more than the largest flavor would add to that other host.
+  it("keeps every host's utilisation within one largest flavor of every other host's", () => {
+    const largestMib = Math.max(...FLAVORS.map((flavor) => flavor.memoryMib));
+    const hosts = scheduler.hosts();
+    for (const x of hosts) {
+      for (const y of hosts) {
+        expect(memoryUtilisation(x, scheduler.policy)).toBeLessThanOrEqual(
+          memoryUtilisation(y, scheduler.policy) + largestMib / y.memoryMib + 1e-12,
+        );
+      }
+    }
+  });
+
+  it('sends a large VM on an empty fleet to a largest host, not to the first host by id', () => {
+    const empty = new Scheduler({ policy: placementPolicy({ weigher: 'spread' }), hosts: mixedFleet(2) });
+    expect(empty.place({ vcpus: 16, memoryMib: 65536 })).toEqual({ ok: true, hostId: 'h5-0' });
+  });
+
+  it('keeps the index on the very host the full scan picks throughout', () => {
+    expect(scheduler.stats()).toMatchObject({ fullScans: 0, indexMisses: 0 });
+  });
+});
+
 describe('pack weigher on a uniform cluster', () => {
   it('fills hosts one after another and leaves the rest empty', () => {
     const scheduler = new Scheduler({

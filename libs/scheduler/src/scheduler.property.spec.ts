@@ -3,7 +3,15 @@ import { placementPolicy, type HostCandidate, type PlacementRequest, type Weighe
 import { placeOnce } from './place-once';
 import { Scheduler } from './scheduler';
 import { firstRejectingFilter } from './stack';
-import { integerBetween, pick, randomHost, randomRequest, seededRandom } from './testing/random-cluster';
+import {
+  integerBetween,
+  pick,
+  randomHost,
+  randomRequest,
+  seededRandom,
+  tieProneHost,
+  tieProneRequest,
+} from './testing/random-cluster';
 
 /**
  * Property: on any host set and any sequence of decisions, reservations, releases and host changes, the
@@ -17,15 +25,28 @@ interface Case {
   weigher: WeigherName;
   maxHosts: number;
   steps: number;
+  /** random: many capacity classes of a few hosts; tie-prone: few classes of many hosts, exact ties. */
+  cluster: 'random' | 'tie-prone';
 }
+
+const GENERATORS = {
+  random: { host: randomHost, request: randomRequest },
+  'tie-prone': { host: tieProneHost, request: tieProneRequest },
+} as const;
 
 const cases: Case[] = [];
 for (let seed = 1; seed <= 25; seed += 1) {
-  for (const weigher of ['spread', 'pack'] as const) cases.push({ seed, weigher, maxHosts: 40, steps: 200 });
+  for (const weigher of ['spread', 'pack'] as const)
+    cases.push({ seed, weigher, maxHosts: 40, steps: 200, cluster: 'random' });
 }
 for (let seed = 101; seed <= 104; seed += 1) {
   // Enough hosts for several index blocks and for the rare-label scan path (k² ≤ n).
-  for (const weigher of ['spread', 'pack'] as const) cases.push({ seed, weigher, maxHosts: 600, steps: 400 });
+  for (const weigher of ['spread', 'pack'] as const)
+    cases.push({ seed, weigher, maxHosts: 600, steps: 400, cluster: 'random' });
+}
+for (let seed = 201; seed <= 210; seed += 1) {
+  for (const weigher of ['spread', 'pack'] as const)
+    cases.push({ seed, weigher, maxHosts: 500, steps: 300, cluster: 'tie-prone' });
 }
 
 function expectAgreesWithFullScan(scheduler: Scheduler, request: PlacementRequest, context: string): void {
@@ -48,11 +69,12 @@ function expectAgreesWithFullScan(scheduler: Scheduler, request: PlacementReques
 
 describe('Scheduler agrees with placeOnce', () => {
   it.each(cases)(
-    'on random cluster seed $seed with $weigher and up to $maxHosts hosts',
-    ({ seed, weigher, maxHosts, steps }) => {
+    'on $cluster cluster seed $seed with $weigher and up to $maxHosts hosts',
+    ({ seed, weigher, maxHosts, steps, cluster }) => {
       const random = seededRandom(seed);
+      const generate = GENERATORS[cluster];
       let nextHostId = 0;
-      const newHost = () => randomHost(random, `h${String(nextHostId++).padStart(4, '0')}`);
+      const newHost = () => generate.host(random, `h${String(nextHostId++).padStart(4, '0')}`);
       const hostCount = integerBetween(random, 0, maxHosts);
       const scheduler = new Scheduler({
         policy: placementPolicy({ weigher, cpuOvercommitRatio: pick(random, [1, 2, 4]) }),
@@ -65,7 +87,7 @@ describe('Scheduler agrees with placeOnce', () => {
         const ids = scheduler.hosts().map((host) => host.id);
         const roll = random();
         if (roll < 0.7) {
-          const request = randomRequest(random, ids);
+          const request = generate.request(random, ids);
           expectAgreesWithFullScan(scheduler, request, context);
           const result = scheduler.place(request);
           if (result.ok) {

@@ -6,7 +6,7 @@ import { uniformHost } from './testing/random-cluster';
 const small = { vcpus: 2, memoryMib: 4096 };
 
 describe('Scheduler', () => {
-  it('places on the host with the most free memory by default (spread)', () => {
+  it('places on the host with the lowest memory utilisation by default (spread)', () => {
     const scheduler = new Scheduler({
       hosts: [
         uniformHost('a', { memoryMibAllocated: 8192 }),
@@ -15,6 +15,31 @@ describe('Scheduler', () => {
       ],
     });
     expect(scheduler.place(small)).toEqual({ ok: true, hostId: 'b' });
+  });
+
+  it('places by utilisation after placement across host sizes, as the full scan does', () => {
+    const hosts = [
+      uniformHost('small', { cpus: 32, memoryMib: 131072 }),
+      uniformHost('big', { cpus: 128, memoryMib: 1048576, memoryMibAllocated: 65536 }),
+    ];
+    const scheduler = new Scheduler({ hosts });
+    // 4 GiB: 3 % on the empty small host against 7 % on the big one; 64 GiB: 50 % against 12.5 %.
+    expect(scheduler.place(small)).toEqual({ ok: true, hostId: 'small' });
+    expect(scheduler.place({ vcpus: 8, memoryMib: 65536 })).toEqual({ ok: true, hostId: 'big' });
+    expect(placeOnce(hosts, { vcpus: 8, memoryMib: 65536 })).toEqual({ ok: true, hostId: 'big' });
+    expect(scheduler.stats()).toMatchObject({ indexed: 2, fullScans: 0 });
+  });
+
+  it('looks past a class whose best host fails a filter', () => {
+    const scheduler = new Scheduler({
+      hosts: [
+        uniformHost('big-a', { memoryMib: 1048576, antiAffinityGroups: { web: 1 } }),
+        uniformHost('big-b', { memoryMib: 1048576, memoryMibAllocated: 524288 }),
+        uniformHost('small', { memoryMib: 131072, memoryMibAllocated: 32768 }),
+      ],
+    });
+    // big-a is best but runs a web VM; big-b (50 %) ranks below small (25 %).
+    expect(scheduler.place({ ...small, antiAffinityGroup: 'web' })).toEqual({ ok: true, hostId: 'small' });
   });
 
   it('does not change any allocation when it places', () => {
@@ -128,6 +153,40 @@ describe('Scheduler', () => {
     scheduler.reserve('a', small);
     expect(() => scheduler.release('a', { vcpus: 4, memoryMib: 4096 })).toThrow(SchedulerError);
     expect(scheduler.host('a')).toMatchObject({ vcpusAllocated: 2, memoryMibAllocated: 4096 });
+  });
+
+  it('refuses a host whose size is not a whole number, leaving the index exact', () => {
+    expect(() => new Scheduler({ hosts: [uniformHost('a', { memoryMibAllocated: 1.5 })] })).toThrow(
+      expect.objectContaining({
+        code: SchedulerErrorCode.InvalidHost,
+        resource: 'host a memoryMibAllocated',
+      }),
+    );
+  });
+
+  it('refuses a host ratio outside 1/1024 to 1024', () => {
+    expect(() => new Scheduler({ hosts: [uniformHost('a', { memoryOvercommitRatio: 1e-9 })] })).toThrow(
+      expect.objectContaining({
+        code: SchedulerErrorCode.InvalidHost,
+        resource: 'host a memoryOvercommitRatio',
+      }),
+    );
+  });
+
+  it('refuses a reservation that would allocate more than 2^50', () => {
+    const scheduler = new Scheduler({ hosts: [uniformHost('a', { memoryMibAllocated: 2 ** 50 })] });
+    expect(() => scheduler.reserve('a', { vcpus: 1, memoryMib: 1 })).toThrow(
+      expect.objectContaining({ code: SchedulerErrorCode.InvalidRequest, resource: 'host a allocation' }),
+    );
+    expect(scheduler.host('a')).toMatchObject({ vcpusAllocated: 0, memoryMibAllocated: 2 ** 50 });
+  });
+
+  it('answers a request with a fractional size from the full scan, not counted as an index miss', () => {
+    const scheduler = new Scheduler({
+      hosts: [uniformHost('a'), uniformHost('b', { memoryMibAllocated: 1 })],
+    });
+    expect(scheduler.place({ vcpus: 1, memoryMib: 0.5 })).toEqual({ ok: true, hostId: 'a' });
+    expect(scheduler.stats()).toEqual({ decisions: 1, indexed: 0, fullScans: 1, indexMisses: 0 });
   });
 
   it('refuses a host whose capacity is not a finite number', () => {

@@ -1,6 +1,12 @@
-import { freeMemoryMib, freeVcpus } from './capacity';
+import { freeMemoryMib, freeVcpus, memoryCapacityMib, vcpuCapacity } from './capacity';
 import { SchedulerError, SchedulerErrorCode } from './errors';
-import { assertValidHost, assertValidPolicy, assertValidReservation } from './guards';
+import {
+  MAX_SIZE,
+  assertValidHost,
+  assertValidPolicy,
+  assertValidReservation,
+  isIndexableSize,
+} from './guards';
 import { isHostEnabled } from './filters/host-state.filter';
 import { HostOrder } from './host-order';
 import { LabelIndex } from './label-index';
@@ -28,18 +34,23 @@ export interface SchedulerStats {
   readonly decisions: number;
   /** Decisions answered from the index alone. */
   readonly indexed: number;
-  /** Decisions where the index found no host and the full scan ran (to explain, or to rescue). */
+  /**
+   * Decisions where the full scan ran: the index found no host (the scan explains why, or rescues), or the
+   * request's size was not a whole number from 0 to 2^50 (outside what the index ranks exactly).
+   */
   readonly fullScans: number;
   /** Full scans that found a host the index missed: always 0 unless the index has a bug. */
   readonly indexMisses: number;
 }
 
-/** A host as the scheduler holds it: the snapshot's fields plus its free capacity under the policy. */
+/** A host as the scheduler holds it: the snapshot's fields plus its capacity under the policy. */
 interface IndexedHost extends CandidateView {
   readonly cpus: number;
   readonly memoryMib: number;
   vcpusAllocated: number;
   memoryMibAllocated: number;
+  /** The weigher's capacity class: which HostOrder in `classes` holds the host (when ENABLED). */
+  readonly capacityClass: string;
   readonly cpuOvercommitRatio?: number;
   readonly memoryOvercommitRatio?: number;
   /** A private, null-prototype copy: reserve and release change the counts. */
@@ -50,10 +61,12 @@ interface IndexedHost extends CandidateView {
 
 /**
  * Holds a pool's hosts and places VMs on them with the same filters and weigher as `placeOnce`, without
- * scanning every host: ENABLED hosts are kept sorted best-first by the policy's weigher (HostOrder), and a
- * decision walks that order from the front, skipping blocks of hosts without enough free memory or vCPUs,
- * and returns the first host that passes every filter. Since the order is the weigher's total order, that
- * host is exactly the one `placeOnce` picks. See README.md.
+ * scanning every host: ENABLED hosts are grouped by the weigher's capacity class (spread: same effective
+ * memory and vCPUs; pack: one class) and kept sorted best-first within each class (a HostOrder per class).
+ * A decision finds each class's best host that passes every filter (walking from the front, skipping blocks
+ * of hosts without enough free memory or vCPUs) and keeps the best of those under the weigher's order for
+ * this request. Within a class that order is the request-independent one the class is sorted by, so the
+ * result is exactly the host `placeOnce` picks. See README.md.
  *
  * `place` only decides; the caller commits a decision with `reserve` (and undoes it with `release`), or
  * refreshes a host from its authoritative record with `upsertHost`.
@@ -62,9 +75,19 @@ export class Scheduler {
   readonly policy: PlacementPolicy;
   private readonly weigher: PlacementWeigher;
   private readonly hostsById = new Map<string, IndexedHost>();
-  /** ENABLED hosts only: other states never take VMs, and the explanation scans hostsById. */
-  private readonly order: HostOrder<IndexedHost>;
-  /** ENABLED hosts only, like `order`. */
+  /**
+   * ENABLED hosts only, one HostOrder per capacity class, never an empty one: other states never take VMs,
+   * and the explanation scans hostsById. By key, and as a dense list for the per-decision pass.
+   */
+  private readonly classes = new Map<string, CapacityClass>();
+  private readonly classList: CapacityClass[] = [];
+  /** heads[i]: the first host of classList[i], kept in step so the per-decision pass reads one array. */
+  private readonly heads: IndexedHost[] = [];
+  /** Scratch for findInClasses: the rank of each class's first host for the request being placed. */
+  private headRanks = new Float64Array(16);
+  /** ENABLED hosts, across all classes. */
+  private indexedCount = 0;
+  /** ENABLED hosts only, like `classes`. */
   private readonly labelIndex = new LabelIndex<IndexedHost>();
   private readonly counters = { decisions: 0, indexed: 0, fullScans: 0, indexMisses: 0 };
 
@@ -72,7 +95,6 @@ export class Scheduler {
     this.policy = placementPolicy(options.policy);
     assertValidPolicy(this.policy);
     this.weigher = WEIGHERS[this.policy.weigher];
-    this.order = new HostOrder<IndexedHost>(this.weigher.compare);
     for (const host of options.hosts ?? []) this.upsertHost(host);
   }
 
@@ -86,6 +108,10 @@ export class Scheduler {
     assertValidHost(host);
     const existing = this.hostsById.get(host.id);
     if (existing !== undefined) this.detach(existing);
+    const capacity = {
+      memoryCapacityMib: memoryCapacityMib(host, this.policy),
+      vcpuCapacity: vcpuCapacity(host, this.policy),
+    };
     const indexed: IndexedHost = {
       id: host.id,
       state: host.state,
@@ -95,6 +121,8 @@ export class Scheduler {
       memoryMibAllocated: host.memoryMibAllocated,
       cpuOvercommitRatio: host.cpuOvercommitRatio,
       memoryOvercommitRatio: host.memoryOvercommitRatio,
+      ...capacity,
+      capacityClass: this.weigher.capacityClass(capacity),
       labels: Object.freeze({ ...host.labels }),
       antiAffinityGroups: Object.assign(
         Object.create(null) as Record<string, number>,
@@ -120,7 +148,9 @@ export class Scheduler {
   /** The best host for the request, or why there is none. Changes no allocation. */
   place(request: PlacementRequest): PlacementResult {
     this.counters.decisions += 1;
-    const found = this.findInIndex(request);
+    // The index ranks exactly only whole-number sizes (see guards.ts); the full scan answers anything else.
+    const indexable = isIndexableSize(request.memoryMib) && isIndexableSize(request.vcpus);
+    const found = indexable ? this.findInIndex(request) : undefined;
     if (found !== undefined) {
       this.counters.indexed += 1;
       return { ok: true, hostId: found.id };
@@ -129,7 +159,7 @@ export class Scheduler {
     // filters, still finds the host: the index can be slow, never wrong about "no capacity".
     this.counters.fullScans += 1;
     const result = placeOnViews(this.hostsById, request, this.policy);
-    if (result.ok) this.counters.indexMisses += 1;
+    if (result.ok && indexable) this.counters.indexMisses += 1;
     return result;
   }
 
@@ -137,6 +167,20 @@ export class Scheduler {
   reserve(hostId: string, request: PlacementRequest): void {
     assertValidReservation(hostId, request);
     const host = this.requireHost(hostId);
+    if (
+      host.vcpusAllocated + request.vcpus > MAX_SIZE ||
+      host.memoryMibAllocated + request.memoryMib > MAX_SIZE
+    ) {
+      throw new SchedulerError({
+        code: SchedulerErrorCode.InvalidRequest,
+        resource: `host ${hostId} allocation`,
+        expected: 'at most 2^50 vCPUs and 2^50 MiB allocated',
+        actual:
+          `${host.vcpusAllocated} vCPU / ${host.memoryMibAllocated} MiB ` +
+          `plus ${request.vcpus} vCPU / ${request.memoryMib} MiB`,
+        action: 'release what is no longer running, or upsertHost the host from its current record',
+      });
+    }
     this.reallocate(host, request.vcpus, request.memoryMib);
     const group = request.antiAffinityGroup;
     if (group !== undefined) host.antiAffinityGroups[group] = (host.antiAffinityGroups[group] ?? 0) + 1;
@@ -184,24 +228,81 @@ export class Scheduler {
       request.requiredLabels === undefined ? undefined : this.labelIndex.rarestMatch(request.requiredLabels);
     // If carriers of a label are spread through the order, the walk meets one about every n/k hosts (k
     // carriers), while scanning the carriers costs k: scan them when k² ≤ n. Both give the exact best host.
-    if (rarest !== undefined && rarest.size * rarest.size <= this.order.size) {
+    if (rarest !== undefined && rarest.size * rarest.size <= this.indexedCount) {
       let best: IndexedHost | undefined;
       for (const host of rarest) {
-        if (accept(host) && (best === undefined || this.weigher.compare(host, best) < 0)) best = host;
+        if (accept(host) && (best === undefined || this.weigher.compare(host, best, request) < 0))
+          best = host;
       }
       return best;
     }
-    return this.order.findFirst(request.memoryMib, request.vcpus, accept);
+    return this.findInClasses(request, accept);
+  }
+
+  /**
+   * The best accepted host of all classes. Within a class the weigher's order for this request is the order
+   * the class is sorted by, so a class's first host ranks above all its others and the walk's first accepted
+   * host is the class's best. One tight pass ranks every class's first host; the class with the best one is
+   * walked first, as it usually holds the answer; then only classes whose first host could still beat the
+   * best found so far, each walk ending at the first host that ranks below it (every host after it in its
+   * class does too). Costs O(classes) per decision plus the walks.
+   */
+  private findInClasses(
+    request: PlacementRequest,
+    accept: (host: IndexedHost) => boolean,
+  ): IndexedHost | undefined {
+    const list = this.classList;
+    const count = list.length;
+    if (count === 0) return undefined;
+    const { memoryMib, vcpus } = request;
+    if (count === 1) return list[0].order.findFirst(memoryMib, vcpus, accept);
+    const weigher = this.weigher;
+    if (this.headRanks.length < count) this.headRanks = new Float64Array(count * 2);
+    const ranks = this.headRanks;
+    let leading = 0;
+    const heads = this.heads;
+    for (let index = 0; index < count; index += 1) {
+      const rank = weigher.rank(heads[index], request);
+      ranks[index] = rank;
+      if (
+        rank < ranks[leading] ||
+        (rank === ranks[leading] &&
+          index !== leading &&
+          weigher.compare(heads[index], heads[leading], request) < 0)
+      )
+        leading = index;
+    }
+    let best = list[leading].order.findFirst(memoryMib, vcpus, accept);
+    let bestRank = best === undefined ? 0 : weigher.rank(best, request);
+    for (let index = 0; index < count; index += 1) {
+      if (index === leading || (best !== undefined && ranks[index] > bestRank)) continue;
+      const bound = best;
+      const found =
+        bound === undefined
+          ? list[index].order.findFirst(memoryMib, vcpus, accept)
+          : list[index].order.findFirst(
+              memoryMib,
+              vcpus,
+              accept,
+              (host) => weigher.compare(host, bound, request) > 0,
+            );
+      // With a bound, the walk stops before any host that ranks below it: what it finds is better.
+      if (found !== undefined) {
+        best = found;
+        bestRank = weigher.rank(found, request);
+      }
+    }
+    return best;
   }
 
   private reallocate(host: IndexedHost, vcpusDelta: number, memoryMibDelta: number): void {
-    // The host's weigher key changes, so it leaves the order first and re-enters at its new place.
+    // The host's place in its class changes, so it leaves the order first and re-enters at its new place.
     const indexed = isIndexed(host.state);
     if (indexed) this.deleteFromOrder(host);
     host.vcpusAllocated += vcpusDelta;
     host.memoryMibAllocated += memoryMibDelta;
     this.refreshFreeCapacity(host);
-    if (indexed) this.order.insert(host);
+    if (indexed) this.insertIntoClass(host);
   }
 
   private refreshFreeCapacity(host: IndexedHost): void {
@@ -211,19 +312,54 @@ export class Scheduler {
 
   private attach(host: IndexedHost): void {
     if (!isIndexed(host.state)) return;
-    this.order.insert(host);
+    this.insertIntoClass(host);
+    this.indexedCount += 1;
     this.labelIndex.add(host);
   }
 
   private detach(host: IndexedHost): void {
     if (!isIndexed(host.state)) return;
     this.deleteFromOrder(host);
+    this.indexedCount -= 1;
     this.labelIndex.delete(host);
   }
 
+  /** Puts the host into its class's order, creating the class when it is new. */
+  private insertIntoClass(host: IndexedHost): void {
+    let capacityClass = this.classes.get(host.capacityClass);
+    if (capacityClass === undefined) {
+      capacityClass = new CapacityClass(
+        host.capacityClass,
+        new HostOrder<IndexedHost>(this.weigher.compareWithinClass),
+        this.classList.length,
+      );
+      this.classes.set(capacityClass.key, capacityClass);
+      this.classList.push(capacityClass);
+      this.heads.push(host);
+    }
+    capacityClass.order.insert(host);
+    this.heads[capacityClass.position] = capacityClass.order.first() as IndexedHost;
+  }
+
+  /** Takes the host out of its class order, and drops the class once empty (findInClasses needs a head). */
   private deleteFromOrder(host: IndexedHost): void {
-    if (!this.order.delete(host))
+    const capacityClass = this.classes.get(host.capacityClass);
+    if (capacityClass === undefined || !capacityClass.order.delete(host))
       throw new Error(`scheduler index out of sync: host ${host.id} missing from order`);
+    const position = capacityClass.position;
+    const head = capacityClass.order.first();
+    if (head !== undefined) {
+      this.heads[position] = head;
+      return;
+    }
+    this.classes.delete(capacityClass.key);
+    const last = this.classList.pop() as CapacityClass;
+    const lastHead = this.heads.pop() as IndexedHost;
+    if (last !== capacityClass) {
+      this.classList[position] = last;
+      this.heads[position] = lastHead;
+      last.position = position;
+    }
   }
 
   private requireHost(hostId: string): IndexedHost {
@@ -239,6 +375,16 @@ export class Scheduler {
     }
     return host;
   }
+}
+
+/** The ENABLED hosts of one capacity class, sorted by the weigher's order within the class. */
+class CapacityClass {
+  constructor(
+    readonly key: string,
+    readonly order: HostOrder<IndexedHost>,
+    /** Where the class sits in Scheduler.classList (moved when another class is dropped). */
+    public position: number,
+  ) {}
 }
 
 /** Only hosts that pass the host-state filter are worth indexing. */

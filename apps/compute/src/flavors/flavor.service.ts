@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { EntityManager } from 'typeorm';
 import { computeV1 } from '@flotilla/contracts';
 import {
   DomainError,
@@ -73,7 +74,8 @@ export class FlavorService {
   async delete(caller: Caller, idOrName: string): Promise<void> {
     requireRole(caller, 'pool-admin', 'deleting a flavor');
     await this.store.tx(async (m, emit) => {
-      const flavor = await this.find(idOrName);
+      // Read in the transaction: on PGlite a read on another connection waits for it (a deadlock).
+      const flavor = await this.find(idOrName, m);
       const users = await m.countBy(VmRow, { flavorId: flavor.id });
       if (users)
         throw failedPrecondition(
@@ -84,8 +86,7 @@ export class FlavorService {
     });
   }
 
-  private async find(idOrName: string): Promise<FlavorRow> {
-    const m = this.store.manager;
+  private async find(idOrName: string, m: EntityManager = this.store.manager): Promise<FlavorRow> {
     const flavor = isUuid(idOrName)
       ? await m.findOneBy(FlavorRow, { id: idOrName.toLowerCase() })
       : idOrName

@@ -55,9 +55,12 @@ export class OperationRunner {
   /** Waits (bounded) for running handlers so that a clean stop does not cut them mid-step. */
   async drain(timeoutMs: number): Promise<void> {
     this.stopping = true;
+    let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.allSettled([...this.inFlight.values()]),
-      new Promise((r) => setTimeout(r, timeoutMs)),
+      new Promise((r) => (timer = setTimeout(r, timeoutMs))),
     ]);
+    // A stopped service must not keep its process (or a test run) alive for the rest of the grace period.
+    clearTimeout(timer);
   }
 }

@@ -122,9 +122,10 @@ export class OperationService {
     this.finished.emit(op.id, op);
   }
 
-  async get(caller: Caller, id: string): Promise<OperationRow> {
+  /** Inside a transaction pass its manager: on PGlite a read on another connection waits for the transaction. */
+  async get(caller: Caller, id: string, m: EntityManager = this.store.manager): Promise<OperationRow> {
     const opId = validateId('id', id, 'operation');
-    const op = await this.store.manager.findOneBy(OperationRow, { id: opId });
+    const op = await m.findOneBy(OperationRow, { id: opId });
     if (!op || (!caller.crossTenant && op.tenantId !== caller.tenantId)) throw notFound('operation', id);
     return op;
   }
@@ -185,7 +186,7 @@ export class OperationService {
     onCancelled: (m: EntityManager, emit: Emit, op: OperationRow) => Promise<void>,
   ): Promise<OperationRow> {
     const cancelled = await this.store.tx(async (m, emit) => {
-      const op = await this.get(caller, id);
+      const op = await this.get(caller, id, m);
       if (!isCancellable({ state: op.state, pointOfNoReturnPassed: op.pointOfNoReturn }))
         throw failedPrecondition(
           isTerminal(op.state)

@@ -61,6 +61,10 @@ export class VmService {
     if (Object.keys(requiredHostLabels).length) requireRole(caller, 'vm-power-admin', 'placement hints');
 
     const created = await this.store.tx(async (m, emit) => {
+      // Creates of one tenant take turns, so that a request_id repeated while the first create is still
+      // committing returns the first VM, and a name taken at the same moment is ALREADY_EXISTS, not a
+      // unique-index violation.
+      await m.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`flotilla.compute.vm-create:${tenantId}`]);
       if (requestId) {
         const earlier = await m.findOneBy(VmRow, { tenantId, requestId });
         if (earlier) {
@@ -112,14 +116,23 @@ export class VmService {
     return created;
   }
 
-  async get(caller: Caller, idOrName: string, m: EntityManager = this.store.manager): Promise<VmRow> {
+  /** `lock`: inside a transaction, hold the row until commit (a concurrent request waits and re-reads). */
+  async get(
+    caller: Caller,
+    idOrName: string,
+    m: EntityManager = this.store.manager,
+    lock = false,
+  ): Promise<VmRow> {
     if (!idOrName) throw invalidArgument('id', 'is required: a VM id');
     if (!isUuid(idOrName))
       throw invalidArgument(
         'id',
         `${JSON.stringify(truncate(idOrName, 40))} is not a VM id (a UUID); find it with ListVms filter name=<name>`,
       );
-    const vm = await m.findOneBy(VmRow, { id: idOrName.toLowerCase() });
+    const vm = await m.findOne(VmRow, {
+      where: { id: idOrName.toLowerCase() },
+      ...(lock ? { lock: { mode: 'pessimistic_write' as const } } : {}),
+    });
     if (!vm || (!caller.crossTenant && vm.tenantId !== caller.tenantId)) throw notFound('vm', idOrName);
     return vm;
   }
@@ -171,7 +184,9 @@ export class VmService {
     );
     const requestId = validateRequestId(opts.requestId);
     const result = await this.store.tx(async (m, emit) => {
-      const vm = await this.get(caller, id, m);
+      // Locked: of two requests at once, the second sees the first's operation (FAILED_PRECONDITION, "in
+      // progress") instead of losing the version race (ABORTED) for a change it did not ask to guard.
+      const vm = await this.get(caller, id, m, true);
       const spec = {
         kind: vmOperationKind[op],
         target: { kind: 'vm', id: vm.id, name: vm.name },

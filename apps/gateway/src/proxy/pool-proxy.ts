@@ -33,6 +33,15 @@ export class PoolUpstreams {
     return c;
   }
 
+  /** Calls that wait on the server (WaitOperation) get their wait plus a margin, never less than the default. */
+  deadlineFor(req: unknown): number {
+    const waitMs = (req as { timeoutMs?: unknown })?.timeoutMs;
+    // 0 means the server's default wait of 30 s.
+    return typeof waitMs === 'number'
+      ? Math.max(this.deadlineMs, (waitMs || 30_000) + 5000)
+      : this.deadlineMs;
+  }
+
   addressOf(service: string): string {
     return this.addresses[service.split('.')[1]] ?? '?';
   }
@@ -92,7 +101,10 @@ export function poolProxy(fullName: string, upstreamName = fullName): Type<unkno
             >
           )[lower];
           try {
-            return await call(req, { metadata: upstreamMetadata(principal, incoming) });
+            return await call(req, {
+              metadata: upstreamMetadata(principal, incoming),
+              deadlineMs: this.upstreams.deadlineFor(req),
+            });
           } catch (e) {
             throw relayError(e, this.upstreams, upstreamName);
           }

@@ -143,9 +143,10 @@ export class EventFeed {
   }
 
   private async read(after: bigint, limit: number): Promise<FeedEvent[]> {
+    // Order by the qualified column: a bare `seq` would name the text output column and sort "10" before "9".
     const rows: Array<Record<string, unknown>> = await this.dataSource.query(
-      `SELECT seq::text AS seq, kind, type, resource_id, tenant_id, payload, created_at
-         FROM ${this.table()} WHERE seq > $1 ORDER BY seq LIMIT $2`,
+      `SELECT e.seq::text AS seq, e.kind, e.type, e.resource_id, e.tenant_id, e.payload, e.created_at
+         FROM ${this.table()} e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2`,
       [after.toString(), limit],
     );
     return rows.map((r) => ({

@@ -88,14 +88,81 @@ export function randomRequest(random: () => number, hostIds: readonly string[]):
   };
 }
 
+/**
+ * A view of an empty 8 GiB / 8 vCPU host. Overrides are not reconciled: filter specs set free capacity
+ * alone, weigher specs use `sizedView` instead.
+ */
+/**
+ * Hosts of a few sizes, in few capacity classes (the same class reached from different sizes and ratios),
+ * with allocations in whole GiB, plus the odd host without memory or cores: many hosts per class (several
+ * index blocks each) and frequent exact ties across classes, e.g. (1024 + 1024) / 4096 equals
+ * (3072 + 1024) / 8192.
+ */
+export function tieProneHost(random: () => number, id: string): HostCandidate {
+  const cpus = pick(random, [0, 4, 8, 8, 8, 8, 8, 8]);
+  const memoryMib = pick(random, [0, 4096, 4096, 8192, 8192, 8192, 8192, 8192]);
+  const memoryOvercommitRatio = random() < 0.2 ? 2 : undefined;
+  const capacityGib = (memoryMib * (memoryOvercommitRatio ?? 1)) / 1024;
+  const antiAffinityGroups: Record<string, number> = {};
+  if (random() < 0.2) antiAffinityGroups[pick(random, GROUPS)] = 1;
+  return {
+    id,
+    state: pick(random, STATES),
+    cpus,
+    memoryMib,
+    vcpusAllocated: integerBetween(random, 0, cpus * 2),
+    memoryMibAllocated: 1024 * integerBetween(random, 0, capacityGib),
+    ...(random() < 0.1 ? { cpuOvercommitRatio: 2 } : {}),
+    ...(memoryOvercommitRatio === undefined ? {} : { memoryOvercommitRatio }),
+    labels: { zone: pick(random, ZONES) },
+    antiAffinityGroups,
+  };
+}
+
+/** Requests in whole GiB, zero sizes included, for tieProneHost clusters. */
+export function tieProneRequest(random: () => number, hostIds: readonly string[]): PlacementRequest {
+  return {
+    ...randomRequest(random, hostIds),
+    vcpus: pick(random, [0, 1, 1, 2, 4]),
+    memoryMib: pick(random, [0, 1024, 1024, 2048, 3072]),
+  };
+}
+
 export function candidateView(overrides: Partial<CandidateView> = {}): CandidateView {
   return {
     id: 'h1',
     state: 'ENABLED',
+    memoryCapacityMib: 8192,
+    vcpuCapacity: 8,
+    memoryMibAllocated: 0,
+    vcpusAllocated: 0,
     freeMemoryMib: 8192,
     freeVcpus: 8,
     labels: {},
     antiAffinityGroups: {},
     ...overrides,
   };
+}
+
+/** A consistent view from effective capacity and allocation: free capacity is worked out from them. */
+export function sizedView(
+  id: string,
+  size: {
+    memoryCapacityMib: number;
+    vcpuCapacity: number;
+    memoryMibAllocated?: number;
+    vcpusAllocated?: number;
+  },
+): CandidateView {
+  const memoryMibAllocated = size.memoryMibAllocated ?? 0;
+  const vcpusAllocated = size.vcpusAllocated ?? 0;
+  return candidateView({
+    id,
+    memoryCapacityMib: size.memoryCapacityMib,
+    vcpuCapacity: size.vcpuCapacity,
+    memoryMibAllocated,
+    vcpusAllocated,
+    freeMemoryMib: size.memoryCapacityMib - memoryMibAllocated,
+    freeVcpus: size.vcpuCapacity - vcpusAllocated,
+  });
 }

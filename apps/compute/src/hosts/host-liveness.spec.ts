@@ -1,0 +1,85 @@
+import { computeV1 } from '@flotilla/contracts';
+import {
+  LocalCloud,
+  operationDone,
+  startLocalCloud,
+  TestTenant,
+  testDatabases,
+  uniqueSchema,
+  waitFor,
+  vmRequest,
+} from '@flotilla/platform';
+
+// Real: gateway, compute (heartbeats, host reaper, reconciliation), host agents that stop and start again,
+// gRPC on loopback, the database (PGlite and PostgreSQL). Fake: the hypervisor (sim driver; its VMs "keep
+// running" in the agent's state directory while no agent runs).
+
+const { PowerState: P, HostState: H } = computeV1;
+
+describe.each(testDatabases())('host liveness on %s', (_db, url) => {
+  let cloud: LocalCloud;
+  let tenant: TestTenant;
+
+  beforeAll(async () => {
+    cloud = await startLocalCloud({
+      databaseUrl: url,
+      schemaPrefix: uniqueSchema('liveness'),
+      agents: [{ name: 'host-a' }],
+      computeEnv: { FLOTILLA_HOST_DOWN_AFTER_MS: '1500', FLOTILLA_HEARTBEAT_INTERVAL_MS: '300' },
+    });
+    tenant = await cloud.tenant('liveness');
+  });
+  afterAll(() => cloud?.stop());
+
+  const host = async (name: string) =>
+    (
+      await cloud.admin.hosts.call.listHosts({
+        page: { pageSize: 10, pageToken: '', filter: `name=${name}` },
+      })
+    ).hosts[0];
+  const vmStates = async (ids: string[]) =>
+    Promise.all(ids.map(async (id) => (await tenant.clients.vms.call.getVm({ id })).vm!));
+
+  it('marks a silent host DOWN and its VMs UNKNOWN, and brings both back when an agent with its name and state returns', async () => {
+    const ids: string[] = [];
+    for (const name of ['web', 'batch']) {
+      const created = await tenant.clients.vms.call.createVm(vmRequest({ name }));
+      await operationDone(tenant.clients.operations, created.operation!.id);
+      ids.push(created.vm!.id);
+    }
+    const paused = await tenant.clients.vms.call.pauseVm({ id: ids[1], requestId: '' });
+    await operationDone(tenant.clients.operations, paused.operation!.id);
+    const before = await host('host-a');
+
+    const [agent] = cloud.agents;
+    await agent.stop();
+
+    const down = await waitFor('host-a DOWN', async () =>
+      (await host('host-a')).state === H.HOST_STATE_DOWN ? host('host-a') : false,
+    );
+    expect(down.stateReason).toContain('no heartbeat');
+    const unknown = await waitFor('both VMs UNKNOWN', async () => {
+      const vms = await vmStates(ids);
+      return vms.every((v) => v.powerState === P.POWER_STATE_UNKNOWN) && vms;
+    });
+    expect(unknown[0].powerStateReason).toContain('host-a is DOWN');
+    // Without its host, only what is safe may be asked of a VM.
+    expect(unknown[0].allowedOperations).toEqual(['VM_OPERATION_HARD_SHUTDOWN', 'VM_OPERATION_DESTROY']);
+    expect(unknown[0].hostId).toBe(before.id);
+
+    await cloud.startAgent({ name: 'host-a', stateDir: agent.stateDir });
+
+    const back = await waitFor('host-a ENABLED again', async () => {
+      const h = await host('host-a');
+      return h.state === H.HOST_STATE_ENABLED && h;
+    });
+    expect(back.id).toBe(before.id);
+    expect(back.epoch).toBeGreaterThan(before.epoch);
+    const vms = await waitFor('the VMs reported again', async () => {
+      const v = await vmStates(ids);
+      return v.every((x) => x.powerState !== P.POWER_STATE_UNKNOWN) && v;
+    });
+    expect(vms.map((v) => v.powerState)).toEqual([P.POWER_STATE_RUNNING, P.POWER_STATE_PAUSED]);
+    expect(vms.map((v) => v.hostId)).toEqual([before.id, before.id]);
+  });
+});

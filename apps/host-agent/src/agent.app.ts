@@ -1,0 +1,68 @@
+import * as path from 'node:path';
+import { INestMicroservice } from '@nestjs/common';
+import { ConfigOf, Logger, ServiceIdentity, startGrpcService } from '@flotilla/platform';
+import { AgentModule } from './agent.module';
+import { agentConfigSpec } from './config';
+import { createDriver } from './driver.factory';
+import { HostRegistration } from './host-state';
+import { Registrar } from './registrar';
+
+export type AgentConfig = ConfigOf<typeof agentConfigSpec>;
+
+export interface AgentApp {
+  address: string;
+  /** Stops reporting and serving; VMs are left running so that the next agent re-attaches to them. */
+  stop(): Promise<void>;
+  /**
+   * What a crash looks like from outside, for tests: heartbeats stop and the gRPC server drops its
+   * connections at once. Like stop(), it leaves the VMs and the state directory as they are.
+   */
+  abort(): void;
+}
+
+/** Wires the host agent: driver (re-attached to its VMs), gRPC edge, registrar. Used by main and by tests. */
+export async function startAgent(config: AgentConfig, logger: Logger): Promise<AgentApp> {
+  const stateDir =
+    config.FLOTILLA_AGENT_STATE_DIR ||
+    path.join(config.FLOTILLA_DATA_DIR, 'agents', config.FLOTILLA_AGENT_NAME);
+  const driver = createDriver(config, stateDir, logger);
+  const recovered = await driver.recover();
+  if (recovered.length) logger.info({ vms: recovered.length }, 're-attached to VMs that kept running');
+  const registration = new HostRegistration();
+  const app: INestMicroservice = await startGrpcService({
+    module: AgentModule.with({
+      identity: new ServiceIdentity(config.FLOTILLA_SERVICE_TOKEN),
+      registration,
+      driver,
+    }),
+    address: config.FLOTILLA_AGENT_ADDRESS,
+    areas: ['common', 'compute'],
+    healthServices: ['flotilla.compute.v1.AgentService'],
+    logger,
+  });
+  const registrar = new Registrar(
+    {
+      name: config.FLOTILLA_AGENT_NAME,
+      address: config.FLOTILLA_AGENT_ADDRESS,
+      computeUrl: config.FLOTILLA_COMPUTE_URL,
+      serviceToken: config.FLOTILLA_SERVICE_TOKEN,
+      labels: config.FLOTILLA_HOST_LABELS,
+    },
+    registration,
+    driver,
+    logger,
+  );
+  registrar.start();
+  logger.info({ address: config.FLOTILLA_AGENT_ADDRESS, driver: driver.name }, 'host agent ready');
+  return {
+    address: config.FLOTILLA_AGENT_ADDRESS,
+    async stop() {
+      registrar.stop();
+      await app.close();
+    },
+    abort() {
+      registrar.stop();
+      void app.close();
+    },
+  };
+}

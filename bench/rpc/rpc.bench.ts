@@ -1,0 +1,1065 @@
+/**
+ * RPC benchmark: what Flotilla's gRPC path costs, against baselines measured in the same run.
+ *
+ *  (a) baseline: a bare grpc-js server (child process) answering flotilla.compute.v1.FlavorService/GetFlavor
+ *      with a fixed Flavor; the client (this process) makes N unary calls at concurrency C and one call at a
+ *      time for latency. Reported: calls/s, p50/p99, and the SERVER process's CPU time per RPC
+ *      (utime+stime from /proc/<pid>/stat).
+ *  (b) the same call through the NestJS path (startGrpcService: interceptor, error filter, health,
+ *      reflection) with a one-method controller: same figures and its server-CPU ratio to (a).
+ *      Target: ≤ 1.25× the bare server's CPU per RPC.
+ *  (c) the real path: compute, gateway and one sim host agent as child processes on free ports with a fresh
+ *      data directory and database. Committed creates (CreateVm start=false through the gateway):
+ *      creates/s, p50/p99 and gateway/compute CPU per create (target ≥ 1,500/s and p99 < 20 ms against
+ *      PostgreSQL); and create+start round trips (CreateVm start=true, then WaitOperation until SUCCEEDED).
+ *
+ * Database for (c): BENCH_DATABASE_URL, else TEST_DATABASE_URL, else the machine's PostgreSQL cluster
+ * started like CI does (role flotilla, database flotilla_bench), else the embedded PGlite (said so in the
+ * output; the create targets are for PostgreSQL). The schemas compute and gateway are dropped first.
+ *
+ * (a) and (b) run side by side in alternating rounds; every run is also capped in time, so a busy machine
+ * gives fewer calls, not a longer benchmark. CPU figures are per successful call and include work a call
+ * leaves behind (the benchmark waits for the processes to go idle before it reads them).
+ *
+ * A benchmark reports, it does not assert: missing targets do not fail the run, a crash does.
+ * Run: the build compiles it to dist/bench/rpc/rpc.bench.js; `node <that file>` runs main(), and a harness
+ * may call runRpcBench() instead. Environment knobs: RPC_BENCH_CALLS, RPC_BENCH_CREATES, RPC_BENCH_ROUND_TRIPS
+ * (sizes), RPC_BENCH_PGLITE=1 (measure (c) on PGlite), RPC_BENCH_NODE_ARGS (node flags for every child,
+ * e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") and RPC_BENCH_KEEP=0 (delete the services' logs even on failure).
+ */
+import * as grpc from '@grpc/grpc-js';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { serviceDefinition } from '@flotilla/platform';
+
+export interface RpcBenchOptions {
+  /** Unary calls per throughput run of (a) and (b). */
+  readonly calls?: number;
+  readonly concurrency?: number;
+  /** Calls made one at a time for the latency runs of (a) and (b). */
+  readonly latencyCalls?: number;
+  /** Committed creates in (c). */
+  readonly creates?: number;
+  readonly createConcurrency?: number;
+  /** Create+start round trips in (c). */
+  readonly roundTrips?: number;
+  readonly roundTripConcurrency?: number;
+  /** Skip (c), e.g. on a machine without the built services. */
+  readonly skipRealPath?: boolean;
+}
+
+export interface LoadSummary {
+  readonly calls: number;
+  readonly errors: number;
+  readonly firstError?: string;
+  readonly seconds: number;
+  readonly callsPerSec: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+  /** CPU time (user+system) of each named process per successful call, µs. */
+  readonly cpuUsPerCall: Record<string, number>;
+  /** Busy CPU of the whole machine (all cores, /proc/stat) per successful call, µs. */
+  readonly machineCpuUsPerCall: number;
+}
+
+export interface ServerRun {
+  readonly throughput: LoadSummary;
+  readonly latency: LoadSummary;
+  /** Server CPU per RPC, µs, from the throughput run. */
+  readonly serverCpuUsPerRpc: number;
+}
+
+export interface RealPathRun {
+  readonly database: string;
+  readonly onPostgres: boolean;
+  readonly creates: LoadSummary;
+  /** The same creates one at a time: latency without queueing. */
+  readonly serialCreates: LoadSummary;
+  readonly roundTrips: LoadSummary;
+  /** CPU each process uses while no call is made (heartbeats, event feed, timers), ms per second. */
+  readonly idleCpuMsPerSec: Record<string, number>;
+  readonly createTargetMet: boolean;
+}
+
+export interface RpcBenchResult {
+  readonly machine: string;
+  /** Share of all CPUs busy during 1 s before the benchmark started (other work on this machine). */
+  readonly backgroundLoad: number;
+  readonly clockTicksPerSec: number;
+  readonly bare: ServerRun;
+  readonly nest: ServerRun;
+  /** nest server CPU per RPC over bare server CPU per RPC. */
+  readonly nestCpuRatio: number;
+  readonly nestTargetMet: boolean;
+  readonly real?: RealPathRun;
+}
+
+const NEST_CPU_RATIO_TARGET = 1.25;
+const CREATES_PER_SEC_TARGET = 1500;
+const CREATE_P99_TARGET_MS = 20;
+const CALL_DEADLINE_MS = 10_000;
+/** The whole benchmark stops (children killed) if it runs longer than this. */
+const WATCHDOG_MS = 170_000;
+
+const envInt = (name: string, fallback: number) => {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v > 0 ? Math.floor(v) : fallback;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Processes: children started by the benchmark, their CPU, and their end.
+
+interface Child {
+  readonly name: string;
+  readonly proc: ChildProcess;
+  readonly log?: string;
+  exited: boolean;
+}
+
+const children = new Set<Child>();
+
+function killAllSync(): void {
+  for (const c of children) if (!c.exited) c.proc.kill('SIGKILL');
+}
+/** Data directories to remove if the process ends before the run does (interrupted). */
+const tempDirs = new Set<string>();
+process.on('exit', () => {
+  killAllSync();
+  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function pidOf(child: Child): number {
+  if (child.proc.pid === undefined) throw new Error(`${child.name} did not start`);
+  return child.proc.pid;
+}
+
+function startChild(
+  name: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; log?: string; pipeStdout?: boolean } = {},
+): Child {
+  const out = options.log ? fs.openSync(options.log, 'a') : 'ignore';
+  // RPC_BENCH_NODE_ARGS: extra node flags for every child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const nodeArgs = (process.env.RPC_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const proc = spawn(process.execPath, [...nodeArgs, ...args], {
+    env: options.env ?? process.env,
+    // Without a log file, errors go to this process's stderr.
+    stdio: ['ignore', options.pipeStdout ? 'pipe' : out, typeof out === 'number' ? out : 'inherit'],
+  });
+  if (typeof out === 'number') fs.closeSync(out);
+  const child: Child = { name, proc, log: options.log, exited: false };
+  proc.once('exit', () => (child.exited = true));
+  children.add(child);
+  return child;
+}
+
+/** Waits for the child's first stdout line that parses as JSON with ready: true. */
+function readyLine<T>(child: Child, timeoutMs: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    let buffer = '';
+    const timer = setTimeout(
+      () => reject(new Error(`${child.name}: not ready after ${timeoutMs} ms${logTail(child)}`)),
+      timeoutMs,
+    );
+    child.proc.stdout?.on('data', (chunk: Buffer) => {
+      buffer += chunk.toString();
+      for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        try {
+          const parsed = JSON.parse(line) as T & { ready?: boolean };
+          if (parsed.ready) {
+            clearTimeout(timer);
+            child.proc.stdout?.removeAllListeners('data');
+            child.proc.stdout?.resume();
+            resolve(parsed);
+            return;
+          }
+        } catch {
+          // a log line
+        }
+      }
+    });
+    child.proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${child.name} exited with ${code} before it was ready${logTail(child)}`));
+    });
+  });
+}
+
+function logTail(child: Child): string {
+  if (!child.log) return '';
+  try {
+    const text = fs.readFileSync(child.log, 'utf8').trim().split('\n').slice(-15).join('\n');
+    return text ? `\n--- last lines of ${child.log}:\n${text}` : '';
+  } catch {
+    return '';
+  }
+}
+
+async function stopChild(child: Child): Promise<void> {
+  if (child.exited) {
+    children.delete(child);
+    return;
+  }
+  const exited = new Promise<void>((r) => child.proc.once('exit', () => r()));
+  child.proc.kill('SIGTERM');
+  const killed = await Promise.race([exited.then(() => true), sleep(6000).then(() => false)]);
+  if (!killed) {
+    child.proc.kill('SIGKILL');
+    await Promise.race([exited, sleep(2000)]);
+  }
+  children.delete(child);
+}
+
+async function stopAll(): Promise<void> {
+  await Promise.all([...children].reverse().map((c) => stopChild(c)));
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+let clockTicks = 0;
+function clockTicksPerSec(): number {
+  if (!clockTicks) {
+    try {
+      clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      clockTicks = 100;
+    }
+  }
+  return clockTicks;
+}
+
+/** utime+stime of a process (all its threads), in µs; 0 once it is gone. */
+function processCpuUs(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after "(comm)": state is field 3, utime field 14, stime field 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / clockTicksPerSec();
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU of a process or a group of processes. */
+type CpuSource = number | number[];
+
+function sourceCpuUs(source: CpuSource): number[] {
+  return (typeof source === 'number' ? [source] : source).map(processCpuUs);
+}
+
+/** CPU used since `before`; a process that went away meanwhile counts for nothing. */
+function cpuSinceUs(source: CpuSource, before: number[]): number {
+  return sourceCpuUs(source).reduce((sum, now, i) => sum + (now && before[i] ? now - before[i] : 0), 0);
+}
+
+/** Busy time of all CPUs (user, nice, system, irq, softirq) in µs. */
+function machineBusyUs(): number {
+  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0];
+  const [, user, nice, system, , , irq, softirq] = line.trim().split(/\s+/).map(Number);
+  return ((user + nice + system + irq + softirq) * 1e6) / clockTicksPerSec();
+}
+
+/** Share of all CPUs busy over `ms` (what else runs on this shared machine), 0..1. */
+async function backgroundLoad(ms: number): Promise<number> {
+  const before = machineBusyUs();
+  await sleep(ms);
+  return (machineBusyUs() - before) / (ms * 1000 * os.cpus().length);
+}
+
+/**
+ * The PostgreSQL processes working for the benchmark: the backends connected to its database and the WAL
+ * writer (commits). Other databases of the same cluster (tests running beside the benchmark) are left out.
+ */
+async function postgresPids(url: string): Promise<number[]> {
+  const { Client } = await import('pg');
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ pid: number }>(
+      "SELECT pid FROM pg_stat_activity WHERE (datname = current_database() AND pid <> pg_backend_pid()) OR backend_type = 'walwriter'",
+    );
+    return rows.map((r) => Number(r.pid));
+  } finally {
+    await c.end();
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Load: N calls at concurrency C, timed one by one, with the CPU of the processes that served them.
+
+function percentile(sorted: Float64Array, q: number): number {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+/** One measured run before summarising: runs of the same kind can be merged (interleaved rounds). */
+interface LoadRaw {
+  calls: number;
+  latencies: Float64Array;
+  errors: number;
+  firstError?: string;
+  seconds: number;
+  cpuUs: Record<string, number>;
+  machineUs: number;
+}
+
+async function measure(
+  calls: number,
+  concurrency: number,
+  call: (i: number) => Promise<void>,
+  cpu: Record<string, CpuSource>,
+  options: { settle?: boolean; maxSeconds?: number } = {},
+): Promise<LoadRaw> {
+  const latencies = new Float64Array(calls);
+  let next = 0;
+  let done = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  const cpuBefore = Object.fromEntries(Object.entries(cpu).map(([k, s]) => [k, sourceCpuUs(s)]));
+  const busyBefore = machineBusyUs();
+  const clientBefore = process.cpuUsage();
+  const started = process.hrtime.bigint();
+  // A run stops taking new calls after maxSeconds (a busy machine must not stretch the benchmark).
+  const stopAt = Date.now() + (options.maxSeconds ?? Infinity) * 1000;
+  const worker = async () => {
+    while (next < calls && Date.now() < stopAt) {
+      const i = next++;
+      const t0 = process.hrtime.bigint();
+      try {
+        await call(i);
+        latencies[done++] = Number(process.hrtime.bigint() - t0) / 1e6;
+      } catch (e) {
+        errors++;
+        firstError ??= e instanceof Error ? e.message : String(e);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, calls) }, worker));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const clientCpu = process.cpuUsage(clientBefore);
+  // Work the calls left behind (operations run after CreateVm answers) counts too: wait until it is done.
+  if (options.settle) await settle(cpu);
+  return {
+    calls: next,
+    latencies: latencies.slice(0, done),
+    errors,
+    firstError,
+    seconds,
+    cpuUs: {
+      ...Object.fromEntries(Object.entries(cpu).map(([k, s]) => [k, cpuSinceUs(s, cpuBefore[k])])),
+      client: clientCpu.user + clientCpu.system,
+    },
+    machineUs: machineBusyUs() - busyBefore,
+  };
+}
+
+function summarise(raws: LoadRaw[]): LoadSummary {
+  const sum = (f: (r: LoadRaw) => number) => raws.reduce((acc, r) => acc + f(r), 0);
+  const done = sum((r) => r.latencies.length);
+  const ok = Math.max(1, done);
+  const seconds = sum((r) => r.seconds);
+  const sorted = new Float64Array(done);
+  let at = 0;
+  for (const r of raws) {
+    sorted.set(r.latencies, at);
+    at += r.latencies.length;
+  }
+  sorted.sort();
+  const keys = Object.keys(raws[0]?.cpuUs ?? {});
+  return {
+    calls: sum((r) => r.calls),
+    errors: sum((r) => r.errors),
+    firstError: raws.find((r) => r.firstError)?.firstError,
+    seconds,
+    callsPerSec: done / seconds,
+    p50Ms: percentile(sorted, 0.5),
+    p99Ms: percentile(sorted, 0.99),
+    maxMs: done ? sorted[done - 1] : NaN,
+    cpuUsPerCall: Object.fromEntries(keys.map((k) => [k, sum((r) => r.cpuUs[k] ?? 0) / ok])),
+    machineCpuUsPerCall: sum((r) => r.machineUs) / ok,
+  };
+}
+
+async function runLoad(...args: Parameters<typeof measure>): Promise<LoadSummary> {
+  return summarise([await measure(...args)]);
+}
+
+/** Waits (≤ 3 s) until the processes have been nearly idle for 300 ms. */
+async function settle(cpu: Record<string, CpuSource>): Promise<void> {
+  const total = (): number =>
+    Object.values(cpu).reduce<number>((sum, s) => sum + sourceCpuUs(s).reduce((a, b) => a + b, 0), 0);
+  const deadline = Date.now() + 3000;
+  let last = total();
+  while (Date.now() < deadline) {
+    await sleep(300);
+    const now = total();
+    if (now - last <= 30_000) return; // ≤ 10% of one core over the window: background only
+    last = now;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// gRPC client helpers: raw grpc-js clients from the shared package definition, a deadline on every call.
+
+type UnaryFn = (
+  req: unknown,
+  metadata: grpc.Metadata,
+  options: grpc.CallOptions,
+  cb: (err: grpc.ServiceError | null, res: unknown) => void,
+) => grpc.ClientUnaryCall;
+
+function client(address: string, service: string): grpc.Client {
+  const Ctor = grpc.makeGenericClientConstructor(serviceDefinition(service), service);
+  return new Ctor(address, grpc.credentials.createInsecure());
+}
+
+function unary<R>(
+  c: grpc.Client,
+  method: string,
+  req: unknown,
+  metadata = new grpc.Metadata(),
+  deadlineMs = CALL_DEADLINE_MS,
+): Promise<R> {
+  const fn = (c as unknown as Record<string, UnaryFn>)[method];
+  return new Promise((resolve, reject) =>
+    fn.call(c, req, metadata, { deadline: Date.now() + deadlineMs }, (err, res) =>
+      err ? reject(err) : resolve(res as R),
+    ),
+  );
+}
+
+function waitForReady(c: grpc.Client, ms: number): Promise<void> {
+  return new Promise((resolve, reject) =>
+    c.waitForReady(Date.now() + ms, (err) => (err ? reject(err) : resolve())),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// (a) and (b): GetFlavor on a bare grpc-js server and on the NestJS path.
+
+const distBench = __dirname;
+
+/**
+ * Both servers run side by side and are measured in alternating rounds (the order swapped every round),
+ * so that what else this shared machine does at the time weighs on both alike.
+ */
+async function benchBaselines(opts: {
+  calls: number;
+  concurrency: number;
+  latencyCalls: number;
+  rounds: number;
+}): Promise<{ bare: ServerRun; nest: ServerRun }> {
+  const modes = ['bare', 'nest'] as const;
+  const servers = await Promise.all(
+    modes.map(async (mode) => {
+      const address = `127.0.0.1:${await freePort()}`;
+      const child = startChild(`${mode} server`, [path.join(distBench, 'flavor-server.js'), mode, address], {
+        env: { ...process.env, FLOTILLA_LOG_LEVEL: 'warn' },
+        pipeStdout: true,
+      });
+      return { mode, child, client: client(address, 'flotilla.compute.v1.FlavorService') };
+    }),
+  );
+  try {
+    const runs = await Promise.all(
+      servers.map(async (s) => {
+        await readyLine(s.child, 30_000);
+        await waitForReady(s.client, 5000);
+        const get = async () => {
+          await unary(s.client, 'GetFlavor', { id: 'm1.small' }, new grpc.Metadata(), 5000);
+        };
+        return {
+          ...s,
+          get,
+          cpu: { server: pidOf(s.child) },
+          throughput: [] as LoadRaw[],
+          latency: [] as LoadRaw[],
+        };
+      }),
+    );
+    // Warm-up: JIT on both sides, HTTP/2 windows.
+    for (const r of runs)
+      await measure(Math.min(5000, opts.calls), opts.concurrency, r.get, {}, { maxSeconds: 3 });
+    const perRound = (n: number) => Math.max(1, Math.round(n / opts.rounds));
+    for (let round = 0; round < opts.rounds; round++) {
+      for (const r of round % 2 ? [...runs].reverse() : runs) {
+        r.throughput.push(
+          await measure(perRound(opts.calls), opts.concurrency, r.get, r.cpu, { maxSeconds: 3 }),
+        );
+        r.latency.push(await measure(perRound(opts.latencyCalls), 1, r.get, r.cpu, { maxSeconds: 1.5 }));
+      }
+    }
+    const result = (mode: 'bare' | 'nest'): ServerRun => {
+      const r = runs[modes.indexOf(mode)];
+      const throughput = summarise(r.throughput);
+      return { throughput, latency: summarise(r.latency), serverCpuUsPerRpc: throughput.cpuUsPerCall.server };
+    };
+    return { bare: result('bare'), nest: result('nest') };
+  } finally {
+    for (const s of servers) s.client.close();
+    await Promise.all(servers.map((s) => stopChild(s.child)));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// (c) the real path.
+
+interface BenchDatabase {
+  url: string;
+  description: string;
+  onPostgres: boolean;
+  /** Processes doing the database's work, for CPU per call (looked up before each measured run). */
+  cpu?: () => Promise<CpuSource>;
+  /** Drop what the previous run left. */
+  fresh: boolean;
+}
+
+function run(cmd: string, args: string[]): { ok: boolean; out: string } {
+  try {
+    return {
+      ok: true,
+      out: execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 }),
+    };
+  } catch (e) {
+    const err = e as { stderr?: string; message: string };
+    return { ok: false, out: String(err.stderr ?? err.message) };
+  }
+}
+
+/** Starts the machine's PostgreSQL clusters as CI does and makes the bench role and database; undefined if it can't. */
+function localPostgres(): { url: string; port: string } | undefined {
+  const clusters = run('pg_lsclusters', ['-h']);
+  if (!clusters.ok || !clusters.out.trim()) return undefined;
+  let port = '';
+  for (const line of clusters.out.trim().split('\n')) {
+    const [version, cluster, clusterPort] = line.trim().split(/\s+/);
+    run('pg_ctlcluster', ['--skip-systemctl-redirect', version, cluster, 'start']); // "already running" is fine
+    port ||= clusterPort;
+  }
+  const role = run('runuser', [
+    '-u',
+    'postgres',
+    '--',
+    'psql',
+    '-p',
+    port,
+    '-c',
+    "CREATE ROLE flotilla LOGIN PASSWORD 'flotilla' SUPERUSER",
+  ]);
+  if (!role.ok && !/already exists/.test(role.out)) return undefined;
+  const db = run('runuser', [
+    '-u',
+    'postgres',
+    '--',
+    'createdb',
+    '-p',
+    port,
+    '-O',
+    'flotilla',
+    'flotilla_bench',
+  ]);
+  if (!db.ok && !/already exists/.test(db.out)) return undefined;
+  return { url: `postgres://flotilla:flotilla@127.0.0.1:${port}/flotilla_bench`, port };
+}
+
+async function benchDatabase(dataDir: string): Promise<BenchDatabase> {
+  const given = (['BENCH_DATABASE_URL', 'TEST_DATABASE_URL'] as const).find((k) => process.env[k]);
+  const givenUrl = given && process.env[given];
+  if (given && givenUrl && process.env.RPC_BENCH_PGLITE !== '1') {
+    const onThisMachine = /@(127\.0\.0\.1|localhost|\[::1\])[:/]/.test(givenUrl);
+    return {
+      url: givenUrl,
+      description: `PostgreSQL from ${given}`,
+      onPostgres: true,
+      cpu: onThisMachine ? () => postgresPids(givenUrl) : undefined,
+      fresh: true,
+    };
+  }
+  // RPC_BENCH_PGLITE=1 measures on the embedded database even where PostgreSQL is available.
+  const local = process.env.RPC_BENCH_PGLITE === '1' ? undefined : localPostgres();
+  if (local) {
+    const version = run('runuser', [
+      '-u',
+      'postgres',
+      '--',
+      'psql',
+      '-p',
+      local.port,
+      '-Atc',
+      'SHOW server_version',
+    ]).out.trim();
+    return {
+      url: local.url,
+      description:
+        `PostgreSQL ${version || ''} on this machine (started like CI, database flotilla_bench)`.replace(
+          '  ',
+          ' ',
+        ),
+      onPostgres: true,
+      cpu: () => postgresPids(local.url),
+      fresh: true,
+    };
+  }
+  const child = startChild('embedded db', [path.join(distBench, 'embedded-db.js')], {
+    log: path.join(dataDir, 'embedded-db.log'),
+    pipeStdout: true,
+  });
+  const { url } = await readyLine<{ url: string }>(child, 60_000);
+  return {
+    url,
+    description:
+      process.env.RPC_BENCH_PGLITE === '1'
+        ? 'embedded PGlite (RPC_BENCH_PGLITE=1)'
+        : 'embedded PGlite (no PostgreSQL found: set BENCH_DATABASE_URL for PostgreSQL figures)',
+    onPostgres: false,
+    cpu: async () => pidOf(child),
+    fresh: false,
+  };
+}
+
+async function dropSchemas(url: string): Promise<void> {
+  const { Client } = await import('pg');
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('DROP SCHEMA IF EXISTS compute CASCADE');
+    await c.query('DROP SCHEMA IF EXISTS gateway CASCADE');
+  } finally {
+    await c.end();
+  }
+}
+
+async function until<T>(
+  what: string,
+  ms: number,
+  probe: () => Promise<T | undefined>,
+  alive: Child[],
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    for (const c of alive)
+      if (c.exited) throw new Error(`${c.name} exited while waiting for ${what}${logTail(c)}`);
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
+}
+
+interface Op {
+  id: string;
+  state: string;
+  error?: { message?: string };
+}
+
+async function benchRealPath(opts: {
+  creates: number;
+  createConcurrency: number;
+  roundTrips: number;
+  roundTripConcurrency: number;
+}): Promise<RealPathRun> {
+  const dist = path.resolve(distBench, '..', '..');
+  const mainOf = (app: string) => path.join(dist, 'apps', app, 'src', 'main.js');
+  for (const app of ['compute', 'gateway', 'host-agent'])
+    if (!fs.existsSync(mainOf(app)))
+      throw new Error(`${mainOf(app)} is missing: build first (node tools/build.mjs)`);
+
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-rpc-bench-'));
+  tempDirs.add(dataDir);
+  const clients: grpc.Client[] = [];
+  let failed = true;
+  try {
+    const db = await benchDatabase(dataDir);
+    if (db.fresh) await dropSchemas(db.url);
+    const [gatewayPort, computePort, adminPort, agentPort] = await Promise.all([
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+    ]);
+    const tokenFile = path.join(dataDir, 'admin-token');
+    // Only this benchmark's settings: a FLOTILLA_* of the caller (a schema, a port, a CLI token) would
+    // change what is measured or make the services collide.
+    const env: NodeJS.ProcessEnv = Object.fromEntries(
+      Object.entries(process.env).filter(([k]) => !k.startsWith('FLOTILLA_') && k !== 'DATABASE_URL'),
+    );
+    Object.assign(env, {
+      DATABASE_URL: db.url,
+      FLOTILLA_SERVICE_TOKEN: randomBytes(24).toString('base64url'),
+      FLOTILLA_DATA_DIR: dataDir,
+      FLOTILLA_COMPUTE_ADDRESS: `127.0.0.1:${computePort}`,
+      FLOTILLA_COMPUTE_URL: `127.0.0.1:${computePort}`,
+      FLOTILLA_GATEWAY_ADDRESS: `127.0.0.1:${gatewayPort}`,
+      FLOTILLA_ADMIN_HTTP_ADDRESS: `127.0.0.1:${adminPort}`,
+      FLOTILLA_BOOTSTRAP_TOKEN_FILE: tokenFile,
+      FLOTILLA_AGENT_ADDRESS: `127.0.0.1:${agentPort}`,
+      FLOTILLA_AGENT_NAME: 'bench-host-1',
+      FLOTILLA_DRIVER: 'sim',
+      FLOTILLA_SIM_LATENCY_MS: '0',
+      // Room for every VM the round trips start.
+      FLOTILLA_SIM_CPUS: '4096',
+      FLOTILLA_SIM_MEMORY_MIB: String(16 * 1024 * 1024),
+    });
+    const log = (name: string) => path.join(dataDir, `${name}.log`);
+    const compute = startChild('compute', [mainOf('compute')], { env, log: log('compute') });
+    const gateway = startChild('gateway', [mainOf('gateway')], { env, log: log('gateway') });
+    const agent = startChild('host agent', [mainOf('host-agent')], { env, log: log('host-agent') });
+    const all = [compute, gateway, agent];
+
+    const token = await until(
+      'the admin token file',
+      60_000,
+      async () => {
+        const t = fs.existsSync(tokenFile) ? fs.readFileSync(tokenFile, 'utf8').trim() : '';
+        return t || undefined;
+      },
+      all,
+    );
+    const auth = new grpc.Metadata();
+    auth.set('authorization', `Bearer ${token}`);
+    const gw = `127.0.0.1:${gatewayPort}`;
+    const vms = client(gw, 'flotilla.compute.v1.VmService');
+    const hosts = client(gw, 'flotilla.compute.v1.HostService');
+    const ops = client(gw, 'flotilla.common.v1.OperationService');
+    clients.push(vms, hosts, ops);
+    const page = { page: { pageSize: 10, pageToken: '', filter: '' } };
+    await until(
+      'the gateway and compute',
+      60_000,
+      async () => {
+        await unary(vms, 'ListVms', page, auth, 2000);
+        return true;
+      },
+      all,
+    );
+    await until(
+      'host bench-host-1 ENABLED',
+      60_000,
+      async () => {
+        const res = await unary<{ hosts: Array<{ name: string; state: string }> }>(
+          hosts,
+          'ListHosts',
+          page,
+          auth,
+          2000,
+        );
+        return res.hosts.some((h) => h.name === 'bench-host-1' && h.state === 'HOST_STATE_ENABLED')
+          ? true
+          : undefined;
+      },
+      all,
+    );
+
+    const runId = Date.now().toString(36);
+    const create = (prefix: string, start: boolean) => (i: number) =>
+      unary<{ vm: { id: string }; operation: Op }>(
+        vms,
+        'CreateVm',
+        {
+          requestId: `bench-${randomUUID()}`,
+          name: `${prefix}-${runId}-${i}`,
+          vcpus: 1,
+          memoryMib: 64,
+          start,
+        },
+        auth,
+      );
+    const roundTrip = (prefix: string) => async (i: number) => {
+      const { operation } = await create(prefix, true)(i);
+      let op = operation;
+      const deadline = Date.now() + 30_000;
+      while (op.state !== 'OPERATION_STATE_SUCCEEDED') {
+        if (op.state === 'OPERATION_STATE_FAILED' || op.state === 'OPERATION_STATE_CANCELLED')
+          throw new Error(`operation ${op.id} ${op.state}: ${op.error?.message ?? ''}`);
+        if (Date.now() > deadline) throw new Error(`operation ${op.id} still ${op.state} after 30 s`);
+        op = (
+          await unary<{ operation: Op }>(ops, 'WaitOperation', { id: op.id, timeoutMs: 10_000 }, auth, 15_000)
+        ).operation;
+      }
+    };
+    const cpu = async (): Promise<Record<string, CpuSource>> => ({
+      gateway: pidOf(gateway),
+      compute: pidOf(compute),
+      agent: pidOf(agent),
+      ...(db.cpu ? { database: await db.cpu() } : {}),
+    });
+    const check = (what: string, s: LoadSummary) => {
+      for (const c of all) if (c.exited) throw new Error(`${c.name} exited during ${what}${logTail(c)}`);
+      if (s.errors > s.calls / 100)
+        throw new Error(`${what}: ${s.errors} of ${s.calls} calls failed, e.g. ${s.firstError}`);
+    };
+
+    // Warm-up of every process on both paths, then the measured runs.
+    check(
+      'warm-up',
+      await runLoad(
+        Math.min(300, opts.creates),
+        opts.createConcurrency,
+        (i) => create('warm', false)(i).then(() => undefined),
+        await cpu(),
+        { settle: true, maxSeconds: 5 },
+      ),
+    );
+    check(
+      'warm-up',
+      await runLoad(
+        Math.min(100, opts.roundTrips),
+        opts.roundTripConcurrency,
+        roundTrip('warmrt'),
+        await cpu(),
+        { settle: true, maxSeconds: 5 },
+      ),
+    );
+    // What the processes use with no calls at all: it is inside every per-call CPU figure below.
+    const idleSources = await cpu();
+    const idleBefore = Object.fromEntries(
+      Object.entries(idleSources).map(([k, src]) => [k, sourceCpuUs(src)]),
+    );
+    await sleep(2000);
+    const idleCpuMsPerSec = Object.fromEntries(
+      Object.entries(idleSources).map(([k, src]) => [k, cpuSinceUs(src, idleBefore[k]) / 1000 / 2]),
+    );
+    const creates = await runLoad(
+      opts.creates,
+      opts.createConcurrency,
+      (i) => create('c', false)(i).then(() => undefined),
+      await cpu(),
+      { settle: true, maxSeconds: 20 },
+    );
+    check('creates', creates);
+    const serialCreates = await runLoad(
+      Math.min(300, opts.creates),
+      1,
+      (i) => create('s', false)(i).then(() => undefined),
+      await cpu(),
+      { settle: true, maxSeconds: 4 },
+    );
+    check('creates one at a time', serialCreates);
+    const roundTrips = await runLoad(
+      opts.roundTrips,
+      opts.roundTripConcurrency,
+      roundTrip('rt'),
+      await cpu(),
+      { settle: true, maxSeconds: 15 },
+    );
+    check('create+start round trips', roundTrips);
+    failed = false;
+    return {
+      database: db.description,
+      onPostgres: db.onPostgres,
+      creates,
+      serialCreates,
+      roundTrips,
+      idleCpuMsPerSec,
+      createTargetMet:
+        db.onPostgres &&
+        creates.callsPerSec >= CREATES_PER_SEC_TARGET &&
+        creates.p99Ms < CREATE_P99_TARGET_MS,
+    };
+  } finally {
+    for (const c of clients) c.close();
+    await stopAll();
+    tempDirs.delete(dataDir);
+    if (failed && process.env.RPC_BENCH_KEEP !== '0')
+      process.stderr.write(`rpc bench: logs kept in ${dataDir}\n`);
+    else fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+function machineDescription(): string {
+  const model =
+    /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.cpus()[0]?.model ?? '?';
+  return `${os.cpus().length} CPUs (${model}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, Node ${process.version}`;
+}
+
+export async function runRpcBench(options: RpcBenchOptions = {}): Promise<RpcBenchResult> {
+  const calls = options.calls ?? envInt('RPC_BENCH_CALLS', 20_000);
+  const concurrency = options.concurrency ?? 32;
+  const latencyCalls = options.latencyCalls ?? Math.min(3000, calls);
+  const watchdog = setTimeout(() => {
+    process.stderr.write(`rpc bench: still running after ${WATCHDOG_MS / 1000} s: stopping\n`);
+    killAllSync();
+    process.exit(1);
+  }, WATCHDOG_MS);
+  watchdog.unref();
+  try {
+    const background = await backgroundLoad(1000);
+    const { bare, nest } = await benchBaselines({ calls, concurrency, latencyCalls, rounds: 4 });
+    const nestCpuRatio = nest.serverCpuUsPerRpc / bare.serverCpuUsPerRpc;
+    const real = options.skipRealPath
+      ? undefined
+      : await benchRealPath({
+          creates: options.creates ?? envInt('RPC_BENCH_CREATES', 3000),
+          createConcurrency: options.createConcurrency ?? 32,
+          roundTrips: options.roundTrips ?? envInt('RPC_BENCH_ROUND_TRIPS', 1000),
+          roundTripConcurrency: options.roundTripConcurrency ?? 16,
+        });
+    return {
+      machine: machineDescription(),
+      backgroundLoad: background,
+      clockTicksPerSec: clockTicksPerSec(),
+      bare,
+      nest,
+      nestCpuRatio,
+      nestTargetMet: nestCpuRatio <= NEST_CPU_RATIO_TARGET,
+      real,
+    };
+  } finally {
+    clearTimeout(watchdog);
+    await stopAll();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Output.
+
+function table(header: string[], rows: string[][]): string[] {
+  const widths = header.map((h, col) => Math.max(h.length, ...rows.map((r) => r[col].length)));
+  const line = (row: string[]) =>
+    row.map((cell, col) => (col === 0 ? cell.padEnd(widths[col]) : cell.padStart(widths[col]))).join('  ');
+  return [line(header), ...rows.map(line)];
+}
+
+const f0 = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '-');
+const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '-');
+const x = (n: number) => (Number.isFinite(n) ? `${n.toFixed(2)}x` : '-');
+
+export function formatRpcBench(r: RpcBenchResult): string {
+  const { bare, nest } = r;
+  const b = bare.throughput;
+  const serverRow = (name: string, s: ServerRun) => [
+    name,
+    f0(s.throughput.callsPerSec),
+    x(s.throughput.callsPerSec / b.callsPerSec),
+    f2(s.throughput.p50Ms),
+    f2(s.throughput.p99Ms),
+    f2(s.latency.p50Ms),
+    f2(s.latency.p99Ms),
+    x(s.latency.p50Ms / bare.latency.p50Ms),
+    f0(s.serverCpuUsPerRpc),
+    x(s.serverCpuUsPerRpc / bare.serverCpuUsPerRpc),
+    f0(s.throughput.cpuUsPerCall.client),
+    String(s.throughput.errors + s.latency.errors),
+  ];
+  const out = [
+    `rpc: GetFlavor, ${b.calls} calls at concurrency 32 and ${bare.latency.calls} at concurrency 1; ${r.machine}; CLK_TCK ${r.clockTicksPerSec}`,
+    `machine busy before the run (other work on this shared VM): ${(r.backgroundLoad * 100).toFixed(0)}% of all CPUs`,
+    ...table(
+      [
+        'server',
+        'calls/s',
+        'vs bare',
+        'p50 ms',
+        'p99 ms',
+        'C=1 p50',
+        'C=1 p99',
+        'vs bare',
+        'server µs/RPC',
+        'vs bare',
+        'client µs/RPC',
+        'errors',
+      ],
+      [serverRow('(a) baseline: bare grpc-js', bare), serverRow('(b) NestJS startGrpcService', nest)],
+    ),
+    `(b) server CPU per RPC / (a): ${x(r.nestCpuRatio)} (target ≤ ${NEST_CPU_RATIO_TARGET}x: ${r.nestTargetMet ? 'met' : 'NOT met'})`,
+  ];
+  if (r.real) {
+    const { creates: c, serialCreates: c1, roundTrips: t } = r.real;
+    const cpuCols = (s: LoadSummary) => {
+      const cells = ['gateway', 'compute', 'agent', 'database', 'client'].map((k) =>
+        s.cpuUsPerCall[k] === undefined
+          ? '-'
+          : `${f0(s.cpuUsPerCall[k])} (${x(s.cpuUsPerCall[k] / bare.serverCpuUsPerRpc)})`,
+      );
+      return [...cells, f0(s.machineCpuUsPerCall)];
+    };
+    out.push(
+      '',
+      `rpc real path: gateway → compute (→ host agent, sim driver, latency 0) on ${r.real.database}`,
+      ...table(
+        [
+          'run',
+          'ops/s',
+          'vs bare',
+          'p50 ms',
+          'vs bare',
+          'p99 ms',
+          'vs bare',
+          'gateway µs/op',
+          'compute µs/op',
+          'agent µs/op',
+          'database µs/op',
+          'bench client µs/op',
+          'machine µs/op',
+          'errors',
+        ],
+        [
+          [`committed creates (C=32, ${c.calls})`, c, b] as const,
+          [`committed creates (C=1, ${c1.calls})`, c1, bare.latency] as const,
+          [`create+start round trips (C=16, ${t.calls})`, t, b] as const,
+        ].map(([name, s, base]) => [
+          name,
+          f0(s.callsPerSec),
+          x(s.callsPerSec / base.callsPerSec),
+          f2(s.p50Ms),
+          x(s.p50Ms / base.p50Ms),
+          f2(s.p99Ms),
+          x(s.p99Ms / base.p99Ms),
+          ...cpuCols(s),
+          String(s.errors),
+        ]),
+      ),
+      "(ratios: against (a) at concurrency 32, the C=1 row against (a) at C=1; CPU columns: µs per op and, in brackets, that over the bare server's µs per RPC)",
+      `idle CPU with no calls (included above), ms per s: ${Object.entries(r.real.idleCpuMsPerSec)
+        .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+        .join(', ')}`,
+      r.real.onPostgres
+        ? `creates target ≥ ${CREATES_PER_SEC_TARGET}/s and p99 < ${CREATE_P99_TARGET_MS} ms on PostgreSQL: ${r.real.createTargetMet ? 'met' : 'NOT met'}` +
+            ` (${f0(c.callsPerSec)}/s, p99 ${f2(c.p99Ms)} ms)`
+        : `creates target (≥ ${CREATES_PER_SEC_TARGET}/s, p99 < ${CREATE_P99_TARGET_MS} ms) applies to PostgreSQL: this run used the embedded PGlite, so it is not judged`,
+    );
+  }
+  return out.join('\n');
+}
+
+export async function main(): Promise<void> {
+  // Interrupted: the services this run started go with it.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => {
+      killAllSync();
+      process.exit(130);
+    });
+  console.log(formatRpcBench(await runRpcBench()));
+}
+
+if (require.main === module) {
+  main().catch((error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  });
+}
