@@ -43,7 +43,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   const registrar = new Registrar(
     {
       name: config.FLOTILLA_AGENT_NAME,
-      address: config.FLOTILLA_AGENT_ADDRESS,
+      address: config.FLOTILLA_AGENT_ADVERTISE_ADDRESS || config.FLOTILLA_AGENT_ADDRESS,
       computeUrl: config.FLOTILLA_COMPUTE_URL,
       serviceToken: config.FLOTILLA_SERVICE_TOKEN,
       labels: config.FLOTILLA_HOST_LABELS,

@@ -19,6 +19,12 @@ export const agentConfigSpec = {
     schema: listenAddress(),
     default: '127.0.0.1:7410',
   },
+  FLOTILLA_AGENT_ADVERTISE_ADDRESS: {
+    description:
+      'host:port compute should call this agent on, when it differs from the listen address (NAT, containers listening on 0.0.0.0); empty: FLOTILLA_AGENT_ADDRESS',
+    schema: listenAddress(),
+    default: '',
+  },
   FLOTILLA_AGENT_NAME: {
     description: 'the host name registered with the pool (unique in the pool)',
     schema: z

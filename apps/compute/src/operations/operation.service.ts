@@ -19,11 +19,16 @@ import { Emit, events, ComputeStore } from '../persistence/compute-store';
 import { OperationParams, OperationRow } from '../persistence/entities';
 
 export interface NewOperation {
+  /** Chosen by the caller when other rows written in the same transaction refer to it. */
+  id?: string;
   kind: string;
   target: { kind: string; id: string; name: string };
   tenantId: string;
   requestId?: string;
   params?: OperationParams;
+  /** Record it as already done (work that completed in the creating transaction). */
+  succeeded?: boolean;
+  now?: Date;
 }
 
 const waitPollMs = 500;
@@ -35,30 +40,32 @@ export class OperationService {
   constructor(private readonly store: ComputeStore) {}
 
   async create(m: EntityManager, emit: Emit, spec: NewOperation): Promise<OperationRow> {
-    const op = m.create(OperationRow, {
-      id: randomUUID(),
+    const now = spec.now ?? new Date();
+    const op: OperationRow = {
+      id: spec.id ?? randomUUID(),
       kind: spec.kind,
       targetKind: spec.target.kind,
       targetId: spec.target.id,
       targetName: spec.target.name,
       tenantId: spec.tenantId,
       requestId: spec.requestId ?? null,
-      state: 'PENDING',
-      progress: 0,
-      step: 'queued',
+      state: spec.succeeded ? 'SUCCEEDED' : 'PENDING',
+      progress: spec.succeeded ? 1 : 0,
+      step: spec.succeeded ? 'succeeded' : 'queued',
       params: spec.params ?? {},
-      result: {},
+      result: spec.succeeded ? { vm_id: spec.target.id } : {},
       errorCode: null,
       errorMessage: null,
       errorField: null,
       pointOfNoReturn: false,
       version: 1,
-      finishedAt: null,
-    });
+      createdAt: now,
+      updatedAt: now,
+      finishedAt: spec.succeeded ? now : null,
+    };
     await m.insert(OperationRow, op);
-    const saved = await m.findOneByOrFail(OperationRow, { id: op.id });
-    emit(events.operation('CREATED', saved));
-    return saved;
+    emit(events.operation('CREATED', op));
+    return op;
   }
 
   /** The earlier operation a repeated request (same tenant, kind, target and request_id) created. */

@@ -57,14 +57,32 @@ export async function appendEvents(manager: EntityManager, events: NewEvent[]): 
   if (!events.length) return;
   if (!manager.queryRunner?.isTransactionActive)
     throw new Error('appendEvents must run inside a transaction');
-  const table = manager.getRepository(OutboxEvent).metadata.tablePath;
-  await manager.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [table]);
-  await manager
-    .createQueryBuilder()
-    .insert()
-    .into(OutboxEvent)
-    .values(events.map((e) => ({ ...e, tenantId: e.tenantId ?? '', payload: e.payload as object })))
-    .execute();
+  const path = manager.getRepository(OutboxEvent).metadata.tablePath;
+  const table = path
+    .split('.')
+    .map((p) => `"${p}"`)
+    .join('.');
+  // One round trip: every output row of the join needs the lock's row, so the lock is held before the
+  // first sequence number is drawn.
+  await manager.query(
+    `INSERT INTO ${table} (kind, type, resource_id, tenant_id, payload)
+     SELECT e.doc->>'kind', e.doc->>'type', e.doc->>'resource_id', e.doc->>'tenant_id', e.doc->'payload'
+       FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS lock,
+            jsonb_array_elements($2::jsonb) WITH ORDINALITY AS e(doc, n)
+      ORDER BY e.n`,
+    [
+      path,
+      JSON.stringify(
+        events.map((e) => ({
+          kind: e.kind,
+          type: e.type,
+          resource_id: e.resourceId,
+          tenant_id: e.tenantId ?? '',
+          payload: e.payload,
+        })),
+      ),
+    ],
+  );
 }
 
 export class CreateOutbox1764000000000 implements MigrationInterface {
