@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { commonConfig, listenAddress, positiveMs, type ConfigSpec } from '@flotilla/platform';
+import { commonConfig, dbSchemaConfig, listenAddress, positiveMs, type ConfigSpec } from '@flotilla/platform';
 
 const ratio = (max: number) =>
   z.coerce.number().min(1, `must be from 1 to ${max}`).max(max, `must be from 1 to ${max}`);
@@ -11,16 +11,7 @@ export const computeConfigSpec = {
     schema: listenAddress(),
     default: '127.0.0.1:7401',
   },
-  FLOTILLA_DB_SCHEMA: {
-    description: 'database schema of this service',
-    schema: z
-      .string()
-      .regex(
-        /^[a-z_][a-z0-9_]{0,62}$/,
-        'must be 1..63 lowercase letters, digits or "_", not starting with a digit',
-      ),
-    default: 'compute',
-  },
+  FLOTILLA_DB_SCHEMA: dbSchemaConfig('compute'),
   FLOTILLA_POOL_NAME: {
     description: 'name of this pool',
     schema: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be 1..63 lowercase letters, digits or "-"'),

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { commonConfig, listenAddress, type ConfigSpec } from '@flotilla/platform';
+import { commonConfig, dbSchemaConfig, listenAddress, type ConfigSpec } from '@flotilla/platform';
 
 export const gatewayConfigSpec = {
   ...commonConfig,
@@ -33,16 +33,7 @@ export const gatewayConfigSpec = {
     schema: listenAddress(),
     default: '127.0.0.1:7404',
   },
-  FLOTILLA_DB_SCHEMA: {
-    description: 'database schema of this service',
-    schema: z
-      .string()
-      .regex(
-        /^[a-z_][a-z0-9_]{0,62}$/,
-        'must be 1..63 lowercase letters, digits or "_", not starting with a digit',
-      ),
-    default: 'gateway',
-  },
+  FLOTILLA_DB_SCHEMA: dbSchemaConfig('gateway'),
   FLOTILLA_POOL_NAME: {
     description: 'name of the pool behind this gateway',
     schema: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be 1..63 lowercase letters, digits or "-"'),

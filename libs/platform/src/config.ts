@@ -86,3 +86,15 @@ export const commonConfig = {
     default: './var',
   },
 } satisfies ConfigSpec;
+
+/** The database schema a service owns (tests and side-by-side installations give each its own). */
+export const dbSchemaConfig = (defaultSchema: string): ConfigKey<string> => ({
+  description: 'database schema of this service',
+  schema: z
+    .string()
+    .regex(
+      /^[a-z_][a-z0-9_]{0,62}$/,
+      'must be 1..63 lowercase letters, digits or "_", not starting with a digit',
+    ),
+  default: defaultSchema,
+});

@@ -10,6 +10,7 @@ export * from './persistence/data-source';
 export * from './persistence/embedded-postgres';
 export * from './persistence/event-feed';
 export * from './persistence/outbox';
+export * from './persistence/paging';
 export * from './persistence/versioned';
 export * from './lifecycle';
 export * from './contract-only-service';

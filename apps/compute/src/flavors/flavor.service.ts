@@ -3,7 +3,6 @@ import { EntityManager } from 'typeorm';
 import { computeV1 } from '@flotilla/contracts';
 import {
   DomainError,
-  encodePageToken,
   ErrorCode,
   failedPrecondition,
   isUuid,
@@ -13,7 +12,7 @@ import {
   validateIntRange,
   validateName,
 } from '@flotilla/domain';
-import { Caller, requireRole } from '@flotilla/platform';
+import { Caller, requireRole, fetchPage } from '@flotilla/platform';
 import { flavorToProto } from '../mappers';
 import { events, ComputeStore } from '../persistence/compute-store';
 import { FlavorRow, VmRow } from '../persistence/entities';
@@ -29,17 +28,12 @@ export class FlavorService {
     const spec = parsePage(page, ['name']);
     const qb = this.store.manager.createQueryBuilder(FlavorRow, 'f');
     for (const [i, { value }] of spec.filter.entries()) qb.andWhere(`f.name = :f${i}`, { [`f${i}`]: value });
-    const rows = await qb
-      .orderBy('f.memory_mib')
-      .addOrderBy('f.name')
-      .offset(spec.offset)
-      .limit(spec.pageSize + 1)
-      .getMany();
-    return {
-      flavors: rows.slice(0, spec.pageSize).map(flavorToProto),
-      nextPageToken:
-        rows.length > spec.pageSize ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
-    };
+    const { rows, nextPageToken } = await fetchPage(
+      qb.orderBy('f.memory_mib').addOrderBy('f.name'),
+      spec,
+      page?.filter,
+    );
+    return { flavors: rows.map(flavorToProto), nextPageToken };
   }
 
   async create(caller: Caller, req: computeV1.CreateFlavorRequest): Promise<computeV1.Flavor> {

@@ -1,14 +1,6 @@
 import { EntityManager } from 'typeorm';
-import {
-  DomainError,
-  ErrorCode,
-  encodePageToken,
-  failedPrecondition,
-  isUuid,
-  notFound,
-  parsePage,
-} from '@flotilla/domain';
-import { Caller, requireRole, updateVersioned } from '@flotilla/platform';
+import { DomainError, ErrorCode, failedPrecondition, isUuid, notFound, parsePage } from '@flotilla/domain';
+import { Caller, requireRole, updateVersioned, fetchPage } from '@flotilla/platform';
 import { computeV1 } from '@flotilla/contracts';
 import { hostToProto } from '../mappers';
 import { events, ComputeStore, noAllocation } from '../persistence/compute-store';
@@ -42,21 +34,12 @@ export class HostService {
       } else
         qb.andWhere(`h.labels ->> :k${i} = :${p}`, { [`k${i}`]: field.slice('label.'.length), [p]: value });
     }
-    const rows = await qb
-      .orderBy('h.name')
-      .offset(spec.offset)
-      .limit(spec.pageSize + 1)
-      .getMany();
-    const page_ = rows.slice(0, spec.pageSize);
+    const { rows, nextPageToken } = await fetchPage(qb.orderBy('h.name'), spec, page?.filter);
     const allocations = await this.store.allocations(
       this.store.manager,
-      page_.map((h) => h.id),
+      rows.map((h) => h.id),
     );
-    return {
-      hosts: page_.map((h) => hostToProto(h, allocations.get(h.id) ?? noAllocation)),
-      nextPageToken:
-        rows.length > spec.pageSize ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
-    };
+    return { hosts: rows.map((h) => hostToProto(h, allocations.get(h.id) ?? noAllocation)), nextPageToken };
   }
 
   async setAdminState(

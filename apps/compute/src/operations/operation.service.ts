@@ -9,12 +9,11 @@ import {
   isTerminal,
   notFound,
   parsePage,
-  encodePageToken,
   validateId,
   validateIntRange,
   type OperationState,
 } from '@flotilla/domain';
-import { Caller, updateVersioned } from '@flotilla/platform';
+import { Caller, updateVersioned, fetchPage } from '@flotilla/platform';
 import { Emit, events, ComputeStore } from '../persistence/compute-store';
 import { OperationParams, OperationRow } from '../persistence/entities';
 
@@ -150,17 +149,12 @@ export class OperationService {
         [`f${i}`]: term.field === 'state' ? term.value.replace(/^OPERATION_STATE_/, '') : term.value,
       });
     }
-    const rows = await qb
-      .orderBy('o.created_at', 'DESC')
-      .addOrderBy('o.id')
-      .offset(spec.offset)
-      .limit(spec.pageSize + 1)
-      .getMany();
-    const more = rows.length > spec.pageSize;
-    return {
-      operations: rows.slice(0, spec.pageSize),
-      nextPageToken: more ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
-    };
+    const { rows, nextPageToken } = await fetchPage(
+      qb.orderBy('o.created_at', 'DESC').addOrderBy('o.id'),
+      spec,
+      page?.filter,
+    );
+    return { operations: rows, nextPageToken };
   }
 
   /** Waits until the operation is done or the timeout passes, then returns it as it is. */

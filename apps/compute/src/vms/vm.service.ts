@@ -4,7 +4,6 @@ import { computeV1 } from '@flotilla/contracts';
 import {
   assertOperationAllowed,
   DomainError,
-  encodePageToken,
   ErrorCode,
   invalidArgument,
   isUuid,
@@ -18,7 +17,7 @@ import {
   validateRequestId,
   type VmOperation,
 } from '@flotilla/domain';
-import { Caller, requireRole, updateVersioned } from '@flotilla/platform';
+import { Caller, requireRole, updateVersioned, fetchPage } from '@flotilla/platform';
 import { events, ComputeStore, table } from '../persistence/compute-store';
 import { BootRow, FlavorRow, OperationParams, OperationRow, VmRow } from '../persistence/entities';
 import { OperationService } from '../operations/operation.service';
@@ -153,17 +152,12 @@ export class VmService {
       else
         qb.andWhere(`v.labels ->> :k${i} = :${p}`, { [`k${i}`]: field.slice('label.'.length), [p]: value });
     }
-    const rows = await qb
-      .orderBy('v.created_at')
-      .addOrderBy('v.id')
-      .offset(spec.offset)
-      .limit(spec.pageSize + 1)
-      .getMany();
-    const more = rows.length > spec.pageSize;
-    return {
-      vms: rows.slice(0, spec.pageSize),
-      nextPageToken: more ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
-    };
+    const { rows, nextPageToken } = await fetchPage(
+      qb.orderBy('v.created_at').addOrderBy('v.id'),
+      spec,
+      page?.filter,
+    );
+    return { vms: rows, nextPageToken };
   }
 
   /**

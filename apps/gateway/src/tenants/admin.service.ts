@@ -4,7 +4,6 @@ import { DataSource, EntityManager } from 'typeorm';
 import { gatewayV1 } from '@flotilla/contracts';
 import {
   DomainError,
-  encodePageToken,
   ErrorCode,
   failedPrecondition,
   invalidArgument,
@@ -16,7 +15,7 @@ import {
   validateName,
   validateRequestId,
 } from '@flotilla/domain';
-import { Logger, requireRole, roles, type Role } from '@flotilla/platform';
+import { Logger, requireRole, roles, type Role, fetchPage } from '@flotilla/platform';
 import { TenantRow, TokenRow } from '../persistence';
 import { newSecret, Principal, TokenAuth } from '../auth/token-auth';
 
@@ -96,16 +95,8 @@ export class AdminService {
     const spec = parsePage(page, ['name']);
     const qb = this.dataSource.manager.createQueryBuilder(TenantRow, 't');
     for (const [i, { value }] of spec.filter.entries()) qb.andWhere(`t.name = :f${i}`, { [`f${i}`]: value });
-    const rows = await qb
-      .orderBy('t.name')
-      .offset(spec.offset)
-      .limit(spec.pageSize + 1)
-      .getMany();
-    return {
-      tenants: rows.slice(0, spec.pageSize),
-      nextPageToken:
-        rows.length > spec.pageSize ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
-    };
+    const { rows, nextPageToken } = await fetchPage(qb.orderBy('t.name'), spec, page?.filter);
+    return { tenants: rows, nextPageToken };
   }
 
   async deleteTenant(p: Principal, idOrName: string): Promise<void> {
@@ -164,17 +155,12 @@ export class AdminService {
             .replace(/_/g, '-'),
         });
     }
-    const rows = await qb
-      .orderBy('t.created_at')
-      .addOrderBy('t.id')
-      .offset(spec.offset)
-      .limit(spec.pageSize + 1)
-      .getMany();
-    return {
-      tokens: rows.slice(0, spec.pageSize),
-      nextPageToken:
-        rows.length > spec.pageSize ? encodePageToken(spec.offset + spec.pageSize, page?.filter ?? '') : '',
-    };
+    const { rows, nextPageToken } = await fetchPage(
+      qb.orderBy('t.created_at').addOrderBy('t.id'),
+      spec,
+      page?.filter,
+    );
+    return { tokens: rows, nextPageToken };
   }
 
   async revokeToken(p: Principal, id: string): Promise<TokenRow> {
