@@ -112,7 +112,13 @@ export class Registrar {
 
   private async destroy(vmIds: string[]): Promise<void> {
     for (const id of vmIds) {
-      this.logger.warn({ vmId: id }, 'the pool places this VM elsewhere: destroying it here');
+      const running = (await this.driver.status(id))?.powerState !== 'HALTED';
+      if (running) this.logger.warn({ vmId: id }, 'the pool places this VM elsewhere: destroying it here');
+      else
+        this.logger.info(
+          { vmId: id },
+          'removing the definition of a halted VM the pool no longer places here',
+        );
       await this.driver.destroy(id);
     }
   }

@@ -142,12 +142,16 @@ export class HostRegistryService {
   ): Promise<string[]> {
     const recorded = new Map((await m.findBy(VmRow, { hostId: host.id })).map((vm) => [vm.id, vm]));
     const destroy: string[] = [];
+    // Running there although the pool does not place them there (a host that was cut off): worth a warning.
+    // Halted definitions left from an earlier run are only tidied up.
+    const placedElsewhere: string[] = [];
     const seen = new Set<string>();
     for (const status of reported) {
       seen.add(status.vmId);
       const vm = recorded.get(status.vmId);
       if (!vm) {
         destroy.push(status.vmId);
+        if (fromProto(status.powerState) !== 'HALTED') placedElsewhere.push(status.vmId);
         continue;
       }
       if (vm.currentOperationId) continue;
@@ -170,8 +174,11 @@ export class HostRegistryService {
         powerStateReason: `not running on host ${host.name} when it reported`,
       });
     }
-    if (destroy.length)
-      this.logger.warn({ host: host.name, vms: destroy }, 'host runs VMs placed elsewhere: destroying them');
+    if (placedElsewhere.length)
+      this.logger.warn(
+        { host: host.name, vms: placedElsewhere },
+        'host runs VMs placed elsewhere: destroying them',
+      );
     return destroy;
   }
 
