@@ -14,6 +14,9 @@ class OperationSuperseded extends Error {}
 
 const reservationAttempts = 3;
 
+const startsVm = (op: OperationRow): boolean =>
+  op.kind === 'vm.start' || (op.kind === 'vm.create' && op.params.start === true);
+
 /**
  * Carries out VM lifecycle operations against host agents. Every step is idempotent and reads what was
  * already done from the records, so a restarted compute service resumes an operation where it stopped.
@@ -47,7 +50,9 @@ export class VmOperations {
     let op = await this.store.manager.findOneByOrFail(OperationRow, { id: queued.id });
     if (isTerminal(op.state)) return;
     try {
-      if (op.state === 'PENDING') op = await this.step(op, { state: 'RUNNING', step: 'running' });
+      // A start records RUNNING together with its host reservation (one transaction fewer).
+      if (op.state === 'PENDING' && !startsVm(op))
+        op = await this.step(op, { state: 'RUNNING', step: 'running' });
       const vm = await this.store.manager.findOneBy(VmRow, { id: op.targetId });
       if (!vm) {
         if (op.kind === 'vm.destroy') return await this.succeed(op, null);
@@ -80,10 +85,16 @@ export class VmOperations {
   }
 
   private async start(op: OperationRow, vm: VmRow): Promise<void> {
-    if (!vm.hostId) vm = await this.reserve(op, vm);
-    op = await this.fresh(op);
+    if (!vm.hostId) ({ vm, op } = await this.reserve(op, vm));
     const host = await this.host(vm.hostId!);
-    op = await this.step(op, { step: `starting on host ${host.name}`, progress: 0.5, pointOfNoReturn: true });
+    // Resumed after a restart with the host already reserved: record the point of no return if needed.
+    if (!op.pointOfNoReturn)
+      op = await this.step(op, {
+        state: 'RUNNING',
+        step: `starting on host ${host.name}`,
+        progress: 0.5,
+        pointOfNoReturn: true,
+      });
     await this.agents.call(host, (a) =>
       a.startVm({
         epoch: host.epoch,
@@ -99,8 +110,12 @@ export class VmOperations {
     await this.succeed(op, vm, { powerState: 'RUNNING', powerStateReason: '' }, { host_id: host.id });
   }
 
-  /** Places the VM and records the host as holding its capacity, re-checked with the host row locked. */
-  private async reserve(op: OperationRow, vm: VmRow): Promise<VmRow> {
+  /**
+   * Places the VM and records, in one transaction, the host as holding its capacity (re-checked with the
+   * host row locked) and the operation past its point of no return. A cancel that wins the race leaves
+   * the VM untouched: the operation's version check rolls the reservation back.
+   */
+  private async reserve(op: OperationRow, vm: VmRow): Promise<{ vm: VmRow; op: OperationRow }> {
     const pinned = typeof op.params.hostId === 'string' ? op.params.hostId : undefined;
     const request = {
       vcpus: vm.vcpus,
@@ -110,17 +125,29 @@ export class VmOperations {
     };
     const excluded: string[] = [];
     for (let attempt = 1; ; attempt++) {
-      await this.step(await this.fresh(op), { step: 'placing' });
       const hostId =
         pinned ?? (await this.placement.choose(this.store.manager, { ...request, excludeHostIds: excluded }));
-      const reserved = await this.store.tx(async (m, emit) => {
-        if (!(await this.placement.stillFits(m, hostId, request))) return undefined;
-        const current = await m.findOneByOrFail(VmRow, { id: vm.id });
-        await updateVersioned(m, VmRow, { kind: 'vm', id: vm.id, version: current.version }, { hostId });
-        const saved = await m.findOneByOrFail(VmRow, { id: vm.id });
-        emit(events.vm('UPDATED', saved));
-        return saved;
-      });
+      const reserved = await this.store
+        .tx(async (m, emit) => {
+          const current = await this.freshIn(m, op);
+          if (!(await this.placement.stillFits(m, hostId, request))) return undefined;
+          const row = await m.findOneByOrFail(VmRow, { id: vm.id });
+          await updateVersioned(m, VmRow, { kind: 'vm', id: vm.id, version: row.version }, { hostId });
+          const saved = await m.findOneByOrFail(VmRow, { id: vm.id });
+          emit(events.vm('UPDATED', saved));
+          const host = await m.findOneByOrFail(HostRow, { id: hostId });
+          const advanced = await this.operations.advance(m, emit, current, {
+            state: 'RUNNING',
+            step: `starting on host ${host.name}`,
+            progress: 0.5,
+            pointOfNoReturn: true,
+          });
+          return { vm: saved, op: advanced };
+        })
+        .catch(async (e: unknown) => {
+          const now = await this.store.manager.findOneBy(OperationRow, { id: op.id });
+          throw now && isTerminal(now.state) ? new OperationSuperseded() : e;
+        });
       if (reserved) return reserved;
       if (pinned)
         throw new DomainError(
@@ -267,10 +294,6 @@ export class VmOperations {
       if (now && isTerminal(now.state)) throw new OperationSuperseded();
       throw e;
     }
-  }
-
-  private async fresh(op: OperationRow): Promise<OperationRow> {
-    return this.freshIn(this.store.manager, op);
   }
 
   private async freshIn(m: EntityManager, op: OperationRow): Promise<OperationRow> {
