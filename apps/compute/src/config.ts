@@ -42,6 +42,15 @@ export const computeConfigSpec = {
     schema: z.enum(['spread', 'pack']),
     default: 'spread' as const,
   },
+  FLOTILLA_EVENT_RETENTION_HOURS: {
+    description: 'how long Watch history is kept; a watcher resuming from an older token must list again',
+    schema: z.coerce
+      .number()
+      .int('must be an integer')
+      .min(1, 'must be 1..8760 hours')
+      .max(8760, 'must be 1..8760 hours'),
+    default: 24,
+  },
   FLOTILLA_AGENT_CALL_TIMEOUT_MS: {
     description: 'deadline of each call to a host agent',
     schema: positiveMs(3_600_000),

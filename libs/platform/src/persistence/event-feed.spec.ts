@@ -177,4 +177,21 @@ describe.each(testDatabases())('EventFeed on %s', (_db, url) => {
     expect(events.map((e) => e.resourceId)).toEqual(['shown']);
     expect(sub.position()).toBe(events[0].seq.toString());
   });
+
+  it('prunes events older than the retention, keeps the newest, and then answers an old token with OUT_OF_RANGE', async () => {
+    await commit('old-1', 'old-2', 'newest');
+    const [{ seq: first }] = await db.dataSource.query(
+      `SELECT min(seq)::text AS seq FROM "${db.schema}".events`,
+    );
+    await db.dataSource.query(`UPDATE "${db.schema}".events SET created_at = now() - interval '2 days'`);
+    const removed = await feed.pruneBefore(new Date(Date.now() - 24 * 3600 * 1000));
+    const left: Array<{ resource_id: string }> = await db.dataSource.query(
+      `SELECT resource_id FROM "${db.schema}".events ORDER BY seq`,
+    );
+    expect(left.map((r) => r.resource_id)).toEqual(['newest']);
+    expect(removed).toBeGreaterThanOrEqual(2);
+    await expect(feed.subscribe(String(BigInt(first) - 1n), () => true)).rejects.toMatchObject({
+      code: ErrorCode.OutOfRange,
+    });
+  });
 });

@@ -167,6 +167,18 @@ export class EventFeed {
     return rows[0]?.max ? BigInt(rows[0].max) : 0n;
   }
 
+  /**
+   * Deletes events committed before `cutoff`, keeping the newest one so the stream's position survives.
+   * A watcher whose token is older than what remains gets OUT_OF_RANGE and lists again.
+   */
+  async pruneBefore(cutoff: Date): Promise<number> {
+    const result: [unknown[], number] = await this.dataSource.query(
+      `DELETE FROM ${this.table()} WHERE created_at < $1 AND seq < (SELECT max(seq) FROM ${this.table()})`,
+      [cutoff],
+    );
+    return result[1] ?? 0;
+  }
+
   private table(): string {
     return this.dataSource
       .getRepository(OutboxEvent)
