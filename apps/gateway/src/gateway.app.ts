@@ -7,7 +7,7 @@ import { TokenAuth } from './auth/token-auth';
 import { gatewayConfigSpec } from './config';
 import { GatewayMetrics, startAdminHttp } from './admin-http/admin-http';
 import { gatewayEntities, gatewayMigrations } from './persistence';
-import { PoolUpstreams, poolProxy } from './proxy/pool-proxy';
+import { PoolRelay } from './proxy/pool-relay';
 import { AdminService } from './tenants/admin.service';
 import { TenantGrpc, TokenGrpc } from './tenants/admin.grpc';
 
@@ -24,14 +24,13 @@ const relayed = [
 
 @Module({})
 class GatewayModule {
-  static with(deps: { auth: TokenAuth; admin: AdminService; upstreams: PoolUpstreams }): DynamicModule {
+  static with(deps: { auth: TokenAuth; admin: AdminService }): DynamicModule {
     return {
       module: GatewayModule,
-      controllers: [TenantGrpc, TokenGrpc, ...relayed.map((s) => poolProxy(s))],
+      controllers: [TenantGrpc, TokenGrpc],
       providers: [
         { provide: TokenAuth, useValue: deps.auth },
         { provide: AdminService, useValue: deps.admin },
-        { provide: PoolUpstreams, useValue: deps.upstreams },
       ],
     };
   }
@@ -55,18 +54,6 @@ export async function startGateway(
     migrations: gatewayMigrations,
     logger,
   });
-  const upstreams = new PoolUpstreams(
-    {
-      compute: config.FLOTILLA_COMPUTE_URL,
-      common: config.FLOTILLA_COMPUTE_URL,
-      storage: config.FLOTILLA_STORAGE_URL,
-      network: config.FLOTILLA_NETWORK_URL,
-      migration: config.FLOTILLA_MIGRATION_URL,
-    },
-    config.FLOTILLA_SERVICE_TOKEN,
-    config.FLOTILLA_UPSTREAM_DEADLINE_MS,
-    config.FLOTILLA_POOL_NAME,
-  );
   const auth = new TokenAuth(db.dataSource);
   const vmCounter = new GrpcClient<computeV1.VmServiceClient>({
     address: config.FLOTILLA_COMPUTE_URL,
@@ -84,13 +71,30 @@ export async function startGateway(
   const admin = new AdminService(db.dataSource, auth, countVms);
   await admin.bootstrap(logger, config.FLOTILLA_BOOTSTRAP_TOKEN_FILE);
   const metrics = new GatewayMetrics();
+  const relay = new PoolRelay(
+    {
+      addresses: {
+        compute: config.FLOTILLA_COMPUTE_URL,
+        common: config.FLOTILLA_COMPUTE_URL,
+        storage: config.FLOTILLA_STORAGE_URL,
+        network: config.FLOTILLA_NETWORK_URL,
+        migration: config.FLOTILLA_MIGRATION_URL,
+      },
+      serviceToken: config.FLOTILLA_SERVICE_TOKEN,
+      deadlineMs: config.FLOTILLA_UPSTREAM_DEADLINE_MS,
+      pool: config.FLOTILLA_POOL_NAME,
+    },
+    auth,
+    metrics.observe,
+  );
   let app: INestMicroservice | undefined;
   let httpServer: http.Server | undefined;
   try {
     app = await startGrpcService({
-      module: GatewayModule.with({ auth, admin, upstreams }),
+      module: GatewayModule.with({ auth, admin }),
       address: config.FLOTILLA_GATEWAY_ADDRESS,
-      areas: ['common', 'compute', 'gateway'],
+      areas: ['gateway'],
+      rawServices: { areas: ['common', 'compute'], register: (server) => relay.register(relayed, server) },
       healthServices: [...relayed, 'flotilla.gateway.v1.TenantService', 'flotilla.gateway.v1.TokenService'],
       logger,
       observe: metrics.observe,
@@ -122,7 +126,7 @@ export async function startGateway(
     async stop() {
       await new Promise((r) => httpServer?.close(r));
       await app?.close();
-      upstreams.close();
+      relay.close();
       vmCounter.close();
       await db.close();
     },

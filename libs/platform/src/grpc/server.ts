@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import {
   ArgumentsHost,
@@ -146,6 +147,11 @@ export interface GrpcServiceOptions {
   healthServices: string[];
   logger: Logger;
   observe?: RpcObserver;
+  /**
+   * Services served outside Nest, straight on the grpc-js server (the gateway's byte-for-byte relay),
+   * and the areas whose contracts reflection must describe for them.
+   */
+  rawServices?: { areas: ProtoArea[]; register(server: Pick<grpc.Server, 'addService'>): void };
 }
 
 /** Longest service name the health service looks up: its NOT_FOUND answer echoes the name in a header. */
@@ -163,8 +169,13 @@ export async function startGrpcService(options: GrpcServiceOptions): Promise<INe
     protoPath: protoFiles(...options.areas),
     loader: loaderOptions,
     onLoadPackageDefinition: (pkg, server: Pick<grpc.Server, 'addService'>) => {
-      new ReflectionService(pkg).addToServer(server);
+      const raw = options.rawServices;
+      const described = raw
+        ? protoLoader.loadSync(protoFiles(...new Set([...options.areas, ...raw.areas])), loaderOptions)
+        : pkg;
+      new ReflectionService(described).addToServer(server);
       health.addToServer(boundedHealthNames(server));
+      raw?.register(server);
     },
   };
   const app = await NestFactory.createMicroservice<MicroserviceOptions>(options.module, {

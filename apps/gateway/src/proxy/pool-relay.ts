@@ -1,0 +1,169 @@
+import * as grpc from '@grpc/grpc-js';
+import { randomUUID } from 'node:crypto';
+import { isDomainError } from '@flotilla/domain';
+import {
+  grpcStatus,
+  isGrpcStatus,
+  md,
+  RpcObserver,
+  serviceDefinition,
+  toGrpcStatus,
+} from '@flotilla/platform';
+import { TokenAuth, upstreamMetadata } from '../auth/token-auth';
+
+const passthrough = (b: Buffer): Buffer => b;
+
+/** Where the pool's services are, and the gateway's identity towards them. */
+export interface RelayTargets {
+  /** Upstream host:port by proto area ("compute", "common", …). */
+  addresses: Record<string, string>;
+  serviceToken: string;
+  deadlineMs: number;
+  pool: string;
+}
+
+/**
+ * Relays pool services byte for byte: the gateway authenticates the bearer token, adds the caller's tenant,
+ * role and request id, and forwards the undecoded request; the pool service validates, authorises and
+ * scopes it, and its reply (or status) comes back undecoded. Server streams are relayed message by message
+ * and cancelled with the client. Only WaitOperation's request is decoded, to give the call its wait.
+ */
+export class PoolRelay {
+  private readonly channels = new Map<string, grpc.Client>();
+
+  constructor(
+    private readonly targets: RelayTargets,
+    private readonly auth: TokenAuth,
+    private readonly observe?: RpcObserver,
+  ) {}
+
+  register(services: string[], server: Pick<grpc.Server, 'addService'>): void {
+    for (const service of services) {
+      const definition: Record<string, grpc.MethodDefinition<Buffer, Buffer>> = {};
+      const handlers: grpc.UntypedServiceImplementation = {};
+      for (const [name, method] of Object.entries(serviceDefinition(service))) {
+        definition[name] = {
+          ...method,
+          requestSerialize: passthrough,
+          requestDeserialize: passthrough,
+          responseSerialize: passthrough,
+          responseDeserialize: passthrough,
+        };
+        handlers[name] = method.responseStream
+          ? (call: grpc.ServerWritableStream<Buffer, Buffer>) => this.relayStream(service, method.path, call)
+          : (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
+              this.relayUnary(service, method, call, callback);
+      }
+      server.addService(definition as grpc.ServiceDefinition, handlers);
+    }
+  }
+
+  close(): void {
+    for (const c of this.channels.values()) c.close();
+  }
+
+  private relayUnary(
+    service: string,
+    method: grpc.MethodDefinition<unknown, unknown>,
+    call: grpc.ServerUnaryCall<Buffer, Buffer>,
+    callback: grpc.sendUnaryData<Buffer>,
+  ): void {
+    const started = process.hrtime.bigint();
+    const done = (err: grpc.ServiceError | grpc.StatusObject | null, reply?: Buffer) => {
+      this.observe?.(
+        method.path,
+        err?.code ?? grpc.status.OK,
+        Number(process.hrtime.bigint() - started) / 1e9,
+      );
+      if (err) callback(err);
+      else callback(null, reply);
+    };
+    this.auth
+      .authenticate(call.metadata)
+      .then((principal) => {
+        this.channel(service).makeUnaryRequest(
+          method.path,
+          passthrough,
+          passthrough,
+          call.request,
+          this.metadata(upstreamMetadata(principal, call.metadata)),
+          { deadline: Date.now() + this.deadlineFor(method, call.request) },
+          (err, reply) => done(err ? this.relayError(err, service) : null, reply),
+        );
+      })
+      .catch((e: unknown) => done(this.localError(e)));
+  }
+
+  private relayStream(service: string, path: string, call: grpc.ServerWritableStream<Buffer, Buffer>): void {
+    let upstream: grpc.ClientReadableStream<Buffer> | undefined;
+    let cancelled = false;
+    call.on('cancelled', () => {
+      cancelled = true;
+      upstream?.cancel();
+    });
+    this.auth
+      .authenticate(call.metadata)
+      .then((principal) => {
+        if (cancelled) return;
+        upstream = this.channel(service).makeServerStreamRequest(
+          path,
+          passthrough,
+          passthrough,
+          call.request,
+          this.metadata(upstreamMetadata(principal, call.metadata)),
+          {},
+        );
+        upstream.on('data', (m: Buffer) => call.write(m));
+        upstream.on('error', (e: grpc.ServiceError) => {
+          if (!cancelled) call.emit('error', this.relayError(e, service));
+        });
+        upstream.on('end', () => call.end());
+      })
+      .catch((e: unknown) => call.emit('error', this.localError(e)));
+  }
+
+  /** Calls that wait on the server (WaitOperation) get their wait plus a margin, never less than the default. */
+  private deadlineFor(method: grpc.MethodDefinition<unknown, unknown>, request: Buffer): number {
+    if (!method.path.endsWith('/WaitOperation')) return this.targets.deadlineMs;
+    const decoded = method.requestDeserialize(request) as { timeoutMs?: number };
+    // 0 means the server's default wait of 30 s.
+    return Math.max(this.targets.deadlineMs, (decoded.timeoutMs || 30_000) + 5000);
+  }
+
+  private metadata(m: grpc.Metadata): grpc.Metadata {
+    m.set(md.serviceToken, this.targets.serviceToken);
+    if (!m.get(md.requestId).length) m.set(md.requestId, randomUUID());
+    return m;
+  }
+
+  private channel(service: string): grpc.Client {
+    const area = service.split('.')[1];
+    let c = this.channels.get(area);
+    if (!c) {
+      const address = this.targets.addresses[area];
+      if (!address) throw new Error(`no upstream for ${service}`);
+      c = new grpc.Client(address, grpc.credentials.createInsecure(), {
+        'grpc.keepalive_time_ms': 30_000,
+        'grpc.max_receive_message_length': 16 * 1024 * 1024,
+      });
+      this.channels.set(area, c);
+    }
+    return c;
+  }
+
+  /** Pool errors reach the consumer as they are, except that an unreachable service says which it was. */
+  private relayError(e: grpc.ServiceError, service: string): grpc.ServiceError | grpc.StatusObject {
+    if (e.code !== grpc.status.UNAVAILABLE) return e;
+    const area = service.split('.')[1];
+    return grpcStatus(
+      grpc.status.UNAVAILABLE,
+      `pool ${this.targets.pool}: ${area} service at ${this.targets.addresses[area]} is unavailable; retry later`,
+    );
+  }
+
+  private localError(e: unknown): grpc.StatusObject {
+    if (isDomainError(e)) return toGrpcStatus(e);
+    if (isGrpcStatus(e)) return e;
+    return grpcStatus(grpc.status.INTERNAL, 'internal error in the gateway relay');
+  }
+}
