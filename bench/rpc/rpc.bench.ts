@@ -34,7 +34,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { serviceDefinition } from '@flotilla/platform';
+import { freePort, serviceDefinition } from '@flotilla/platform';
 
 export interface RpcBenchOptions {
   /** Unary calls per throughput run of (a) and (b). */
@@ -289,17 +289,6 @@ async function postgresPids(url: string): Promise<number[]> {
   } finally {
     await c.end();
   }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 // ---------------------------------------------------------------------------------------------------------

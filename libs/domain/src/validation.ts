@@ -84,6 +84,23 @@ export function validateIntRange(field: string, value: number, min: number, max:
   return value;
 }
 
+/** A VM size as callers give it: vCPUs and memory within the platform's limits. */
+export function validateVmSize(size: { vcpus: number; memoryMib: number }): {
+  vcpus: number;
+  memoryMib: number;
+} {
+  return {
+    vcpus: validateIntRange('vcpus', size.vcpus, 1, limits.vcpusMax),
+    memoryMib: validateIntRange(
+      'memory_mib',
+      size.memoryMib,
+      limits.memoryMibMin,
+      limits.memoryMibMax,
+      ' MiB',
+    ),
+  };
+}
+
 export interface PageSpec {
   pageSize: number;
   /** Offset into the ordered result; opaque to clients. */

@@ -117,7 +117,7 @@ export async function runUp(options: UpOptions, env: NodeJS.ProcessEnv = process
     services.agents.forEach(startIfBuilt);
     if (gateway) {
       const ok = await patiently('the gateway to serve', () =>
-        waitForGateway(address(ports.gateway), tokenFile, stopping.signal),
+        waitForGateway(address(ports.gateway), stopping.signal),
       );
       if (!ok) return 0;
       // With a health check the gateway may serve a moment before its first-start token file is written.

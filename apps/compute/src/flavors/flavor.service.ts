@@ -10,6 +10,7 @@ import {
   notFound,
   parsePage,
   validateIntRange,
+  validateVmSize,
   validateName,
 } from '@flotilla/domain';
 import { Caller, requireRole, fetchPage } from '@flotilla/platform';
@@ -41,14 +42,7 @@ export class FlavorService {
     const flavor: Omit<FlavorRow, 'createdAt'> = {
       id: randomUUID(),
       name: validateName('name', req.name),
-      vcpus: validateIntRange('vcpus', req.vcpus, 1, limits.vcpusMax),
-      memoryMib: validateIntRange(
-        'memory_mib',
-        req.memoryMib,
-        limits.memoryMibMin,
-        limits.memoryMibMax,
-        ' MiB',
-      ),
+      ...validateVmSize(req),
       rootDiskGib: validateIntRange('root_disk_gib', req.rootDiskGib, 0, limits.diskGibMax, ' GiB'),
       version: 1,
     };

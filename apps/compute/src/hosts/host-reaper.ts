@@ -1,5 +1,5 @@
-import { Logger, updateVersioned } from '@flotilla/platform';
-import { events, ComputeStore, table } from '../persistence/compute-store';
+import { Logger, updateVersioned, quotedTable } from '@flotilla/platform';
+import { events, ComputeStore } from '../persistence/compute-store';
 import { HostRow, VmRow } from '../persistence/entities';
 
 /**
@@ -48,7 +48,7 @@ export class HostReaper {
           );
           const vms: VmRow[] = await m
             .query(
-              `UPDATE ${table(m, VmRow)} SET power_state = 'UNKNOWN', power_state_reason = $2,
+              `UPDATE ${quotedTable(m, VmRow)} SET power_state = 'UNKNOWN', power_state_reason = $2,
                     version = version + 1, updated_at = now()
               WHERE host_id = $1 AND power_state IN ('RUNNING', 'PAUSED') RETURNING id`,
               [host.id, `host ${host.name} is DOWN (${reason})`],

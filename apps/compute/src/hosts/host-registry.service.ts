@@ -12,8 +12,8 @@ import {
   validateName,
   type PowerState,
 } from '@flotilla/domain';
-import { Logger, updateVersioned } from '@flotilla/platform';
-import { Emit, events, ComputeStore, table } from '../persistence/compute-store';
+import { Logger, updateVersioned, quotedTable } from '@flotilla/platform';
+import { Emit, events, ComputeStore } from '../persistence/compute-store';
 import { HostRow, VmRow } from '../persistence/entities';
 
 export interface RegistryPolicy {
@@ -123,7 +123,9 @@ export class HostRegistryService {
         this.logger.info({ host: host.name }, 'host is back');
       } else {
         // Liveness only: no version bump or event, or every heartbeat would flood Watch streams.
-        await m.query(`UPDATE ${table(m, HostRow)} SET last_heartbeat_at = now() WHERE id = $1`, [host.id]);
+        await m.query(`UPDATE ${quotedTable(m, HostRow)} SET last_heartbeat_at = now() WHERE id = $1`, [
+          host.id,
+        ]);
       }
       return this.reconcile(m, emit, host, req.vms);
     });

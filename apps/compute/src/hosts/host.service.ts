@@ -48,19 +48,17 @@ export class HostService {
     adminState: 'ENABLED' | 'DISABLED',
   ): Promise<computeV1.Host> {
     requireRole(caller, 'pool-operator', adminState === 'ENABLED' ? 'enabling a host' : 'disabling a host');
-    const host = await this.store.tx(async (m, emit) => {
+    // The event carries the host as the API shows it: that is also the answer.
+    return this.store.tx(async (m, emit) => {
       const host = await this.find(m, idOrName);
       if (adminState === 'ENABLED' && host.down)
         throw failedPrecondition(`host ${host.name} is DOWN: it is enabled again once its agent reports`);
       await updateVersioned(m, HostRow, { kind: 'host', id: host.id, version: host.version }, { adminState });
       const saved = await m.findOneByOrFail(HostRow, { id: host.id });
-      emit(events.host('UPDATED', saved, (await this.store.allocations(m, [host.id])).get(host.id)));
-      return saved;
+      const event = events.host('UPDATED', saved, (await this.store.allocations(m, [host.id])).get(host.id));
+      emit(event);
+      return event.payload as computeV1.Host;
     });
-    return hostToProto(
-      host,
-      (await this.store.allocations(this.store.manager, [host.id])).get(host.id) ?? noAllocation,
-    );
   }
 
   private async find(m: EntityManager, idOrName: string): Promise<HostRow> {

@@ -1,5 +1,5 @@
 import { DataSource, EntityManager } from 'typeorm';
-import { appendEvents, EventFeed, NewEvent } from '@flotilla/platform';
+import { appendEvents, EventFeed, NewEvent, quotedTable } from '@flotilla/platform';
 import { flavorToProto, HostAllocation, hostToProto, operationToProto, vmToProto } from '../mappers';
 import { FlavorRow, HostRow, OperationRow, VmRow } from './entities';
 
@@ -34,7 +34,7 @@ export class ComputeStore {
   async allocations(m: EntityManager, hostIds?: string[]): Promise<Map<string, HostAllocation>> {
     const rows: Array<{ host_id: string; vcpus: string; memory_mib: string; vms: string }> = await m.query(
       `SELECT host_id, sum(vcpus)::text AS vcpus, sum(memory_mib)::text AS memory_mib, count(*)::text AS vms
-         FROM ${table(m, VmRow)}
+         FROM ${quotedTable(m, VmRow)}
         WHERE host_id IS NOT NULL ${hostIds ? 'AND host_id = ANY($1)' : ''}
         GROUP BY host_id`,
       hostIds ? [hostIds] : [],
@@ -46,14 +46,6 @@ export class ComputeStore {
       ]),
     );
   }
-}
-
-export function table(m: EntityManager, entity: new () => unknown): string {
-  return m
-    .getRepository(entity)
-    .metadata.tablePath.split('.')
-    .map((p) => `"${p}"`)
-    .join('.');
 }
 
 export const noAllocation: HostAllocation = { vcpus: 0, memoryMib: 0, vmCount: 0 };

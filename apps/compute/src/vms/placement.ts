@@ -1,7 +1,8 @@
+import { quotedTable } from '@flotilla/platform';
 import { EntityManager } from 'typeorm';
 import { DomainError, ErrorCode } from '@flotilla/domain';
 import { HostCandidate, placeOnce, PlacementPolicy, PlacementRequest } from '@flotilla/scheduler';
-import { ComputeStore, table } from '../persistence/compute-store';
+import { ComputeStore } from '../persistence/compute-store';
 import { HostRow, VmRow } from '../persistence/entities';
 import { hostState } from '../mappers';
 
@@ -36,7 +37,7 @@ export class Placement {
     const hosts = await qb.getMany();
     const allocations = await this.store.allocations(m, onlyHostId ? [onlyHostId] : undefined);
     const groups: Array<{ host_id: string; grp: string; n: string }> = await m.query(
-      `SELECT host_id, anti_affinity_group AS grp, count(*)::text AS n FROM ${table(m, VmRow)}
+      `SELECT host_id, anti_affinity_group AS grp, count(*)::text AS n FROM ${quotedTable(m, VmRow)}
         WHERE host_id IS NOT NULL AND anti_affinity_group <> '' ${onlyHostId ? 'AND host_id = $1' : ''}
         GROUP BY 1, 2`,
       onlyHostId ? [onlyHostId] : [],

@@ -7,18 +7,17 @@ import {
   ErrorCode,
   invalidArgument,
   isUuid,
-  limits,
   notFound,
   parsePage,
   truncate,
-  validateIntRange,
+  validateVmSize,
   validateLabels,
   validateName,
   validateRequestId,
   type VmOperation,
 } from '@flotilla/domain';
-import { Caller, requireRole, updateVersioned, fetchPage } from '@flotilla/platform';
-import { events, ComputeStore, table } from '../persistence/compute-store';
+import { Caller, requireRole, updateVersioned, fetchPage, quotedTable } from '@flotilla/platform';
+import { events, ComputeStore } from '../persistence/compute-store';
 import { BootRow, FlavorRow, OperationParams, OperationRow, VmRow } from '../persistence/entities';
 import { OperationService } from '../operations/operation.service';
 import { OperationRunner } from '../operations/operation-runner';
@@ -239,14 +238,7 @@ export class VmService {
       throw invalidArgument('flavor_id', 'is required (or give vcpus and memory_mib)');
     return {
       flavorId: null,
-      vcpus: validateIntRange('vcpus', req.vcpus, 1, limits.vcpusMax),
-      memoryMib: validateIntRange(
-        'memory_mib',
-        req.memoryMib,
-        limits.memoryMibMin,
-        limits.memoryMibMax,
-        ' MiB',
-      ),
+      ...validateVmSize(req),
       rootDiskGib: 0,
     };
   }
@@ -266,7 +258,7 @@ function validateBoot(boot: computeV1.BootSpec | undefined): BootRow {
 /** Inserts the VM unless its name or request_id is taken in the tenant; false when it was. */
 async function insertVmIfAbsent(m: EntityManager, vm: VmRow): Promise<boolean> {
   const rows: unknown[] = await m.query(
-    `INSERT INTO ${table(m, VmRow)} (id, name, tenant_id, labels, flavor_id, vcpus, memory_mib, root_disk_gib, boot,
+    `INSERT INTO ${quotedTable(m, VmRow)} (id, name, tenant_id, labels, flavor_id, vcpus, memory_mib, root_disk_gib, boot,
         power_state, power_state_reason, host_id, current_operation_id, anti_affinity_group, required_host_labels,
         request_id, version, created_at, updated_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)

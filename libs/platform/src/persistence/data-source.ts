@@ -1,5 +1,13 @@
 import { Client } from 'pg';
-import { DataSource, EntitySchema, MixedList, QueryRunner } from 'typeorm';
+import {
+  DataSource,
+  EntityManager,
+  EntitySchema,
+  EntityTarget,
+  MixedList,
+  ObjectLiteral,
+  QueryRunner,
+} from 'typeorm';
 import { Logger } from '../logging';
 import { startEmbeddedPostgres } from './embedded-postgres';
 import { OutboxEvent } from './outbox';
@@ -70,6 +78,15 @@ async function ensureSchema(url: string, schema: string): Promise<void> {
   } finally {
     await client.end();
   }
+}
+
+/** The entity's table, schema-qualified and quoted, for raw SQL. */
+export function quotedTable(m: EntityManager, entity: EntityTarget<ObjectLiteral>): string {
+  return m
+    .getRepository(entity)
+    .metadata.tablePath.split('.')
+    .map((part) => `"${part}"`)
+    .join('.');
 }
 
 export function quoteIdent(name: string): string {

@@ -1,6 +1,7 @@
 import { DataSource } from 'typeorm';
 import { DomainError, ErrorCode, invalidArgument } from '@flotilla/domain';
 import { Logger } from '../logging';
+import { quotedTable } from './data-source';
 import { OutboxEvent } from './outbox';
 
 export interface FeedEvent {
@@ -180,11 +181,7 @@ export class EventFeed {
   }
 
   private table(): string {
-    return this.dataSource
-      .getRepository(OutboxEvent)
-      .metadata.tablePath.split('.')
-      .map((p) => `"${p}"`)
-      .join('.');
+    return quotedTable(this.dataSource.manager, OutboxEvent);
   }
 }
 

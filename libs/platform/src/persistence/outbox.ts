@@ -8,7 +8,7 @@ import {
   PrimaryGeneratedColumn,
   QueryRunner,
 } from 'typeorm';
-import { schemaOf } from './data-source';
+import { quotedTable, schemaOf } from './data-source';
 
 export type ChangeType = 'CREATED' | 'UPDATED' | 'DELETED';
 
@@ -57,11 +57,7 @@ export async function appendEvents(manager: EntityManager, events: NewEvent[]): 
   if (!events.length) return;
   if (!manager.queryRunner?.isTransactionActive)
     throw new Error('appendEvents must run inside a transaction');
-  const path = manager.getRepository(OutboxEvent).metadata.tablePath;
-  const table = path
-    .split('.')
-    .map((p) => `"${p}"`)
-    .join('.');
+  const table = quotedTable(manager, OutboxEvent);
   // One round trip: every output row of the join needs the lock's row, so the lock is held before the
   // first sequence number is drawn.
   await manager.query(
@@ -71,7 +67,7 @@ export async function appendEvents(manager: EntityManager, events: NewEvent[]): 
             jsonb_array_elements($2::jsonb) WITH ORDINALITY AS e(doc, n)
       ORDER BY e.n`,
     [
-      path,
+      table,
       JSON.stringify(
         events.map((e) => ({
           kind: e.kind,

@@ -89,10 +89,6 @@ export function randomRequest(random: () => number, hostIds: readonly string[]):
 }
 
 /**
- * A view of an empty 8 GiB / 8 vCPU host. Overrides are not reconciled: filter specs set free capacity
- * alone, weigher specs use `sizedView` instead.
- */
-/**
  * Hosts of a few sizes, in few capacity classes (the same class reached from different sizes and ratios),
  * with allocations in whole GiB, plus the odd host without memory or cores: many hosts per class (several
  * index blocks each) and frequent exact ties across classes, e.g. (1024 + 1024) / 4096 equals
