@@ -20,4 +20,10 @@ async function main(): Promise<void> {
   }
 }
 
+// `flotilla vm list | head`: a reader that goes away is not an error worth a stack trace.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw e;
+});
+
 void main();
