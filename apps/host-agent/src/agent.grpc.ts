@@ -35,7 +35,17 @@ export class AgentGrpc implements computeV1.AgentServiceController {
           name: spec.name,
           vcpus: validateIntRange('spec.vcpus', spec.vcpus, 1, 4096),
           memoryMib: validateIntRange('spec.memory_mib', spec.memoryMib, 16, 64 * 1024 * 1024),
-          boot: spec.boot ?? {},
+          // Image resolution against the host's catalogue comes with the qemu driver; sim boots nothing.
+          boot: spec.boot?.kernel
+            ? {
+                kind: 'kernel',
+                kernel: spec.boot.kernel,
+                initrd: spec.boot.initrd,
+                cmdline: spec.boot.cmdline,
+              }
+            : { kind: 'disk' },
+          disks: [],
+          nics: [],
         }),
       ),
     }));
@@ -130,6 +140,8 @@ function fromDriverError(e: DriverError): DomainError {
     'not-found': ErrorCode.NotFound,
     'invalid-state': ErrorCode.FailedPrecondition,
     capacity: ErrorCode.ResourceExhausted,
+    'invalid-spec': ErrorCode.InvalidArgument,
+    unsupported: ErrorCode.Unimplemented,
     failed: ErrorCode.Internal,
   }[e.kind];
   return new DomainError(code, e.message);

@@ -5,12 +5,46 @@
  */
 export type DriverPowerState = 'HALTED' | 'RUNNING' | 'PAUSED' | 'SUSPENDED';
 
+/** How the VM boots. Paths are absolute host paths the agent resolved from its image catalogue. */
+export type DriverBoot =
+  /** Direct kernel boot, like a Xen PV guest. */
+  | { kind: 'kernel'; kernel: string; initrd?: string; cmdline: string }
+  /** Firmware (SeaBIOS) boot from the first disk. */
+  | { kind: 'disk' };
+
+export interface DriverDisk {
+  /** Absolute path of the disk image on this host. */
+  path: string;
+  /** Always explicit: a format is never guessed from the content (DESIGN §8). */
+  format: 'qcow2' | 'raw';
+  readOnly?: boolean;
+}
+
+/** A guest TCP port reachable from the host through a user-mode NIC (QEMU hostfwd, loopback only). */
+export interface DriverPortForward {
+  guestPort: number;
+  /** 0 or absent: the driver picks a free loopback port and reports it in the status. */
+  hostPort?: number;
+}
+
+/**
+ * A NIC. Until the network service provides bridges every NIC is user-mode networking with `restrict=on`:
+ * the guest reaches nothing beyond the host, and the host reaches the guest only through `forwards`.
+ */
+export interface DriverNic {
+  /** Locally administered unicast MAC, e.g. 52:54:00:12:34:56. */
+  mac: string;
+  forwards: DriverPortForward[];
+}
+
 export interface DriverVmSpec {
   vmId: string;
   name: string;
   vcpus: number;
   memoryMib: number;
-  boot: { image?: string; kernel?: string; initrd?: string; cmdline?: string };
+  boot: DriverBoot;
+  disks: DriverDisk[];
+  nics: DriverNic[];
 }
 
 export interface DriverVmStatus {
@@ -18,6 +52,8 @@ export interface DriverVmStatus {
   powerState: DriverPowerState;
   /** Why it is in that state when nobody asked (guest shutdown, crash, killed). */
   reason?: string;
+  /** Where each forwarded guest port answers on this host while the VM runs. */
+  forwards?: { guestPort: number; hostAddress: string }[];
 }
 
 export interface HostCapacity {
@@ -43,27 +79,58 @@ export interface ShutdownOptions {
   timeoutMs: number;
 }
 
+/** Counters of one running VM, read from the hypervisor (QMP, /proc). Monotonic while the VM runs. */
+export interface DriverVmMetrics {
+  vmId: string;
+  /** CPU time of the VM's process (vCPUs and device emulation), ns. */
+  cpuTimeNs: number;
+  residentMemoryBytes: number;
+  disks: { device: string; readBytes: number; writeBytes: number; readOps: number; writeOps: number }[];
+  /** Empty where the hypervisor keeps no per-NIC counters (user-mode networking in QEMU 7.2). */
+  nics: { mac: string; rxBytes: number; txBytes: number }[];
+}
+
+/** An attached serial console: guest output in, keystrokes out. Several may be attached at once. */
+export interface DriverConsole {
+  /** Guest output from the moment of attaching; ends when the console closes or the VM stops. */
+  output: AsyncIterable<Buffer>;
+  write(data: Buffer): void;
+  close(): void;
+}
+
 export interface HypervisorDriver {
   readonly name: 'qemu' | 'sim';
   capabilities(): DriverCapabilities;
   capacity(): HostCapacity;
   /** Re-reads the state directory after an agent restart and reports VMs that kept running. */
   recover(): Promise<DriverVmStatus[]>;
-  /** Defines the VM if needed and boots it; a running VM is left as it is. */
+  /** Defines the VM if needed and boots it; a running VM is left as it is; a SUSPENDED one is resumed. */
   start(spec: DriverVmSpec): Promise<DriverVmStatus>;
   shutdown(vmId: string, options: ShutdownOptions): Promise<DriverVmStatus>;
   reboot(vmId: string, options: { hard: boolean }): Promise<DriverVmStatus>;
   pause(vmId: string): Promise<DriverVmStatus>;
   unpause(vmId: string): Promise<DriverVmStatus>;
+  /** Saves the guest's memory and device state to the state directory and stops the VM (SUSPENDED). */
+  suspend(vmId: string): Promise<DriverVmStatus>;
+  /** Restores a SUSPENDED VM from its saved state: the guest continues where it was. */
+  resume(vmId: string): Promise<DriverVmStatus>;
   /** Stops the VM if it runs and removes everything the host holds for it. Unknown VMs succeed. */
   destroy(vmId: string): Promise<void>;
   status(vmId: string): Promise<DriverVmStatus | undefined>;
   list(): Promise<DriverVmStatus[]>;
+  /** Called whenever a VM's state changes without being asked (guest shutdown, crash, process killed). */
+  onUnrequestedChange(listener: (status: DriverVmStatus) => void): void;
+  metrics(vmId: string): Promise<DriverVmMetrics>;
+  /** The last `maxBytes` of the serial console's history (survives agent restarts). */
+  consoleLog(vmId: string, maxBytes: number): Promise<Buffer>;
+  attachConsole(vmId: string): Promise<DriverConsole>;
+  /** Releases connections and timers; VMs keep running. */
+  close(): Promise<void>;
 }
 
 export class DriverError extends Error {
   constructor(
-    readonly kind: 'not-found' | 'invalid-state' | 'capacity' | 'failed',
+    readonly kind: 'not-found' | 'invalid-state' | 'capacity' | 'invalid-spec' | 'unsupported' | 'failed',
     message: string,
   ) {
     super(message);

@@ -1,9 +1,18 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { DriverVmSpec } from '../driver';
 import { SimDriver } from './sim-driver';
 
-const spec = { vmId: 'vm-1', name: 'web', vcpus: 1, memoryMib: 256, boot: {} };
+const spec: DriverVmSpec = {
+  vmId: 'vm-1',
+  name: 'web',
+  vcpus: 1,
+  memoryMib: 256,
+  boot: { kind: 'disk' },
+  disks: [],
+  nics: [],
+};
 
 describe('sim driver', () => {
   let dir: string;

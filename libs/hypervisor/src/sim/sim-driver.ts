@@ -2,7 +2,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   DriverCapabilities,
+  DriverConsole,
   DriverError,
+  DriverVmMetrics,
   DriverVmSpec,
   DriverVmStatus,
   HostCapacity,
@@ -48,7 +50,7 @@ export class SimDriver implements HypervisorDriver {
       accelerator: 'sim',
       acceleratorReason: 'sim driver: no guest runs',
       pause: true,
-      suspend: false,
+      suspend: true,
       liveMigration: false,
       hotplugDisks: false,
       console: false,
@@ -71,6 +73,7 @@ export class SimDriver implements HypervisorDriver {
 
   async start(spec: DriverVmSpec): Promise<DriverVmStatus> {
     const existing = this.vms.get(spec.vmId);
+    if (existing?.powerState === 'SUSPENDED') return this.resume(spec.vmId);
     if (existing && existing.powerState !== 'HALTED') {
       if (existing.powerState === 'RUNNING') return this.statusOf(existing);
       throw new DriverError('invalid-state', `vm ${spec.vmId} is ${existing.powerState}, not HALTED`);
@@ -108,6 +111,34 @@ export class SimDriver implements HypervisorDriver {
   async unpause(vmId: string): Promise<DriverVmStatus> {
     return this.transition(vmId, 'PAUSED', 'RUNNING');
   }
+
+  async suspend(vmId: string): Promise<DriverVmStatus> {
+    return this.transition(vmId, 'RUNNING', 'SUSPENDED');
+  }
+
+  async resume(vmId: string): Promise<DriverVmStatus> {
+    return this.transition(vmId, 'SUSPENDED', 'RUNNING');
+  }
+
+  /** Simulated VMs never change state on their own. */
+  onUnrequestedChange(): void {}
+
+  async metrics(vmId: string): Promise<DriverVmMetrics> {
+    this.get(vmId);
+    throw new DriverError('unsupported', 'the sim driver runs no guest: it has no metrics');
+  }
+
+  async consoleLog(vmId: string): Promise<Buffer> {
+    this.get(vmId);
+    throw new DriverError('unsupported', 'the sim driver runs no guest: it has no console');
+  }
+
+  async attachConsole(vmId: string): Promise<DriverConsole> {
+    this.get(vmId);
+    throw new DriverError('unsupported', 'the sim driver runs no guest: it has no console');
+  }
+
+  async close(): Promise<void> {}
 
   async destroy(vmId: string): Promise<void> {
     if (!this.vms.has(vmId)) return;
