@@ -22,7 +22,9 @@ import { OperationService } from './operations/operation.service';
 import { ComputeStore } from './persistence/compute-store';
 import { computeEntities } from './persistence/entities';
 import { computeMigrations } from './persistence/migrations';
+import { StorageImageCatalogue } from './vms/image-catalogue';
 import { Placement } from './vms/placement';
+import { VmConsole } from './vms/vm-console';
 import { VmOperations } from './vms/vm-operations';
 import { VmService } from './vms/vm.service';
 
@@ -62,7 +64,9 @@ export async function startCompute(
       memoryOvercommitRatio: config.FLOTILLA_MEMORY_OVERCOMMIT,
     }),
   );
-  new VmOperations(store, operations, agents, placement, logger).register(runner);
+  const images = new StorageImageCatalogue(config.FLOTILLA_STORAGE_URL, config.FLOTILLA_SERVICE_TOKEN);
+  new VmOperations(store, operations, agents, placement, images, logger).register(runner);
+  const vms = new VmService(store, operations, runner);
   const reaper = new HostReaper(store, config.FLOTILLA_HOST_DOWN_AFTER_MS, logger);
 
   let app: INestMicroservice | undefined;
@@ -70,7 +74,8 @@ export async function startCompute(
     app = await startGrpcService({
       module: ComputeModule.with({
         identity: new ServiceIdentity(config.FLOTILLA_SERVICE_TOKEN),
-        vms: new VmService(store, operations, runner),
+        vms,
+        consoles: new VmConsole(store, vms, agents),
         hosts: new HostService(store),
         registry: new HostRegistryService(
           store,
@@ -129,6 +134,7 @@ export async function startCompute(
       feed.stop();
       await app?.close();
       agents.close();
+      images.close();
       await db.close();
     },
   };

@@ -1,6 +1,6 @@
 import { Metadata } from '@grpc/grpc-js';
 import { Controller, Inject } from '@nestjs/common';
-import { GrpcMethod } from '@nestjs/microservices';
+import { GrpcMethod, GrpcStreamMethod } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
 import { commonV1, computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, invalidArgument, type VmOperation } from '@flotilla/domain';
@@ -11,6 +11,7 @@ import { HostRegistryService } from './hosts/host-registry.service';
 import { HostService } from './hosts/host.service';
 import { operationToProto, vmToProto } from './mappers';
 import { OperationService } from './operations/operation.service';
+import { VmConsole } from './vms/vm-console';
 import { VmService } from './vms/vm.service';
 import { events } from './persistence/compute-store';
 import { VmRow } from './persistence/entities';
@@ -21,6 +22,7 @@ export class VmGrpc implements computeV1.VmServiceController {
   constructor(
     @Inject(ServiceIdentity) private readonly identity: ServiceIdentity,
     @Inject(VmService) private readonly vms: VmService,
+    @Inject(VmConsole) private readonly consoles: VmConsole,
   ) {}
 
   @GrpcMethod('VmService', 'CreateVm')
@@ -81,6 +83,40 @@ export class VmGrpc implements computeV1.VmServiceController {
   @GrpcMethod('VmService', 'UnpauseVm')
   async unpauseVm(req: computeV1.UnpauseVmRequest, md: Metadata): Promise<computeV1.UnpauseVmResponse> {
     return this.op(this.identity.caller(md), req.id, 'UNPAUSE', req.requestId);
+  }
+
+  @GrpcMethod('VmService', 'SuspendVm')
+  async suspendVm(req: computeV1.SuspendVmRequest, md: Metadata): Promise<computeV1.SuspendVmResponse> {
+    return this.op(this.identity.caller(md), req.id, 'SUSPEND', req.requestId);
+  }
+
+  @GrpcMethod('VmService', 'ResumeVm')
+  async resumeVm(req: computeV1.ResumeVmRequest, md: Metadata): Promise<computeV1.ResumeVmResponse> {
+    return this.op(this.identity.caller(md), req.id, 'RESUME', req.requestId);
+  }
+
+  @GrpcMethod('VmService', 'GetVmConsoleLog')
+  async getVmConsoleLog(
+    req: computeV1.GetVmConsoleLogRequest,
+    md: Metadata,
+  ): Promise<computeV1.GetVmConsoleLogResponse> {
+    return { data: await this.consoles.log(this.identity.caller(md), req.id, req.maxBytes) };
+  }
+
+  @GrpcStreamMethod('VmService', 'AttachVmConsole')
+  attachVmConsole(
+    requests: Observable<computeV1.AttachVmConsoleRequest>,
+    md: Metadata,
+  ): Observable<computeV1.AttachVmConsoleResponse> {
+    return this.consoles.attach(this.identity.caller(md), requests);
+  }
+
+  @GrpcMethod('VmService', 'GetVmMetrics')
+  async getVmMetrics(
+    req: computeV1.GetVmMetricsRequest,
+    md: Metadata,
+  ): Promise<computeV1.GetVmMetricsResponse> {
+    return { metrics: await this.consoles.metrics(this.identity.caller(md), req.id) };
   }
 
   @GrpcMethod('VmService', 'DestroyVm')

@@ -6,12 +6,14 @@ import { FlavorService } from './flavors/flavor.service';
 import { HostRegistryService } from './hosts/host-registry.service';
 import { HostService } from './hosts/host.service';
 import { OperationService } from './operations/operation.service';
+import { VmConsole } from './vms/vm-console';
 import { VmService } from './vms/vm.service';
 
 /** What the gRPC edge needs; built by main (or a test) from validated config. */
 export interface ComputeServices {
   identity: ServiceIdentity;
   vms: VmService;
+  consoles: VmConsole;
   hosts: HostService;
   registry: HostRegistryService;
   flavors: FlavorService;
@@ -25,6 +27,7 @@ export class ComputeModule {
     const providers: Provider[] = [
       { provide: ServiceIdentity, useValue: s.identity },
       { provide: VmService, useValue: s.vms },
+      { provide: VmConsole, useValue: s.consoles },
       { provide: HostService, useValue: s.hosts },
       { provide: HostRegistryService, useValue: s.registry },
       { provide: FlavorService, useValue: s.flavors },

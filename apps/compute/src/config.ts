@@ -12,6 +12,11 @@ export const computeConfigSpec = {
     default: '127.0.0.1:7401',
   },
   FLOTILLA_DB_SCHEMA: dbSchemaConfig('compute'),
+  FLOTILLA_STORAGE_URL: {
+    description: "host:port of the pool's storage service (image catalogue)",
+    schema: listenAddress(),
+    default: '127.0.0.1:7402',
+  },
   FLOTILLA_POOL_NAME: {
     description: 'name of this pool',
     schema: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be 1..63 lowercase letters, digits or "-"'),

@@ -31,6 +31,13 @@ export function vmToProto(vm: VmRow): computeV1.Vm {
     currentOperationId: vm.currentOperationId ?? '',
     antiAffinityGroup: vm.antiAffinityGroup,
     requiredHostLabels: vm.requiredHostLabels,
+    nics: vm.nics.map((nic) => ({
+      mac: nic.mac,
+      forwards: nic.forwards.map((f) => ({
+        guestPort: f.guestPort,
+        hostAddress: occupiesHost(vm.powerState) ? (f.hostAddress ?? '') : '',
+      })),
+    })),
   };
 }
 

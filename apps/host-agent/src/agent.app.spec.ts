@@ -41,6 +41,7 @@ describe.each(testDatabases())('host agent on %s', (_db, url) => {
     vcpus: 1,
     memoryMib: 64,
     boot: { image: '', kernel: '', initrd: '', cmdline: '' },
+    nics: [],
   });
 
   it('refuses a command without the service identity with UNAUTHENTICATED', async () => {

@@ -5,6 +5,7 @@ import { AgentModule } from './agent.module';
 import { agentConfigSpec } from './config';
 import { createDriver } from './driver.factory';
 import { HostRegistration } from './host-state';
+import { HostImageCatalogue } from './image-catalogue';
 import { Registrar } from './registrar';
 
 export type AgentConfig = ConfigOf<typeof agentConfigSpec>;
@@ -34,6 +35,10 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       identity: new ServiceIdentity(config.FLOTILLA_SERVICE_TOKEN),
       registration,
       driver,
+      catalogue: new HostImageCatalogue(
+        config.FLOTILLA_IMAGE_DIR || path.join(config.FLOTILLA_DATA_DIR, 'images'),
+        config.FLOTILLA_AGENT_NAME,
+      ),
     }),
     address: config.FLOTILLA_AGENT_ADDRESS,
     areas: ['common', 'compute'],
@@ -53,16 +58,26 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     logger,
   );
   registrar.start();
+  // A guest that powers off or crashes is reported now, not at the next heartbeat.
+  driver.onUnrequestedChange((status) => {
+    logger.info(
+      { vmId: status.vmId, powerState: status.powerState, reason: status.reason },
+      'vm changed state',
+    );
+    registrar.reportNow();
+  });
   logger.info({ address: config.FLOTILLA_AGENT_ADDRESS, driver: driver.name }, 'host agent ready');
   return {
     address: config.FLOTILLA_AGENT_ADDRESS,
     async stop() {
       registrar.stop();
       await app.close();
+      await driver.close();
     },
     abort() {
       registrar.stop();
       void app.close();
+      void driver.close();
     },
   };
 }

@@ -1,11 +1,19 @@
 import { Metadata } from '@grpc/grpc-js';
 import { Controller, Inject } from '@nestjs/common';
-import { GrpcMethod } from '@nestjs/microservices';
+import { GrpcMethod, GrpcStreamMethod } from '@nestjs/microservices';
+import { Observable } from 'rxjs';
 import { computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, validateIntRange } from '@flotilla/domain';
-import { DriverError, DriverVmStatus, HypervisorDriver } from '@flotilla/hypervisor';
+import {
+  DriverBoot,
+  DriverConsole,
+  DriverError,
+  DriverVmStatus,
+  HypervisorDriver,
+} from '@flotilla/hypervisor';
 import { ServiceIdentity } from '@flotilla/platform';
 import { HostRegistration, PerVmQueue } from './host-state';
+import { HostImageCatalogue } from './image-catalogue';
 
 export const HYPERVISOR_DRIVER = 'HYPERVISOR_DRIVER';
 
@@ -18,6 +26,7 @@ export class AgentGrpc implements computeV1.AgentServiceController {
     @Inject(ServiceIdentity) private readonly identity: ServiceIdentity,
     @Inject(HostRegistration) private readonly registration: HostRegistration,
     @Inject(HYPERVISOR_DRIVER) private readonly driver: HypervisorDriver,
+    @Inject(HostImageCatalogue) private readonly catalogue: HostImageCatalogue,
   ) {}
 
   @GrpcMethod('AgentService', 'StartVm')
@@ -104,6 +113,85 @@ export class AgentGrpc implements computeV1.AgentServiceController {
     });
   }
 
+  @GrpcMethod('AgentService', 'SuspendVm')
+  suspendVm(
+    req: computeV1.AgentServiceSuspendVmRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServiceSuspendVmResponse> {
+    return this.command(md, req.epoch, req.vmId, async () => ({
+      status: toProto(await this.driver.suspend(req.vmId)),
+    }));
+  }
+
+  @GrpcMethod('AgentService', 'ResumeVm')
+  resumeVm(
+    req: computeV1.AgentServiceResumeVmRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServiceResumeVmResponse> {
+    return this.command(md, req.epoch, req.vmId, async () => ({
+      status: toProto(await this.driver.resume(req.vmId)),
+    }));
+  }
+
+  @GrpcMethod('AgentService', 'GetVmConsoleLog')
+  async getVmConsoleLog(
+    req: computeV1.AgentServiceGetVmConsoleLogRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServiceGetVmConsoleLogResponse> {
+    this.identity.verify(md);
+    const maxBytes = validateIntRange('max_bytes', req.maxBytes, 1, 16 * 1024 * 1024);
+    return { data: await this.read(() => this.driver.consoleLog(req.vmId, maxBytes)) };
+  }
+
+  @GrpcMethod('AgentService', 'GetVmMetrics')
+  async getVmMetrics(
+    req: computeV1.AgentServiceGetVmMetricsRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServiceGetVmMetricsResponse> {
+    this.identity.verify(md);
+    const m = await this.read(() => this.driver.metrics(req.vmId));
+    return { metrics: { ...m, sampledAt: new Date() } };
+  }
+
+  /** The first request names the VM; its data and every later request's data go to the guest. */
+  @GrpcStreamMethod('AgentService', 'AttachVmConsole')
+  attachVmConsole(
+    requests: Observable<computeV1.AgentServiceAttachVmConsoleRequest>,
+    md: Metadata,
+  ): Observable<computeV1.AgentServiceAttachVmConsoleResponse> {
+    this.identity.verify(md);
+    return new Observable((subscriber) => {
+      let console: DriverConsole | undefined;
+      let opening: Promise<void> | undefined;
+      let closed = false;
+      const sub = requests.subscribe({
+        next: (req) => {
+          if (!opening) {
+            opening = this.read(() => this.driver.attachConsole(req.vmId)).then(
+              async (c) => {
+                if (closed) return c.close();
+                console = c;
+                if (req.data.length) c.write(Buffer.from(req.data));
+                for await (const data of c.output) subscriber.next({ data });
+                subscriber.complete();
+              },
+              (e: unknown) => subscriber.error(e),
+            );
+          } else if (req.data.length) {
+            void opening.then(() => console?.write(Buffer.from(req.data)));
+          }
+        },
+        complete: () => void opening?.then(() => console?.close()),
+        error: () => console?.close(),
+      });
+      return () => {
+        closed = true;
+        sub.unsubscribe();
+        console?.close();
+      };
+    });
+  }
+
   @GrpcMethod('AgentService', 'GetVmStatus')
   async getVmStatus(
     req: computeV1.AgentServiceGetVmStatusRequest,
@@ -113,6 +201,25 @@ export class AgentGrpc implements computeV1.AgentServiceController {
     const status = await this.driver.status(req.vmId);
     if (!status) throw new DomainError(ErrorCode.NotFound, `vm ${req.vmId} is not on this host`);
     return { status: toProto(status) };
+  }
+
+  private boot(boot: computeV1.BootSpec | undefined): DriverBoot {
+    if (!boot?.kernel) return { kind: 'disk' };
+    return {
+      kind: 'kernel',
+      kernel: this.catalogue.resolve('spec.boot.kernel', boot.kernel),
+      ...(boot.initrd ? { initrd: this.catalogue.resolve('spec.boot.initrd', boot.initrd) } : {}),
+      cmdline: boot.cmdline,
+    };
+  }
+
+  /** Reads that need no epoch: driver errors become domain errors. */
+  private async read<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (e) {
+      throw e instanceof DriverError ? fromDriverError(e) : e;
+    }
   }
 
   private async command<T>(md: Metadata, epoch: number, vmId: string, work: () => Promise<T>): Promise<T> {
@@ -127,11 +234,20 @@ export class AgentGrpc implements computeV1.AgentServiceController {
   }
 }
 
+/** Forwarded ports are reported on one NIC: user-mode NICs share the host's loopback. */
 export function toProto(s: DriverVmStatus): computeV1.VmStatus {
   return {
     vmId: s.vmId,
     powerState: `POWER_STATE_${s.powerState}` as computeV1.PowerState,
     reason: s.reason ?? '',
+    nics: s.forwards?.length
+      ? [
+          {
+            mac: '',
+            forwards: s.forwards.map((f) => ({ guestPort: f.guestPort, hostAddress: f.hostAddress })),
+          },
+        ]
+      : [],
   };
 }
 

@@ -3,6 +3,7 @@ import { HypervisorDriver } from '@flotilla/hypervisor';
 import { ServiceIdentity } from '@flotilla/platform';
 import { AgentGrpc, HYPERVISOR_DRIVER } from './agent.grpc';
 import { HostRegistration } from './host-state';
+import { HostImageCatalogue } from './image-catalogue';
 
 @Module({})
 export class AgentModule {
@@ -10,6 +11,7 @@ export class AgentModule {
     identity: ServiceIdentity;
     registration: HostRegistration;
     driver: HypervisorDriver;
+    catalogue: HostImageCatalogue;
   }): DynamicModule {
     return {
       module: AgentModule,
@@ -18,6 +20,7 @@ export class AgentModule {
         { provide: ServiceIdentity, useValue: deps.identity },
         { provide: HostRegistration, useValue: deps.registration },
         { provide: HYPERVISOR_DRIVER, useValue: deps.driver },
+        { provide: HostImageCatalogue, useValue: deps.catalogue },
       ],
     };
   }

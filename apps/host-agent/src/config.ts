@@ -1,6 +1,6 @@
 import * as os from 'node:os';
 import { z } from 'zod';
-import { commonConfig, listenAddress, type ConfigSpec } from '@flotilla/platform';
+import { commonConfig, imageDirConfig, listenAddress, type ConfigSpec } from '@flotilla/platform';
 
 const labelList = z
   .string()
@@ -37,6 +37,7 @@ export const agentConfigSpec = {
     schema: z.string().min(1),
     default: '',
   },
+  FLOTILLA_IMAGE_DIR: imageDirConfig,
   FLOTILLA_COMPUTE_URL: {
     description: "host:port of the pool's compute service",
     schema: listenAddress(),
@@ -46,6 +47,18 @@ export const agentConfigSpec = {
     description: 'hypervisor driver: auto, sim or qemu',
     schema: z.enum(['auto', 'sim', 'qemu']),
     default: 'auto' as const,
+  },
+  FLOTILLA_ACCEL: {
+    description:
+      'qemu accelerator: auto (probe whether KVM really runs a guest, else TCG), kvm or tcg (skip the probe)',
+    schema: z.enum(['auto', 'kvm', 'tcg']),
+    default: 'auto' as const,
+  },
+  FLOTILLA_IMAGE_DIR: {
+    description:
+      "this host's image catalogue directory: KERNEL image paths are relative to it (default: <FLOTILLA_DATA_DIR>/images)",
+    schema: z.string(),
+    default: '',
   },
   FLOTILLA_SIM_CPUS: {
     description: 'CPUs the sim driver reports',

@@ -24,6 +24,7 @@ export class Registrar {
   private stopped = false;
   private intervalMs = 2000;
   private failures = 0;
+  private busy = false;
 
   constructor(
     private readonly options: RegistrarOptions,
@@ -43,6 +44,13 @@ export class Registrar {
     this.schedule(0);
   }
 
+  /** Heartbeats at once (a VM changed state on its own), unless a report is already under way. */
+  reportNow(): void {
+    if (this.stopped || this.busy || !this.registration.registered) return;
+    clearTimeout(this.timer);
+    this.schedule(0);
+  }
+
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
@@ -55,6 +63,7 @@ export class Registrar {
   }
 
   private async tick(): Promise<void> {
+    this.busy = true;
     try {
       if (!this.registration.registered) await this.register();
       else await this.heartbeat();
@@ -77,6 +86,8 @@ export class Registrar {
           'cannot reach compute; retrying',
         );
       this.schedule(Math.min(10_000, 500 * 2 ** Math.min(this.failures, 5)));
+    } finally {
+      this.busy = false;
     }
   }
 

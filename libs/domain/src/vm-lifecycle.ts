@@ -10,6 +10,8 @@ export type VmOperation =
   | 'HARD_REBOOT'
   | 'PAUSE'
   | 'UNPAUSE'
+  | 'SUSPEND'
+  | 'RESUME'
   | 'DESTROY';
 
 /**
@@ -20,9 +22,10 @@ export type VmOperation =
  */
 const allowedByPowerState: Record<PowerState, readonly VmOperation[]> = {
   HALTED: ['START', 'DESTROY'],
-  RUNNING: ['CLEAN_SHUTDOWN', 'HARD_SHUTDOWN', 'CLEAN_REBOOT', 'HARD_REBOOT', 'PAUSE', 'DESTROY'],
-  PAUSED: ['UNPAUSE', 'HARD_SHUTDOWN', 'HARD_REBOOT', 'DESTROY'],
-  SUSPENDED: ['HARD_SHUTDOWN', 'DESTROY'],
+  RUNNING: ['CLEAN_SHUTDOWN', 'HARD_SHUTDOWN', 'CLEAN_REBOOT', 'HARD_REBOOT', 'PAUSE', 'SUSPEND', 'DESTROY'],
+  PAUSED: ['UNPAUSE', 'HARD_SHUTDOWN', 'HARD_REBOOT', 'SUSPEND', 'DESTROY'],
+  // A hard shutdown of a SUSPENDED VM discards its saved memory.
+  SUSPENDED: ['RESUME', 'HARD_SHUTDOWN', 'DESTROY'],
   UNKNOWN: ['HARD_SHUTDOWN', 'DESTROY'],
 };
 
@@ -35,6 +38,8 @@ export const powerStateAfter: Record<VmOperation, PowerState | 'DELETED'> = {
   HARD_REBOOT: 'RUNNING',
   PAUSE: 'PAUSED',
   UNPAUSE: 'RUNNING',
+  SUSPEND: 'SUSPENDED',
+  RESUME: 'RUNNING',
   DESTROY: 'DELETED',
 };
 
@@ -71,7 +76,10 @@ export function assertOperationAllowed(vm: VmLifecycleView, op: VmOperation): vo
   }
 }
 
-/** True while the VM holds capacity on a host. */
+/**
+ * True while the VM holds capacity on a host. A SUSPENDED VM keeps its claim (as OpenStack's suspend
+ * does): its saved memory lives on that host, so it resumes there.
+ */
 export function occupiesHost(state: PowerState): boolean {
-  return state === 'RUNNING' || state === 'PAUSED' || state === 'UNKNOWN';
+  return state === 'RUNNING' || state === 'PAUSED' || state === 'SUSPENDED' || state === 'UNKNOWN';
 }

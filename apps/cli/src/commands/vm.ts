@@ -9,6 +9,7 @@ import { age, labels, mebibytes, timestamp, word } from '../format';
 import { settle } from '../operations';
 import { findVm, hostNames } from '../resolve';
 import { listWith, noteMore, withListOptions, type ListOptions } from './list-options';
+import { addGuestCommands } from './vm-console';
 
 const { ShutdownMode } = computeV1;
 
@@ -24,6 +25,7 @@ interface CreateOptions {
   antiAffinityGroup?: string;
   requireHostLabel?: Record<string, string>;
   start: boolean;
+  forward?: number[];
   requestId?: string;
   wait: boolean;
 }
@@ -60,6 +62,11 @@ export function vmCommand(): Command {
       '--require-host-label <key=value>',
       'only run on hosts carrying this label (repeatable)',
       collectKeyValues,
+    )
+    .option(
+      '--forward <port>',
+      'make this guest TCP port reachable from its host on a loopback port shown by `vm show` (repeatable)',
+      collectPorts,
     )
     .option('--no-start', 'create the VM halted')
     .option('--request-id <id>', `${requestIdHelp} (default: a new random id)`)
@@ -123,10 +130,20 @@ export function vmCommand(): Command {
   );
   mutation(
     vm,
+    'suspend',
+    "save a running VM's memory on its host and stop it (resume continues where it was)",
+    (cloud, id, requestId) => cloud.vms.call.suspendVm({ id, requestId }),
+  );
+  mutation(vm, 'resume', 'resume a suspended VM where it was', (cloud, id, requestId) =>
+    cloud.vms.call.resumeVm({ id, requestId }),
+  );
+  mutation(
+    vm,
     'delete',
     'stop a VM if needed and delete it with everything it owns',
     (cloud, id, requestId) => cloud.vms.call.destroyVm({ id, requestId }),
   );
+  addGuestCommands(vm);
   return vm;
 }
 
@@ -186,6 +203,9 @@ async function createVm(ctx: CommandContext, name: string, o: CreateOptions): Pr
     antiAffinityGroup: o.antiAffinityGroup ?? '',
     requiredHostLabels: o.requireHostLabel ?? {},
     start: o.start,
+    nics: o.forward?.length
+      ? [{ mac: '', forwards: o.forward.map((guestPort) => ({ guestPort, hostAddress: '' })) }]
+      : [],
   });
   const operation = await settle(cloud, ctx.out, response, { wait: o.wait });
   if (!operation) return;
@@ -237,6 +257,7 @@ async function showVm(ctx: CommandContext, ref: string): Promise<void> {
     ['root disk', vm.rootDiskGib ? `${vm.rootDiskGib} GiB` : ''],
     ['image', vm.boot?.image],
     ['kernel', vm.boot?.kernel],
+    ['nics', nicSummary(vm.nics ?? [])],
     ['labels', labels(vm.labels)],
     ['anti-affinity group', vm.antiAffinityGroup],
     ['requires host labels', labels(vm.requiredHostLabels)],
@@ -246,6 +267,23 @@ async function showVm(ctx: CommandContext, ref: string): Promise<void> {
     ['updated', timestamp(vm.updatedAt)],
     ['etag', vm.etag],
   ]);
+}
+
+/** "52:54:00:12:34:56 (guest 80 at 127.0.0.1:40123)" per NIC. */
+function nicSummary(nics: computeV1.Nic[]): string {
+  return nics
+    .map((n) => {
+      const forwards = n.forwards.map(
+        (f) => `guest ${f.guestPort}${f.hostAddress ? ` at ${f.hostAddress}` : ''}`,
+      );
+      return forwards.length ? `${n.mac} (${forwards.join(', ')})` : n.mac;
+    })
+    .join('; ');
+}
+
+/** A commander option parser collecting repeated TCP ports. */
+function collectPorts(raw: string, previous: number[] | undefined): number[] {
+  return [...(previous ?? []), intInRange(1, 65535)(raw)];
 }
 
 /** "m1.small (id)", or the id alone when the flavor cannot be read. */

@@ -1,10 +1,15 @@
 import { computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode } from '@flotilla/domain';
 import { domainErrorFromGrpc, GrpcClient, isGrpcStatus, md } from '@flotilla/platform';
-import { status } from '@grpc/grpc-js';
+import { ClientDuplexStream, status } from '@grpc/grpc-js';
 import { HostRow } from '../persistence/entities';
 
 type AgentCall = GrpcClient<computeV1.AgentServiceClient>['call'];
+
+export type AgentConsoleStream = ClientDuplexStream<
+  computeV1.AgentServiceAttachVmConsoleRequest,
+  computeV1.AgentServiceAttachVmConsoleResponse
+>;
 
 /** gRPC clients to host agents, one per address, with the service identity attached. */
 export class AgentClients {
@@ -32,6 +37,11 @@ export class AgentClients {
       const err = domainErrorFromGrpc(e);
       throw new DomainError(err.code, `host ${host.name}: ${err.message}`, err.fields);
     }
+  }
+
+  /** A console stream to the agent; it lives until either side closes it. */
+  console(host: Pick<HostRow, 'address'>): AgentConsoleStream {
+    return this.client(host.address).duplex('AttachVmConsole');
   }
 
   deadline(): number {

@@ -46,6 +46,12 @@ export interface BootRow {
   cmdline?: string;
 }
 
+/** A NIC as recorded: host addresses of forwarded ports are filled while the VM runs. */
+export interface NicRow {
+  mac: string;
+  forwards: { guestPort: number; hostAddress?: string }[];
+}
+
 @Entity({ name: 'vms' })
 export class VmRow {
   @PrimaryColumn('uuid') id!: string;
@@ -64,6 +70,7 @@ export class VmRow {
   @Column({ name: 'current_operation_id', type: 'uuid', nullable: true }) currentOperationId!: string | null;
   @Column({ name: 'anti_affinity_group', type: 'text', default: '' }) antiAffinityGroup!: string;
   @Column({ name: 'required_host_labels', type: 'jsonb' }) requiredHostLabels!: Record<string, string>;
+  @Column('jsonb') nics!: NicRow[];
   @Column({ name: 'request_id', type: 'text', nullable: true }) requestId!: string | null;
   @Column('int') version!: number;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;

@@ -104,4 +104,21 @@ export class ComputeInit1764000000001 implements MigrationInterface {
   }
 }
 
-export const computeMigrations = [CreateOutbox1764000000000, ComputeInit1764000000001];
+/** VMs get network interfaces (user-mode NICs with port forwards until the network service lands). */
+export class ComputeVmNics1764100000000 implements MigrationInterface {
+  name = 'ComputeVmNics1764100000000';
+
+  async up(q: QueryRunner): Promise<void> {
+    await q.query(`ALTER TABLE ${schemaOf(q)}.vms ADD COLUMN nics jsonb NOT NULL DEFAULT '[]'::jsonb`);
+  }
+
+  async down(q: QueryRunner): Promise<void> {
+    await q.query(`ALTER TABLE ${schemaOf(q)}.vms DROP COLUMN nics`);
+  }
+}
+
+export const computeMigrations = [
+  CreateOutbox1764000000000,
+  ComputeInit1764000000001,
+  ComputeVmNics1764100000000,
+];

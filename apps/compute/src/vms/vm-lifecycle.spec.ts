@@ -112,6 +112,48 @@ describe.each(testDatabases())('VM lifecycle through the gateway on %s', (_db, u
     expect((await getVm(vm.id)).hostId).toBe('');
   });
 
+  it('suspends a running VM on its host (keeping its claim) and resumes it there', async () => {
+    const vm = await getVm((await createRunning()).id);
+    expect(vm.hostId).not.toBe('');
+    const suspended = await tenant.clients.vms.call.suspendVm({ id: vm.id, requestId: '' });
+    expect((await operationDone(tenant.clients.operations, suspended.operation!.id)).state).toBe(
+      'OPERATION_STATE_SUCCEEDED',
+    );
+    const after = await getVm(vm.id);
+    expect(after.powerState).toBe('POWER_STATE_SUSPENDED');
+    expect(after.hostId).toBe(vm.hostId);
+    expect(after.allowedOperations).toEqual([
+      'VM_OPERATION_RESUME',
+      'VM_OPERATION_HARD_SHUTDOWN',
+      'VM_OPERATION_DESTROY',
+    ]);
+    const resumed = await tenant.clients.vms.call.resumeVm({ id: vm.id, requestId: '' });
+    await operationDone(tenant.clients.operations, resumed.operation!.id);
+    expect(await getVm(vm.id)).toMatchObject({ powerState: 'POWER_STATE_RUNNING', hostId: vm.hostId });
+  });
+
+  it('gives a VM created without NICs one NIC with a generated MAC, and keeps asked-for port forwards', async () => {
+    const plain = await tenant.clients.vms.call.createVm(vmRequest({ name: `nic-${++n}`, start: false }));
+    expect(plain.vm!.nics).toEqual([
+      { mac: expect.stringMatching(/^52:54:00(:[0-9a-f]{2}){3}$/), forwards: [] },
+    ]);
+    const forwarded = await tenant.clients.vms.call.createVm(
+      vmRequest({
+        name: `nic-${++n}`,
+        start: false,
+        nics: [{ mac: '', forwards: [{ guestPort: 80, hostAddress: '' }] }],
+      }),
+    );
+    expect(forwarded.vm!.nics[0].forwards).toEqual([{ guestPort: 80, hostAddress: '' }]);
+    const refused = await rejection(
+      tenant.clients.vms.call.createVm(
+        vmRequest({ name: `nic-${++n}`, nics: [{ mac: '', forwards: [{ guestPort: 0, hostAddress: '' }] }] }),
+      ),
+    );
+    expect(refused).toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect(refused.message).toContain('nics[0].forwards[0].guest_port');
+  });
+
   it('publishes the operations a running VM allows', async () => {
     const vm = await createRunning();
     expect((await getVm(vm.id)).allowedOperations).toEqual([
@@ -120,6 +162,7 @@ describe.each(testDatabases())('VM lifecycle through the gateway on %s', (_db, u
       'VM_OPERATION_CLEAN_REBOOT',
       'VM_OPERATION_HARD_REBOOT',
       'VM_OPERATION_PAUSE',
+      'VM_OPERATION_SUSPEND',
       'VM_OPERATION_DESTROY',
     ]);
   });

@@ -1,12 +1,14 @@
 import { EntityManager } from 'typeorm';
+import { computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, isDomainError, isTerminal } from '@flotilla/domain';
 import { domainErrorFromGrpc, Logger, updateVersioned } from '@flotilla/platform';
 import { AgentClients } from '../hosts/agent-clients';
 import { hostState } from '../mappers';
 import { Emit, events, ComputeStore } from '../persistence/compute-store';
-import { HostRow, OperationRow, VmRow } from '../persistence/entities';
+import { HostRow, NicRow, OperationRow, VmRow } from '../persistence/entities';
 import { OperationRunner } from '../operations/operation-runner';
 import { OperationService } from '../operations/operation.service';
+import { ImageCatalogue } from './image-catalogue';
 import { Placement } from './placement';
 
 /** Raised when the operation record changed under the handler (cancelled): stop quietly. */
@@ -29,6 +31,7 @@ export class VmOperations {
     private readonly operations: OperationService,
     private readonly agents: AgentClients,
     private readonly placement: Placement,
+    private readonly images: ImageCatalogue,
     private readonly logger: Logger,
   ) {}
 
@@ -40,6 +43,8 @@ export class VmOperations {
       'vm.reboot',
       'vm.pause',
       'vm.unpause',
+      'vm.suspend',
+      'vm.resume',
       'vm.destroy',
     ])
       runner.register(kind, (op) => this.run(op));
@@ -70,6 +75,9 @@ export class VmOperations {
         case 'vm.pause':
         case 'vm.unpause':
           return await this.pauseOrUnpause(op, vm);
+        case 'vm.suspend':
+        case 'vm.resume':
+          return await this.suspendOrResume(op, vm);
         case 'vm.destroy':
           return await this.destroy(op, vm);
         default:
@@ -85,6 +93,10 @@ export class VmOperations {
   }
 
   private async start(op: OperationRow, vm: VmRow): Promise<void> {
+    // Before the reservation: a VM whose image cannot boot fails without touching any host.
+    const boot = vm.boot.image
+      ? await this.images.kernelBoot(vm.tenantId, vm.boot.image)
+      : { kernel: '', initrd: '', cmdline: '' };
     if (!vm.hostId) ({ vm, op } = await this.reserve(op, vm));
     const host = await this.host(vm.hostId!);
     // Resumed after a restart with the host already reserved: record the point of no return if needed.
@@ -95,7 +107,7 @@ export class VmOperations {
         progress: 0.5,
         pointOfNoReturn: true,
       });
-    await this.agents.call(host, (a) =>
+    const { status } = await this.agents.call(host, (a) =>
       a.startVm({
         epoch: host.epoch,
         spec: {
@@ -103,11 +115,26 @@ export class VmOperations {
           name: vm.name,
           vcpus: vm.vcpus,
           memoryMib: vm.memoryMib,
-          boot: { image: vm.boot.image ?? '', kernel: '', initrd: '', cmdline: vm.boot.cmdline ?? '' },
+          boot: {
+            image: vm.boot.image ?? '',
+            kernel: boot.kernel,
+            initrd: boot.initrd,
+            // The VM's own command line is appended to the image's: the later option wins in Linux.
+            cmdline: [boot.cmdline, vm.boot.cmdline ?? ''].filter(Boolean).join(' '),
+          },
+          nics: vm.nics.map((n) => ({
+            mac: n.mac,
+            forwards: n.forwards.map((f) => ({ guestPort: f.guestPort, hostAddress: '' })),
+          })),
         },
       }),
     );
-    await this.succeed(op, vm, { powerState: 'RUNNING', powerStateReason: '' }, { host_id: host.id });
+    await this.succeed(
+      op,
+      vm,
+      { powerState: 'RUNNING', powerStateReason: '', nics: withHostAddresses(vm.nics, status?.nics ?? []) },
+      { host_id: host.id },
+    );
   }
 
   /**
@@ -215,6 +242,26 @@ export class VmOperations {
     await this.succeed(op, vm, { powerState: pause ? 'PAUSED' : 'RUNNING', powerStateReason: '' });
   }
 
+  private async suspendOrResume(op: OperationRow, vm: VmRow): Promise<void> {
+    const host = await this.host(vm.hostId!);
+    const suspend = op.kind === 'vm.suspend';
+    op = await this.step(op, {
+      step: `${suspend ? 'suspending' : 'resuming'} on host ${host.name}`,
+      progress: 0.3,
+      pointOfNoReturn: true,
+    });
+    const { status } = await this.agents.call(host, (a) =>
+      suspend
+        ? a.suspendVm({ epoch: host.epoch, vmId: vm.id })
+        : a.resumeVm({ epoch: host.epoch, vmId: vm.id }),
+    );
+    await this.succeed(op, vm, {
+      powerState: suspend ? 'SUSPENDED' : 'RUNNING',
+      powerStateReason: '',
+      nics: withHostAddresses(vm.nics, status?.nics ?? []),
+    });
+  }
+
   private async destroy(op: OperationRow, vm: VmRow): Promise<void> {
     const host = vm.hostId ? await this.host(vm.hostId) : undefined;
     op = await this.step(op, {
@@ -231,7 +278,7 @@ export class VmOperations {
   private async succeed(
     op: OperationRow,
     vm: VmRow | null,
-    changes?: Partial<Pick<VmRow, 'powerState' | 'powerStateReason' | 'hostId'>>,
+    changes?: Partial<Pick<VmRow, 'powerState' | 'powerStateReason' | 'hostId' | 'nics'>>,
     result: Record<string, string> = {},
     deleted?: VmRow,
   ): Promise<void> {
@@ -276,7 +323,9 @@ export class VmOperations {
     m: EntityManager,
     emit: Emit,
     id: string,
-    changes: Partial<Pick<VmRow, 'powerState' | 'powerStateReason' | 'hostId' | 'currentOperationId'>>,
+    changes: Partial<
+      Pick<VmRow, 'powerState' | 'powerStateReason' | 'hostId' | 'currentOperationId' | 'nics'>
+    >,
   ): Promise<void> {
     const vm = await m.findOneByOrFail(VmRow, { id });
     await updateVersioned(m, VmRow, { kind: 'vm', id, version: vm.version }, changes);
@@ -305,4 +354,23 @@ export class VmOperations {
   private async host(id: string): Promise<HostRow> {
     return this.store.manager.findOneByOrFail(HostRow, { id });
   }
+}
+
+/**
+ * The recorded NICs with the host addresses the agent reports for their forwarded ports. A reported NIC
+ * without a MAC stands for all of them (the user-mode NICs of one VM share the host's loopback).
+ */
+export function withHostAddresses(nics: NicRow[], reported: computeV1.Nic[]): NicRow[] {
+  const addressOf = (mac: string, port: number) =>
+    reported
+      .filter((n) => n.mac === mac || n.mac === '')
+      .flatMap((n) => n.forwards)
+      .find((f) => f.guestPort === port && f.hostAddress)?.hostAddress;
+  return nics.map((nic) => ({
+    mac: nic.mac,
+    forwards: nic.forwards.map((f) => {
+      const hostAddress = addressOf(nic.mac, f.guestPort);
+      return hostAddress ? { guestPort: f.guestPort, hostAddress } : { guestPort: f.guestPort };
+    }),
+  }));
 }

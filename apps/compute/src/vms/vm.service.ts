@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { EntityManager } from 'typeorm';
 import { computeV1 } from '@flotilla/contracts';
 import {
@@ -13,6 +13,7 @@ import {
   validateVmSize,
   validateLabels,
   validateName,
+  validateNics,
   validateRequestId,
   type VmOperation,
 } from '@flotilla/domain';
@@ -31,6 +32,8 @@ export const vmOperationKind: Record<VmOperation, string> = {
   HARD_REBOOT: 'vm.reboot',
   PAUSE: 'vm.pause',
   UNPAUSE: 'vm.unpause',
+  SUSPEND: 'vm.suspend',
+  RESUME: 'vm.resume',
   DESTROY: 'vm.destroy',
 };
 
@@ -56,6 +59,7 @@ export class VmService {
     const requiredHostLabels = validateLabels('required_host_labels', req.requiredHostLabels);
     if (req.antiAffinityGroup) validateName('anti_affinity_group', req.antiAffinityGroup);
     const boot = validateBoot(req.boot);
+    const nics = validateNics(req.nics ?? [], randomBytes);
     if (Object.keys(requiredHostLabels).length) requireRole(caller, 'vm-power-admin', 'placement hints');
 
     const created = await this.store.tx(async (m, emit) => {
@@ -76,6 +80,7 @@ export class VmService {
         currentOperationId: req.start ? operationId : null,
         antiAffinityGroup: req.antiAffinityGroup ?? '',
         requiredHostLabels,
+        nics,
         requestId: requestId ?? null,
         version: 1,
         createdAt: now,
@@ -260,8 +265,8 @@ async function insertVmIfAbsent(m: EntityManager, vm: VmRow): Promise<boolean> {
   const rows: unknown[] = await m.query(
     `INSERT INTO ${quotedTable(m, VmRow)} (id, name, tenant_id, labels, flavor_id, vcpus, memory_mib, root_disk_gib, boot,
         power_state, power_state_reason, host_id, current_operation_id, anti_affinity_group, required_host_labels,
-        request_id, version, created_at, updated_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)
+        nics, request_id, version, created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)
      ON CONFLICT DO NOTHING RETURNING id`,
     [
       vm.id,
@@ -279,6 +284,7 @@ async function insertVmIfAbsent(m: EntityManager, vm: VmRow): Promise<boolean> {
       vm.currentOperationId,
       vm.antiAffinityGroup,
       JSON.stringify(vm.requiredHostLabels),
+      JSON.stringify(vm.nics),
       vm.requestId,
       vm.version,
       vm.createdAt,

@@ -9,7 +9,7 @@ import {
   serviceDefinition,
   toGrpcStatus,
 } from '@flotilla/platform';
-import { TokenAuth, upstreamMetadata } from '../auth/token-auth';
+import { Principal, TokenAuth, upstreamMetadata } from '../auth/token-auth';
 
 const passthrough = (b: Buffer): Buffer => b;
 
@@ -49,10 +49,13 @@ export class PoolRelay {
           responseSerialize: passthrough,
           responseDeserialize: passthrough,
         };
-        handlers[name] = method.responseStream
-          ? (call: grpc.ServerWritableStream<Buffer, Buffer>) => this.relayStream(service, method.path, call)
-          : (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
-              this.relayUnary(service, method, call, callback);
+        handlers[name] = method.requestStream
+          ? (call: grpc.ServerDuplexStream<Buffer, Buffer>) => this.relayDuplex(service, method.path, call)
+          : method.responseStream
+            ? (call: grpc.ServerWritableStream<Buffer, Buffer>) =>
+                this.relayStream(service, method.path, call)
+            : (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
+                this.relayUnary(service, method, call, callback);
       }
       server.addService(definition as grpc.ServiceDefinition, handlers);
     }
@@ -60,6 +63,33 @@ export class PoolRelay {
 
   close(): void {
     for (const c of this.channels.values()) c.close();
+  }
+
+  /**
+   * One unary call to the pool's `area` service on behalf of an authenticated principal, for handlers that
+   * route or combine calls (operations live in several services). Resolves with the undecoded reply and
+   * rejects with the upstream status (UNAVAILABLE naming the service).
+   */
+  forward(o: {
+    area: string;
+    path: string;
+    request: Buffer;
+    principal: Principal;
+    incoming: grpc.Metadata;
+    deadlineMs: number;
+  }): Promise<Buffer> {
+    const service = `flotilla.${o.area}`;
+    return new Promise((resolve, reject) =>
+      this.channel(service).makeUnaryRequest(
+        o.path,
+        passthrough,
+        passthrough,
+        o.request,
+        this.metadata(upstreamMetadata(o.principal, o.incoming)),
+        { deadline: Date.now() + o.deadlineMs },
+        (err, reply) => (err ? reject(this.relayError(err, service)) : resolve(reply!)),
+      ),
+    );
   }
 
   private relayUnary(
@@ -118,6 +148,47 @@ export class PoolRelay {
           if (!cancelled) call.emit('error', this.relayError(e, service));
         });
         upstream.on('end', () => call.end());
+      })
+      .catch((e: unknown) => call.emit('error', this.localError(e)));
+  }
+
+  /**
+   * Bidirectional streams (consoles): requests that arrive while the caller is authenticated are held and
+   * sent in order once the upstream stream is open.
+   */
+  private relayDuplex(service: string, path: string, call: grpc.ServerDuplexStream<Buffer, Buffer>): void {
+    let upstream: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
+    let cancelled = false;
+    let ended = false;
+    const held: Buffer[] = [];
+    call.on('data', (m: Buffer) => (upstream ? upstream.write(m) : held.push(m)));
+    call.on('end', () => {
+      ended = true;
+      upstream?.end();
+    });
+    call.on('cancelled', () => {
+      cancelled = true;
+      upstream?.cancel();
+    });
+    this.auth
+      .authenticate(call.metadata)
+      .then((principal) => {
+        if (cancelled) return;
+        const s = this.channel(service).makeBidiStreamRequest(
+          path,
+          passthrough,
+          passthrough,
+          this.metadata(upstreamMetadata(principal, call.metadata)),
+          {},
+        );
+        upstream = s;
+        for (const m of held.splice(0)) s.write(m);
+        if (ended) s.end();
+        s.on('data', (m: Buffer) => call.write(m));
+        s.on('error', (e: grpc.ServiceError) => {
+          if (!cancelled) call.emit('error', this.relayError(e, service));
+        });
+        s.on('end', () => call.end());
       })
       .catch((e: unknown) => call.emit('error', this.localError(e)));
   }

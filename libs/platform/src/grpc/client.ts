@@ -96,6 +96,22 @@ export class GrpcClient<C> {
     return s as grpc.ClientReadableStream<R> & AsyncIterable<R>;
   }
 
+  /** Opens a bidirectional stream (consoles). Without deadlineMs it stays open until cancelled. */
+  duplex<Q, R>(method: string, opts: CallOptions = {}): grpc.ClientDuplexStream<Q, R> & AsyncIterable<R> {
+    const fn = (this.raw as unknown as Record<string, AnyFn>)[method] as unknown as (
+      metadata: grpc.Metadata,
+      options: grpc.CallOptions,
+    ) => grpc.ClientDuplexStream<Q, R>;
+    if (typeof fn !== 'function') throw new Error(`${this.options.service} has no method ${method}`);
+    const s = fn.call(
+      this.raw,
+      this.metadata(opts),
+      opts.deadlineMs ? { deadline: this.deadline(opts) } : {},
+    );
+    opts.signal?.addEventListener('abort', () => s.cancel(), { once: true });
+    return s as grpc.ClientDuplexStream<Q, R> & AsyncIterable<R>;
+  }
+
   waitForReady(deadlineMs: number): Promise<void> {
     return new Promise((resolve, reject) =>
       this.raw.waitForReady(Date.now() + deadlineMs, (err) => (err ? reject(err) : resolve())),

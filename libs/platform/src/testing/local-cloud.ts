@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from 'pg';
-import { commonV1, computeV1, gatewayV1 } from '@flotilla/contracts';
+import { commonV1, computeV1, gatewayV1, storageV1 } from '@flotilla/contracts';
 import { ConfigSpec, parseConfig } from '../config';
 import { GrpcClient } from '../grpc/client';
 import { checkHealth } from '../grpc/health';
@@ -14,7 +14,7 @@ import { quoteIdent } from '../persistence/data-source';
 import { waitFor } from './probes';
 
 /**
- * A whole private cloud for tests: compute, gateway and N sim host agents on free loopback ports, against
+ * A whole private cloud for tests: compute, storage, gateway and N sim host agents on free loopback ports, against
  * one database URL, each service in its own schema named after `schemaPrefix`. Everything talks real gRPC;
  * the only fake is the hypervisor (the sim driver). Compute runs in this process, or as a child process
  * (`node dist/apps/compute/src/main.js`, built by tools/build.mjs) when a test must SIGKILL it.
@@ -36,7 +36,7 @@ export interface AgentOptions {
 
 export interface LocalCloudOptions {
   databaseUrl: string;
-  /** Lowercase; schemas are `<prefix>_compute` and `<prefix>_gateway`. Use uniqueSchema(). */
+  /** Lowercase; schemas are `<prefix>_compute`, `<prefix>_storage` and `<prefix>_gateway`. Use uniqueSchema(). */
   schemaPrefix: string;
   /** Agents to start with the cloud: a count, or one options object each. Default 1. */
   agents?: number | AgentOptions[];
@@ -45,6 +45,7 @@ export interface LocalCloudOptions {
   /** Extra compute configuration, e.g. { FLOTILLA_HOST_DOWN_AFTER_MS: '1500' }. */
   computeEnv?: Record<string, string>;
   gatewayEnv?: Record<string, string>;
+  storageEnv?: Record<string, string>;
   /** Run compute as a child process that kill() can SIGKILL. */
   computeAsProcess?: boolean;
 }
@@ -56,6 +57,7 @@ export interface CloudClients {
   flavors: GrpcClient<computeV1.FlavorServiceClient>;
   operations: GrpcClient<commonV1.OperationServiceClient>;
   events: GrpcClient<computeV1.EventServiceClient>;
+  images: GrpcClient<storageV1.ImageServiceClient>;
   tenants: GrpcClient<gatewayV1.TenantServiceClient>;
   tokens: GrpcClient<gatewayV1.TokenServiceClient>;
 }
@@ -90,7 +92,10 @@ export interface ComputeHandle {
 export interface LocalCloud {
   gatewayAddress: string;
   compute: ComputeHandle;
-  schemas: { compute: string; gateway: string };
+  storageAddress: string;
+  schemas: { compute: string; storage: string; gateway: string };
+  /** The hosts' image catalogue directory (FLOTILLA_IMAGE_DIR of every agent). */
+  imageDir: string;
   adminToken: string;
   /** The shared secret services present to each other (FLOTILLA_SERVICE_TOKEN). */
   serviceToken: string;
@@ -154,6 +159,7 @@ export function vmRequest(
     antiAffinityGroup: '',
     requiredHostLabels: {},
     start: true,
+    nics: [],
     ...fields,
   };
 }
@@ -168,6 +174,7 @@ export function cloudClients(address: string, token?: string): CloudClients {
     flavors: make('flotilla.compute.v1.FlavorService'),
     operations: make('flotilla.common.v1.OperationService'),
     events: make('flotilla.compute.v1.EventService'),
+    images: make('flotilla.storage.v1.ImageService'),
     tenants: make('flotilla.gateway.v1.TenantService'),
     tokens: make('flotilla.gateway.v1.TokenService'),
   };
@@ -178,11 +185,17 @@ function closeClients(c: CloudClients): void {
 }
 
 export async function startLocalCloud(options: LocalCloudOptions): Promise<LocalCloud> {
-  const schemas = { compute: `${options.schemaPrefix}_compute`, gateway: `${options.schemaPrefix}_gateway` };
+  const schemas = {
+    compute: `${options.schemaPrefix}_compute`,
+    storage: `${options.schemaPrefix}_storage`,
+    gateway: `${options.schemaPrefix}_gateway`,
+  };
   quoteIdent(schemas.compute);
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), `flotilla-${options.schemaPrefix}-`));
   const serviceToken = randomBytes(24).toString('base64url');
   const computeAddress = `127.0.0.1:${await freePort()}`;
+  const storageAddress = `127.0.0.1:${await freePort()}`;
+  const imageDir = path.join(workDir, 'images');
   const common = {
     FLOTILLA_SERVICE_TOKEN: serviceToken,
     DATABASE_URL: options.databaseUrl,
@@ -191,7 +204,7 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
   // Run in reverse: agents, gateway, compute, then the schemas and the work directory go.
   const toStop: Array<() => Promise<void>> = [
     async () => fs.rmSync(workDir, { recursive: true, force: true }),
-    () => dropSchemas(options.databaseUrl, [schemas.compute, schemas.gateway]),
+    () => dropSchemas(options.databaseUrl, [schemas.compute, schemas.storage, schemas.gateway]),
   ];
   const openClients: CloudClients[] = [];
   const agents: AgentHandle[] = [];
@@ -206,6 +219,8 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
       env: {
         ...common,
         FLOTILLA_COMPUTE_ADDRESS: computeAddress,
+        // Where compute resolves the images VMs boot (storage starts right after it).
+        FLOTILLA_STORAGE_URL: storageAddress,
         FLOTILLA_DB_SCHEMA: schemas.compute,
         FLOTILLA_HEARTBEAT_INTERVAL_MS: '500',
         ...options.computeEnv,
@@ -215,6 +230,19 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
     });
     toStop.push(() => compute.stopForGood());
 
+    const startStorage = loadApp('storage', 'storage.app', 'storageConfigSpec', 'startStorage');
+    const storageApp = await startStorage(
+      {
+        ...common,
+        FLOTILLA_STORAGE_ADDRESS: storageAddress,
+        FLOTILLA_DB_SCHEMA: schemas.storage,
+        ...options.storageEnv,
+      },
+      createLogger('storage', logLevel),
+      { schema: schemas.storage },
+    );
+    toStop.push(() => storageApp.stop());
+
     const gatewayAddress = `127.0.0.1:${await freePort()}`;
     const tokenFile = path.join(workDir, 'admin-token');
     const startGateway = loadApp('gateway', 'gateway.app', 'gatewayConfigSpec', 'startGateway');
@@ -223,6 +251,7 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
       FLOTILLA_GATEWAY_ADDRESS: gatewayAddress,
       FLOTILLA_ADMIN_HTTP_ADDRESS: `127.0.0.1:${await freePort()}`,
       FLOTILLA_COMPUTE_URL: computeAddress,
+      FLOTILLA_STORAGE_URL: storageAddress,
       FLOTILLA_BOOTSTRAP_TOKEN_FILE: tokenFile,
       FLOTILLA_DB_SCHEMA: schemas.gateway,
       ...options.gatewayEnv,
@@ -253,6 +282,7 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
         FLOTILLA_AGENT_NAME: name,
         FLOTILLA_AGENT_STATE_DIR: stateDir,
         FLOTILLA_COMPUTE_URL: computeAddress,
+        FLOTILLA_IMAGE_DIR: imageDir,
         FLOTILLA_DRIVER: 'sim',
         FLOTILLA_SIM_CPUS: String(o.cpus ?? 8),
         FLOTILLA_SIM_MEMORY_MIB: String(o.memoryMib ?? 16384),
@@ -300,7 +330,9 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
     return {
       gatewayAddress,
       compute: compute.handle,
+      storageAddress,
       schemas,
+      imageDir,
       adminToken,
       serviceToken,
       admin,

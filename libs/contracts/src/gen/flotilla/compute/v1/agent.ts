@@ -8,7 +8,7 @@
 import type { Metadata } from "@grpc/grpc-js";
 import { GrpcMethod, GrpcStreamMethod } from "@nestjs/microservices";
 import { Observable } from "rxjs";
-import { BootSpec, PowerState } from "./vm";
+import { BootSpec, Nic, PowerState, VmMetrics } from "./vm";
 
 export interface RegisterHostRequest {
   name: string;
@@ -54,6 +54,8 @@ export interface VmStatus {
   vmId: string;
   powerState: PowerState;
   reason: string;
+  /** With host_address filled while the VM runs. */
+  nics: Nic[];
 }
 
 /** The spec a host needs to run a VM. */
@@ -62,7 +64,12 @@ export interface VmSpec {
   name: string;
   vcpus: number;
   memoryMib: number;
+  /**
+   * Direct kernel boot: kernel and initrd are paths relative to the host's image catalogue directory
+   * (FLOTILLA_IMAGE_DIR), resolved by compute from the image the VM names. Empty kernel: disk boot.
+   */
   boot: BootSpec | undefined;
+  nics: Nic[];
 }
 
 export interface AgentServiceStartVmRequest {
@@ -127,6 +134,50 @@ export interface AgentServiceGetVmStatusRequest {
 
 export interface AgentServiceGetVmStatusResponse {
   status: VmStatus | undefined;
+}
+
+export interface AgentServiceSuspendVmRequest {
+  epoch: number;
+  vmId: string;
+}
+
+export interface AgentServiceSuspendVmResponse {
+  status: VmStatus | undefined;
+}
+
+export interface AgentServiceResumeVmRequest {
+  epoch: number;
+  vmId: string;
+}
+
+export interface AgentServiceResumeVmResponse {
+  status: VmStatus | undefined;
+}
+
+export interface AgentServiceGetVmConsoleLogRequest {
+  vmId: string;
+  maxBytes: number;
+}
+
+export interface AgentServiceGetVmConsoleLogResponse {
+  data: Uint8Array;
+}
+
+export interface AgentServiceAttachVmConsoleRequest {
+  vmId: string;
+  data: Uint8Array;
+}
+
+export interface AgentServiceAttachVmConsoleResponse {
+  data: Uint8Array;
+}
+
+export interface AgentServiceGetVmMetricsRequest {
+  vmId: string;
+}
+
+export interface AgentServiceGetVmMetricsResponse {
+  metrics: VmMetrics | undefined;
 }
 
 /** HostRegistryService is served by compute for host agents (service identity required). */
@@ -204,6 +255,27 @@ export interface AgentServiceClient {
     request: AgentServiceGetVmStatusRequest,
     metadata?: Metadata,
   ): Observable<AgentServiceGetVmStatusResponse>;
+
+  suspendVm(request: AgentServiceSuspendVmRequest, metadata?: Metadata): Observable<AgentServiceSuspendVmResponse>;
+
+  resumeVm(request: AgentServiceResumeVmRequest, metadata?: Metadata): Observable<AgentServiceResumeVmResponse>;
+
+  getVmConsoleLog(
+    request: AgentServiceGetVmConsoleLogRequest,
+    metadata?: Metadata,
+  ): Observable<AgentServiceGetVmConsoleLogResponse>;
+
+  /** As VmService.AttachVmConsole: the first request names the VM. */
+
+  attachVmConsole(
+    request: Observable<AgentServiceAttachVmConsoleRequest>,
+    metadata?: Metadata,
+  ): Observable<AgentServiceAttachVmConsoleResponse>;
+
+  getVmMetrics(
+    request: AgentServiceGetVmMetricsRequest,
+    metadata?: Metadata,
+  ): Observable<AgentServiceGetVmMetricsResponse>;
 }
 
 /**
@@ -256,6 +328,39 @@ export interface AgentServiceController {
     | Promise<AgentServiceGetVmStatusResponse>
     | Observable<AgentServiceGetVmStatusResponse>
     | AgentServiceGetVmStatusResponse;
+
+  suspendVm(
+    request: AgentServiceSuspendVmRequest,
+    metadata?: Metadata,
+  ): Promise<AgentServiceSuspendVmResponse> | Observable<AgentServiceSuspendVmResponse> | AgentServiceSuspendVmResponse;
+
+  resumeVm(
+    request: AgentServiceResumeVmRequest,
+    metadata?: Metadata,
+  ): Promise<AgentServiceResumeVmResponse> | Observable<AgentServiceResumeVmResponse> | AgentServiceResumeVmResponse;
+
+  getVmConsoleLog(
+    request: AgentServiceGetVmConsoleLogRequest,
+    metadata?: Metadata,
+  ):
+    | Promise<AgentServiceGetVmConsoleLogResponse>
+    | Observable<AgentServiceGetVmConsoleLogResponse>
+    | AgentServiceGetVmConsoleLogResponse;
+
+  /** As VmService.AttachVmConsole: the first request names the VM. */
+
+  attachVmConsole(
+    request: Observable<AgentServiceAttachVmConsoleRequest>,
+    metadata?: Metadata,
+  ): Observable<AgentServiceAttachVmConsoleResponse>;
+
+  getVmMetrics(
+    request: AgentServiceGetVmMetricsRequest,
+    metadata?: Metadata,
+  ):
+    | Promise<AgentServiceGetVmMetricsResponse>
+    | Observable<AgentServiceGetVmMetricsResponse>
+    | AgentServiceGetVmMetricsResponse;
 }
 
 export function AgentServiceControllerMethods() {
@@ -268,13 +373,17 @@ export function AgentServiceControllerMethods() {
       "unpauseVm",
       "destroyVm",
       "getVmStatus",
+      "suspendVm",
+      "resumeVm",
+      "getVmConsoleLog",
+      "getVmMetrics",
     ];
     for (const method of grpcMethods) {
       const descriptor: any = Reflect.getOwnPropertyDescriptor(constructor.prototype, method);
       GrpcMethod("AgentService", method)(constructor.prototype[method], method, descriptor);
       Object.defineProperty(constructor.prototype, method, descriptor);
     }
-    const grpcStreamMethods: string[] = [];
+    const grpcStreamMethods: string[] = ["attachVmConsole"];
     for (const method of grpcStreamMethods) {
       const descriptor: any = Reflect.getOwnPropertyDescriptor(constructor.prototype, method);
       GrpcStreamMethod("AgentService", method)(constructor.prototype[method], method, descriptor);

@@ -34,6 +34,8 @@ export enum VmOperation {
   VM_OPERATION_PAUSE = "VM_OPERATION_PAUSE",
   VM_OPERATION_UNPAUSE = "VM_OPERATION_UNPAUSE",
   VM_OPERATION_DESTROY = "VM_OPERATION_DESTROY",
+  VM_OPERATION_SUSPEND = "VM_OPERATION_SUSPEND",
+  VM_OPERATION_RESUME = "VM_OPERATION_RESUME",
   UNRECOGNIZED = "UNRECOGNIZED",
 }
 
@@ -74,6 +76,8 @@ export interface Vm {
   antiAffinityGroup: string;
   /** A host must carry all these labels to run the VM. */
   requiredHostLabels: { [key: string]: string };
+  /** Network interfaces, in guest order. */
+  nics: Nic[];
 }
 
 export interface Vm_LabelsEntry {
@@ -84,6 +88,25 @@ export interface Vm_LabelsEntry {
 export interface Vm_RequiredHostLabelsEntry {
   key: string;
   value: string;
+}
+
+/**
+ * A network interface. Until the network service provides bridges, every NIC uses the host's user-mode
+ * networking: the guest reaches nothing beyond its host, and the host reaches the guest's TCP ports
+ * listed in forwards.
+ */
+export interface Nic {
+  /** Locally administered unicast MAC; chosen by compute when empty at create. */
+  mac: string;
+  forwards: PortForward[];
+}
+
+/** A guest TCP port forwarded from the VM's host (loopback only). */
+export interface PortForward {
+  /** 1..65535. */
+  guestPort: number;
+  /** Output only: host:port where the port answers while the VM runs, e.g. "127.0.0.1:40123". */
+  hostAddress: string;
 }
 
 /** How the VM boots: a kernel directly (like a Xen PV guest), or from its disk, or from a catalogue image. */
@@ -109,6 +132,8 @@ export interface CreateVmRequest {
   antiAffinityGroup: string;
   requiredHostLabels: { [key: string]: string };
   start: boolean;
+  /** Empty: one NIC without forwards. At most 8. */
+  nics: Nic[];
 }
 
 export interface CreateVmRequest_LabelsEntry {
@@ -204,6 +229,80 @@ export interface DestroyVmResponse {
   operation: Operation | undefined;
 }
 
+export interface SuspendVmRequest {
+  id: string;
+  requestId: string;
+}
+
+export interface SuspendVmResponse {
+  operation: Operation | undefined;
+}
+
+export interface ResumeVmRequest {
+  id: string;
+  requestId: string;
+}
+
+export interface ResumeVmResponse {
+  operation: Operation | undefined;
+}
+
+export interface GetVmConsoleLogRequest {
+  id: string;
+  /** 0 means 65536; at most 1048576. */
+  maxBytes: number;
+}
+
+export interface GetVmConsoleLogResponse {
+  data: Uint8Array;
+}
+
+export interface AttachVmConsoleRequest {
+  /** Required in the first request, ignored after. */
+  id: string;
+  data: Uint8Array;
+}
+
+export interface AttachVmConsoleResponse {
+  data: Uint8Array;
+}
+
+export interface GetVmMetricsRequest {
+  id: string;
+}
+
+export interface GetVmMetricsResponse {
+  metrics: VmMetrics | undefined;
+}
+
+/** Counters of a running VM; monotonic while it runs (they restart with the VM's process). */
+export interface VmMetrics {
+  vmId: string;
+  sampledAt:
+    | Date
+    | undefined;
+  /** CPU time of the VM's process on its host (vCPUs and device emulation). */
+  cpuTimeNs: number;
+  residentMemoryBytes: number;
+  disks: DiskCounters[];
+  /** Empty where the hypervisor keeps no per-NIC counters (user-mode networking). */
+  nics: NicCounters[];
+}
+
+export interface DiskCounters {
+  device: string;
+  readBytes: number;
+  writeBytes: number;
+  readOps: number;
+  writeOps: number;
+}
+
+export interface NicCounters {
+  mac: string;
+  rxBytes: number;
+  txBytes: number;
+}
+
 wrappers[".google.protobuf.Timestamp"] = {
   fromObject(value: Date) {
     return { seconds: value.getTime() / 1000, nanos: (value.getTime() % 1000) * 1e6 };
@@ -254,9 +353,42 @@ export interface VmServiceClient {
 
   unpauseVm(request: UnpauseVmRequest, metadata?: Metadata): Observable<UnpauseVmResponse>;
 
+  /**
+   * Saves the guest's memory to its host and stops it (SUSPENDED). The VM keeps its host and its claim on
+   * the host's capacity: it resumes there.
+   */
+
+  suspendVm(request: SuspendVmRequest, metadata?: Metadata): Observable<SuspendVmResponse>;
+
+  /** Restores a SUSPENDED VM: the guest continues where it was. */
+
+  resumeVm(request: ResumeVmRequest, metadata?: Metadata): Observable<ResumeVmResponse>;
+
   /** Stops the VM if needed and deletes it with everything it owns. */
 
   destroyVm(request: DestroyVmRequest, metadata?: Metadata): Observable<DestroyVmResponse>;
+
+  /**
+   * The serial console's recent output (kept by the host across agent restarts).
+   * Errors: NOT_FOUND, FAILED_PRECONDITION (the VM has never run on a host), UNAVAILABLE (host DOWN).
+   */
+
+  getVmConsoleLog(request: GetVmConsoleLogRequest, metadata?: Metadata): Observable<GetVmConsoleLogResponse>;
+
+  /**
+   * Interactive serial console. The first request names the VM; every request's data goes to the
+   * guest, every response carries guest output. Ends when the client closes or the VM stops.
+   * Errors: NOT_FOUND, FAILED_PRECONDITION (not RUNNING or PAUSED), UNAVAILABLE.
+   */
+
+  attachVmConsole(
+    request: Observable<AttachVmConsoleRequest>,
+    metadata?: Metadata,
+  ): Observable<AttachVmConsoleResponse>;
+
+  /** Live counters read from the hypervisor. Errors: NOT_FOUND, FAILED_PRECONDITION (not running). */
+
+  getVmMetrics(request: GetVmMetricsRequest, metadata?: Metadata): Observable<GetVmMetricsResponse>;
 }
 
 /**
@@ -321,12 +453,57 @@ export interface VmServiceController {
     metadata?: Metadata,
   ): Promise<UnpauseVmResponse> | Observable<UnpauseVmResponse> | UnpauseVmResponse;
 
+  /**
+   * Saves the guest's memory to its host and stops it (SUSPENDED). The VM keeps its host and its claim on
+   * the host's capacity: it resumes there.
+   */
+
+  suspendVm(
+    request: SuspendVmRequest,
+    metadata?: Metadata,
+  ): Promise<SuspendVmResponse> | Observable<SuspendVmResponse> | SuspendVmResponse;
+
+  /** Restores a SUSPENDED VM: the guest continues where it was. */
+
+  resumeVm(
+    request: ResumeVmRequest,
+    metadata?: Metadata,
+  ): Promise<ResumeVmResponse> | Observable<ResumeVmResponse> | ResumeVmResponse;
+
   /** Stops the VM if needed and deletes it with everything it owns. */
 
   destroyVm(
     request: DestroyVmRequest,
     metadata?: Metadata,
   ): Promise<DestroyVmResponse> | Observable<DestroyVmResponse> | DestroyVmResponse;
+
+  /**
+   * The serial console's recent output (kept by the host across agent restarts).
+   * Errors: NOT_FOUND, FAILED_PRECONDITION (the VM has never run on a host), UNAVAILABLE (host DOWN).
+   */
+
+  getVmConsoleLog(
+    request: GetVmConsoleLogRequest,
+    metadata?: Metadata,
+  ): Promise<GetVmConsoleLogResponse> | Observable<GetVmConsoleLogResponse> | GetVmConsoleLogResponse;
+
+  /**
+   * Interactive serial console. The first request names the VM; every request's data goes to the
+   * guest, every response carries guest output. Ends when the client closes or the VM stops.
+   * Errors: NOT_FOUND, FAILED_PRECONDITION (not RUNNING or PAUSED), UNAVAILABLE.
+   */
+
+  attachVmConsole(
+    request: Observable<AttachVmConsoleRequest>,
+    metadata?: Metadata,
+  ): Observable<AttachVmConsoleResponse>;
+
+  /** Live counters read from the hypervisor. Errors: NOT_FOUND, FAILED_PRECONDITION (not running). */
+
+  getVmMetrics(
+    request: GetVmMetricsRequest,
+    metadata?: Metadata,
+  ): Promise<GetVmMetricsResponse> | Observable<GetVmMetricsResponse> | GetVmMetricsResponse;
 }
 
 export function VmServiceControllerMethods() {
@@ -340,14 +517,18 @@ export function VmServiceControllerMethods() {
       "rebootVm",
       "pauseVm",
       "unpauseVm",
+      "suspendVm",
+      "resumeVm",
       "destroyVm",
+      "getVmConsoleLog",
+      "getVmMetrics",
     ];
     for (const method of grpcMethods) {
       const descriptor: any = Reflect.getOwnPropertyDescriptor(constructor.prototype, method);
       GrpcMethod("VmService", method)(constructor.prototype[method], method, descriptor);
       Object.defineProperty(constructor.prototype, method, descriptor);
     }
-    const grpcStreamMethods: string[] = [];
+    const grpcStreamMethods: string[] = ["attachVmConsole"];
     for (const method of grpcStreamMethods) {
       const descriptor: any = Reflect.getOwnPropertyDescriptor(constructor.prototype, method);
       GrpcStreamMethod("VmService", method)(constructor.prototype[method], method, descriptor);

@@ -1,0 +1,69 @@
+import { Metadata, status } from '@grpc/grpc-js';
+import { storageV1 } from '@flotilla/contracts';
+import { DomainError, ErrorCode } from '@flotilla/domain';
+import { domainErrorFromGrpc, GrpcClient, isGrpcStatus, md } from '@flotilla/platform';
+
+/** What a host needs to boot a KERNEL image: paths relative to its catalogue directory. */
+export interface KernelBoot {
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+}
+
+/** Resolves the image a VM names; an interface so that compute's logic never depends on storage's wire. */
+export interface ImageCatalogue {
+  /** NOT_FOUND naming the image and how to get it; FAILED_PRECONDITION when it cannot boot. */
+  kernelBoot(tenantId: string, image: string): Promise<KernelBoot>;
+  close(): void;
+}
+
+/** Asks the pool's storage service (ImageService.GetImage) as the VM's tenant, so visibility rules hold. */
+export class StorageImageCatalogue implements ImageCatalogue {
+  private readonly images: GrpcClient<storageV1.ImageServiceClient>;
+
+  constructor(storageUrl: string, serviceToken: string) {
+    this.images = new GrpcClient({
+      address: storageUrl,
+      service: 'flotilla.storage.v1.ImageService',
+      defaultDeadlineMs: 10_000,
+      staticMetadata: { [md.serviceToken]: serviceToken },
+    });
+  }
+
+  async kernelBoot(tenantId: string, name: string): Promise<KernelBoot> {
+    let image: storageV1.Image | undefined;
+    try {
+      const asTenant = new Metadata();
+      asTenant.set(md.tenantId, tenantId);
+      asTenant.set(md.role, 'read-only');
+      ({ image } = await this.images.call.getImage({ id: name }, { metadata: asTenant }));
+    } catch (e) {
+      if (isGrpcStatus(e, status.NOT_FOUND))
+        throw new DomainError(
+          ErrorCode.NotFound,
+          `image ${name} not found: list images with "flotilla image list"${name === 'demo' ? '; build the demo guest with "flotilla image build-demo"' : ''}`,
+          { field: 'boot.image' },
+        );
+      const err = domainErrorFromGrpc(e);
+      throw new DomainError(err.code, `image ${name}: ${err.message}`, err.fields);
+    }
+    if (!image) throw new DomainError(ErrorCode.Internal, `image ${name}: storage answered without an image`);
+    if (String(image.kind) !== 'IMAGE_KIND_KERNEL')
+      throw new DomainError(
+        ErrorCode.FailedPrecondition,
+        `image ${name} is a disk image: booting from disk images comes with storage repositories`,
+        { field: 'boot.image' },
+      );
+    if (String(image.state) !== 'IMAGE_STATE_AVAILABLE')
+      throw new DomainError(
+        ErrorCode.FailedPrecondition,
+        `image ${name} is ${String(image.state).replace('IMAGE_STATE_', '')}${image.stateReason ? `: ${image.stateReason}` : ''}`,
+        { field: 'boot.image' },
+      );
+    return { kernel: image.kernelPath, initrd: image.initrdPath, cmdline: image.cmdline };
+  }
+
+  close(): void {
+    this.images.close();
+  }
+}
