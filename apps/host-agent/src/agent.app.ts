@@ -1,12 +1,22 @@
 import * as path from 'node:path';
 import { INestMicroservice } from '@nestjs/common';
-import { ConfigOf, Logger, ServiceIdentity, startGrpcService } from '@flotilla/platform';
+import {
+  catalogueDir,
+  ConfigOf,
+  Logger,
+  serveAdminHttp,
+  ServiceIdentity,
+  startGrpcService,
+  textResponse,
+} from '@flotilla/platform';
+import type { Server } from 'node:http';
 import { AgentModule } from './agent.module';
 import { agentConfigSpec } from './config';
 import { createDriver } from './driver.factory';
 import { HostRegistration } from './host-state';
 import { HostImageCatalogue } from './image-catalogue';
 import { Registrar } from './registrar';
+import { VmMetricsExporter } from './vm-metrics';
 
 export type AgentConfig = ConfigOf<typeof agentConfigSpec>;
 
@@ -35,16 +45,32 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       identity: new ServiceIdentity(config.FLOTILLA_SERVICE_TOKEN),
       registration,
       driver,
-      catalogue: new HostImageCatalogue(
-        config.FLOTILLA_IMAGE_DIR || path.join(config.FLOTILLA_DATA_DIR, 'images'),
-        config.FLOTILLA_AGENT_NAME,
-      ),
+      catalogue: new HostImageCatalogue(catalogueDir(config), config.FLOTILLA_AGENT_NAME),
     }),
     address: config.FLOTILLA_AGENT_ADDRESS,
     areas: ['common', 'compute'],
     healthServices: ['flotilla.compute.v1.AgentService'],
     logger,
   });
+  let admin: Server | undefined;
+  if (config.FLOTILLA_AGENT_ADMIN_ADDRESS) {
+    const exporter = new VmMetricsExporter(driver, logger);
+    admin = await serveAdminHttp(
+      config.FLOTILLA_AGENT_ADMIN_ADDRESS,
+      {
+        '/healthz': () => textResponse(200, 'ok\n'),
+        '/metrics': async () => ({
+          status: 200,
+          contentType: exporter.registry.contentType,
+          body: await exporter.exposition(),
+        }),
+      },
+      logger,
+    ).catch(async (e: unknown) => {
+      await app.close();
+      throw e;
+    });
+  }
   const registrar = new Registrar(
     {
       name: config.FLOTILLA_AGENT_NAME,
@@ -71,11 +97,13 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     address: config.FLOTILLA_AGENT_ADDRESS,
     async stop() {
       registrar.stop();
+      admin?.close();
       await app.close();
       await driver.close();
     },
     abort() {
       registrar.stop();
+      admin?.close();
       void app.close();
       void driver.close();
     },

@@ -38,6 +38,12 @@ export const agentConfigSpec = {
     default: '',
   },
   FLOTILLA_IMAGE_DIR: imageDirConfig,
+  FLOTILLA_AGENT_ADMIN_ADDRESS: {
+    description:
+      "host:port of the agent's admin HTTP (/healthz, /metrics with per-VM counters for Prometheus); empty: off",
+    schema: z.union([z.literal(''), listenAddress()]),
+    default: '',
+  },
   FLOTILLA_COMPUTE_URL: {
     description: "host:port of the pool's compute service",
     schema: listenAddress(),
@@ -53,12 +59,6 @@ export const agentConfigSpec = {
       'qemu accelerator: auto (probe whether KVM really runs a guest, else TCG), kvm or tcg (skip the probe)',
     schema: z.enum(['auto', 'kvm', 'tcg']),
     default: 'auto' as const,
-  },
-  FLOTILLA_IMAGE_DIR: {
-    description:
-      "this host's image catalogue directory: KERNEL image paths are relative to it (default: <FLOTILLA_DATA_DIR>/images)",
-    schema: z.string(),
-    default: '',
   },
   FLOTILLA_SIM_CPUS: {
     description: 'CPUs the sim driver reports',

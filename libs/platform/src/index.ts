@@ -1,3 +1,4 @@
+export * from './admin-http';
 export * from './config';
 export * from './logging';
 export * from './grpc/client';

@@ -1,7 +1,14 @@
 import * as http from 'node:http';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { DataSource } from 'typeorm';
-import { checkHealth, HealthStatus, Logger, RpcObserver } from '@flotilla/platform';
+import {
+  checkHealth,
+  HealthStatus,
+  Logger,
+  RpcObserver,
+  serveAdminHttp,
+  textResponse,
+} from '@flotilla/platform';
 
 /** Prometheus metrics of the gateway process. */
 export class GatewayMetrics {
@@ -42,29 +49,27 @@ export function startAdminHttp(
   readiness: Readiness,
   logger: Logger,
 ): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
-    void (async () => {
-      const path = (req.url ?? '/').split('?')[0];
-      if (req.method !== 'GET') return send(res, 405, 'text/plain', 'method not allowed\n');
-      if (path === '/healthz') return send(res, 200, 'text/plain', 'ok\n');
-      if (path === '/readyz') {
+  return serveAdminHttp(
+    address,
+    {
+      '/healthz': () => textResponse(200, 'ok\n'),
+      '/readyz': async () => {
         const checks = await ready(readiness);
         const ok = Object.values(checks).every((s) => s === 'SERVING');
-        return send(res, ok ? 200 : 503, 'application/json', `${JSON.stringify({ ready: ok, checks })}\n`);
-      }
-      if (path === '/metrics')
-        return send(res, 200, metrics.registry.contentType, await metrics.registry.metrics());
-      send(res, 404, 'text/plain', 'not found: try /healthz, /readyz or /metrics\n');
-    })().catch((e: unknown) => {
-      logger.warn({ err: e }, 'admin http request failed');
-      send(res, 500, 'text/plain', 'internal error\n');
-    });
-  });
-  const [host, port] = splitAddress(address);
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve(server));
-  });
+        return {
+          status: ok ? 200 : 503,
+          contentType: 'application/json',
+          body: `${JSON.stringify({ ready: ok, checks })}\n`,
+        };
+      },
+      '/metrics': async () => ({
+        status: 200,
+        contentType: metrics.registry.contentType,
+        body: await metrics.registry.metrics(),
+      }),
+    },
+    logger,
+  );
 }
 
 async function ready(r: Readiness): Promise<Record<string, HealthStatus>> {
@@ -78,14 +83,4 @@ async function ready(r: Readiness): Promise<Record<string, HealthStatus>> {
     ),
   );
   return { database, ...Object.fromEntries(services) };
-}
-
-function send(res: http.ServerResponse, status: number, type: string, body: string): void {
-  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
-  res.end(body);
-}
-
-function splitAddress(address: string): [string, number] {
-  const i = address.lastIndexOf(':');
-  return [address.slice(0, i).replace(/^\[|\]$/g, ''), Number(address.slice(i + 1))];
 }
