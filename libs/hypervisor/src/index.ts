@@ -1,2 +1,3 @@
 export * from './driver';
 export * from './sim/sim-driver';
+export * from './qemu/demo-image';
