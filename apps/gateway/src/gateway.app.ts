@@ -7,6 +7,7 @@ import { TokenAuth } from './auth/token-auth';
 import { gatewayConfigSpec } from './config';
 import { GatewayMetrics, startAdminHttp } from './admin-http/admin-http';
 import { gatewayEntities, gatewayMigrations } from './persistence';
+import { OperationRouter } from './proxy/operation-router';
 import { PoolRelay } from './proxy/pool-relay';
 import { AdminService } from './tenants/admin.service';
 import { TenantGrpc, TokenGrpc } from './tenants/admin.grpc';
@@ -19,8 +20,10 @@ const relayed = [
   'flotilla.compute.v1.HostService',
   'flotilla.compute.v1.FlavorService',
   'flotilla.compute.v1.EventService',
-  'flotilla.common.v1.OperationService',
+  'flotilla.storage.v1.ImageService',
 ];
+/** Pool services that run operations: OperationRouter asks them in this order (see operation-router.ts). */
+const operationAreas = ['compute', 'storage'];
 
 @Module({})
 class GatewayModule {
@@ -75,7 +78,6 @@ export async function startGateway(
     {
       addresses: {
         compute: config.FLOTILLA_COMPUTE_URL,
-        common: config.FLOTILLA_COMPUTE_URL,
         storage: config.FLOTILLA_STORAGE_URL,
         network: config.FLOTILLA_NETWORK_URL,
         migration: config.FLOTILLA_MIGRATION_URL,
@@ -87,6 +89,13 @@ export async function startGateway(
     auth,
     metrics.observe,
   );
+  const operations = new OperationRouter(
+    relay,
+    auth,
+    operationAreas,
+    config.FLOTILLA_UPSTREAM_DEADLINE_MS,
+    metrics.observe,
+  );
   let app: INestMicroservice | undefined;
   let httpServer: http.Server | undefined;
   try {
@@ -94,8 +103,19 @@ export async function startGateway(
       module: GatewayModule.with({ auth, admin }),
       address: config.FLOTILLA_GATEWAY_ADDRESS,
       areas: ['gateway'],
-      rawServices: { areas: ['common', 'compute'], register: (server) => relay.register(relayed, server) },
-      healthServices: [...relayed, 'flotilla.gateway.v1.TenantService', 'flotilla.gateway.v1.TokenService'],
+      rawServices: {
+        areas: ['common', 'compute', 'storage'],
+        register: (server) => {
+          relay.register(relayed, server);
+          operations.register(server);
+        },
+      },
+      healthServices: [
+        ...relayed,
+        'flotilla.common.v1.OperationService',
+        'flotilla.gateway.v1.TenantService',
+        'flotilla.gateway.v1.TokenService',
+      ],
       logger,
       observe: metrics.observe,
     });

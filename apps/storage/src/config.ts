@@ -1,3 +1,11 @@
-import { contractOnlyConfigSpec } from '@flotilla/platform';
+import { commonConfig, dbSchemaConfig, listenAddress, type ConfigSpec } from '@flotilla/platform';
 
-export const storageConfigSpec = contractOnlyConfigSpec('storage', '127.0.0.1:7402');
+export const storageConfigSpec = {
+  ...commonConfig,
+  FLOTILLA_STORAGE_ADDRESS: {
+    description: 'host:port the storage gRPC service listens on',
+    schema: listenAddress(),
+    default: '127.0.0.1:7402',
+  },
+  FLOTILLA_DB_SCHEMA: dbSchemaConfig('storage'),
+} satisfies ConfigSpec;

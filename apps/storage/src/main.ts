@@ -1,8 +1,15 @@
-import { runContractOnlyService } from '@flotilla/platform';
+import { createLogger, loadConfigOrExit, onShutdown } from '@flotilla/platform';
 import { storageConfigSpec } from './config';
+import { startStorage } from './storage.app';
 
-// The storage service: its v1 contract is drafted in proto/flotilla/storage/v1; RPCs are built in later issues.
-runContractOnlyService({ area: 'storage', spec: storageConfigSpec }).catch((e: unknown) => {
+async function main(): Promise<void> {
+  const config = loadConfigOrExit('storage', storageConfigSpec);
+  const logger = createLogger('storage', config.FLOTILLA_LOG_LEVEL);
+  const app = await startStorage(config, logger);
+  onShutdown(logger, [() => app.stop()]);
+}
+
+main().catch((e: unknown) => {
   process.stderr.write(`flotilla-storage: failed to start: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(1);
 });

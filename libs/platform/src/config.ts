@@ -1,3 +1,4 @@
+import * as path from 'node:path';
 import { z } from 'zod';
 
 /** One configuration key, read from an environment variable of the same name. */
@@ -98,3 +99,18 @@ export const dbSchemaConfig = (defaultSchema: string): ConfigKey<string> => ({
     ),
   default: defaultSchema,
 });
+
+/**
+ * The image catalogue directory on each host (FLOTILLA_IMAGE_DIR): KERNEL image paths are relative to it.
+ * Empty means <FLOTILLA_DATA_DIR>/images; catalogueDir() resolves it, so every reader agrees.
+ */
+export const imageDirConfig: ConfigKey<string> = {
+  description:
+    'image catalogue directory of this host: KERNEL image paths are resolved under it (empty: <FLOTILLA_DATA_DIR>/images)',
+  schema: z.string(),
+  default: '',
+};
+
+export function catalogueDir(config: { FLOTILLA_IMAGE_DIR?: string; FLOTILLA_DATA_DIR: string }): string {
+  return path.resolve(config.FLOTILLA_IMAGE_DIR || path.join(config.FLOTILLA_DATA_DIR, 'images'));
+}

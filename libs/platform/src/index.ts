@@ -18,3 +18,7 @@ export * from './contract-only-service';
 export * from './testing/databases';
 export * from './testing/local-cloud';
 export * from './testing/probes';
+export * from './persistence/store';
+export * from './operations/operation-row';
+export * from './operations/operation.service';
+export * from './operations/operation.grpc';

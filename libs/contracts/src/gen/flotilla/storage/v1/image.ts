@@ -87,6 +87,8 @@ export interface Image {
   initrdPath: string;
   /** KERNEL: default kernel command line. */
   cmdline: string;
+  /** KERNEL: lowercase hex SHA-256 of the initrd, when registered with one. */
+  initrdSha256: string;
 }
 
 export interface Image_LabelsEntry {
@@ -149,10 +151,17 @@ export interface UrlImageSource {
 }
 
 export interface KernelImageSource {
-  /** Paths relative to the hosts' catalogue directory. */
+  /**
+   * Paths relative to the hosts' catalogue directory (FLOTILLA_IMAGE_DIR), e.g. "demo/vmlinuz": segments of
+   * letters, digits, '.', '_', '-' (not starting with '.'), separated by '/'. kernel_path is required;
+   * initrd_path may be empty.
+   */
   kernelPath: string;
   initrdPath: string;
+  /** At most 1024 characters. */
   cmdline: string;
+  /** Optional expected SHA-256 (lowercase hex) of the initrd; RegisterImageRequest.sha256 is the kernel's. */
+  initrdSha256: string;
 }
 
 export interface RegisterImageResponse {
@@ -185,7 +194,10 @@ wrappers[".google.protobuf.Timestamp"] = {
  */
 
 export interface ImageServiceClient {
-  /** Filter fields: name, kind, visibility, state, os_type, architecture, label.<key>. */
+  /**
+   * Filter fields: name, kind, visibility, state, os_type, architecture, label.<key> (values as in the
+   * enums, with or without their prefix: kind=KERNEL or kind=IMAGE_KIND_KERNEL). Ordered by name.
+   */
 
   listImages(request: ListImagesRequest, metadata?: Metadata): Observable<ListImagesResponse>;
 
@@ -194,16 +206,19 @@ export interface ImageServiceClient {
   getImage(request: GetImageRequest, metadata?: Metadata): Observable<GetImageResponse>;
 
   /**
-   * Adds an image and returns it in state REGISTERING with an Operation ("image.register"). DISK from
-   * vdi_id: the READY VDI is copied, chain flattened, into sr_id as the read-only base (the source stays
-   * the caller's). DISK from url: fetched (outbound policy applies), inspected as the declared format and
-   * converted to qcow2 as ImportVdi does. KERNEL: the agents check that the files exist under the catalogue
-   * directory on every ENABLED host and hash them; hosts without them leave the image UNAVAILABLE there.
-   * Errors: INVALID_ARGUMENT (no source; format missing for url; path not under the catalogue directory or
-   * containing ".."; sha256 mismatch, in the operation), ALREADY_EXISTS (name taken), NOT_FOUND (VDI, SR),
-   * FAILED_PRECONDITION (source VDI not READY or attached RW to a running VM; SR not usable),
-   * PERMISSION_DENIED (PUBLIC or KERNEL without pool-admin), RESOURCE_EXHAUSTED (SR space, quota),
-   * UNAVAILABLE (URL unreachable).
+   * Adds an image with an Operation ("image.register"). DISK from vdi_id: returned in state REGISTERING; the
+   * READY VDI is copied, chain flattened, into sr_id as the read-only base (the source stays the caller's).
+   * DISK from url: fetched (outbound policy applies), inspected as the declared format and converted to
+   * qcow2 as ImportVdi does. KERNEL: the catalogue records the paths, hashes and command line in one step
+   * and returns the image AVAILABLE with its operation already SUCCEEDED; the files are installed on the
+   * hosts by the operator's image tool, and an agent checks them (existence, sha256) when it boots a VM
+   * from the image, failing that start with FAILED_PRECONDITION naming the image and the file.
+   * A repeated request_id (same tenant) returns the first result while the image exists.
+   * Errors: INVALID_ARGUMENT (no source; format missing for url; path absolute, containing "..", empty
+   * segments or characters outside letters, digits, '.', '_', '-'; bad name or sha256), ALREADY_EXISTS
+   * (name taken), NOT_FOUND (VDI, SR), FAILED_PRECONDITION (source VDI not READY or attached RW to a
+   * running VM; SR not usable), PERMISSION_DENIED (PUBLIC or KERNEL without pool-admin),
+   * RESOURCE_EXHAUSTED (SR space, quota), UNAVAILABLE (URL unreachable).
    */
 
   registerImage(request: RegisterImageRequest, metadata?: Metadata): Observable<RegisterImageResponse>;
@@ -211,7 +226,8 @@ export interface ImageServiceClient {
   /**
    * Removes the image from the catalogue. VDIs cloned from it keep working: its base stays as a hidden
    * chain node until none depends on it. VMs that name a KERNEL image keep running, but their next start
-   * fails with FAILED_PRECONDITION naming the image. Immediate, no operation.
+   * fails with FAILED_PRECONDITION naming the image. Immediate, no operation. An empty etag removes the
+   * current version.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (REGISTERING: cancel that operation instead), ABORTED (etag),
    * PERMISSION_DENIED.
    */
@@ -227,7 +243,10 @@ export interface ImageServiceClient {
  */
 
 export interface ImageServiceController {
-  /** Filter fields: name, kind, visibility, state, os_type, architecture, label.<key>. */
+  /**
+   * Filter fields: name, kind, visibility, state, os_type, architecture, label.<key> (values as in the
+   * enums, with or without their prefix: kind=KERNEL or kind=IMAGE_KIND_KERNEL). Ordered by name.
+   */
 
   listImages(
     request: ListImagesRequest,
@@ -242,16 +261,19 @@ export interface ImageServiceController {
   ): Promise<GetImageResponse> | Observable<GetImageResponse> | GetImageResponse;
 
   /**
-   * Adds an image and returns it in state REGISTERING with an Operation ("image.register"). DISK from
-   * vdi_id: the READY VDI is copied, chain flattened, into sr_id as the read-only base (the source stays
-   * the caller's). DISK from url: fetched (outbound policy applies), inspected as the declared format and
-   * converted to qcow2 as ImportVdi does. KERNEL: the agents check that the files exist under the catalogue
-   * directory on every ENABLED host and hash them; hosts without them leave the image UNAVAILABLE there.
-   * Errors: INVALID_ARGUMENT (no source; format missing for url; path not under the catalogue directory or
-   * containing ".."; sha256 mismatch, in the operation), ALREADY_EXISTS (name taken), NOT_FOUND (VDI, SR),
-   * FAILED_PRECONDITION (source VDI not READY or attached RW to a running VM; SR not usable),
-   * PERMISSION_DENIED (PUBLIC or KERNEL without pool-admin), RESOURCE_EXHAUSTED (SR space, quota),
-   * UNAVAILABLE (URL unreachable).
+   * Adds an image with an Operation ("image.register"). DISK from vdi_id: returned in state REGISTERING; the
+   * READY VDI is copied, chain flattened, into sr_id as the read-only base (the source stays the caller's).
+   * DISK from url: fetched (outbound policy applies), inspected as the declared format and converted to
+   * qcow2 as ImportVdi does. KERNEL: the catalogue records the paths, hashes and command line in one step
+   * and returns the image AVAILABLE with its operation already SUCCEEDED; the files are installed on the
+   * hosts by the operator's image tool, and an agent checks them (existence, sha256) when it boots a VM
+   * from the image, failing that start with FAILED_PRECONDITION naming the image and the file.
+   * A repeated request_id (same tenant) returns the first result while the image exists.
+   * Errors: INVALID_ARGUMENT (no source; format missing for url; path absolute, containing "..", empty
+   * segments or characters outside letters, digits, '.', '_', '-'; bad name or sha256), ALREADY_EXISTS
+   * (name taken), NOT_FOUND (VDI, SR), FAILED_PRECONDITION (source VDI not READY or attached RW to a
+   * running VM; SR not usable), PERMISSION_DENIED (PUBLIC or KERNEL without pool-admin),
+   * RESOURCE_EXHAUSTED (SR space, quota), UNAVAILABLE (URL unreachable).
    */
 
   registerImage(
@@ -262,7 +284,8 @@ export interface ImageServiceController {
   /**
    * Removes the image from the catalogue. VDIs cloned from it keep working: its base stays as a hidden
    * chain node until none depends on it. VMs that name a KERNEL image keep running, but their next start
-   * fails with FAILED_PRECONDITION naming the image. Immediate, no operation.
+   * fails with FAILED_PRECONDITION naming the image. Immediate, no operation. An empty etag removes the
+   * current version.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (REGISTERING: cancel that operation instead), ABORTED (etag),
    * PERMISSION_DENIED.
    */
