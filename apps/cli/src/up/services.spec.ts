@@ -20,6 +20,7 @@ describe('up service plan', () => {
       adminHttp: 7480,
       db: 7490,
       agents: [7410, 7411],
+      agentAdmin: [7500, 7501],
     });
   });
 

@@ -36,6 +36,8 @@ export interface Ports {
   adminHttp: number;
   db: number;
   agents: number[];
+  /** Each agent's admin HTTP (/metrics), from 7500. */
+  agentAdmin: number[];
 }
 
 export function portsFor(options: Pick<UpPlanOptions, 'basePort' | 'agents' | 'dbPort'>): Ports {
@@ -50,6 +52,7 @@ export function portsFor(options: Pick<UpPlanOptions, 'basePort' | 'agents' | 'd
     db: options.dbPort ?? at(7490),
     // Agents sit between 7410 and the admin port: at most maxAgents of them.
     agents: Array.from({ length: options.agents }, (_, i) => at(7410 + i)),
+    agentAdmin: Array.from({ length: options.agents }, (_, i) => at(7500 + i)),
   };
 }
 
@@ -66,6 +69,7 @@ export function portsToCheck(ports: Ports, embeddedDb: boolean): Array<{ port: n
     { port: ports.gateway, what: 'gateway gRPC' },
     { port: ports.adminHttp, what: 'gateway admin HTTP' },
     ...ports.agents.map((port, i) => ({ port, what: `host agent ${agentName(i)}` })),
+    ...ports.agentAdmin.map((port, i) => ({ port, what: `host agent ${agentName(i)} admin HTTP` })),
   ];
 }
 
@@ -152,6 +156,7 @@ export function servicePlan(options: UpPlanOptions, ports: Ports, env: NodeJS.Pr
     agents: ports.agents.map((port, i) =>
       spec('host-agent', agentName(i), port, stopPhase.edge, {
         FLOTILLA_AGENT_ADDRESS: address(port),
+        FLOTILLA_AGENT_ADMIN_ADDRESS: address(ports.agentAdmin[i]),
         FLOTILLA_AGENT_NAME: agentName(i),
         FLOTILLA_AGENT_STATE_DIR: path.join(options.dataDir, 'agents', agentName(i)),
         FLOTILLA_DRIVER: options.driver,
