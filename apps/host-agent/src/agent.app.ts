@@ -36,7 +36,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   const stateDir =
     config.FLOTILLA_AGENT_STATE_DIR ||
     path.join(config.FLOTILLA_DATA_DIR, 'agents', config.FLOTILLA_AGENT_NAME);
-  const driver = createDriver(config, stateDir, logger);
+  const driver = await createDriver(config, stateDir, logger);
   const recovered = await driver.recover();
   if (recovered.length) logger.info({ vms: recovered.length }, 're-attached to VMs that kept running');
   const registration = new HostRegistration();

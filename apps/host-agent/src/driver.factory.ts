@@ -1,17 +1,64 @@
+import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { HypervisorDriver, SimDriver } from '@flotilla/hypervisor';
-import { Logger } from '@flotilla/platform';
+import {
+  demoProbeGuest,
+  HypervisorDriver,
+  QemuDriver,
+  readMatchingManifest,
+  SimDriver,
+} from '@flotilla/hypervisor';
+import { catalogueDir, ConfigOf, Logger } from '@flotilla/platform';
 import { agentConfigSpec } from './config';
-import { ConfigOf } from '@flotilla/platform';
 
-/** The one place that picks the hypervisor driver from validated config, and says which and why. */
-export function createDriver(
+const qemuBinary = 'qemu-system-x86_64';
+
+/** The executable's path when it is on PATH (the `auto` choice), else undefined. */
+export function findOnPath(name: string, searchPath = process.env.PATH ?? ''): string | undefined {
+  for (const dir of searchPath.split(path.delimiter).filter(Boolean)) {
+    const candidate = path.join(dir, name);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The one place that picks the hypervisor driver from validated config, and says which and why:
+ * `auto` runs real VMs with qemu whenever qemu-system-x86_64 is installed, else the sim driver.
+ */
+export async function createDriver(
   config: ConfigOf<typeof agentConfigSpec>,
   stateDir: string,
   logger: Logger,
-): HypervisorDriver {
-  if (config.FLOTILLA_DRIVER === 'qemu')
-    throw new Error('FLOTILLA_DRIVER=qemu: the qemu driver is not part of this build yet; use sim or auto');
+): Promise<HypervisorDriver> {
+  const qemu = findOnPath(qemuBinary);
+  if (config.FLOTILLA_DRIVER === 'qemu' && !qemu)
+    throw new Error(
+      `FLOTILLA_DRIVER=qemu: ${qemuBinary} is not on PATH; install it (apt-get install qemu-system-x86 qemu-utils) or use FLOTILLA_DRIVER=sim`,
+    );
+  if (config.FLOTILLA_DRIVER === 'qemu' || (config.FLOTILLA_DRIVER === 'auto' && qemu)) {
+    // The accelerator probe boots the demo kernel when this host has it; without it the probe cannot
+    // tell and the driver says TCG and why (FLOTILLA_ACCEL=kvm forces KVM).
+    const images = catalogueDir(config);
+    const manifest = await readMatchingManifest(images);
+    const driver = await QemuDriver.create({
+      stateDir: path.join(stateDir, 'qemu'),
+      accelerator: config.FLOTILLA_ACCEL,
+      probeGuest: manifest ? demoProbeGuest(images, manifest) : undefined,
+      binary: qemu,
+      log: (line) => logger.info(line),
+    });
+    const caps = driver.capabilities();
+    logger.info(
+      { driver: 'qemu', requested: config.FLOTILLA_DRIVER, accelerator: caps.accelerator, binary: qemu },
+      `driver qemu (${qemu}), accelerator ${caps.accelerator}: ${caps.acceleratorReason}`,
+    );
+    return driver;
+  }
   const driver = new SimDriver({
     stateDir: path.join(stateDir, 'sim'),
     capacity: { cpus: config.FLOTILLA_SIM_CPUS, memoryMib: config.FLOTILLA_SIM_MEMORY_MIB },
@@ -20,7 +67,7 @@ export function createDriver(
   logger.info(
     { driver: driver.name, requested: config.FLOTILLA_DRIVER },
     config.FLOTILLA_DRIVER === 'auto'
-      ? 'driver auto: qemu driver not in this build, using sim'
+      ? `driver auto: ${qemuBinary} is not installed, using sim`
       : 'driver sim',
   );
   return driver;
