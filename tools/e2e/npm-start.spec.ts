@@ -8,6 +8,7 @@ import { ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { demoImageForTests } from '@flotilla/hypervisor';
 
 const root = path.resolve(__dirname, '../..');
 const bin = path.join(root, 'bin/flotilla.js');
@@ -122,6 +123,36 @@ describe('the local cloud started by `flotilla up`, driven by the CLI', () => {
     expect(me.token.role).toBe('ROLE_POOL_ADMIN');
     expect(me.tenantName).toBe('admin');
   });
+
+  it('builds the demo guest into the catalogue directory `up` gives its agents and registers it once', async () => {
+    // The build is cached per machine; copied in, `image build-demo` only reads its manifest and registers.
+    const demo = await demoImageForTests();
+    const profile = JSON.parse(fs.readFileSync(env.FLOTILLA_CONFIG!, 'utf8')) as {
+      profiles: Record<string, { imageDir?: string }>;
+    };
+    const imageDir = profile.profiles.local.imageDir!;
+    expect(imageDir).toBe(path.join(dir, 'var', 'images'));
+    fs.cpSync(demo.dir, path.join(imageDir, 'demo'), { recursive: true });
+
+    const first = await cli('image', 'build-demo');
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/image demo registered/);
+    const again = await cli('image', 'build-demo');
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/image demo already registered with these files/);
+
+    const { image } = await json<{ image: Record<string, unknown> }>('image', 'show', 'demo');
+    expect(image).toMatchObject({
+      kind: 'IMAGE_KIND_KERNEL',
+      visibility: 'IMAGE_VISIBILITY_PUBLIC',
+      state: 'IMAGE_STATE_AVAILABLE',
+      kernelPath: 'demo/vmlinuz',
+      sha256: demo.files.kernel.sha256,
+      cmdline: demo.defaultCmdline,
+    });
+    expect((await cli('image', 'list')).stdout).toMatch(/^demo\s/m);
+    expect((await cli('image', 'show', 'no-such-image')).code).toBe(2);
+  }, 600_000);
 
   it('registers both host agents as ENABLED hosts with the sim driver', async () => {
     const hosts = await waitFor('two enabled hosts', async () => {

@@ -1,5 +1,5 @@
 import { GrpcClient } from '@flotilla/platform';
-import { commonV1, computeV1, gatewayV1 } from '@flotilla/contracts';
+import { commonV1, computeV1, gatewayV1, storageV1 } from '@flotilla/contracts';
 import { CliError, ExitCode } from './errors';
 import type { Connection } from './profile';
 
@@ -20,6 +20,9 @@ export class Cloud {
   }
   get events(): GrpcClient<computeV1.EventServiceClient> {
     return this.client('flotilla.compute.v1.EventService');
+  }
+  get images(): GrpcClient<storageV1.ImageServiceClient> {
+    return this.client('flotilla.storage.v1.ImageService');
   }
   get operations(): GrpcClient<commonV1.OperationServiceClient> {
     return this.client('flotilla.common.v1.OperationService');

@@ -9,6 +9,8 @@ export interface Profile {
   endpoint: string;
   /** Bearer token ("flt_…"). */
   token?: string;
+  /** The hosts' image catalogue directory of a local cloud (written by `flotilla up`; used by build-demo). */
+  imageDir?: string;
 }
 
 /** The CLI's config file: named profiles and the one used by default. */
@@ -60,11 +62,21 @@ export function parseConfig(text: string): CliConfig | string {
   const out: CliConfig = { profiles: {} };
   if (current) out.current = current;
   for (const [name, p] of Object.entries((profiles ?? {}) as Record<string, unknown>)) {
-    const { endpoint, token } = (p ?? {}) as { endpoint?: unknown; token?: unknown };
+    const { endpoint, token, imageDir } = (p ?? {}) as {
+      endpoint?: unknown;
+      token?: unknown;
+      imageDir?: unknown;
+    };
     if (typeof endpoint !== 'string' || !endpoint) return `profile "${name}" needs an "endpoint" string`;
     if (token !== undefined && typeof token !== 'string')
       return `profile "${name}": "token" must be a string`;
-    out.profiles[name] = token === undefined ? { endpoint } : { endpoint, token };
+    if (imageDir !== undefined && typeof imageDir !== 'string')
+      return `profile "${name}": "imageDir" must be a string`;
+    out.profiles[name] = {
+      endpoint,
+      ...(token === undefined ? {} : { token }),
+      ...(imageDir === undefined ? {} : { imageDir }),
+    };
   }
   return out;
 }

@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { adminCommands } from './commands/admin';
+import { imageCommand } from './commands/image';
 import { opCommand } from './commands/op';
 import { flavorCommand, hostCommand } from './commands/pool';
 import { upCommand } from './commands/up';
@@ -47,6 +48,7 @@ Errors print one line, "flotilla: <message>", on stderr.`,
   program.addCommand(vmCommand());
   program.addCommand(hostCommand());
   program.addCommand(flavorCommand());
+  program.addCommand(imageCommand());
   program.addCommand(opCommand());
   program.addCommand(watchCommand());
   for (const c of adminCommands()) program.addCommand(c);

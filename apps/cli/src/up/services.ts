@@ -1,4 +1,5 @@
 import * as path from 'node:path';
+import { catalogueDir } from '@flotilla/platform';
 import type { ChildSpec } from './supervisor';
 
 /**
@@ -103,8 +104,14 @@ export function sharedEnv(
     FLOTILLA_NETWORK_URL: address(ports.network),
     FLOTILLA_MIGRATION_URL: address(ports.migration),
     FLOTILLA_BOOTSTRAP_TOKEN_FILE: adminTokenFile(options.dataDir),
+    // One catalogue directory for every agent (and `flotilla image build-demo`, through the profile).
+    FLOTILLA_IMAGE_DIR: imageDirOf(options.dataDir, parent),
   };
 }
+
+/** The hosts' image catalogue directory: FLOTILLA_IMAGE_DIR, else <data dir>/images (as every agent reads it). */
+export const imageDirOf = (dataDir: string, parent: NodeJS.ProcessEnv): string =>
+  catalogueDir({ FLOTILLA_IMAGE_DIR: parent.FLOTILLA_IMAGE_DIR, FLOTILLA_DATA_DIR: dataDir });
 
 export const adminTokenFile = (dataDir: string): string => path.join(dataDir, 'admin-token');
 export const serviceTokenFile = (dataDir: string): string => path.join(dataDir, 'service-token');

@@ -14,6 +14,7 @@ import {
   adminTokenFile,
   agentName,
   databaseSpec,
+  imageDirOf,
   portsFor,
   portsToCheck,
   servicePlan,
@@ -123,7 +124,13 @@ export async function runUp(options: UpOptions, env: NodeJS.ProcessEnv = process
       // With a health check the gateway may serve a moment before its first-start token file is written.
       for (let i = 0; i < 20 && !readAdminToken(tokenFile) && !stopping.signal.aborted; i++)
         await sleep(250, stopping.signal);
-      if (!stopping.signal.aborted) banner(plan, ports, { externalDb: Boolean(externalDb), firstStart, say });
+      if (!stopping.signal.aborted)
+        banner(plan, ports, {
+          externalDb: Boolean(externalDb),
+          firstStart,
+          say,
+          imageDir: imageDirOf(plan.dataDir, env),
+        });
     }
     if (!stopping.signal.aborted)
       await new Promise<void>((resolve) =>
@@ -208,7 +215,7 @@ export function readyUrl(line: string): string | undefined {
 function banner(
   plan: UpPlanOptions,
   ports: Ports,
-  o: { externalDb: boolean; firstStart: boolean; say: (m: string) => void },
+  o: { externalDb: boolean; firstStart: boolean; say: (m: string) => void; imageDir: string },
 ): void {
   const tokenFile = adminTokenFile(plan.dataDir);
   const token = readAdminToken(tokenFile);
@@ -217,7 +224,7 @@ function banner(
   let profileLine: string;
   if (token) {
     try {
-      saveProfile(profileFile, 'local', { endpoint, token }, { makeCurrent: true });
+      saveProfile(profileFile, 'local', { endpoint, token, imageDir: o.imageDir }, { makeCurrent: true });
       profileLine = `local (now current) in ${profileFile}`;
     } catch (e) {
       // A broken config file must not take the running cloud down with it.
@@ -239,6 +246,7 @@ function banner(
     `  hosts        ${agents || 'none (--agents 0)'}; driver ${plan.driver}`,
     `  database     ${o.externalDb ? 'DATABASE_URL' : `embedded PGlite on ${address(ports.db)}, data in ${path.join(plan.dataDir, 'db')}`}`,
     `  data         ${plan.dataDir}`,
+    `  images       ${o.imageDir} (the hosts' catalogue; npx flotilla image build-demo adds the demo guest)`,
     `  profile      ${profileLine}`,
     `  admin token  ${tokenLine}`,
     '  next         npx flotilla host list; npx flotilla flavor list; npx flotilla vm create demo-1 --flavor <flavor>',
