@@ -1,4 +1,4 @@
-import { Metadata, status } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { storageV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode } from '@flotilla/domain';
 import { domainErrorFromGrpc, GrpcClient, isGrpcStatus, md } from '@flotilla/platform';
@@ -17,7 +17,12 @@ export interface ImageCatalogue {
   close(): void;
 }
 
-/** Asks the pool's storage service (ImageService.GetImage) as the VM's tenant, so visibility rules hold. */
+/**
+ * Asks the pool's storage service (ImageService.GetImage). The call carries the service identity only:
+ * storage answers a service as pool-admin, with the host paths it hides from tenants; the tenant's
+ * visibility (PUBLIC, or PRIVATE of the VM's own tenant) is checked here, so another tenant's PRIVATE image
+ * stays NOT_FOUND.
+ */
 export class StorageImageCatalogue implements ImageCatalogue {
   private readonly images: GrpcClient<storageV1.ImageServiceClient>;
 
@@ -33,21 +38,15 @@ export class StorageImageCatalogue implements ImageCatalogue {
   async kernelBoot(tenantId: string, name: string): Promise<KernelBoot> {
     let image: storageV1.Image | undefined;
     try {
-      const asTenant = new Metadata();
-      asTenant.set(md.tenantId, tenantId);
-      asTenant.set(md.role, 'read-only');
-      ({ image } = await this.images.call.getImage({ id: name }, { metadata: asTenant }));
+      ({ image } = await this.images.call.getImage({ id: name }));
     } catch (e) {
-      if (isGrpcStatus(e, status.NOT_FOUND))
-        throw new DomainError(
-          ErrorCode.NotFound,
-          `image ${name} not found: list images with "flotilla image list"${name === 'demo' ? '; build the demo guest with "flotilla image build-demo"' : ''}`,
-          { field: 'boot.image' },
-        );
+      if (isGrpcStatus(e, status.NOT_FOUND)) throw this.notFound(name);
       const err = domainErrorFromGrpc(e);
       throw new DomainError(err.code, `image ${name}: ${err.message}`, err.fields);
     }
     if (!image) throw new DomainError(ErrorCode.Internal, `image ${name}: storage answered without an image`);
+    if (String(image.visibility) !== 'IMAGE_VISIBILITY_PUBLIC' && image.tenantId !== tenantId)
+      throw this.notFound(name);
     if (String(image.kind) !== 'IMAGE_KIND_KERNEL')
       throw new DomainError(
         ErrorCode.FailedPrecondition,
@@ -65,5 +64,13 @@ export class StorageImageCatalogue implements ImageCatalogue {
 
   close(): void {
     this.images.close();
+  }
+
+  private notFound(name: string): DomainError {
+    return new DomainError(
+      ErrorCode.NotFound,
+      `image ${name} not found: list images with "flotilla image list"${name === 'demo' ? '; build the demo guest with "flotilla image build-demo"' : ''}`,
+      { field: 'boot.image' },
+    );
   }
 }
