@@ -44,17 +44,12 @@ export class AgentGrpc implements computeV1.AgentServiceController {
           name: spec.name,
           vcpus: validateIntRange('spec.vcpus', spec.vcpus, 1, 4096),
           memoryMib: validateIntRange('spec.memory_mib', spec.memoryMib, 16, 64 * 1024 * 1024),
-          // Image resolution against the host's catalogue comes with the qemu driver; sim boots nothing.
-          boot: spec.boot?.kernel
-            ? {
-                kind: 'kernel',
-                kernel: spec.boot.kernel,
-                initrd: spec.boot.initrd,
-                cmdline: spec.boot.cmdline,
-              }
-            : { kind: 'disk' },
+          boot: this.boot(spec.boot),
           disks: [],
-          nics: [],
+          nics: spec.nics.map((n) => ({
+            mac: n.mac,
+            forwards: n.forwards.map((f) => ({ guestPort: f.guestPort })),
+          })),
         }),
       ),
     }));
