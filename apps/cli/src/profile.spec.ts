@@ -67,6 +67,15 @@ describe('profile file', () => {
   it('refuses a profile without an endpoint', () => {
     expect(parseConfig('{"profiles":{"a":{"token":"t"}}}')).toBe('profile "a" needs an "endpoint" string');
   });
+
+  it('keeps the image catalogue directory `up` writes, and refuses one that is not a string', () => {
+    expect(parseConfig('{"profiles":{"local":{"endpoint":"e:1","imageDir":"/var/images"}}}')).toEqual({
+      profiles: { local: { endpoint: 'e:1', imageDir: '/var/images' } },
+    });
+    expect(parseConfig('{"profiles":{"local":{"endpoint":"e:1","imageDir":7}}}')).toBe(
+      'profile "local": "imageDir" must be a string',
+    );
+  });
 });
 
 describe('connection resolution', () => {

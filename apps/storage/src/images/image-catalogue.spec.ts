@@ -1,14 +1,17 @@
+import { status } from '@grpc/grpc-js';
 import { gatewayV1, storageV1 } from '@flotilla/contracts';
 import {
   checkHealth,
   GrpcClient,
   LocalCloud,
   md,
+  operationDone,
   rejection,
   startLocalCloud,
   TestTenant,
   testDatabases,
   uniqueSchema,
+  vmRequest,
 } from '@flotilla/platform';
 
 // Real: gateway (token auth, relaying ImageService, operation routing), storage (catalogue, roles,
@@ -344,6 +347,16 @@ describe.each(testDatabases())('image catalogue through the gateway on %s', (_db
           code: 'NOT_FOUND',
         },
       );
+    });
+
+    it("fails the start of a VM that names another tenant's PRIVATE image with NOT_FOUND, as if it did not exist", async () => {
+      const { operation } = await a.clients.vms.call.createVm(
+        vmRequest({ name: 'peeker', boot: { image: 'k-private', kernel: '', initrd: '', cmdline: '' } }),
+      );
+      const done = await operationDone(a.clients.operations, operation!.id);
+      expect(done.state).toBe('OPERATION_STATE_FAILED');
+      expect(done.error).toMatchObject({ code: status.NOT_FOUND });
+      expect(done.error!.message).toMatch(/image k-private not found/);
     });
 
     it('answers UNAUTHENTICATED without a bearer token', async () => {
