@@ -121,9 +121,9 @@ httpd -p 80 -h /www || warn "httpd did not start"
 # --- ACPI power button (QEMU system_powerdown): read key events from every "Power Button" input device
 power_button() {
   # struct input_event on x86_64 is 24 bytes; as 12 u16: [8]=type [9]=code [10]=value (low half).
-  local dev=$1
+  local fd=$1
   while :; do
-    set -- $(dd if="$dev" bs=24 count=1 2>/dev/null | od -An -tu2)
+    set -- $(dd bs=24 count=1 <&"$fd" 2>/dev/null | od -An -tu2)
     [ $# -ge 11 ] || { sleep 1; continue; }
     if [ "$9" = 1 ] && [ "\${10}" = 116 ] && [ "\${11}" = 1 ]; then
       if [ "$IGNORE_PB" = 1 ]; then
@@ -137,13 +137,17 @@ power_button() {
     fi
   done
 }
-PB=0
+# Each device is opened here, before DEMO-READY, so a press right after the marker is never lost
+# (evdev queues events only for readers that have it open).
+PB_FD=3
 for d in /sys/class/input/event*; do
   [ "$(cat "$d/device/name" 2>/dev/null)" = "Power Button" ] || continue
-  power_button "/dev/input/\${d##*/}" &
-  PB=1
+  [ "$PB_FD" -le 5 ] || break
+  eval "exec $PB_FD</dev/input/\${d##*/}" || continue
+  power_button "$PB_FD" &
+  PB_FD=$((PB_FD + 1))
 done
-[ "$PB" = 1 ] || warn "no ACPI power button: system_powerdown will not be seen"
+[ "$PB_FD" -gt 3 ] || warn "no ACPI power button: system_powerdown will not be seen"
 
 # --- TICK on the first virtio disk, unless it holds data (e.g. it is the boot disk) or demo.disk=0
 TICK_DISK=
