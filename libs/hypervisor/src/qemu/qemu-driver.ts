@@ -1,0 +1,643 @@
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import {
+  DriverCapabilities,
+  DriverConsole,
+  DriverError,
+  DriverVmMetrics,
+  DriverVmSpec,
+  DriverVmStatus,
+  HostCapacity,
+  HypervisorDriver,
+  ShutdownOptions,
+} from '../driver';
+import { AcceleratorChoice, AcceleratorVerdict, chooseAccelerator, ProbeGuest } from './accel-probe';
+import { buildQemuArgv, QemuLaunchSpec, vmUuid } from './qemu-command';
+import { diskMetrics, readProcessCpuTimeNs, readResidentMemoryBytes } from './qemu-metrics';
+import {
+  adoptQemu,
+  findLiveQemu,
+  QEMU_BINARY,
+  QemuExit,
+  QemuProcess,
+  signalQemu,
+  spawnQemu,
+  waitForProcessExit,
+} from './qemu-process';
+import { QemuRunState, QmpClient, QmpConnectionError, QmpError } from './qmp-client';
+import { restoreVmState, saveVmState } from './saved-state';
+import { SerialConsoleHub, tailFile } from './serial-console';
+import { VmDirectory } from './vm-directory';
+import { validateDriverVmSpec, validateHostPath, validateVmId } from './vm-spec-validation';
+
+export interface QemuDriverOptions {
+  /** Absolute; one directory per VM below it (see vm-directory.ts). */
+  stateDir: string;
+  /** FLOTILLA_ACCEL: 'kvm' or 'tcg' skips the probe; 'auto' (default) probes with `probeGuest`. */
+  accelerator?: AcceleratorChoice;
+  /** The tiny guest the KVM probe boots (the demo kernel with demo.probe=1). */
+  probeGuest?: ProbeGuest;
+  binary?: string;
+  /** A clean reboot waits this long for the guest to power off before resetting it anyway. Default 60 s. */
+  cleanRebootTimeoutMs?: number;
+  /** Deadline of suspend and resume (moving the memory image). Default 120 s. */
+  saveRestoreTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+/** A VM whose QEMU this driver is connected to and watching. */
+interface VmHandle {
+  dir: VmDirectory;
+  launch: QemuLaunchSpec;
+  process: QemuProcess;
+  qmp: QmpClient;
+  /** Set before the driver itself powers the guest off or stops QEMU: those events are not unrequested. */
+  expectShutdown: boolean;
+  expectExit: boolean;
+  console?: SerialConsoleHub;
+}
+
+const REASON_GUEST_SHUTDOWN = 'guest shut down';
+const REASON_GUEST_PANIC = 'guest crashed (kernel panic)';
+const REASON_GONE_UNWATCHED = 'QEMU process ended while no agent was watching (killed or crashed)';
+
+function describeExit(exit: QemuExit | undefined): string {
+  if (!exit) return 'QEMU process ended while the agent was watching (killed or crashed)';
+  if (exit.signal) return `QEMU process was killed by ${exit.signal}`;
+  return `QEMU process exited with code ${exit.code}`;
+}
+
+/** A loopback port nobody listens on right now (the kernel picks it). */
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Real VMs: one detached `qemu-system-x86_64` per VM, controlled over QMP, with everything the host holds for
+ * the VM in `<stateDir>/<vmId>/` so VMs outlive the agent and a new agent re-attaches (recover).
+ *
+ * Truth comes from QEMU (`query-status`, the process); state.json only records what the agent intended and
+ * why a VM halted, to explain a QEMU that is no longer there. Operations on one VM are serialised.
+ */
+export class QemuDriver implements HypervisorDriver {
+  readonly name = 'qemu' as const;
+  private readonly handles = new Map<string, VmHandle>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly listeners: ((status: DriverVmStatus) => void)[] = [];
+  private readonly binary: string;
+  private readonly log: (line: string) => void;
+  private closed = false;
+
+  private constructor(
+    private readonly options: QemuDriverOptions,
+    private readonly accel: AcceleratorVerdict,
+  ) {
+    this.binary = options.binary ?? QEMU_BINARY;
+    this.log = options.log ?? (() => undefined);
+  }
+
+  /** Checks the options, chooses the accelerator (probe or override) and returns a driver; call recover() next. */
+  static async create(options: QemuDriverOptions): Promise<QemuDriver> {
+    validateHostPath('stateDir', options.stateDir);
+    fs.mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
+    const verdict = await chooseAccelerator({
+      stateDir: options.stateDir,
+      choice: options.accelerator,
+      guest: options.probeGuest,
+      binary: options.binary,
+    });
+    options.log?.(`qemu driver: accelerator ${verdict.accelerator} (${verdict.reason})`);
+    return new QemuDriver(options, verdict);
+  }
+
+  capabilities(): DriverCapabilities {
+    return {
+      accelerator: this.accel.accelerator,
+      acceleratorReason: this.accel.reason,
+      pause: true,
+      suspend: true,
+      liveMigration: false,
+      hotplugDisks: false,
+      console: true,
+    };
+  }
+
+  capacity(): HostCapacity {
+    return { cpus: os.availableParallelism(), memoryMib: Math.floor(os.totalmem() / (1024 * 1024)) };
+  }
+
+  onUnrequestedChange(listener: (status: DriverVmStatus) => void): void {
+    this.listeners.push(listener);
+  }
+
+  // --- recovery -----------------------------------------------------------------------------------------
+
+  async recover(): Promise<DriverVmStatus[]> {
+    const out: DriverVmStatus[] = [];
+    for (const vmId of VmDirectory.list(this.options.stateDir)) {
+      out.push(await this.withLock(vmId, () => this.recoverOne(vmId)));
+    }
+    return out;
+  }
+
+  private async recoverOne(vmId: string): Promise<DriverVmStatus> {
+    const existing = this.handles.get(vmId);
+    if (existing) return this.statusOf(existing);
+    const dir = new VmDirectory(this.options.stateDir, vmId);
+    const launch = dir.readSpec();
+    if (!launch) return { vmId, powerState: 'HALTED' };
+    const pid = findLiveQemu(dir, launch.uuid);
+    if (pid === undefined) {
+      dir.removeRuntimeFiles();
+      if (dir.hasSavedState()) return this.record(dir, 'SUSPENDED');
+      const state = dir.readState();
+      if (state && (state.intended === 'RUNNING' || state.intended === 'PAUSED'))
+        return this.record(dir, 'HALTED', REASON_GONE_UNWATCHED);
+      return { vmId, powerState: 'HALTED', ...(state?.reason ? { reason: state.reason } : {}) };
+    }
+    let qmp: QmpClient;
+    try {
+      qmp = await QmpClient.connect({ socketPath: dir.qmpSocket, timeoutMs: 5000 });
+    } catch (e) {
+      // A QEMU that answers nobody cannot be managed: stop it rather than leave a VM nobody controls.
+      this.log(`vm ${vmId}: QEMU pid ${pid} does not answer on QMP (${(e as Error).message}): stopping it`);
+      signalQemu(pid, launch.uuid, 'SIGKILL');
+      await waitForProcessExit(pid, 5000);
+      dir.removeRuntimeFiles();
+      return this.record(
+        dir,
+        'HALTED',
+        `QEMU did not answer on QMP and was stopped: ${(e as Error).message}`,
+      );
+    }
+    const handle = this.watch({ dir, launch, process: adoptQemu(pid), qmp });
+    const { status } = await qmp.execute('query-status');
+    switch (status) {
+      case 'shutdown':
+        await this.stopQemu(handle);
+        return this.record(dir, 'HALTED', REASON_GUEST_SHUTDOWN);
+      case 'guest-panicked':
+        await this.stopQemu(handle);
+        return this.record(dir, 'HALTED', REASON_GUEST_PANIC);
+      case 'inmigrate':
+      case 'postmigrate':
+      case 'finish-migrate':
+        // An interrupted resume (the image was not loaded) or a suspend whose image is complete: the saved
+        // state is the VM. Otherwise the QEMU still holds the only copy of the guest: keep it.
+        if (dir.hasSavedState() || status === 'inmigrate') {
+          await this.stopQemu(handle);
+          return this.record(dir, dir.hasSavedState() ? 'SUSPENDED' : 'HALTED', 'interrupted resume');
+        }
+        return this.statusOf(handle);
+      default:
+        // Running or paused: a live QEMU beats a leftover image from an interrupted resume.
+        fs.rmSync(dir.savedState, { force: true });
+        return this.statusOf(handle);
+    }
+  }
+
+  // --- lifecycle ----------------------------------------------------------------------------------------
+
+  async start(spec: DriverVmSpec): Promise<DriverVmStatus> {
+    const valid = validateDriverVmSpec(spec);
+    return this.withLock(valid.vmId, async () => {
+      const dir = new VmDirectory(this.options.stateDir, valid.vmId);
+      const handle = this.handles.get(valid.vmId) ?? (await this.adoptLive(dir));
+      if (handle) {
+        const status = await this.statusOf(handle);
+        if (status.powerState === 'RUNNING') return status;
+        throw new DriverError('invalid-state', `vm ${valid.vmId} is ${status.powerState}, not HALTED`);
+      }
+      if (dir.hasSavedState()) return this.resumeLocked(dir);
+      const launch: QemuLaunchSpec = {
+        vm: { ...valid, nics: await this.resolveHostPorts(valid.nics) },
+        uuid: vmUuid(valid.vmId),
+        accelerator: this.accel.accelerator,
+      };
+      const argv = buildQemuArgv(launch, dir.runtimePaths);
+      dir.create();
+      dir.writeSpec(launch);
+      dir.writeState('RUNNING');
+      const h = await this.launch(dir, launch, argv);
+      return this.statusOf(h);
+    });
+  }
+
+  async shutdown(vmId: string, options: ShutdownOptions): Promise<DriverVmStatus> {
+    validateVmId(vmId);
+    return this.withLock(vmId, async () => {
+      const dir = this.existingDir(vmId);
+      const handle = this.handles.get(vmId) ?? (await this.adoptLive(dir));
+      if (!handle) {
+        if (dir.hasSavedState()) {
+          if (!options.hard)
+            throw new DriverError(
+              'invalid-state',
+              `vm ${vmId} is SUSPENDED: only a hard shutdown discards its saved state`,
+            );
+          fs.rmSync(dir.savedState, { force: true });
+        }
+        return this.record(dir, 'HALTED');
+      }
+      dir.writeState('HALTED');
+      if (!options.hard && options.timeoutMs > 0) {
+        const off = await this.powerButtonAndWait(handle, options.timeoutMs);
+        if (!off) this.log(`vm ${vmId}: guest did not power off within ${options.timeoutMs} ms: hard stop`);
+      }
+      await this.stopQemu(handle);
+      return this.record(dir, 'HALTED');
+    });
+  }
+
+  /**
+   * Clean reboot: the power button, wait for the guest to power off (QEMU stays, thanks to -no-shutdown),
+   * then reset and continue in the same process — the guest reboots through its own shutdown path and the
+   * VM keeps its QEMU, ports and console. A guest that ignores the button is reset after
+   * cleanRebootTimeoutMs. Hard reboot: system_reset at once.
+   */
+  async reboot(vmId: string, options: { hard: boolean }): Promise<DriverVmStatus> {
+    validateVmId(vmId);
+    return this.withLock(vmId, async () => {
+      const handle = await this.requireRunning(vmId);
+      if (!options.hard) {
+        const off = await this.powerButtonAndWait(handle, this.options.cleanRebootTimeoutMs ?? 60_000);
+        if (!off) this.log(`vm ${vmId}: guest did not power off for a clean reboot: resetting it`);
+      }
+      await handle.qmp.execute('system_reset');
+      const { status } = await handle.qmp.execute('query-status');
+      if (status !== 'running') await handle.qmp.execute('cont');
+      handle.expectShutdown = false;
+      handle.dir.writeState('RUNNING');
+      return this.statusOf(handle);
+    });
+  }
+
+  async pause(vmId: string): Promise<DriverVmStatus> {
+    validateVmId(vmId);
+    return this.withLock(vmId, async () => {
+      const handle = await this.requireRunning(vmId);
+      await handle.qmp.execute('stop');
+      handle.dir.writeState('PAUSED');
+      return this.statusOf(handle);
+    });
+  }
+
+  async unpause(vmId: string): Promise<DriverVmStatus> {
+    validateVmId(vmId);
+    return this.withLock(vmId, async () => {
+      const handle = await this.requireRunning(vmId);
+      const { status } = await handle.qmp.execute('query-status');
+      if (status !== 'running') await handle.qmp.execute('cont');
+      handle.dir.writeState('RUNNING');
+      return this.statusOf(handle);
+    });
+  }
+
+  async suspend(vmId: string): Promise<DriverVmStatus> {
+    validateVmId(vmId);
+    return this.withLock(vmId, async () => {
+      const dir = this.existingDir(vmId);
+      const handle = this.handles.get(vmId) ?? (await this.adoptLive(dir));
+      if (!handle) {
+        if (dir.hasSavedState()) return { vmId, powerState: 'SUSPENDED' };
+        throw new DriverError(
+          'invalid-state',
+          `vm ${vmId} is HALTED: only a running or paused VM can be suspended`,
+        );
+      }
+      // Stopped first: the image is one consistent instant and the stream ends at once (nothing is dirtied).
+      await handle.qmp.execute('stop');
+      try {
+        const bytes = await saveVmState({
+          qmp: handle.qmp,
+          socketPath: dir.migrationSocket,
+          file: dir.savedState,
+          timeoutMs: this.options.saveRestoreTimeoutMs ?? 120_000,
+        });
+        this.log(`vm ${vmId}: saved ${bytes} bytes of state`);
+      } catch (e) {
+        await handle.qmp.execute('cont').catch(() => undefined);
+        throw new DriverError(
+          'failed',
+          `vm ${vmId}: suspend failed, the VM keeps running: ${(e as Error).message}`,
+        );
+      }
+      dir.writeState('SUSPENDED');
+      await this.stopQemu(handle);
+      return { vmId, powerState: 'SUSPENDED' };
+    });
+  }
+
+  async resume(vmId: string): Promise<DriverVmStatus> {
+    validateVmId(vmId);
+    return this.withLock(vmId, async () => {
+      const dir = this.existingDir(vmId);
+      const handle = this.handles.get(vmId) ?? (await this.adoptLive(dir));
+      if (handle) {
+        const status = await this.statusOf(handle);
+        if (status.powerState === 'RUNNING') return status;
+        throw new DriverError('invalid-state', `vm ${vmId} is ${status.powerState}, not SUSPENDED`);
+      }
+      if (!dir.hasSavedState()) throw new DriverError('invalid-state', `vm ${vmId} is HALTED, not SUSPENDED`);
+      return this.resumeLocked(dir);
+    });
+  }
+
+  private async resumeLocked(dir: VmDirectory): Promise<DriverVmStatus> {
+    const launch = dir.readSpec();
+    if (!launch) throw new DriverError('failed', `vm ${dir.vmId}: saved state without spec.json`);
+    const handle = await this.launch(
+      dir,
+      launch,
+      buildQemuArgv(launch, dir.runtimePaths, { incoming: true }),
+    );
+    try {
+      await restoreVmState({
+        qmp: handle.qmp,
+        socketPath: dir.migrationSocket,
+        file: dir.savedState,
+        timeoutMs: this.options.saveRestoreTimeoutMs ?? 120_000,
+      });
+      // The incoming side finishes loading just after it reports completion: wait to leave `inmigrate`.
+      const deadline = Date.now() + 10_000;
+      while ((await handle.qmp.execute('query-status')).status === 'inmigrate') {
+        if (Date.now() > deadline) throw new Error('QEMU stayed in inmigrate after the state was loaded');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await handle.qmp.execute('cont');
+    } catch (e) {
+      await this.stopQemu(handle);
+      throw new DriverError(
+        'failed',
+        `vm ${dir.vmId}: resume failed, the saved state is kept: ${(e as Error).message}`,
+      );
+    }
+    dir.writeState('RUNNING');
+    fs.rmSync(dir.savedState, { force: true });
+    return this.statusOf(handle);
+  }
+
+  async destroy(vmId: string): Promise<void> {
+    validateVmId(vmId);
+    return this.withLock(vmId, async () => {
+      const dir = new VmDirectory(this.options.stateDir, vmId);
+      const handle = this.handles.get(vmId) ?? (await this.adoptLive(dir).catch(() => undefined));
+      if (handle) await this.stopQemu(handle);
+      // A QEMU that would not even answer QMP (adoptLive failed) is still found by its pidfile.
+      const launch = dir.readSpec();
+      const pid = launch && findLiveQemu(dir, launch.uuid);
+      if (pid && launch) {
+        signalQemu(pid, launch.uuid, 'SIGKILL');
+        await waitForProcessExit(pid, 5000);
+      }
+      dir.remove();
+    });
+  }
+
+  async status(vmId: string): Promise<DriverVmStatus | undefined> {
+    validateVmId(vmId);
+    const handle = this.handles.get(vmId);
+    if (handle) return this.statusOf(handle);
+    const dir = new VmDirectory(this.options.stateDir, vmId);
+    if (!dir.exists()) return undefined;
+    if (dir.hasSavedState()) return { vmId, powerState: 'SUSPENDED' };
+    const state = dir.readState();
+    return { vmId, powerState: 'HALTED', ...(state?.reason ? { reason: state.reason } : {}) };
+  }
+
+  async list(): Promise<DriverVmStatus[]> {
+    const out: DriverVmStatus[] = [];
+    for (const vmId of VmDirectory.list(this.options.stateDir)) {
+      const s = await this.status(vmId);
+      if (s) out.push(s);
+    }
+    return out;
+  }
+
+  async metrics(vmId: string): Promise<DriverVmMetrics> {
+    validateVmId(vmId);
+    const handle = await this.requireRunning(vmId);
+    const blockstats = await handle.qmp.execute('query-blockstats');
+    return {
+      vmId,
+      cpuTimeNs: readProcessCpuTimeNs(handle.process.pid),
+      residentMemoryBytes: readResidentMemoryBytes(handle.process.pid),
+      disks: diskMetrics(blockstats),
+      // User-mode (slirp) netdevs keep no per-NIC counters QEMU 7.2 exposes over QMP; taps will (from /sys).
+      nics: [],
+    };
+  }
+
+  async consoleLog(vmId: string, maxBytes: number): Promise<Buffer> {
+    validateVmId(vmId);
+    const dir = this.existingDir(vmId);
+    return tailFile(dir.serialLog, maxBytes);
+  }
+
+  async attachConsole(vmId: string): Promise<DriverConsole> {
+    validateVmId(vmId);
+    const handle = await this.requireRunning(vmId);
+    handle.console ??= new SerialConsoleHub(handle.dir.consoleSocket);
+    return handle.console.attach();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    // Let operations in flight finish, then drop connections: the VMs keep running.
+    await Promise.allSettled([...this.locks.values()]);
+    for (const handle of this.handles.values()) {
+      handle.console?.close();
+      handle.qmp.close();
+    }
+    this.handles.clear();
+  }
+
+  // --- internals ----------------------------------------------------------------------------------------
+
+  /** Serialises operations per VM; a failed operation does not block the next one. */
+  private withLock<T>(vmId: string, fn: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new DriverError('failed', 'the qemu driver is closed'));
+    const previous = this.locks.get(vmId) ?? Promise.resolve();
+    const next = previous.then(fn, fn);
+    const settled = next.catch(() => undefined);
+    this.locks.set(vmId, settled);
+    void settled.then(() => {
+      if (this.locks.get(vmId) === settled) this.locks.delete(vmId);
+    });
+    return next;
+  }
+
+  private existingDir(vmId: string): VmDirectory {
+    const dir = new VmDirectory(this.options.stateDir, vmId);
+    if (!dir.exists()) throw new DriverError('not-found', `vm ${vmId} is not defined on this host`);
+    return dir;
+  }
+
+  /** Attaches to a live QEMU of this VM that this driver instance does not watch yet (no recover() call). */
+  private async adoptLive(dir: VmDirectory): Promise<VmHandle | undefined> {
+    const launch = dir.readSpec();
+    if (!launch) return undefined;
+    const pid = findLiveQemu(dir, launch.uuid);
+    if (pid === undefined) return undefined;
+    try {
+      const qmp = await QmpClient.connect({ socketPath: dir.qmpSocket, timeoutMs: 5000 });
+      return this.watch({ dir, launch, process: adoptQemu(pid), qmp });
+    } catch (e) {
+      throw new DriverError(
+        'failed',
+        `vm ${dir.vmId}: QEMU pid ${pid} runs but does not answer QMP: ${(e as Error).message}`,
+      );
+    }
+  }
+
+  private async requireRunning(vmId: string): Promise<VmHandle> {
+    const dir = this.existingDir(vmId);
+    const handle = this.handles.get(vmId) ?? (await this.adoptLive(dir));
+    if (!handle)
+      throw new DriverError('invalid-state', `vm ${vmId} is ${dir.hasSavedState() ? 'SUSPENDED' : 'HALTED'}`);
+    return handle;
+  }
+
+  private async resolveHostPorts(nics: DriverVmSpec['nics']): Promise<DriverVmSpec['nics']> {
+    const out: DriverVmSpec['nics'] = [];
+    for (const nic of nics) {
+      const forwards = [];
+      for (const f of nic.forwards)
+        forwards.push({ guestPort: f.guestPort, hostPort: f.hostPort || (await freeLoopbackPort()) });
+      out.push({ mac: nic.mac, forwards });
+    }
+    return out;
+  }
+
+  private async launch(dir: VmDirectory, launch: QemuLaunchSpec, argv: string[]): Promise<VmHandle> {
+    const proc = await spawnQemu({ dir, uuid: launch.uuid, argv, binary: this.binary });
+    let qmp: QmpClient;
+    try {
+      qmp = await QmpClient.connect({ socketPath: dir.qmpSocket, timeoutMs: 5000 });
+    } catch (e) {
+      proc.child?.kill('SIGKILL');
+      await proc.exited;
+      dir.removeRuntimeFiles();
+      throw new DriverError('failed', `vm ${dir.vmId}: QEMU started but QMP failed: ${(e as Error).message}`);
+    }
+    this.log(`vm ${dir.vmId}: QEMU pid ${proc.pid} (${launch.accelerator})`);
+    return this.watch({ dir, launch, process: proc, qmp });
+  }
+
+  /** Registers the handle and reacts to what happens without being asked: poweroff, panic, QEMU dying. */
+  private watch(h: Omit<VmHandle, 'expectShutdown' | 'expectExit'>): VmHandle {
+    const handle: VmHandle = { ...h, expectShutdown: false, expectExit: false };
+    const vmId = handle.dir.vmId;
+    this.handles.set(vmId, handle);
+    handle.qmp.on('SHUTDOWN', (e) => {
+      if (e.data.guest && !handle.expectShutdown && !handle.expectExit)
+        this.unrequested(handle, REASON_GUEST_SHUTDOWN, true);
+    });
+    handle.qmp.on('GUEST_PANICKED', () => {
+      if (!handle.expectExit) this.unrequested(handle, REASON_GUEST_PANIC, true);
+    });
+    void handle.process.exited.then((exit) => {
+      if (!handle.expectExit) this.unrequested(handle, describeExit(exit), false);
+    });
+    return handle;
+  }
+
+  private unrequested(handle: VmHandle, reason: string, qemuStillRuns: boolean): void {
+    const vmId = handle.dir.vmId;
+    if (this.closed) return;
+    void this.withLock(vmId, async () => {
+      // Another operation (destroy, shutdown) may have dealt with this VM while we waited for the lock.
+      if (this.handles.get(vmId) !== handle || handle.expectExit) return;
+      this.log(`vm ${vmId}: ${reason}`);
+      if (qemuStillRuns) await this.stopQemu(handle);
+      else this.forget(handle);
+      const status = this.record(handle.dir, 'HALTED', reason);
+      for (const l of this.listeners) l(status);
+    }).catch((e: unknown) => this.log(`vm ${vmId}: handling "${reason}" failed: ${(e as Error).message}`));
+  }
+
+  /** The guest's power button, then wait for the guest to power off. False when it did not in time. */
+  private async powerButtonAndWait(handle: VmHandle, timeoutMs: number): Promise<boolean> {
+    handle.expectShutdown = true;
+    const { status } = await handle.qmp.execute('query-status');
+    if (status === 'shutdown') return true;
+    // A paused guest cannot act on the button: it runs again for its own shutdown.
+    if (status !== 'running') await handle.qmp.execute('cont').catch(() => undefined);
+    const off = handle.qmp.waitForEvent('SHUTDOWN', { timeoutMs, predicate: (e) => e.data.guest });
+    off.catch(() => undefined);
+    await handle.qmp.execute('system_powerdown');
+    try {
+      await off;
+      return true;
+    } catch (e) {
+      if (e instanceof QmpConnectionError && e.kind !== 'timeout') throw e;
+      return false;
+    }
+  }
+
+  /** Ends the VM's QEMU: `quit`, then SIGKILL if it has not exited in a few seconds. Idempotent. */
+  private async stopQemu(handle: VmHandle): Promise<void> {
+    handle.expectExit = true;
+    const { pid } = handle.process;
+    await handle.qmp.execute('quit', undefined, { timeoutMs: 2000 }).catch((e: unknown) => {
+      // The connection dropping is what a successful quit looks like.
+      if (!(e instanceof QmpConnectionError || e instanceof QmpError)) throw e;
+    });
+    if (!(await waitForProcessExit(pid, 5000))) {
+      this.log(`vm ${handle.dir.vmId}: QEMU pid ${pid} ignored quit: SIGKILL`);
+      signalQemu(pid, handle.launch.uuid, 'SIGKILL');
+      if (!(await waitForProcessExit(pid, 5000)))
+        throw new DriverError('failed', `vm ${handle.dir.vmId}: QEMU pid ${pid} survives SIGKILL`);
+    }
+    this.forget(handle);
+  }
+
+  private forget(handle: VmHandle): void {
+    handle.expectExit = true;
+    handle.console?.close();
+    handle.qmp.close();
+    handle.dir.removeRuntimeFiles();
+    if (this.handles.get(handle.dir.vmId) === handle) this.handles.delete(handle.dir.vmId);
+  }
+
+  private record(
+    dir: VmDirectory,
+    powerState: DriverVmStatus['powerState'],
+    reason?: string,
+  ): DriverVmStatus {
+    dir.writeState(powerState, reason);
+    return { vmId: dir.vmId, powerState, ...(reason ? { reason } : {}) };
+  }
+
+  private async statusOf(handle: VmHandle): Promise<DriverVmStatus> {
+    const vmId = handle.dir.vmId;
+    let runState: QemuRunState;
+    try {
+      runState = (await handle.qmp.execute('query-status', undefined, { timeoutMs: 5000 })).status;
+    } catch {
+      // Going away right now: the exit watcher records why.
+      return { vmId, powerState: 'HALTED', reason: 'QEMU is not answering' };
+    }
+    if (runState === 'shutdown') return { vmId, powerState: 'HALTED', reason: REASON_GUEST_SHUTDOWN };
+    if (runState === 'guest-panicked') return { vmId, powerState: 'HALTED', reason: REASON_GUEST_PANIC };
+    const powerState = runState === 'running' ? 'RUNNING' : 'PAUSED';
+    const forwards = handle.launch.vm.nics.flatMap((nic) =>
+      nic.forwards.map((f) => ({ guestPort: f.guestPort, hostAddress: `127.0.0.1:${f.hostPort}` })),
+    );
+    return { vmId, powerState, ...(forwards.length ? { forwards } : {}) };
+  }
+}
+
+/** Where a VM's files live, for tools and tests that clean up after a driver: `<stateDir>/<vmId>`. */
+export function qemuVmDir(stateDir: string, vmId: string): string {
+  return path.join(stateDir, validateVmId(vmId));
+}

@@ -1,0 +1,150 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { DriverPowerState } from '../driver';
+import { QemuLaunchSpec, QemuRuntimePaths } from './qemu-command';
+import { validateVmId } from './vm-spec-validation';
+
+/** What the agent last asked of the VM and why it is in its state; the truth comes from QEMU (query-status). */
+export interface VmStateRecord {
+  intended: DriverPowerState;
+  reason?: string;
+  updatedAt: string;
+}
+
+/** Longest unix socket path Linux accepts (sun_path is 108 bytes with the NUL). */
+const MAX_SOCKET_PATH = 107;
+
+/**
+ * One VM's directory under the agent's state dir: `<stateDir>/<vmId>/`. Everything the host holds for the VM
+ * lives here, so destroy removes one directory and a restarted agent finds every VM by listing the state dir.
+ */
+export class VmDirectory {
+  readonly dir: string;
+  readonly specFile: string;
+  readonly stateFile: string;
+  readonly pidFile: string;
+  readonly qmpSocket: string;
+  readonly consoleSocket: string;
+  readonly serialLog: string;
+  /** QEMU's own stdout/stderr, redirected to a file (a pipe nobody reads would block QEMU). */
+  readonly qemuLog: string;
+  /** Memory and device state while SUSPENDED. */
+  readonly savedState: string;
+  /** Where QEMU sends or receives the saved state during suspend/resume. */
+  readonly migrationSocket: string;
+
+  constructor(
+    stateDir: string,
+    readonly vmId: string,
+  ) {
+    validateVmId(vmId);
+    this.dir = path.join(stateDir, vmId);
+    this.specFile = path.join(this.dir, 'spec.json');
+    this.stateFile = path.join(this.dir, 'state.json');
+    this.pidFile = path.join(this.dir, 'qemu.pid');
+    this.qmpSocket = path.join(this.dir, 'qmp.sock');
+    this.consoleSocket = path.join(this.dir, 'console.sock');
+    this.serialLog = path.join(this.dir, 'serial.log');
+    this.qemuLog = path.join(this.dir, 'qemu.log');
+    this.savedState = path.join(this.dir, 'saved-state.bin');
+    this.migrationSocket = path.join(this.dir, 'migrate.sock');
+    if (Buffer.byteLength(this.migrationSocket) > MAX_SOCKET_PATH)
+      throw new Error(`state dir ${stateDir} is too long for unix sockets (${this.migrationSocket})`);
+  }
+
+  get runtimePaths(): QemuRuntimePaths {
+    return {
+      pidFile: this.pidFile,
+      qmpSocket: this.qmpSocket,
+      consoleSocket: this.consoleSocket,
+      serialLog: this.serialLog,
+    };
+  }
+
+  exists(): boolean {
+    return fs.existsSync(this.specFile);
+  }
+
+  create(): void {
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  readSpec(): QemuLaunchSpec | undefined {
+    return readJson<QemuLaunchSpec>(this.specFile);
+  }
+
+  writeSpec(spec: QemuLaunchSpec): void {
+    writeJsonAtomically(this.specFile, spec);
+  }
+
+  readState(): VmStateRecord | undefined {
+    return readJson<VmStateRecord>(this.stateFile);
+  }
+
+  writeState(intended: DriverPowerState, reason?: string): void {
+    writeJsonAtomically(this.stateFile, { intended, reason, updatedAt: new Date().toISOString() });
+  }
+
+  hasSavedState(): boolean {
+    return fs.existsSync(this.savedState);
+  }
+
+  readPid(): number | undefined {
+    try {
+      const pid = Number(fs.readFileSync(this.pidFile, 'utf8').trim());
+      return Number.isInteger(pid) && pid > 1 ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Files a QEMU leaves behind when it is killed (a clean exit removes pidfile and sockets itself). */
+  removeRuntimeFiles(): void {
+    for (const f of [this.pidFile, this.qmpSocket, this.consoleSocket, this.migrationSocket])
+      fs.rmSync(f, { force: true });
+  }
+
+  remove(): void {
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** The vmIds that have a directory in `stateDir`. */
+  static list(stateDir: string): string[] {
+    let names: string[];
+    try {
+      names = fs.readdirSync(stateDir);
+    } catch {
+      return [];
+    }
+    return names.filter((n) => {
+      try {
+        validateVmId(n);
+        return fs.existsSync(path.join(stateDir, n, 'spec.json'));
+      } catch {
+        return false;
+      }
+    });
+  }
+}
+
+function readJson<T>(file: string): T | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+/** Write-then-rename (with fsync): a crash leaves the old file or the new one, never half of one. */
+export function writeJsonAtomically(file: string, value: unknown): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  const fd = fs.openSync(tmp, 'w', 0o600);
+  try {
+    fs.writeSync(fd, JSON.stringify(value, null, 2));
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+}
