@@ -28,7 +28,7 @@ import {
 } from './qemu-process';
 import { QemuRunState, QmpClient, QmpConnectionError, QmpError } from './qmp-client';
 import { restoreVmState, saveVmState } from './saved-state';
-import { SerialConsoleHub, tailFile } from './serial-console';
+import { SerialConsoleHub, tailFile, trimLogFile } from './serial-console';
 import { VmDirectory } from './vm-directory';
 import { validateDriverVmSpec, validateHostPath, validateVmId } from './vm-spec-validation';
 
@@ -144,7 +144,14 @@ export class QemuDriver implements HypervisorDriver {
   async recover(): Promise<DriverVmStatus[]> {
     const out: DriverVmStatus[] = [];
     for (const vmId of VmDirectory.list(this.options.stateDir)) {
-      out.push(await this.withLock(vmId, () => this.recoverOne(vmId)));
+      try {
+        out.push(await this.withLock(vmId, () => this.recoverOne(vmId)));
+      } catch (e) {
+        // One VM that cannot be read must not hide the others; report what its files say.
+        this.log(`vm ${vmId}: recover failed: ${(e as Error).message}`);
+        const status = await this.status(vmId).catch(() => undefined);
+        if (status) out.push(status);
+      }
     }
     return out;
   }
@@ -519,6 +526,10 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   private async launch(dir: VmDirectory, launch: QemuLaunchSpec, argv: string[]): Promise<VmHandle> {
+    // Console history survives restarts, within bounds (a chatty guest must not fill the host's disk
+    // across boots; within one boot QEMU has no cap).
+    trimLogFile(dir.serialLog, 16 * 1024 * 1024, 1024 * 1024);
+    trimLogFile(dir.qemuLog, 4 * 1024 * 1024, 256 * 1024);
     const proc = await spawnQemu({ dir, uuid: launch.uuid, argv, binary: this.binary });
     let qmp: QmpClient;
     try {

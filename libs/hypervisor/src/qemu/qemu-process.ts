@@ -116,8 +116,8 @@ export async function spawnQemu(options: {
       `vm ${dir.vmId} already runs in QEMU pid ${running}: a VM never runs twice`,
     );
   // A killed QEMU leaves its sockets; QEMU would replace them anyway, but a stale qmp.sock must not be
-  // mistaken for the new one while we wait.
-  dir.removeRuntimeFiles();
+  // mistaken for the new one while we wait. The pidfile stays: QEMU's lock on it is the last guard.
+  dir.removeSockets();
   const log = fs.openSync(dir.qemuLog, 'a', 0o600);
   let child: ChildProcess;
   try {

@@ -21,6 +21,23 @@ export function tailFile(file: string, maxBytes: number): Buffer {
   }
 }
 
+/**
+ * Keeps a log that QEMU appends to (logappend=on) from growing without bound across boots: when it exceeds
+ * `maxBytes`, only its last `keepBytes` stay. Call while no QEMU writes it.
+ */
+export function trimLogFile(file: string, maxBytes: number, keepBytes: number): void {
+  let size: number;
+  try {
+    size = fs.statSync(file).size;
+  } catch {
+    return;
+  }
+  if (size <= maxBytes) return;
+  const tail = tailFile(file, keepBytes);
+  fs.writeFileSync(`${file}.tmp`, tail, { mode: 0o600 });
+  fs.renameSync(`${file}.tmp`, file);
+}
+
 /** Output chunks of one attached console, as an async iterable that ends when the console closes. */
 class ConsoleOutput implements AsyncIterable<Buffer> {
   private readonly queue: Buffer[] = [];

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DriverPowerState } from '../driver';
+import { DriverError, DriverPowerState } from '../driver';
 import { QemuLaunchSpec, QemuRuntimePaths } from './qemu-command';
 import { validateVmId } from './vm-spec-validation';
 
@@ -49,7 +49,10 @@ export class VmDirectory {
     this.savedState = path.join(this.dir, 'saved-state.bin');
     this.migrationSocket = path.join(this.dir, 'migrate.sock');
     if (Buffer.byteLength(this.migrationSocket) > MAX_SOCKET_PATH)
-      throw new Error(`state dir ${stateDir} is too long for unix sockets (${this.migrationSocket})`);
+      throw new DriverError(
+        'invalid-spec',
+        `vmId: ${this.migrationSocket} is longer than a unix socket path may be: use a shorter vmId or state dir`,
+      );
   }
 
   get runtimePaths(): QemuRuntimePaths {
@@ -98,10 +101,18 @@ export class VmDirectory {
     }
   }
 
-  /** Files a QEMU leaves behind when it is killed (a clean exit removes pidfile and sockets itself). */
+  /** Sockets a killed QEMU leaves behind (a clean exit removes them itself). */
+  removeSockets(): void {
+    for (const f of [this.qmpSocket, this.consoleSocket, this.migrationSocket]) fs.rmSync(f, { force: true });
+  }
+
+  /**
+   * Everything a killed QEMU leaves behind, pidfile included. Only once its QEMU is known to be gone: QEMU's
+   * lock is on the pidfile's inode, so removing a live one would let a second QEMU lock a new file.
+   */
   removeRuntimeFiles(): void {
-    for (const f of [this.pidFile, this.qmpSocket, this.consoleSocket, this.migrationSocket])
-      fs.rmSync(f, { force: true });
+    this.removeSockets();
+    fs.rmSync(this.pidFile, { force: true });
   }
 
   remove(): void {
