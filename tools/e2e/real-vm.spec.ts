@@ -131,7 +131,8 @@ describe('real VMs through the gateway (qemu driver)', () => {
         flavorId: '',
         vcpus: 1,
         memoryMib: 256,
-        boot: { image: 'demo', kernel: '', initrd: '', cmdline: `demo.name=${name}` },
+        // No demo.name=: the guest learns its name from the flotilla.name= compute adds.
+        boot: { image: 'demo', kernel: '', initrd: '', cmdline: '' },
         nics: [{ mac: '', forwards: [{ guestPort: 80, hostAddress: '' }] }],
       }),
     );
@@ -251,6 +252,18 @@ describe('real VMs through the gateway (qemu driver)', () => {
       { timeoutMs: 30_000 },
     );
     expect(halted.powerStateReason).toMatch(/killed or crashed|killed by/);
+    // Its console history stays readable on the host while the VM is kept halted.
+    // Two heartbeats later (each reconciles, and the agent acts on the answer before the next):
+    for (let i = 0; i < 2; i++) {
+      const since = Date.now();
+      await waitFor('a heartbeat', async () => {
+        const { hosts } = await cloud.admin.hosts.call.listHosts({
+          page: { pageSize: 10, pageToken: '', filter: '' },
+        });
+        return hosts[0].lastHeartbeatAt!.getTime() > since;
+      });
+    }
+    expect(await consoleLog(victim.id)).toContain(`${DEMO_READY_MARKER} name=victim-1`);
     expect((await getVm(keep.id)).powerState).toBe(P.POWER_STATE_RUNNING);
     expect(await httpGet(keep.nics[0].forwards[0].hostAddress)).toContain('survivor-1');
   });

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { EntityManager } from 'typeorm';
+import { EntityManager, In } from 'typeorm';
 import { computeV1 } from '@flotilla/contracts';
 import {
   failedPrecondition,
@@ -143,6 +143,16 @@ export class HostRegistryService {
     reported: computeV1.VmStatus[],
   ): Promise<string[]> {
     const recorded = new Map((await m.findBy(VmRow, { hostId: host.id })).map((vm) => [vm.id, vm]));
+    // Halted definitions of VMs the pool keeps halted (not placed anywhere) stay: their console history
+    // is read from here until the VM is destroyed or started on another host.
+    const unplaced = reported.filter((s) => !recorded.has(s.vmId) && fromProto(s.powerState) === 'HALTED');
+    const keptHalted = new Set(
+      unplaced.length
+        ? (await m.findBy(VmRow, { id: In(unplaced.map((s) => s.vmId)) }))
+            .filter((vm) => vm.hostId === null)
+            .map((vm) => vm.id)
+        : [],
+    );
     const destroy: string[] = [];
     // Running there although the pool does not place them there (a host that was cut off): worth a warning.
     // Halted definitions left from an earlier run are only tidied up.
@@ -151,6 +161,7 @@ export class HostRegistryService {
     for (const status of reported) {
       seen.add(status.vmId);
       const vm = recorded.get(status.vmId);
+      if (!vm && keptHalted.has(status.vmId)) continue;
       if (!vm) {
         destroy.push(status.vmId);
         if (fromProto(status.powerState) !== 'HALTED') placedElsewhere.push(status.vmId);

@@ -30,6 +30,20 @@ export class ComputeStore {
     return this.dataSource.manager;
   }
 
+  /**
+   * The host a VM last ran on, from its last successful start: a halted VM's definition and console
+   * history stay there until the VM is destroyed or starts elsewhere.
+   */
+  async lastHostOf(vmId: string, m: EntityManager = this.manager): Promise<string | null> {
+    const rows: { host_id: string }[] = await m.query(
+      `SELECT result ->> 'host_id' AS host_id FROM ${quotedTable(m, OperationRow)}
+        WHERE target_id = $1 AND state = 'SUCCEEDED' AND result ? 'host_id'
+        ORDER BY finished_at DESC LIMIT 1`,
+      [vmId],
+    );
+    return rows[0]?.host_id ?? null;
+  }
+
   /** vCPUs, memory and VM count held on each host by VMs that occupy it. */
   async allocations(m: EntityManager, hostIds?: string[]): Promise<Map<string, HostAllocation>> {
     const rows: Array<{ host_id: string; vcpus: string; memory_mib: string; vms: string }> = await m.query(

@@ -1,11 +1,11 @@
 import { Observable } from 'rxjs';
 import { computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, failedPrecondition, invalidArgument } from '@flotilla/domain';
-import { Caller, domainErrorFromGrpc, quotedTable, requireRole } from '@flotilla/platform';
+import { Caller, domainErrorFromGrpc, requireRole } from '@flotilla/platform';
 import { AgentClients, AgentConsoleStream } from '../hosts/agent-clients';
 import { hostState } from '../mappers';
 import { ComputeStore } from '../persistence/compute-store';
-import { HostRow, OperationRow, VmRow } from '../persistence/entities';
+import { HostRow, VmRow } from '../persistence/entities';
 import { VmService } from './vm.service';
 
 const consoleLogDefaultBytes = 64 * 1024;
@@ -77,16 +77,6 @@ export class VmConsole {
     });
   }
 
-  private async lastHostOf(vmId: string): Promise<string | null> {
-    const rows: { host_id: string }[] = await this.store.manager.query(
-      `SELECT result ->> 'host_id' AS host_id FROM ${quotedTable(this.store.manager, OperationRow)}
-        WHERE target_id = $1 AND state = 'SUCCEEDED' AND result ? 'host_id'
-        ORDER BY finished_at DESC LIMIT 1`,
-      [vmId],
-    );
-    return rows[0]?.host_id ?? null;
-  }
-
   private async open(caller: Caller, id: string): Promise<{ vm: VmRow; host: HostRow }> {
     if (!id) throw invalidArgument('id', 'is required in the first request: the VM to attach to');
     return this.hostOf(caller, id, 'attach to its console', true);
@@ -102,7 +92,7 @@ export class VmConsole {
     const vm = await this.vms.get(caller, id);
     const running = vm.powerState === 'RUNNING' || vm.powerState === 'PAUSED';
     // A halted VM's console history stays on the host it last ran on (its last start says which).
-    const hostId = vm.hostId ?? (mustRun ? null : await this.lastHostOf(vm.id));
+    const hostId = vm.hostId ?? (mustRun ? null : await this.store.lastHostOf(vm.id));
     if (!hostId || (mustRun && !running))
       throw failedPrecondition(
         `vm ${vm.name} is ${vm.powerState}: start it first (${mustRun ? 'it must be RUNNING or PAUSED' : 'it has not run on a host'})`,

@@ -119,8 +119,11 @@ export class VmOperations {
             image: vm.boot.image ?? '',
             kernel: boot.kernel,
             initrd: boot.initrd,
-            // The VM's own command line is appended to the image's: the later option wins in Linux.
-            cmdline: [boot.cmdline, vm.boot.cmdline ?? ''].filter(Boolean).join(' '),
+            // The image's line, the VM's name (for guests that want to know it), then the VM's own line:
+            // a later option wins in Linux. VM names need no quoting (letters, digits, . _ -).
+            cmdline: boot.kernel
+              ? [boot.cmdline, `flotilla.name=${vm.name}`, vm.boot.cmdline ?? ''].filter(Boolean).join(' ')
+              : '',
           },
           nics: vm.nics.map((n) => ({
             mac: n.mac,
@@ -263,7 +266,9 @@ export class VmOperations {
   }
 
   private async destroy(op: OperationRow, vm: VmRow): Promise<void> {
-    const host = vm.hostId ? await this.host(vm.hostId) : undefined;
+    // A halted VM's definition (console history, saved files) stays on the host it last ran on.
+    const hostId = vm.hostId ?? (await this.store.lastHostOf(vm.id));
+    const host = hostId ? await this.store.manager.findOneBy(HostRow, { id: hostId }) : undefined;
     op = await this.step(op, {
       step: host ? `destroying on host ${host.name}` : 'deleting',
       progress: 0.3,
@@ -271,6 +276,7 @@ export class VmOperations {
     });
     if (host && hostState(host) !== 'DOWN')
       await this.agents.call(host, (a) => a.destroyVm({ epoch: host.epoch, vmId: vm.id }));
+    // A DOWN host is told when it reports again: the VM is then unknown to the pool.
     await this.succeed(op, null, undefined, { vm_id: vm.id }, vm);
   }
 

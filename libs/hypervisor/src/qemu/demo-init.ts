@@ -67,8 +67,10 @@ warn() { echo "DEMO-WARN $*"; }
 is_uint() { case "$1" in '' | *[!0-9]*) return 1 ;; esac; }
 
 NAME=demo IP= GW= PEER= DIRTY=0 DSLEEP=0 IGNORE_PB=0 TICK_EVERY=1 DISK=auto CONSOLE_SHELL=1
+# flotilla.name= is the VM's name, added by Flotilla to every direct kernel boot; demo.name= wins.
 for x in $CMDLINE; do
   case "$x" in
+  flotilla.name=*) [ "$NAME" = demo ] && NAME=\${x#flotilla.name=} ;;
   demo.name=*) NAME=\${x#demo.name=} ;;
   demo.ip=*) IP=\${x#demo.ip=} ;;
   demo.gw=*) GW=\${x#demo.gw=} ;;
