@@ -1,4 +1,5 @@
-import { checkHealth } from '@flotilla/platform';
+import { computeV1 } from '@flotilla/contracts';
+import { checkHealth, GrpcClient } from '@flotilla/platform';
 import { sleep } from '../sleep';
 
 /** Polls the gateway's grpc.health.v1 until it serves; false if the signal aborted first. */
@@ -12,4 +13,53 @@ export async function waitForGateway(
     await sleep(intervalMs, signal);
   }
   return false;
+}
+
+/** How a registered host runs VMs, as `up` reports it: "host-1: qemu, accelerator tcg (why)". */
+export function describeHost(h: Pick<computeV1.Host, 'name' | 'driver' | 'accelerator'>): string {
+  const [accel, ...why] = h.accelerator.split(' ');
+  const reason = why.join(' ').replace(/^\((.*)\)$/, '$1');
+  return h.driver === 'sim'
+    ? `${h.name}: sim driver (no guest runs: qemu-system-x86_64 is not installed or --driver sim)`
+    : `${h.name}: ${h.driver}, accelerator ${accel}${reason ? ` (${reason})` : ''}`;
+}
+
+/**
+ * Waits (bounded) until `names` have registered and says how each runs VMs. Best effort: a host that does
+ * not register in time is named as such, and errors only say that the report is unavailable.
+ */
+export async function reportHosts(
+  endpoint: string,
+  token: string,
+  names: string[],
+  say: (line: string) => void,
+  signal: AbortSignal,
+  timeoutMs = 60_000,
+): Promise<void> {
+  const hosts = new GrpcClient<computeV1.HostServiceClient>({
+    address: endpoint,
+    service: 'flotilla.compute.v1.HostService',
+    staticMetadata: { authorization: `Bearer ${token}` },
+    defaultDeadlineMs: 5000,
+  });
+  const deadline = Date.now() + timeoutMs;
+  let seen: computeV1.Host[] = [];
+  try {
+    while (!signal.aborted && Date.now() < deadline) {
+      seen = (
+        await hosts.call.listHosts({ page: { pageSize: 1000, pageToken: '', filter: '' } }).catch(() => ({
+          hosts: [],
+        }))
+      ).hosts.filter((h) => names.includes(h.name));
+      if (seen.length === names.length) break;
+      await sleep(500, signal);
+    }
+  } finally {
+    hosts.close();
+  }
+  if (signal.aborted) return;
+  for (const name of names) {
+    const h = seen.find((x) => x.name === name);
+    say(`  ${h ? describeHost(h) : `${name}: not registered yet (see its log lines)`}`);
+  }
 }

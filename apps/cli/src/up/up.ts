@@ -7,7 +7,7 @@ import { sleep } from '../sleep';
 import { PrefixedWriter } from './log-prefix';
 import { assertPortsFree, waitForPort } from './net';
 import { NodeSpawner } from './node-spawner';
-import { waitForGateway } from './readiness';
+import { reportHosts, waitForGateway } from './readiness';
 import { loadOrCreateServiceToken, readAdminToken } from './secrets';
 import {
   address,
@@ -131,6 +131,21 @@ export async function runUp(options: UpOptions, env: NodeJS.ProcessEnv = process
           say,
           imageDir: imageDirOf(plan.dataDir, env),
         });
+      // Which driver and accelerator each host got, and why (the agents decide: qemu when installed,
+      // KVM only when a probe guest boots under it).
+      const token = readAdminToken(tokenFile);
+      if (token && ports.agents.length && !stopping.signal.aborted) {
+        say('hosts as registered:');
+        void reportHosts(
+          address(ports.gateway),
+          token,
+          ports.agents.map((_, i) => agentName(i)),
+          say,
+          stopping.signal,
+        ).catch((e: unknown) =>
+          say(`  host report unavailable: ${e instanceof Error ? e.message : String(e)}`),
+        );
+      }
     }
     if (!stopping.signal.aborted)
       await new Promise<void>((resolve) =>
