@@ -19,6 +19,11 @@ export interface CreateOutcome {
 export interface CreateBatcherOptions {
   /** Most creates committed by one statement. */
   maxBatch?: number;
+  /**
+   * Batches committing at once. Two overlap one batch's commit (WAL flush, replies) with the next one's
+   * inserts; their events still commit one after the other, under the outbox lock.
+   */
+  maxInFlight?: number;
 }
 
 interface Waiter {
@@ -45,15 +50,17 @@ interface Waiter {
  */
 export class CreateBatcher {
   private readonly queue: Waiter[] = [];
-  private running = false;
+  private running = 0;
   private scheduled = false;
   private readonly maxBatch: number;
+  private readonly maxInFlight: number;
 
   constructor(
     private readonly store: ComputeStore,
     options: CreateBatcherOptions = {},
   ) {
     this.maxBatch = options.maxBatch ?? 128;
+    this.maxInFlight = options.maxInFlight ?? 2;
   }
 
   submit(create: PreparedCreate): Promise<CreateOutcome> {
@@ -64,7 +71,7 @@ export class CreateBatcher {
   }
 
   private schedule(): void {
-    if (this.running || this.scheduled || !this.queue.length) return;
+    if (this.running >= this.maxInFlight || this.scheduled || !this.queue.length) return;
     this.scheduled = true;
     // Creates that arrive in the same turn of the event loop join this batch.
     setImmediate(() => {
@@ -74,13 +81,13 @@ export class CreateBatcher {
   }
 
   private async flush(): Promise<void> {
-    if (this.running || !this.queue.length) return;
-    this.running = true;
+    if (this.running >= this.maxInFlight || !this.queue.length) return;
+    this.running++;
     const batch = this.queue.splice(0, this.maxBatch);
     try {
       await this.commit(batch);
     } finally {
-      this.running = false;
+      this.running--;
       this.schedule();
     }
   }
