@@ -32,6 +32,33 @@ export interface NewOperation {
 
 const waitPollMs = 500;
 
+/** The record of a new operation, as OperationService.create inserts it. */
+export function operationRow(spec: NewOperation): OperationRow {
+  const now = spec.now ?? new Date();
+  return {
+    id: spec.id ?? randomUUID(),
+    kind: spec.kind,
+    targetKind: spec.target.kind,
+    targetId: spec.target.id,
+    targetName: spec.target.name,
+    tenantId: spec.tenantId,
+    requestId: spec.requestId ?? null,
+    state: spec.succeeded ? 'SUCCEEDED' : 'PENDING',
+    progress: spec.succeeded ? 1 : 0,
+    step: spec.succeeded ? 'succeeded' : 'queued',
+    params: spec.params ?? {},
+    result: spec.succeeded ? { vm_id: spec.target.id } : {},
+    errorCode: null,
+    errorMessage: null,
+    errorField: null,
+    pointOfNoReturn: false,
+    version: 1,
+    createdAt: now,
+    updatedAt: now,
+    finishedAt: spec.succeeded ? now : null,
+  };
+}
+
 /** Durable operation records: created with the change that asks for them, advanced by the runner. */
 export class OperationService {
   private readonly finished = new EventEmitter().setMaxListeners(0);
@@ -39,29 +66,7 @@ export class OperationService {
   constructor(private readonly store: ComputeStore) {}
 
   async create(m: EntityManager, emit: Emit, spec: NewOperation): Promise<OperationRow> {
-    const now = spec.now ?? new Date();
-    const op: OperationRow = {
-      id: spec.id ?? randomUUID(),
-      kind: spec.kind,
-      targetKind: spec.target.kind,
-      targetId: spec.target.id,
-      targetName: spec.target.name,
-      tenantId: spec.tenantId,
-      requestId: spec.requestId ?? null,
-      state: spec.succeeded ? 'SUCCEEDED' : 'PENDING',
-      progress: spec.succeeded ? 1 : 0,
-      step: spec.succeeded ? 'succeeded' : 'queued',
-      params: spec.params ?? {},
-      result: spec.succeeded ? { vm_id: spec.target.id } : {},
-      errorCode: null,
-      errorMessage: null,
-      errorField: null,
-      pointOfNoReturn: false,
-      version: 1,
-      createdAt: now,
-      updatedAt: now,
-      finishedAt: spec.succeeded ? now : null,
-    };
+    const op = operationRow(spec);
     await m.insert(OperationRow, op);
     emit(events.operation('CREATED', op));
     return op;

@@ -145,6 +145,8 @@ describe.each(testDatabases())('VM lifecycle through the gateway on %s', (_db, u
       }),
     );
     expect(forwarded.vm!.nics[0].forwards).toEqual([{ guestPort: 80, hostAddress: '' }]);
+    // As committed, not only as answered.
+    expect((await getVm(forwarded.vm!.id)).nics).toEqual(forwarded.vm!.nics);
     const refused = await rejection(
       tenant.clients.vms.call.createVm(
         vmRequest({ name: `nic-${++n}`, nics: [{ mac: '', forwards: [{ guestPort: 0, hostAddress: '' }] }] }),

@@ -17,11 +17,12 @@ import {
   validateRequestId,
   type VmOperation,
 } from '@flotilla/domain';
-import { Caller, requireRole, updateVersioned, fetchPage, quotedTable } from '@flotilla/platform';
+import { Caller, requireRole, updateVersioned, fetchPage } from '@flotilla/platform';
 import { events, ComputeStore } from '../persistence/compute-store';
 import { BootRow, FlavorRow, OperationParams, OperationRow, VmRow } from '../persistence/entities';
-import { OperationService } from '../operations/operation.service';
+import { OperationService, operationRow } from '../operations/operation.service';
 import { OperationRunner } from '../operations/operation-runner';
+import { CreateBatcher } from './create-batcher';
 
 /** Operation kinds by lifecycle operation; params say how (clean or hard, timeouts). */
 export const vmOperationKind: Record<VmOperation, string> = {
@@ -45,6 +46,7 @@ export class VmService {
     private readonly store: ComputeStore,
     private readonly operations: OperationService,
     private readonly runner: OperationRunner,
+    private readonly creates: CreateBatcher = new CreateBatcher(store),
   ) {}
 
   async create(
@@ -62,58 +64,41 @@ export class VmService {
     const nics = validateNics(req.nics ?? [], randomBytes);
     if (Object.keys(requiredHostLabels).length) requireRole(caller, 'vm-power-admin', 'placement hints');
 
-    const created = await this.store.tx(async (m, emit) => {
-      const sizing = await this.sizing(m, req);
-      const now = new Date();
-      const operationId = randomUUID();
-      const vm: VmRow = {
-        id: randomUUID(),
-        name,
-        tenantId,
-        labels,
-        ...sizing,
-        boot,
-        powerState: 'HALTED',
-        powerStateReason: '',
-        hostId: null,
-        // A create that only records the VM is done in this transaction; one that starts it runs on.
-        currentOperationId: req.start ? operationId : null,
-        antiAffinityGroup: req.antiAffinityGroup ?? '',
-        requiredHostLabels,
-        nics,
-        requestId: requestId ?? null,
-        version: 1,
-        createdAt: now,
-        updatedAt: now,
-      };
-      // The unique indexes decide races: a concurrent create with the same name or request_id makes this
-      // insert wait for it, then insert nothing.
-      if (!(await insertVmIfAbsent(m, vm))) {
-        const earlier = requestId ? await m.findOneBy(VmRow, { tenantId, requestId }) : null;
-        if (!earlier)
-          throw new DomainError(
-            ErrorCode.AlreadyExists,
-            `a VM named ${name} already exists in this tenant: choose another name`,
-            {
-              field: 'name',
-            },
-          );
-        const op = await m.findOneByOrFail(OperationRow, { targetId: earlier.id, kind: 'vm.create' });
-        return { vm: earlier, operation: op, isNew: false };
-      }
-      emit(events.vm('CREATED', vm));
-      const operation = await this.operations.create(m, emit, {
-        id: operationId,
-        kind: 'vm.create',
-        target: { kind: 'vm', id: vm.id, name },
-        tenantId,
-        requestId,
-        params: { start: req.start },
-        succeeded: !req.start,
-        now,
-      });
-      return { vm, operation, isNew: true };
+    const sizing = await this.sizing(this.store.manager, req);
+    const now = new Date();
+    const operationId = randomUUID();
+    const vm: VmRow = {
+      id: randomUUID(),
+      name,
+      tenantId,
+      labels,
+      ...sizing,
+      boot,
+      powerState: 'HALTED',
+      powerStateReason: '',
+      hostId: null,
+      // A create that only records the VM is done in its commit; one that starts it runs on.
+      currentOperationId: req.start ? operationId : null,
+      antiAffinityGroup: req.antiAffinityGroup ?? '',
+      requiredHostLabels,
+      nics,
+      requestId: requestId ?? null,
+      version: 1,
+      createdAt: now,
+      updatedAt: now,
+    };
+    const operation = operationRow({
+      id: operationId,
+      kind: 'vm.create',
+      target: { kind: 'vm', id: vm.id, name },
+      tenantId,
+      requestId,
+      params: { start: req.start },
+      succeeded: !req.start,
+      now,
     });
+    // Committed with the creates that arrive meanwhile (group commit); the unique indexes decide races.
+    const created = await this.creates.submit({ vm, operation });
     if (created.isNew && created.operation.state === 'PENDING') this.runner.enqueue(created.operation);
     return created;
   }
@@ -258,37 +243,4 @@ function validateBoot(boot: computeV1.BootSpec | undefined): BootRow {
     throw invalidArgument('boot.cmdline', `is ${boot.cmdline.length} characters; at most 1024`);
   if (boot.image) validateName('boot.image', boot.image);
   return { ...(boot.image ? { image: boot.image } : {}), ...(boot.cmdline ? { cmdline: boot.cmdline } : {}) };
-}
-
-/** Inserts the VM unless its name or request_id is taken in the tenant; false when it was. */
-async function insertVmIfAbsent(m: EntityManager, vm: VmRow): Promise<boolean> {
-  const rows: unknown[] = await m.query(
-    `INSERT INTO ${quotedTable(m, VmRow)} (id, name, tenant_id, labels, flavor_id, vcpus, memory_mib, root_disk_gib, boot,
-        power_state, power_state_reason, host_id, current_operation_id, anti_affinity_group, required_host_labels,
-        nics, request_id, version, created_at, updated_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)
-     ON CONFLICT DO NOTHING RETURNING id`,
-    [
-      vm.id,
-      vm.name,
-      vm.tenantId,
-      JSON.stringify(vm.labels),
-      vm.flavorId,
-      vm.vcpus,
-      vm.memoryMib,
-      vm.rootDiskGib,
-      JSON.stringify(vm.boot),
-      vm.powerState,
-      vm.powerStateReason,
-      vm.hostId,
-      vm.currentOperationId,
-      vm.antiAffinityGroup,
-      JSON.stringify(vm.requiredHostLabels),
-      JSON.stringify(vm.nics),
-      vm.requestId,
-      vm.version,
-      vm.createdAt,
-    ],
-  );
-  return rows.length === 1;
 }

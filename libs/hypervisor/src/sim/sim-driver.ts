@@ -121,7 +121,9 @@ export class SimDriver implements HypervisorDriver {
   }
 
   /** Simulated VMs never change state on their own. */
-  onUnrequestedChange(): void {}
+  onUnrequestedChange(): void {
+    // nothing to subscribe to
+  }
 
   async metrics(vmId: string): Promise<DriverVmMetrics> {
     this.get(vmId);
@@ -138,7 +140,9 @@ export class SimDriver implements HypervisorDriver {
     throw new DriverError('unsupported', 'the sim driver runs no guest: it has no console');
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    // no processes or sockets to release
+  }
 
   async destroy(vmId: string): Promise<void> {
     if (!this.vms.has(vmId)) return;

@@ -81,6 +81,33 @@ export async function appendEvents(manager: EntityManager, events: NewEvent[]): 
   );
 }
 
+/**
+ * For writes done in one statement (a data-modifying CTE in autocommit): the CTE body that appends the rows
+ * of `rowsSql` (columns ord, kind, type, resource_id, tenant_id, payload; appended in `ord` order) under the
+ * same transaction-scoped lock as appendEvents, taken only after `afterSql` (a subquery the lock waits for,
+ * e.g. the CTE that inserts the changed rows: unique-index waits must come before the lock, never while it
+ * is held); nothing is locked when `afterSql` has no rows. `keyParam` is the placeholder bound to
+ * outboxLockKey(). The lock is held until the statement commits.
+ */
+export function appendEventsStatement(opts: {
+  table: string;
+  keyParam: string;
+  afterSql: string;
+  rowsSql: string;
+}): string {
+  return `INSERT INTO ${opts.table} (kind, type, resource_id, tenant_id, payload)
+    SELECT e.kind, e.type, e.resource_id, e.tenant_id, e.payload
+      FROM (SELECT pg_advisory_xact_lock(hashtext(${opts.keyParam}))
+              FROM (SELECT count(*) AS n FROM ${opts.afterSql}) c WHERE c.n > 0) AS lock,
+           (${opts.rowsSql}) AS e
+     ORDER BY e.ord`;
+}
+
+/** The value appendEventsStatement's keyParam must be bound to: the lock appendEvents takes. */
+export function outboxLockKey(manager: EntityManager): string {
+  return quotedTable(manager, OutboxEvent);
+}
+
 export class CreateOutbox1764000000000 implements MigrationInterface {
   name = 'CreateOutbox1764000000000';
 
