@@ -17,6 +17,7 @@ import {
   demoImageForTests,
 } from '@flotilla/hypervisor';
 import {
+  freePort,
   LocalCloud,
   operationDone,
   rejection,
@@ -55,6 +56,7 @@ describe('real VMs through the gateway (qemu driver)', () => {
   let demo: DemoImageManifest & { catalogueDir: string };
   let agentEnv: Record<string, string>;
   let stateDir: string;
+  let metricsAddress: string;
 
   beforeAll(async () => {
     try {
@@ -65,7 +67,12 @@ describe('real VMs through the gateway (qemu driver)', () => {
       );
     }
     demo = await demoImageForTests();
-    agentEnv = { FLOTILLA_DRIVER: 'qemu', FLOTILLA_IMAGE_DIR: demo.catalogueDir };
+    metricsAddress = `127.0.0.1:${await freePort()}`;
+    agentEnv = {
+      FLOTILLA_DRIVER: 'qemu',
+      FLOTILLA_IMAGE_DIR: demo.catalogueDir,
+      FLOTILLA_AGENT_ADMIN_ADDRESS: metricsAddress,
+    };
     // Unix socket paths are limited to 108 bytes: keep the agent's state directory short.
     stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'flq-'));
     cloud = await startLocalCloud({
@@ -191,6 +198,60 @@ describe('real VMs through the gateway (qemu driver)', () => {
       return m.cpuTimeNs > metrics!.cpuTimeNs && m;
     });
     expect(later.vmId).toBe(vm.id);
+    // The same counters for Prometheus on the host agent's /metrics.
+    const scraped = await httpGet(metricsAddress, '/metrics');
+    expect(scraped).toMatch(new RegExp(`^flotilla_vm_cpu_seconds_total\\{vm_id="${vm.id}"\\} [0-9.]+$`, 'm'));
+    expect(scraped).toMatch(
+      new RegExp(`^flotilla_vm_resident_memory_bytes\\{vm_id="${vm.id}"\\} [0-9]+$`, 'm'),
+    );
+  });
+
+  it('pauses (the guest stops ticking) and unpauses a VM, and reboots it (a new boot id)', async () => {
+    const vm = await bootDemo('pause-1');
+    const status = async () =>
+      JSON.parse(await httpGet(vm.nics[0].forwards[0].hostAddress, '/cgi-bin/status')) as {
+        bootId: string;
+        tick: number;
+      };
+    const first = await status();
+    await done(await tenant.clients.vms.call.pauseVm({ id: vm.id, requestId: '' }));
+    expect((await getVm(vm.id)).powerState).toBe(P.POWER_STATE_PAUSED);
+    const frozen = Math.max(0, ...ticks(await consoleLog(vm.id)));
+    // Paused vCPUs print nothing: the console log stays where it was while wall time passes.
+    const since = Date.now();
+    await waitFor('two seconds of wall time', () => Date.now() - since > 2000);
+    expect(Math.max(0, ...ticks(await consoleLog(vm.id)))).toBe(frozen);
+    await done(await tenant.clients.vms.call.unpauseVm({ id: vm.id, requestId: '' }));
+    await waitFor(
+      'ticks after unpause',
+      async () => Math.max(0, ...ticks(await consoleLog(vm.id))) > frozen,
+      bootWait,
+    );
+    await done(
+      await tenant.clients.vms.call.rebootVm({
+        id: vm.id,
+        requestId: '',
+        mode: computeV1.ShutdownMode.SHUTDOWN_MODE_HARD,
+      }),
+    );
+    const rebooted = await waitFor(
+      'the guest to answer after the reboot',
+      async () => {
+        const now = await status();
+        return now.bootId !== first.bootId && now;
+      },
+      bootWait,
+    );
+    expect(rebooted.bootId).not.toBe(first.bootId);
+  });
+
+  it('keeps VMs running while compute restarts, and compute reads them as running after', async () => {
+    const vm = await bootDemo('steady-1');
+    await cloud.compute.kill();
+    expect(await httpGet(vm.nics[0].forwards[0].hostAddress)).toContain('steady-1');
+    await cloud.compute.restart();
+    expect((await getVm(vm.id)).powerState).toBe(P.POWER_STATE_RUNNING);
+    expect(await httpGet(vm.nics[0].forwards[0].hostAddress)).toContain('steady-1');
   });
 
   it('suspends a VM to its host and resumes it with its memory intact (the tick counter goes on)', async () => {
