@@ -184,6 +184,31 @@ const cases: Case[] = [
     (c) => c.operations.call.listOperations({ page: page({ filter: 'owner=me' }) }),
   ],
   [
+    'nine NICs',
+    'INVALID_ARGUMENT',
+    'nics',
+    (c) => c.vms.call.createVm(vm({ nics: Array.from({ length: 9 }, () => ({ mac: '', forwards: [] })) })),
+  ],
+  [
+    'a multicast MAC',
+    'INVALID_ARGUMENT',
+    'nics[0].mac',
+    (c) => c.vms.call.createVm(vm({ nics: [{ mac: '01:00:5e:00:00:01', forwards: [] }] })),
+  ],
+  [
+    'a forwarded guest port of 70000',
+    'INVALID_ARGUMENT',
+    'nics[0].forwards[0].guest_port',
+    (c) =>
+      c.vms.call.createVm(vm({ nics: [{ mac: '', forwards: [{ guestPort: 70_000, hostAddress: '' }] }] })),
+  ],
+  [
+    'a console log of 2 MiB',
+    'INVALID_ARGUMENT',
+    'max_bytes',
+    (c, id) => c.vms.call.getVmConsoleLog({ id, maxBytes: 2 * 1024 * 1024 }),
+  ],
+  [
     'a wait of two minutes',
     'INVALID_ARGUMENT',
     'timeout_ms',
@@ -211,6 +236,26 @@ describe.each(testDatabases())('bad input through the gateway on %s', (_db, url)
     // An invalid argument's message starts with the field; every message stays bounded whatever the input.
     if (code === 'INVALID_ARGUMENT') expect(refused.message.startsWith(`${field}: `)).toBe(true);
     expect(refused.message.length).toBeLessThan(600);
+  });
+
+  it('refuses a console stream whose first request names no VM, naming the field', async () => {
+    const stream = tenant.clients.vms.duplex<
+      computeV1.AttachVmConsoleRequest,
+      computeV1.AttachVmConsoleResponse
+    >('AttachVmConsole');
+    stream.write({ id: '', data: Buffer.from('hello') });
+    const refused = await new Promise<{ code: number; message: string }>((resolve) => {
+      stream.on('error', (e: { code: number; message: string }) => resolve(e));
+      stream.on('data', () => undefined);
+    });
+    expect(refused.code).toBe(status.INVALID_ARGUMENT);
+    expect(refused.message).toContain('id: is required in the first request');
+  });
+
+  it('says that a sim host has no console or metrics (UNIMPLEMENTED), not a fake answer', async () => {
+    const refused = await rejection(tenant.clients.vms.call.getVmMetrics({ id: vmId }));
+    expect(refused.code).toBe('UNIMPLEMENTED');
+    expect(refused.message).toContain('sim driver runs no guest');
   });
 
   it('leaves the VM as it was after refusing bad power operations on it', async () => {
