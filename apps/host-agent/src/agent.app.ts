@@ -78,6 +78,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       computeUrl: config.FLOTILLA_COMPUTE_URL,
       serviceToken: config.FLOTILLA_SERVICE_TOKEN,
       labels: config.FLOTILLA_HOST_LABELS,
+      // The sim driver's capacity is what the operator configured: nothing to keep back.
+      reservedMemoryMib: driver.name === 'sim' ? 0 : config.FLOTILLA_HOST_RESERVED_MEMORY_MIB,
     },
     registration,
     driver,

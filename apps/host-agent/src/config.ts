@@ -60,6 +60,16 @@ export const agentConfigSpec = {
     schema: z.enum(['auto', 'kvm', 'tcg']),
     default: 'auto' as const,
   },
+  FLOTILLA_HOST_RESERVED_MEMORY_MIB: {
+    description:
+      "memory kept for the host itself (agent, QEMU's own overhead, the OS): not offered to VMs, like nova's reserved_host_memory_mb",
+    schema: z.coerce
+      .number()
+      .int()
+      .min(0, 'must be 0 or more')
+      .max(1024 * 1024, 'is too large'),
+    default: 512,
+  },
   FLOTILLA_SIM_CPUS: {
     description: 'CPUs the sim driver reports',
     schema: z.coerce.number().int().min(1, 'must be 1..4096').max(4096, 'must be 1..4096'),

@@ -11,6 +11,8 @@ export interface RegistrarOptions {
   computeUrl: string;
   serviceToken: string;
   labels: Record<string, string>;
+  /** Memory not offered to VMs. */
+  reservedMemoryMib: number;
 }
 
 /**
@@ -100,7 +102,7 @@ export class Registrar {
       driver: this.driver.name,
       accelerator: `${caps.accelerator} (${caps.acceleratorReason})`,
       cpus: capacity.cpus,
-      memoryMib: capacity.memoryMib,
+      memoryMib: Math.max(0, capacity.memoryMib - this.options.reservedMemoryMib),
       labels: this.options.labels,
       vms: (await this.driver.list()).map(toProto),
     });
