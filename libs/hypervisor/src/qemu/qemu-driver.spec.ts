@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DriverConsole, DriverError, DriverVmSpec, DriverVmStatus } from '../driver';
@@ -25,7 +26,7 @@ import { VmDirectory } from './vm-directory';
 jest.setTimeout(240_000);
 
 let stateDir: string;
-let image: { kernel: string; initrd: string };
+let image: { kernel: string; initrd: string; disk: string };
 let driver: QemuDriver;
 const drivers: QemuDriver[] = [];
 /** Upper bounds only: TCG boots in ~2-4 s on an idle host, several VMs on 2 vCPUs take longer. */
@@ -91,7 +92,9 @@ async function waitForSerial(
   }
 }
 
-const ticks = (text: string) => [...text.matchAll(DEMO_TICK_LINE)].map((m) => Number(m[1]));
+/** TICK numbers of complete lines only: a VM stopped mid-line leaves `TICK 1` of what becomes `TICK 12`. */
+const ticks = (text: string) =>
+  [...text.slice(0, text.lastIndexOf('\n') + 1).matchAll(DEMO_TICK_LINE)].map((m) => Number(m[1]));
 const lastTick = (vmId: string) => ticks(logSince(vmId, 0)).pop() ?? 0;
 
 function httpGet(hostAddress: string): Promise<{ status: number; body: string }> {
@@ -361,6 +364,41 @@ describe('qemu driver on a real QEMU', () => {
     });
   });
 
+  it('boots from a qcow2 disk through the firmware', async () => {
+    const spec = specFor('diskboot', {
+      boot: { kind: 'disk' },
+      disks: [{ path: image.disk, format: 'qcow2', readOnly: true }],
+    });
+    await driver.start(spec);
+    const text = await waitForSerial(spec.vmId, DEMO_READY_MARKER);
+    expect(text).toMatch(/SYSLINUX/); // the boot loader on the disk ran: no -kernel here
+    await driver.destroy(spec.vmId);
+    expect(qemuPidsOf(spec.vmId)).toEqual([]);
+  });
+
+  it('reports a QEMU that cannot start with the reason from its log, and leaves nothing running', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const hostPort = (taken.address() as net.AddressInfo).port;
+    try {
+      const spec = specFor('portclash', {
+        nics: [{ mac: '52:54:00:00:00:02', forwards: [{ guestPort: 80, hostPort }] }],
+      });
+      await expect(driver.start(spec)).rejects.toMatchObject({
+        kind: 'failed',
+        message: expect.stringMatching(/host forwarding rule/i),
+      });
+      expect(qemuPidsOf(spec.vmId)).toEqual([]);
+      expect(await driver.status(spec.vmId)).toMatchObject({
+        powerState: 'HALTED',
+        reason: expect.stringMatching(/^start failed: /),
+      });
+      await driver.destroy(spec.vmId);
+    } finally {
+      taken.close();
+    }
+  });
+
   it('stops a guest that ignores the power button once the clean shutdown times out', async () => {
     const spec = specFor('stubborn', {}, 'demo.ignore_powerbutton=1');
     await driver.start(spec);
@@ -462,8 +500,23 @@ describe('qemu driver on a real QEMU', () => {
         reason: expect.stringMatching(/QEMU process ended/),
       });
 
-      for (const s of [paused(), killed(), poweredOff(), saved()]) await second.destroy(s.vmId);
-      expect(await second.list()).toEqual([]);
+      // The suspended VM resumes under the new agent; a damaged image fails cleanly and keeps the VM SUSPENDED.
+      const savedImage = path.join(stateDir, saved().vmId, 'saved-state.bin');
+      const good = fs.readFileSync(savedImage);
+      fs.writeFileSync(savedImage, good.subarray(0, Math.floor(good.length / 2)));
+      await expect(second.resume(saved().vmId)).rejects.toMatchObject({ kind: 'failed' });
+      expect(qemuPidsOf(saved().vmId)).toEqual([]);
+      expect(await second.status(saved().vmId)).toEqual({ vmId: saved().vmId, powerState: 'SUSPENDED' });
+      fs.writeFileSync(savedImage, good);
+      const before = lastTick(saved().vmId);
+      const resumedAt = logSize(saved().vmId);
+      expect((await second.resume(saved().vmId)).powerState).toBe('RUNNING');
+      await waitForSerial(saved().vmId, /TICK \d+/, resumedAt, 30_000);
+      expect(ticks(logSince(saved().vmId, resumedAt))[0]).toBeGreaterThan(before);
+
+      const ids = [paused(), killed(), poweredOff(), saved()].map((s) => s.vmId);
+      for (const id of ids) await second.destroy(id);
+      expect((await second.list()).filter((s) => ids.includes(s.vmId))).toEqual([]);
     });
   });
 });

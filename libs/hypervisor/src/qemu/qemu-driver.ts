@@ -21,6 +21,7 @@ import {
   findLiveQemu,
   QEMU_BINARY,
   QemuExit,
+  qemuLogTail,
   QemuProcess,
   signalQemu,
   spawnQemu,
@@ -68,6 +69,8 @@ function describeExit(exit: QemuExit | undefined): string {
   if (exit.signal) return `QEMU process was killed by ${exit.signal}`;
   return `QEMU process exited with code ${exit.code}`;
 }
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** A loopback port nobody listens on right now (the kernel picks it). */
 function freeLoopbackPort(): Promise<number> {
@@ -234,8 +237,12 @@ export class QemuDriver implements HypervisorDriver {
       dir.create();
       dir.writeSpec(launch);
       dir.writeState('RUNNING');
-      const h = await this.launch(dir, launch, argv);
-      return this.statusOf(h);
+      try {
+        return await this.statusOf(await this.launch(dir, launch, argv));
+      } catch (e) {
+        this.record(dir, 'HALTED', `start failed: ${(e as Error).message}`);
+        throw e;
+      }
     });
   }
 
@@ -378,7 +385,7 @@ export class QemuDriver implements HypervisorDriver {
       const deadline = Date.now() + 10_000;
       while ((await handle.qmp.execute('query-status')).status === 'inmigrate') {
         if (Date.now() > deadline) throw new Error('QEMU stayed in inmigrate after the state was loaded');
-        await new Promise((r) => setTimeout(r, 20));
+        await sleep(20);
       }
       await handle.qmp.execute('cont');
     } catch (e) {
@@ -535,10 +542,19 @@ export class QemuDriver implements HypervisorDriver {
     try {
       qmp = await QmpClient.connect({ socketPath: dir.qmpSocket, timeoutMs: 5000 });
     } catch (e) {
-      proc.child?.kill('SIGKILL');
+      // QEMU opens its QMP socket before it sets up, e.g., port forwards: when those fail it exits right
+      // after, and its log says why.
+      const exitedByItself = await Promise.race([
+        proc.exited.then(() => true),
+        sleep(1000).then(() => false),
+      ]);
+      if (!exitedByItself) proc.child?.kill('SIGKILL');
       await proc.exited;
       dir.removeRuntimeFiles();
-      throw new DriverError('failed', `vm ${dir.vmId}: QEMU started but QMP failed: ${(e as Error).message}`);
+      const why = exitedByItself
+        ? qemuLogTail(dir) || (e as Error).message
+        : `QMP failed: ${(e as Error).message}`;
+      throw new DriverError('failed', `vm ${dir.vmId}: QEMU exited at start: ${why}`);
     }
     this.log(`vm ${dir.vmId}: QEMU pid ${proc.pid} (${launch.accelerator})`);
     return this.watch({ dir, launch, process: proc, qmp });

@@ -74,6 +74,11 @@ export function adoptQemu(pid: number): QemuProcess {
   return { pid, exited };
 }
 
+/** The end of QEMU's own log: why it refused to start. */
+export function qemuLogTail(dir: VmDirectory, maxBytes = 600): string {
+  return tail(dir.qemuLog, maxBytes);
+}
+
 function tail(file: string, maxBytes: number): string {
   try {
     const data = fs.readFileSync(file);
