@@ -28,13 +28,45 @@
  * e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") and RPC_BENCH_KEEP=0 (delete the services' logs even on failure).
  */
 import * as grpc from '@grpc/grpc-js';
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { freePort, serviceDefinition } from '@flotilla/platform';
+import { freePort } from '@flotilla/platform';
+import {
+  backgroundLoad,
+  benchDatabase,
+  client,
+  clockTicksPerSec,
+  CpuSource,
+  cpuSinceUs,
+  dropSchemas,
+  envInt,
+  f0,
+  f2,
+  killAllSync,
+  logTail,
+  machineBusyUs,
+  machineDescription,
+  nodeArgsFromEnv,
+  pidOf,
+  readyLine,
+  sleep,
+  sourceCpuUs,
+  startChild as startNodeChild,
+  stopAll,
+  stopChild,
+  table,
+  tempDirs,
+  unary,
+  until,
+  waitForReady,
+  x,
+} from '../harness';
+
+/** RPC_BENCH_NODE_ARGS: extra node flags for every child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof". */
+const startChild = (name: string, args: string[], options: Parameters<typeof startNodeChild>[2] = {}) =>
+  startNodeChild(name, args, { ...options, nodeArgs: nodeArgsFromEnv('RPC_BENCH_NODE_ARGS') });
 
 export interface RpcBenchOptions {
   /** Unary calls per throughput run of (a) and (b). */
@@ -102,194 +134,8 @@ export interface RpcBenchResult {
 const NEST_CPU_RATIO_TARGET = 1.25;
 const CREATES_PER_SEC_TARGET = 1500;
 const CREATE_P99_TARGET_MS = 20;
-const CALL_DEADLINE_MS = 10_000;
 /** The whole benchmark stops (children killed) if it runs longer than this. */
 const WATCHDOG_MS = 170_000;
-
-const envInt = (name: string, fallback: number) => {
-  const v = Number(process.env[name]);
-  return Number.isFinite(v) && v > 0 ? Math.floor(v) : fallback;
-};
-
-// ---------------------------------------------------------------------------------------------------------
-// Processes: children started by the benchmark, their CPU, and their end.
-
-interface Child {
-  readonly name: string;
-  readonly proc: ChildProcess;
-  readonly log?: string;
-  exited: boolean;
-}
-
-const children = new Set<Child>();
-
-function killAllSync(): void {
-  for (const c of children) if (!c.exited) c.proc.kill('SIGKILL');
-}
-/** Data directories to remove if the process ends before the run does (interrupted). */
-const tempDirs = new Set<string>();
-process.on('exit', () => {
-  killAllSync();
-  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function pidOf(child: Child): number {
-  if (child.proc.pid === undefined) throw new Error(`${child.name} did not start`);
-  return child.proc.pid;
-}
-
-function startChild(
-  name: string,
-  args: string[],
-  options: { env?: NodeJS.ProcessEnv; log?: string; pipeStdout?: boolean } = {},
-): Child {
-  const out = options.log ? fs.openSync(options.log, 'a') : 'ignore';
-  // RPC_BENCH_NODE_ARGS: extra node flags for every child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-  const nodeArgs = (process.env.RPC_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const proc = spawn(process.execPath, [...nodeArgs, ...args], {
-    env: options.env ?? process.env,
-    // Without a log file, errors go to this process's stderr.
-    stdio: ['ignore', options.pipeStdout ? 'pipe' : out, typeof out === 'number' ? out : 'inherit'],
-  });
-  if (typeof out === 'number') fs.closeSync(out);
-  const child: Child = { name, proc, log: options.log, exited: false };
-  proc.once('exit', () => (child.exited = true));
-  children.add(child);
-  return child;
-}
-
-/** Waits for the child's first stdout line that parses as JSON with ready: true. */
-function readyLine<T>(child: Child, timeoutMs: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    let buffer = '';
-    const timer = setTimeout(
-      () => reject(new Error(`${child.name}: not ready after ${timeoutMs} ms${logTail(child)}`)),
-      timeoutMs,
-    );
-    child.proc.stdout?.on('data', (chunk: Buffer) => {
-      buffer += chunk.toString();
-      for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        try {
-          const parsed = JSON.parse(line) as T & { ready?: boolean };
-          if (parsed.ready) {
-            clearTimeout(timer);
-            child.proc.stdout?.removeAllListeners('data');
-            child.proc.stdout?.resume();
-            resolve(parsed);
-            return;
-          }
-        } catch {
-          // a log line
-        }
-      }
-    });
-    child.proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${child.name} exited with ${code} before it was ready${logTail(child)}`));
-    });
-  });
-}
-
-function logTail(child: Child): string {
-  if (!child.log) return '';
-  try {
-    const text = fs.readFileSync(child.log, 'utf8').trim().split('\n').slice(-15).join('\n');
-    return text ? `\n--- last lines of ${child.log}:\n${text}` : '';
-  } catch {
-    return '';
-  }
-}
-
-async function stopChild(child: Child): Promise<void> {
-  if (child.exited) {
-    children.delete(child);
-    return;
-  }
-  const exited = new Promise<void>((r) => child.proc.once('exit', () => r()));
-  child.proc.kill('SIGTERM');
-  const killed = await Promise.race([exited.then(() => true), sleep(6000).then(() => false)]);
-  if (!killed) {
-    child.proc.kill('SIGKILL');
-    await Promise.race([exited, sleep(2000)]);
-  }
-  children.delete(child);
-}
-
-async function stopAll(): Promise<void> {
-  await Promise.all([...children].reverse().map((c) => stopChild(c)));
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-let clockTicks = 0;
-function clockTicksPerSec(): number {
-  if (!clockTicks) {
-    try {
-      clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-    } catch {
-      clockTicks = 100;
-    }
-  }
-  return clockTicks;
-}
-
-/** utime+stime of a process (all its threads), in µs; 0 once it is gone. */
-function processCpuUs(pid: number): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after "(comm)": state is field 3, utime field 14, stime field 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / clockTicksPerSec();
-  } catch {
-    return 0;
-  }
-}
-
-/** CPU of a process or a group of processes. */
-type CpuSource = number | number[];
-
-function sourceCpuUs(source: CpuSource): number[] {
-  return (typeof source === 'number' ? [source] : source).map(processCpuUs);
-}
-
-/** CPU used since `before`; a process that went away meanwhile counts for nothing. */
-function cpuSinceUs(source: CpuSource, before: number[]): number {
-  return sourceCpuUs(source).reduce((sum, now, i) => sum + (now && before[i] ? now - before[i] : 0), 0);
-}
-
-/** Busy time of all CPUs (user, nice, system, irq, softirq) in µs. */
-function machineBusyUs(): number {
-  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0];
-  const [, user, nice, system, , , irq, softirq] = line.trim().split(/\s+/).map(Number);
-  return ((user + nice + system + irq + softirq) * 1e6) / clockTicksPerSec();
-}
-
-/** Share of all CPUs busy over `ms` (what else runs on this shared machine), 0..1. */
-async function backgroundLoad(ms: number): Promise<number> {
-  const before = machineBusyUs();
-  await sleep(ms);
-  return (machineBusyUs() - before) / (ms * 1000 * os.cpus().length);
-}
-
-/**
- * The PostgreSQL processes working for the benchmark: the backends connected to its database and the WAL
- * writer (commits). Other databases of the same cluster (tests running beside the benchmark) are left out.
- */
-async function postgresPids(url: string): Promise<number[]> {
-  const { Client } = await import('pg');
-  const c = new Client({ connectionString: url });
-  await c.connect();
-  try {
-    const { rows } = await c.query<{ pid: number }>(
-      "SELECT pid FROM pg_stat_activity WHERE (datname = current_database() AND pid <> pg_backend_pid()) OR backend_type = 'walwriter'",
-    );
-    return rows.map((r) => Number(r.pid));
-  } finally {
-    await c.end();
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // Load: N calls at concurrency C, timed one by one, with the CPU of the processes that served them.
@@ -406,42 +252,6 @@ async function settle(cpu: Record<string, CpuSource>): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// gRPC client helpers: raw grpc-js clients from the shared package definition, a deadline on every call.
-
-type UnaryFn = (
-  req: unknown,
-  metadata: grpc.Metadata,
-  options: grpc.CallOptions,
-  cb: (err: grpc.ServiceError | null, res: unknown) => void,
-) => grpc.ClientUnaryCall;
-
-function client(address: string, service: string): grpc.Client {
-  const Ctor = grpc.makeGenericClientConstructor(serviceDefinition(service), service);
-  return new Ctor(address, grpc.credentials.createInsecure());
-}
-
-function unary<R>(
-  c: grpc.Client,
-  method: string,
-  req: unknown,
-  metadata = new grpc.Metadata(),
-  deadlineMs = CALL_DEADLINE_MS,
-): Promise<R> {
-  const fn = (c as unknown as Record<string, UnaryFn>)[method];
-  return new Promise((resolve, reject) =>
-    fn.call(c, req, metadata, { deadline: Date.now() + deadlineMs }, (err, res) =>
-      err ? reject(err) : resolve(res as R),
-    ),
-  );
-}
-
-function waitForReady(c: grpc.Client, ms: number): Promise<void> {
-  return new Promise((resolve, reject) =>
-    c.waitForReady(Date.now() + ms, (err) => (err ? reject(err) : resolve())),
-  );
-}
-
-// ---------------------------------------------------------------------------------------------------------
 // (a) and (b): GetFlavor on a bare grpc-js server and on the NestJS path.
 
 const distBench = __dirname;
@@ -511,153 +321,6 @@ async function benchBaselines(opts: {
 // ---------------------------------------------------------------------------------------------------------
 // (c) the real path.
 
-interface BenchDatabase {
-  url: string;
-  description: string;
-  onPostgres: boolean;
-  /** Processes doing the database's work, for CPU per call (looked up before each measured run). */
-  cpu?: () => Promise<CpuSource>;
-  /** Drop what the previous run left. */
-  fresh: boolean;
-}
-
-function run(cmd: string, args: string[]): { ok: boolean; out: string } {
-  try {
-    return {
-      ok: true,
-      out: execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 }),
-    };
-  } catch (e) {
-    const err = e as { stderr?: string; message: string };
-    return { ok: false, out: String(err.stderr ?? err.message) };
-  }
-}
-
-/** Starts the machine's PostgreSQL clusters as CI does and makes the bench role and database; undefined if it can't. */
-function localPostgres(): { url: string; port: string } | undefined {
-  const clusters = run('pg_lsclusters', ['-h']);
-  if (!clusters.ok || !clusters.out.trim()) return undefined;
-  let port = '';
-  for (const line of clusters.out.trim().split('\n')) {
-    const [version, cluster, clusterPort] = line.trim().split(/\s+/);
-    run('pg_ctlcluster', ['--skip-systemctl-redirect', version, cluster, 'start']); // "already running" is fine
-    port ||= clusterPort;
-  }
-  const role = run('runuser', [
-    '-u',
-    'postgres',
-    '--',
-    'psql',
-    '-p',
-    port,
-    '-c',
-    "CREATE ROLE flotilla LOGIN PASSWORD 'flotilla' SUPERUSER",
-  ]);
-  if (!role.ok && !/already exists/.test(role.out)) return undefined;
-  const db = run('runuser', [
-    '-u',
-    'postgres',
-    '--',
-    'createdb',
-    '-p',
-    port,
-    '-O',
-    'flotilla',
-    'flotilla_bench',
-  ]);
-  if (!db.ok && !/already exists/.test(db.out)) return undefined;
-  return { url: `postgres://flotilla:flotilla@127.0.0.1:${port}/flotilla_bench`, port };
-}
-
-async function benchDatabase(dataDir: string): Promise<BenchDatabase> {
-  const given = (['BENCH_DATABASE_URL', 'TEST_DATABASE_URL'] as const).find((k) => process.env[k]);
-  const givenUrl = given && process.env[given];
-  if (given && givenUrl && process.env.RPC_BENCH_PGLITE !== '1') {
-    const onThisMachine = /@(127\.0\.0\.1|localhost|\[::1\])[:/]/.test(givenUrl);
-    return {
-      url: givenUrl,
-      description: `PostgreSQL from ${given}`,
-      onPostgres: true,
-      cpu: onThisMachine ? () => postgresPids(givenUrl) : undefined,
-      fresh: true,
-    };
-  }
-  // RPC_BENCH_PGLITE=1 measures on the embedded database even where PostgreSQL is available.
-  const local = process.env.RPC_BENCH_PGLITE === '1' ? undefined : localPostgres();
-  if (local) {
-    const version = run('runuser', [
-      '-u',
-      'postgres',
-      '--',
-      'psql',
-      '-p',
-      local.port,
-      '-Atc',
-      'SHOW server_version',
-    ]).out.trim();
-    return {
-      url: local.url,
-      description:
-        `PostgreSQL ${version || ''} on this machine (started like CI, database flotilla_bench)`.replace(
-          '  ',
-          ' ',
-        ),
-      onPostgres: true,
-      cpu: () => postgresPids(local.url),
-      fresh: true,
-    };
-  }
-  const child = startChild('embedded db', [path.join(distBench, 'embedded-db.js')], {
-    log: path.join(dataDir, 'embedded-db.log'),
-    pipeStdout: true,
-  });
-  const { url } = await readyLine<{ url: string }>(child, 60_000);
-  return {
-    url,
-    description:
-      process.env.RPC_BENCH_PGLITE === '1'
-        ? 'embedded PGlite (RPC_BENCH_PGLITE=1)'
-        : 'embedded PGlite (no PostgreSQL found: set BENCH_DATABASE_URL for PostgreSQL figures)',
-    onPostgres: false,
-    cpu: async () => pidOf(child),
-    fresh: false,
-  };
-}
-
-async function dropSchemas(url: string): Promise<void> {
-  const { Client } = await import('pg');
-  const c = new Client({ connectionString: url });
-  await c.connect();
-  try {
-    await c.query('DROP SCHEMA IF EXISTS compute CASCADE');
-    await c.query('DROP SCHEMA IF EXISTS gateway CASCADE');
-  } finally {
-    await c.end();
-  }
-}
-
-async function until<T>(
-  what: string,
-  ms: number,
-  probe: () => Promise<T | undefined>,
-  alive: Child[],
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    for (const c of alive)
-      if (c.exited) throw new Error(`${c.name} exited while waiting for ${what}${logTail(c)}`);
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
-}
-
 interface Op {
   id: string;
   state: string;
@@ -681,8 +344,11 @@ async function benchRealPath(opts: {
   const clients: grpc.Client[] = [];
   let failed = true;
   try {
-    const db = await benchDatabase(dataDir);
-    if (db.fresh) await dropSchemas(db.url);
+    const db = await benchDatabase(dataDir, {
+      pgliteEnv: 'RPC_BENCH_PGLITE',
+      nodeArgs: nodeArgsFromEnv('RPC_BENCH_NODE_ARGS'),
+    });
+    if (db.fresh) await dropSchemas(db.url, ['compute', 'gateway']);
     const [gatewayPort, computePort, adminPort, agentPort] = await Promise.all([
       freePort(),
       freePort(),
@@ -878,14 +544,6 @@ async function benchRealPath(opts: {
   }
 }
 
-// ---------------------------------------------------------------------------------------------------------
-
-function machineDescription(): string {
-  const model =
-    /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.cpus()[0]?.model ?? '?';
-  return `${os.cpus().length} CPUs (${model}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, Node ${process.version}`;
-}
-
 export async function runRpcBench(options: RpcBenchOptions = {}): Promise<RpcBenchResult> {
   const calls = options.calls ?? envInt('RPC_BENCH_CALLS', 20_000);
   const concurrency = options.concurrency ?? 32;
@@ -926,17 +584,6 @@ export async function runRpcBench(options: RpcBenchOptions = {}): Promise<RpcBen
 
 // ---------------------------------------------------------------------------------------------------------
 // Output.
-
-function table(header: string[], rows: string[][]): string[] {
-  const widths = header.map((h, col) => Math.max(h.length, ...rows.map((r) => r[col].length)));
-  const line = (row: string[]) =>
-    row.map((cell, col) => (col === 0 ? cell.padEnd(widths[col]) : cell.padStart(widths[col]))).join('  ');
-  return [line(header), ...rows.map(line)];
-}
-
-const f0 = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '-');
-const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '-');
-const x = (n: number) => (Number.isFinite(n) ? `${n.toFixed(2)}x` : '-');
 
 export function formatRpcBench(r: RpcBenchResult): string {
   const { bare, nest } = r;
