@@ -7,7 +7,6 @@
 import * as http from 'node:http';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
 import {
@@ -55,7 +54,6 @@ describe('real VMs through the gateway (qemu driver)', () => {
   let tenant: TestTenant;
   let demo: DemoImageManifest & { catalogueDir: string };
   let agentEnv: Record<string, string>;
-  let stateDir: string;
   let metricsAddress: string;
 
   beforeAll(async () => {
@@ -73,12 +71,12 @@ describe('real VMs through the gateway (qemu driver)', () => {
       FLOTILLA_IMAGE_DIR: demo.catalogueDir,
       FLOTILLA_AGENT_ADMIN_ADDRESS: metricsAddress,
     };
-    // Unix socket paths are limited to 108 bytes: keep the agent's state directory short.
-    stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'flq-'));
+    // The harness's state directory is deep (a temp dir per cloud): too deep for unix socket paths, so
+    // this also runs the driver's short socket directory.
     cloud = await startLocalCloud({
       databaseUrl,
       schemaPrefix: uniqueSchema('realvm'),
-      agents: [{ name: 'qemu-1', stateDir, env: agentEnv }],
+      agents: [{ name: 'qemu-1', env: agentEnv }],
     });
     await cloud.admin.images.call.registerImage({
       requestId: '',
@@ -117,7 +115,6 @@ describe('real VMs through the gateway (qemu driver)', () => {
       );
       await cloud.stop();
     }
-    if (stateDir) fs.rmSync(stateDir, { recursive: true, force: true });
   });
 
   const getVm = async (id: string) => (await tenant.clients.vms.call.getVm({ id })).vm!;

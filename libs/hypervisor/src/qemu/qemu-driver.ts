@@ -537,6 +537,8 @@ export class QemuDriver implements HypervisorDriver {
     // across boots; within one boot QEMU has no cap).
     trimLogFile(dir.serialLog, 16 * 1024 * 1024, 1024 * 1024);
     trimLogFile(dir.qemuLog, 4 * 1024 * 1024, 256 * 1024);
+    // A short socket directory lives on a tmpfs: gone after a host reboot, while a suspended VM is not.
+    dir.create();
     const proc = await spawnQemu({ dir, uuid: launch.uuid, argv, binary: this.binary });
     let qmp: QmpClient;
     try {

@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { DriverError, DriverPowerState } from '../driver';
 import { QemuLaunchSpec, QemuRuntimePaths } from './qemu-command';
@@ -13,6 +15,22 @@ export interface VmStateRecord {
 
 /** Longest unix socket path Linux accepts (sun_path is 108 bytes with the NUL). */
 const MAX_SOCKET_PATH = 107;
+
+/**
+ * Where a VM's sockets go when its directory is too deep for a unix socket path (a data dir under a long
+ * home or project path): a short directory named after the state dir, on a tmpfs that is not aged like
+ * /tmp where possible (/run for root, else $XDG_RUNTIME_DIR), so a restarted agent computes the same place.
+ */
+export function shortSocketRoot(stateDir: string): string {
+  const id = createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 12);
+  const base =
+    process.getuid?.() === 0
+      ? '/run/flotilla'
+      : process.env.XDG_RUNTIME_DIR
+        ? path.join(process.env.XDG_RUNTIME_DIR, 'flotilla')
+        : path.join(os.tmpdir(), `flotilla-${process.getuid?.() ?? 'u'}`);
+  return path.join(base, id);
+}
 
 /**
  * One VM's directory under the agent's state dir: `<stateDir>/<vmId>/`. Everything the host holds for the VM
@@ -32,6 +50,8 @@ export class VmDirectory {
   readonly savedState: string;
   /** Where QEMU sends or receives the saved state during suspend/resume. */
   readonly migrationSocket: string;
+  /** The directory holding the sockets: `dir`, or a short one when `dir` is too deep for socket paths. */
+  readonly socketDir: string;
 
   constructor(
     stateDir: string,
@@ -42,16 +62,18 @@ export class VmDirectory {
     this.specFile = path.join(this.dir, 'spec.json');
     this.stateFile = path.join(this.dir, 'state.json');
     this.pidFile = path.join(this.dir, 'qemu.pid');
-    this.qmpSocket = path.join(this.dir, 'qmp.sock');
-    this.consoleSocket = path.join(this.dir, 'console.sock');
+    const fits = (dir: string) => Buffer.byteLength(path.join(dir, 'console.sock')) <= MAX_SOCKET_PATH;
+    this.socketDir = fits(this.dir) ? this.dir : path.join(shortSocketRoot(stateDir), vmId);
+    this.qmpSocket = path.join(this.socketDir, 'qmp.sock');
+    this.consoleSocket = path.join(this.socketDir, 'console.sock');
     this.serialLog = path.join(this.dir, 'serial.log');
     this.qemuLog = path.join(this.dir, 'qemu.log');
     this.savedState = path.join(this.dir, 'saved-state.bin');
-    this.migrationSocket = path.join(this.dir, 'migrate.sock');
-    if (Buffer.byteLength(this.migrationSocket) > MAX_SOCKET_PATH)
+    this.migrationSocket = path.join(this.socketDir, 'migrate.sock');
+    if (!fits(this.socketDir))
       throw new DriverError(
         'invalid-spec',
-        `vmId: ${this.migrationSocket} is longer than a unix socket path may be: use a shorter vmId or state dir`,
+        `vmId: ${this.migrationSocket} is longer than a unix socket path may be: set a shorter TMPDIR or XDG_RUNTIME_DIR`,
       );
   }
 
@@ -70,6 +92,7 @@ export class VmDirectory {
 
   create(): void {
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(this.socketDir, { recursive: true, mode: 0o700 });
   }
 
   readSpec(): QemuLaunchSpec | undefined {
@@ -117,6 +140,7 @@ export class VmDirectory {
 
   remove(): void {
     fs.rmSync(this.dir, { recursive: true, force: true });
+    if (this.socketDir !== this.dir) fs.rmSync(this.socketDir, { recursive: true, force: true });
   }
 
   /** The vmIds that have a directory in `stateDir`. */
