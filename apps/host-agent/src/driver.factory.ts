@@ -42,13 +42,16 @@ export async function createDriver(
     );
   if (config.FLOTILLA_DRIVER === 'qemu' || (config.FLOTILLA_DRIVER === 'auto' && qemu)) {
     // The accelerator probe boots the demo kernel when this host has it; without it the probe cannot
-    // tell and the driver says TCG and why (FLOTILLA_ACCEL=kvm forces KVM).
+    // tell and the driver says TCG and why until the kernel arrives (FLOTILLA_ACCEL=kvm forces KVM).
     const images = catalogueDir(config);
-    const manifest = await readMatchingManifest(images);
     const driver = await QemuDriver.create({
       stateDir: path.join(stateDir, 'qemu'),
       accelerator: config.FLOTILLA_ACCEL,
-      probeGuest: manifest ? demoProbeGuest(images, manifest) : undefined,
+      // Looked up again at VM starts while missing: `image build-demo` after `up` still gets a real probe.
+      probeGuest: async () => {
+        const manifest = await readMatchingManifest(images);
+        return manifest ? demoProbeGuest(images, manifest) : undefined;
+      },
       binary: qemu,
       log: (line) => logger.info(line),
     });

@@ -100,7 +100,7 @@ export class Registrar {
       name: this.options.name,
       address: this.options.address,
       driver: this.driver.name,
-      accelerator: `${caps.accelerator} (${caps.acceleratorReason})`,
+      accelerator: this.accelerator(),
       cpus: capacity.cpus,
       memoryMib: Math.max(0, capacity.memoryMib - this.options.reservedMemoryMib),
       labels: this.options.labels,
@@ -113,11 +113,17 @@ export class Registrar {
     await this.destroy(res.destroyVmIds);
   }
 
+  private accelerator(): string {
+    const caps = this.driver.capabilities();
+    return `${caps.accelerator} (${caps.acceleratorReason})`;
+  }
+
   private async heartbeat(): Promise<void> {
     const res = await this.compute.call.heartbeat({
       hostId: this.registration.hostId,
       epoch: this.registration.epoch,
       vms: (await this.driver.list()).map(toProto),
+      accelerator: this.accelerator(),
     });
     this.intervalMs = res.heartbeatIntervalMs || this.intervalMs;
     await this.destroy(res.destroyVmIds);

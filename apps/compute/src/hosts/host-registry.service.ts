@@ -107,20 +107,27 @@ export class HostRegistryService {
         throw failedPrecondition(
           `host ${host.name} epoch ${req.epoch} is stale (now ${host.epoch}): register again`,
         );
-      if (host.down) {
+      const accelerator =
+        req.accelerator && req.accelerator !== host.accelerator ? { accelerator: req.accelerator } : {};
+      if (host.down || accelerator.accelerator) {
         await updateVersioned(
           m,
           HostRow,
           { kind: 'host', id: host.id, version: host.version },
           {
-            down: false,
-            stateReason: '',
+            ...(host.down ? { down: false, stateReason: '' } : {}),
             lastHeartbeatAt: new Date(),
+            ...accelerator,
           },
         );
         const back = await m.findOneByOrFail(HostRow, { id: host.id });
         emit(events.host('UPDATED', back, (await this.store.allocations(m, [host.id])).get(host.id)));
-        this.logger.info({ host: host.name }, 'host is back');
+        if (host.down) this.logger.info({ host: host.name }, 'host is back');
+        if (accelerator.accelerator)
+          this.logger.info(
+            { host: host.name, accelerator: accelerator.accelerator },
+            'host accelerator changed',
+          );
       } else {
         // Liveness only: no version bump or event, or every heartbeat would flood Watch streams.
         await m.query(`UPDATE ${quotedTable(m, HostRow)} SET last_heartbeat_at = now() WHERE id = $1`, [

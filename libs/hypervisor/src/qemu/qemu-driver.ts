@@ -38,8 +38,12 @@ export interface QemuDriverOptions {
   stateDir: string;
   /** FLOTILLA_ACCEL: 'kvm' or 'tcg' skips the probe; 'auto' (default) probes with `probeGuest`. */
   accelerator?: AcceleratorChoice;
-  /** The tiny guest the KVM probe boots (the demo kernel with demo.probe=1). */
-  probeGuest?: ProbeGuest;
+  /**
+   * The tiny guest the KVM probe boots (the demo kernel with demo.probe=1). A function is asked again at
+   * each VM start while the verdict was taken without a guest, so a host that got its demo kernel after
+   * the agent started still gets a real probe (and KVM where it works) without a restart.
+   */
+  probeGuest?: ProbeGuest | (() => Promise<ProbeGuest | undefined>);
   binary?: string;
   /** A clean reboot waits this long for the guest to power off before resetting it anyway. Default 60 s. */
   cleanRebootTimeoutMs?: number;
@@ -63,6 +67,10 @@ interface VmHandle {
 const REASON_GUEST_SHUTDOWN = 'guest shut down';
 const REASON_GUEST_PANIC = 'guest crashed (kernel panic)';
 const REASON_GONE_UNWATCHED = 'QEMU process ended while no agent was watching (killed or crashed)';
+
+async function probeGuestOf(options: QemuDriverOptions): Promise<ProbeGuest | undefined> {
+  return typeof options.probeGuest === 'function' ? options.probeGuest() : options.probeGuest;
+}
 
 function describeExit(exit: QemuExit | undefined): string {
   if (!exit) return 'QEMU process ended while the agent was watching (killed or crashed)';
@@ -102,7 +110,9 @@ export class QemuDriver implements HypervisorDriver {
 
   private constructor(
     private readonly options: QemuDriverOptions,
-    private readonly accel: AcceleratorVerdict,
+    private accel: AcceleratorVerdict,
+    /** Set while the verdict was taken without a probe guest and one may still come. */
+    private probeLater: boolean,
   ) {
     this.binary = options.binary ?? QEMU_BINARY;
     this.log = options.log ?? (() => undefined);
@@ -112,14 +122,32 @@ export class QemuDriver implements HypervisorDriver {
   static async create(options: QemuDriverOptions): Promise<QemuDriver> {
     validateHostPath('stateDir', options.stateDir);
     fs.mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
+    const guest = await probeGuestOf(options);
     const verdict = await chooseAccelerator({
       stateDir: options.stateDir,
       choice: options.accelerator,
-      guest: options.probeGuest,
+      guest,
       binary: options.binary,
     });
     options.log?.(`qemu driver: accelerator ${verdict.accelerator} (${verdict.reason})`);
-    return new QemuDriver(options, verdict);
+    const later =
+      !guest && typeof options.probeGuest === 'function' && (options.accelerator ?? 'auto') === 'auto';
+    return new QemuDriver(options, verdict, later);
+  }
+
+  /** Probes now if the first verdict had no guest to probe with and one has arrived since. */
+  private async probeIfGuestArrived(): Promise<void> {
+    if (!this.probeLater) return;
+    const guest = await probeGuestOf(this.options);
+    if (!guest) return;
+    this.probeLater = false;
+    this.accel = await chooseAccelerator({
+      stateDir: this.options.stateDir,
+      choice: 'auto',
+      guest,
+      binary: this.options.binary,
+    });
+    this.log(`qemu driver: probe guest found: accelerator ${this.accel.accelerator} (${this.accel.reason})`);
   }
 
   capabilities(): DriverCapabilities {
@@ -219,6 +247,7 @@ export class QemuDriver implements HypervisorDriver {
 
   async start(spec: DriverVmSpec): Promise<DriverVmStatus> {
     const valid = validateDriverVmSpec(spec);
+    await this.probeIfGuestArrived();
     return this.withLock(valid.vmId, async () => {
       const dir = new VmDirectory(this.options.stateDir, valid.vmId);
       const handle = this.handles.get(valid.vmId) ?? (await this.adoptLive(dir));

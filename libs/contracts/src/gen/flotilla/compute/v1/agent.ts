@@ -41,6 +41,11 @@ export interface HeartbeatRequest {
   hostId: string;
   epoch: number;
   vms: VmStatus[];
+  /**
+   * As in RegisterHostRequest: an agent may settle its accelerator after registering (a probe guest
+   * arrived). Empty: unchanged.
+   */
+  accelerator: string;
 }
 
 export interface HeartbeatResponse {
