@@ -95,7 +95,6 @@ export class Registrar {
 
   private async register(): Promise<void> {
     const capacity = this.driver.capacity();
-    const caps = this.driver.capabilities();
     const res = await this.compute.call.registerHost({
       name: this.options.name,
       address: this.options.address,

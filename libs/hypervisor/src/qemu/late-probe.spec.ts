@@ -19,11 +19,15 @@ afterAll(() => {
 it('probes when the probe guest arrives after the driver started, and uses the new verdict', async () => {
   const image = await demoImageForTests();
   stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-lp-'));
-  let guest: ProbeGuest | undefined;
-  const driver = await QemuDriver.create({ stateDir, accelerator: 'auto', probeGuest: async () => guest });
+  const host: { probeGuest?: ProbeGuest } = {};
+  const driver = await QemuDriver.create({
+    stateDir,
+    accelerator: 'auto',
+    probeGuest: async () => host.probeGuest,
+  });
   expect(driver.capabilities().acceleratorReason).toContain('no probe kernel');
 
-  guest = demoProbeGuest(image.catalogueDir, image);
+  host.probeGuest = demoProbeGuest(image.catalogueDir, image);
   const paths = demoImagePaths(image.catalogueDir, image);
   const spec: DriverVmSpec = {
     vmId: `late-probe-${process.pid}`,
