@@ -22,3 +22,4 @@ export * from './persistence/store';
 export * from './operations/operation-row';
 export * from './operations/operation.service';
 export * from './operations/operation.grpc';
+export * from './random';

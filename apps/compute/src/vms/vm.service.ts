@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { EntityManager } from 'typeorm';
 import { computeV1 } from '@flotilla/contracts';
 import {
@@ -17,7 +17,7 @@ import {
   validateRequestId,
   type VmOperation,
 } from '@flotilla/domain';
-import { Caller, requireRole, updateVersioned, fetchPage } from '@flotilla/platform';
+import { Caller, fetchPage, pooledRandomBytes, requireRole, updateVersioned } from '@flotilla/platform';
 import { events, ComputeStore } from '../persistence/compute-store';
 import { BootRow, FlavorRow, OperationParams, OperationRow, VmRow } from '../persistence/entities';
 import { OperationService, operationRow } from '../operations/operation.service';
@@ -61,7 +61,7 @@ export class VmService {
     const requiredHostLabels = validateLabels('required_host_labels', req.requiredHostLabels);
     if (req.antiAffinityGroup) validateName('anti_affinity_group', req.antiAffinityGroup);
     const boot = validateBoot(req.boot);
-    const nics = validateNics(req.nics ?? [], randomBytes);
+    const nics = validateNics(req.nics ?? [], pooledRandomBytes);
     if (Object.keys(requiredHostLabels).length) requireRole(caller, 'vm-power-admin', 'placement hints');
 
     const sizing = await this.sizing(this.store.manager, req);

@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
 import { isDomainError } from '@flotilla/domain';
 import {
+  clientChannelOptions,
   grpcStatus,
   isGrpcStatus,
   md,
@@ -213,10 +214,7 @@ export class PoolRelay {
     if (!c) {
       const address = this.targets.addresses[area];
       if (!address) throw new Error(`no upstream for ${service}`);
-      c = new grpc.Client(address, grpc.credentials.createInsecure(), {
-        'grpc.keepalive_time_ms': 30_000,
-        'grpc.max_receive_message_length': 16 * 1024 * 1024,
-      });
+      c = new grpc.Client(address, grpc.credentials.createInsecure(), clientChannelOptions);
       this.channels.set(area, c);
     }
     return c;

@@ -178,6 +178,34 @@ describe.each(testDatabases())('EventFeed on %s', (_db, url) => {
     expect(sub.position()).toBe(events[0].seq.toString());
   });
 
+  it('reads no events while nobody watches, not even when woken after a commit', async () => {
+    const query = jest.spyOn(db.dataSource, 'query');
+    try {
+      await commit('unwatched-1', 'unwatched-2');
+      feed.wake();
+      const seqs = await seqsAfter('0');
+      await waitFor('the head to pass the new events', () => feed.currentToken() === seqs[seqs.length - 1]);
+      const reads = query.mock.calls.filter(([sql]) => /\bpayload\b/.test(sql) && /^\s*SELECT/.test(sql));
+      expect(reads).toEqual([]);
+    } finally {
+      query.mockRestore();
+    }
+  });
+
+  it('starts a watcher without a token after every event committed before it subscribed, though nobody watched then', async () => {
+    // A poll interval long enough that only the subscribe itself can have moved the head.
+    feed.stop();
+    feed = new EventFeed(db.dataSource, logger, 60_000);
+    await feed.start();
+    await commit('before-1', 'before-2');
+    feed.wake();
+    const { events } = await reader('');
+    await commit('after');
+    feed.wake();
+    await waitFor('the event after subscribing', () => events.length >= 1);
+    expect(events.map((e) => e.resourceId)).toEqual(['after']);
+  });
+
   it('prunes events older than the retention, keeps the newest, and then answers an old token with OUT_OF_RANGE', async () => {
     await commit('old-1', 'old-2', 'newest');
     const [{ seq: first }] = await db.dataSource.query(

@@ -28,6 +28,11 @@ const batchSize = 500;
  * Reads the outbox in commit order for Watch streams. One poller per process serves every subscriber; a
  * subscriber that resumes from an older token first catches up from the table, buffering live events, and
  * drops anything at or below the last sequence it delivered, so nothing is missed or repeated.
+ *
+ * While nobody watches, the feed reads no events: the poller only advances its head with `max(seq)` (no
+ * payloads), local commits do not wake it, and the first subscriber refreshes the head before it starts
+ * "now". Sequence numbers commit in order (the outbox lock), so every event at or below a `max(seq)` that
+ * was read is committed and any later commit has a higher number: skipping the rows loses nothing.
  */
 export class EventFeed {
   private head = 0n;
@@ -55,12 +60,15 @@ export class EventFeed {
     for (const s of this.subscribers) s.close();
   }
 
-  /** Called after a local commit that appended events, so watchers see it without waiting for the poll. */
+  /**
+   * Called after a local commit that appended events, so watchers see it without waiting for the poll.
+   * Without watchers there is nobody to tell: the head catches up on the next poll or subscribe.
+   */
   wake(): void {
-    void this.poll();
+    if (this.subscribers.size) void this.poll();
   }
 
-  /** The token for "now": a watcher without a resume token starts here. */
+  /** The token for "now" (as of the last poll): a watcher without a resume token starts here. */
   currentToken(): string {
     return this.head.toString();
   }
@@ -76,6 +84,9 @@ export class EventFeed {
 
   async subscribe(resumeToken: string, accept: (e: FeedEvent) => boolean): Promise<Subscription> {
     if (!this.started) throw new Error('event feed not started');
+    // Nobody was watching, so local commits did not wake the poller: catch the head up first, so that a
+    // watcher without a token starts after every event committed before it asked.
+    if (!this.subscribers.size) await this.poll();
     const from = resumeToken ? this.parseToken(resumeToken) : this.head;
     if (from > this.head) {
       await this.poll();
@@ -127,6 +138,12 @@ export class EventFeed {
       try {
         do {
           this.wakeRequested = false;
+          if (!this.subscribers.size) {
+            // Nobody to deliver to: move the head without reading the events.
+            const max = await this.maxSeq();
+            if (max > this.head) this.head = max;
+            continue;
+          }
           const rows = await this.read(this.head, batchSize);
           for (const e of rows) {
             this.head = e.seq;
