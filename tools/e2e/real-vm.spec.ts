@@ -77,6 +77,8 @@ describe('real VMs through the gateway (qemu driver)', () => {
       databaseUrl,
       schemaPrefix: uniqueSchema('realvm'),
       agents: [{ name: 'qemu-1', env: agentEnv }],
+      // Its own process, so that "compute restarts" is a SIGKILL and a new process.
+      computeAsProcess: true,
     });
     await cloud.admin.images.call.registerImage({
       requestId: '',
@@ -242,12 +244,14 @@ describe('real VMs through the gateway (qemu driver)', () => {
     expect(rebooted.bootId).not.toBe(first.bootId);
   });
 
-  it('keeps VMs running while compute restarts, and compute reads them as running after', async () => {
+  it('keeps VMs running while compute is killed and restarted, and compute reads them as running after', async () => {
     const vm = await bootDemo('steady-1');
     await cloud.compute.kill();
     expect(await httpGet(vm.nics[0].forwards[0].hostAddress)).toContain('steady-1');
     await cloud.compute.restart();
-    expect((await getVm(vm.id)).powerState).toBe(P.POWER_STATE_RUNNING);
+    // The gateway finds the new compute within its reconnect backoff (at most 2 s).
+    const after = await waitFor('the VM through the gateway again', () => getVm(vm.id));
+    expect(after.powerState).toBe(P.POWER_STATE_RUNNING);
     expect(await httpGet(vm.nics[0].forwards[0].hostAddress)).toContain('steady-1');
   });
 

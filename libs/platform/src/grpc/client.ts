@@ -32,12 +32,16 @@ export interface ClientOptions {
 
 /**
  * Options of every channel a Flotilla service or the CLI opens. Channelz is off: nothing serves it, and its
- * per-call bookkeeping (call counters, listeners) is a few per cent of each call's CPU.
+ * per-call bookkeeping (call counters, listeners) is a few per cent of each call's CPU. Reconnect backoff
+ * is capped at 2 s (grpc's default grows to 120 s): peers are services of one installation, and after one
+ * restarts, callers must find it again within seconds, not minutes.
  */
 export const clientChannelOptions: grpc.ChannelOptions = {
   'grpc.keepalive_time_ms': 30_000,
   'grpc.max_receive_message_length': 16 * 1024 * 1024,
   'grpc.enable_channelz': 0,
+  'grpc.initial_reconnect_backoff_ms': 250,
+  'grpc.max_reconnect_backoff_ms': 2000,
 };
 
 /**
