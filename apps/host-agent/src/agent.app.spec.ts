@@ -42,6 +42,8 @@ describe.each(testDatabases())('host agent on %s', (_db, url) => {
     memoryMib: 64,
     boot: { image: '', kernel: '', initrd: '', cmdline: '' },
     nics: [],
+    kernelSha256: '',
+    initrdSha256: '',
   });
 
   it('refuses a command without the service identity with UNAUTHENTICATED', async () => {

@@ -44,7 +44,7 @@ export class AgentGrpc implements computeV1.AgentServiceController {
           name: spec.name,
           vcpus: validateIntRange('spec.vcpus', spec.vcpus, 1, 4096),
           memoryMib: validateIntRange('spec.memory_mib', spec.memoryMib, 16, 64 * 1024 * 1024),
-          boot: this.boot(spec.boot),
+          boot: this.boot(spec),
           disks: [],
           nics: spec.nics.map((n) => ({
             mac: n.mac,
@@ -198,12 +198,15 @@ export class AgentGrpc implements computeV1.AgentServiceController {
     return { status: toProto(status) };
   }
 
-  private boot(boot: computeV1.BootSpec | undefined): DriverBoot {
+  private boot(spec: computeV1.VmSpec): DriverBoot {
+    const boot = spec.boot;
     if (!boot?.kernel) return { kind: 'disk' };
     return {
       kind: 'kernel',
-      kernel: this.catalogue.resolve('spec.boot.kernel', boot.kernel),
-      ...(boot.initrd ? { initrd: this.catalogue.resolve('spec.boot.initrd', boot.initrd) } : {}),
+      kernel: this.catalogue.resolve('spec.boot.kernel', boot.kernel, spec.kernelSha256),
+      ...(boot.initrd
+        ? { initrd: this.catalogue.resolve('spec.boot.initrd', boot.initrd, spec.initrdSha256) }
+        : {}),
       cmdline: boot.cmdline,
     };
   }

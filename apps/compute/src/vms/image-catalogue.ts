@@ -8,6 +8,9 @@ export interface KernelBoot {
   kernel: string;
   initrd: string;
   cmdline: string;
+  /** What the catalogue recorded; the agent checks the files against them. Empty: unchecked. */
+  kernelSha256: string;
+  initrdSha256: string;
 }
 
 /** Resolves the image a VM names; an interface so that compute's logic never depends on storage's wire. */
@@ -59,7 +62,13 @@ export class StorageImageCatalogue implements ImageCatalogue {
         `image ${name} is ${String(image.state).replace('IMAGE_STATE_', '')}${image.stateReason ? `: ${image.stateReason}` : ''}`,
         { field: 'boot.image' },
       );
-    return { kernel: image.kernelPath, initrd: image.initrdPath, cmdline: image.cmdline };
+    return {
+      kernel: image.kernelPath,
+      initrd: image.initrdPath,
+      cmdline: image.cmdline,
+      kernelSha256: image.sha256,
+      initrdSha256: image.initrdSha256,
+    };
   }
 
   close(): void {

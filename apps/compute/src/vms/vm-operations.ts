@@ -96,7 +96,7 @@ export class VmOperations {
     // Before the reservation: a VM whose image cannot boot fails without touching any host.
     const boot = vm.boot.image
       ? await this.images.kernelBoot(vm.tenantId, vm.boot.image)
-      : { kernel: '', initrd: '', cmdline: '' };
+      : { kernel: '', initrd: '', cmdline: '', kernelSha256: '', initrdSha256: '' };
     if (!vm.hostId) ({ vm, op } = await this.reserve(op, vm));
     const host = await this.host(vm.hostId!);
     // Resumed after a restart with the host already reserved: record the point of no return if needed.
@@ -129,6 +129,8 @@ export class VmOperations {
             mac: n.mac,
             forwards: n.forwards.map((f) => ({ guestPort: f.guestPort, hostAddress: '' })),
           })),
+          kernelSha256: boot.kernelSha256,
+          initrdSha256: boot.initrdSha256,
         },
       }),
     );

@@ -75,6 +75,12 @@ export interface VmSpec {
    */
   boot: BootSpec | undefined;
   nics: Nic[];
+  /**
+   * Lowercase hex SHA-256 the catalogue recorded for boot.kernel and boot.initrd; the agent refuses to
+   * boot files that differ (FAILED_PRECONDITION). Empty: not checked.
+   */
+  kernelSha256: string;
+  initrdSha256: string;
 }
 
 export interface AgentServiceStartVmRequest {
