@@ -8,6 +8,7 @@ import {
   openDatabase,
   ServiceIdentity,
   startGrpcService,
+  OperationService,
 } from '@flotilla/platform';
 import { ComputeModule } from './compute.module';
 import { computeConfigSpec } from './config';
@@ -18,7 +19,6 @@ import { HostReaper } from './hosts/host-reaper';
 import { HostRegistryService } from './hosts/host-registry.service';
 import { HostService } from './hosts/host.service';
 import { OperationRunner } from './operations/operation-runner';
-import { OperationService } from './operations/operation.service';
 import { ComputeStore } from './persistence/compute-store';
 import { computeEntities } from './persistence/entities';
 import { computeMigrations } from './persistence/migrations';

@@ -4,13 +4,18 @@ import { GrpcMethod, GrpcStreamMethod } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
 import { commonV1, computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, invalidArgument, type VmOperation } from '@flotilla/domain';
-import { ServiceIdentity, updateVersioned } from '@flotilla/platform';
+import {
+  ServiceIdentity,
+  updateVersioned,
+  OperationService,
+  operationToProto,
+  type OnCancelled,
+} from '@flotilla/platform';
 import { EventStream } from './events/event-stream';
 import { FlavorService } from './flavors/flavor.service';
 import { HostRegistryService } from './hosts/host-registry.service';
 import { HostService } from './hosts/host.service';
-import { operationToProto, vmToProto } from './mappers';
-import { OperationService } from './operations/operation.service';
+import { vmToProto } from './mappers';
 import { VmConsole } from './vms/vm-console';
 import { VmService } from './vms/vm.service';
 import { events } from './persistence/compute-store';
@@ -235,63 +240,19 @@ export class FlavorGrpc implements computeV1.FlavorServiceController {
   }
 }
 
-@Controller()
-export class OperationGrpc implements commonV1.OperationServiceController {
-  constructor(
-    @Inject(ServiceIdentity) private readonly identity: ServiceIdentity,
-    @Inject(OperationService) private readonly operations: OperationService,
-  ) {}
-
-  @GrpcMethod('OperationService', 'GetOperation')
-  async getOperation(
-    req: commonV1.GetOperationRequest,
-    md: Metadata,
-  ): Promise<commonV1.GetOperationResponse> {
-    return { operation: operationToProto(await this.operations.get(this.identity.caller(md), req.id)) };
+/** A cancelled VM operation gives the VM back its stable state (in the cancelling transaction). */
+export const releaseCancelledVm: OnCancelled = async (m, emit, cancelled) => {
+  const vm = await m.findOneBy(VmRow, { id: cancelled.targetId });
+  if (vm?.currentOperationId === cancelled.id) {
+    await updateVersioned(
+      m,
+      VmRow,
+      { kind: 'vm', id: vm.id, version: vm.version },
+      { currentOperationId: null },
+    );
+    emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id: vm.id })));
   }
-
-  @GrpcMethod('OperationService', 'ListOperations')
-  async listOperations(
-    req: commonV1.ListOperationsRequest,
-    md: Metadata,
-  ): Promise<commonV1.ListOperationsResponse> {
-    const { operations, nextPageToken } = await this.operations.list(this.identity.caller(md), req.page);
-    return { operations: operations.map(operationToProto), nextPageToken };
-  }
-
-  @GrpcMethod('OperationService', 'WaitOperation')
-  async waitOperation(
-    req: commonV1.WaitOperationRequest,
-    md: Metadata,
-  ): Promise<commonV1.WaitOperationResponse> {
-    return {
-      operation: operationToProto(
-        await this.operations.wait(this.identity.caller(md), req.id, req.timeoutMs),
-      ),
-    };
-  }
-
-  @GrpcMethod('OperationService', 'CancelOperation')
-  async cancelOperation(
-    req: commonV1.CancelOperationRequest,
-    md: Metadata,
-  ): Promise<commonV1.CancelOperationResponse> {
-    const op = await this.operations.cancel(this.identity.caller(md), req.id, async (m, emit, cancelled) => {
-      // A cancelled VM operation gives the VM back its stable state.
-      const vm = await m.findOneBy(VmRow, { id: cancelled.targetId });
-      if (vm?.currentOperationId === cancelled.id) {
-        await updateVersioned(
-          m,
-          VmRow,
-          { kind: 'vm', id: vm.id, version: vm.version },
-          { currentOperationId: null },
-        );
-        emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id: vm.id })));
-      }
-    });
-    return { operation: operationToProto(op) };
-  }
-}
+};
 
 @Controller()
 export class EventGrpc implements computeV1.EventServiceController {

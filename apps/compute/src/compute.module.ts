@@ -1,11 +1,17 @@
 import { DynamicModule, Module, Provider } from '@nestjs/common';
-import { ServiceIdentity } from '@flotilla/platform';
-import { EventGrpc, FlavorGrpc, HostGrpc, HostRegistryGrpc, OperationGrpc, VmGrpc } from './compute.grpc';
+import { OPERATION_CANCEL_HOOK, OperationGrpc, OperationService, ServiceIdentity } from '@flotilla/platform';
+import {
+  EventGrpc,
+  FlavorGrpc,
+  HostGrpc,
+  HostRegistryGrpc,
+  releaseCancelledVm,
+  VmGrpc,
+} from './compute.grpc';
 import { EventStream } from './events/event-stream';
 import { FlavorService } from './flavors/flavor.service';
 import { HostRegistryService } from './hosts/host-registry.service';
 import { HostService } from './hosts/host.service';
-import { OperationService } from './operations/operation.service';
 import { VmConsole } from './vms/vm-console';
 import { VmService } from './vms/vm.service';
 
@@ -32,6 +38,7 @@ export class ComputeModule {
       { provide: HostRegistryService, useValue: s.registry },
       { provide: FlavorService, useValue: s.flavors },
       { provide: OperationService, useValue: s.operations },
+      { provide: OPERATION_CANCEL_HOOK, useValue: releaseCancelledVm },
       { provide: EventStream, useValue: s.events },
     ];
     return {

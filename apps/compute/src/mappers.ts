@@ -1,7 +1,6 @@
-import { commonV1, computeV1 } from '@flotilla/contracts';
-import { allowedOperations, ErrorCode, occupiesHost } from '@flotilla/domain';
-import { grpcCodeOf } from '@flotilla/platform';
-import { FlavorRow, HostRow, OperationRow, VmRow } from './persistence/entities';
+import { computeV1 } from '@flotilla/contracts';
+import { allowedOperations, occupiesHost } from '@flotilla/domain';
+import { FlavorRow, HostRow, VmRow } from './persistence/entities';
 
 /** Proto types stop here: rows in, contract messages out. */
 
@@ -88,32 +87,5 @@ export function flavorToProto(f: FlavorRow): computeV1.Flavor {
     rootDiskGib: f.rootDiskGib,
     createdAt: f.createdAt,
     etag: String(f.version),
-  };
-}
-
-export function operationToProto(op: OperationRow): commonV1.Operation {
-  return {
-    id: op.id,
-    kind: op.kind,
-    target: { kind: op.targetKind, id: op.targetId, name: op.targetName },
-    state: `OPERATION_STATE_${op.state}` as commonV1.OperationState,
-    progress: op.progress,
-    error: op.errorCode
-      ? {
-          code: grpcCodeOf(op.errorCode as ErrorCode),
-          message: op.errorMessage ?? '',
-          details: op.errorField
-            ? [{ reason: 'FIELD_INVALID', field: op.errorField, description: '', metadata: {} }]
-            : [],
-        }
-      : undefined,
-    result: op.result,
-    tenantId: op.tenantId,
-    requestId: op.requestId ?? '',
-    createdAt: op.createdAt,
-    updatedAt: op.updatedAt,
-    finishedAt: op.finishedAt ?? undefined,
-    step: op.step,
-    etag: String(op.version),
   };
 }

@@ -1,6 +1,5 @@
-import { Logger } from '@flotilla/platform';
+import { Logger, OperationService } from '@flotilla/platform';
 import { OperationRow } from '../persistence/entities';
-import { OperationService } from './operation.service';
 
 export type OperationHandler = (op: OperationRow) => Promise<void>;
 

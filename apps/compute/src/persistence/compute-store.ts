@@ -1,33 +1,23 @@
 import { DataSource, EntityManager } from 'typeorm';
-import { appendEvents, EventFeed, NewEvent, quotedTable } from '@flotilla/platform';
-import { flavorToProto, HostAllocation, hostToProto, operationToProto, vmToProto } from '../mappers';
+import {
+  EventFeed,
+  NewEvent,
+  operationEvent,
+  quotedTable,
+  TransactionalStore,
+  type Emit,
+} from '@flotilla/platform';
+import { flavorToProto, HostAllocation, hostToProto, vmToProto } from '../mappers';
 import { FlavorRow, HostRow, OperationRow, VmRow } from './entities';
 
-export type Emit = (event: NewEvent) => void;
+export type { Emit };
 
-/**
- * The compute service's one way to write: a transaction whose events go to the outbox in the same commit,
- * after which local watchers are woken.
- */
-export class ComputeStore {
-  constructor(
-    readonly dataSource: DataSource,
-    readonly feed: EventFeed,
-  ) {}
+/** The compute service's store: the shared transactional store, plus compute's own queries. */
+export class ComputeStore extends TransactionalStore {
+  declare readonly feed: EventFeed;
 
-  async tx<T>(work: (m: EntityManager, emit: Emit) => Promise<T>): Promise<T> {
-    const events: NewEvent[] = [];
-    const result = await this.dataSource.transaction(async (m) => {
-      const out = await work(m, (e) => events.push(e));
-      await appendEvents(m, events);
-      return out;
-    });
-    if (events.length) this.feed.wake();
-    return result;
-  }
-
-  get manager(): EntityManager {
-    return this.dataSource.manager;
+  constructor(dataSource: DataSource, feed: EventFeed) {
+    super(dataSource, feed);
   }
 
   /**
@@ -85,11 +75,5 @@ export const events = {
     resourceId: flavor.id,
     payload: flavorToProto(flavor),
   }),
-  operation: (type: NewEvent['type'], op: OperationRow): NewEvent => ({
-    kind: 'operation',
-    type,
-    resourceId: op.id,
-    tenantId: op.tenantId,
-    payload: operationToProto(op),
-  }),
+  operation: operationEvent,
 };

@@ -1,5 +1,9 @@
 import { Column, CreateDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
-import type { HostState, OperationState, PowerState } from '@flotilla/domain';
+import type { HostState, PowerState } from '@flotilla/domain';
+import { OperationRow } from '@flotilla/platform';
+
+/** Compute's operations use the record every service shares (libs/platform/src/operations). */
+export { OperationRow, type OperationParams } from '@flotilla/platform';
 
 /** bigint columns come back from pg as strings; these are small enough for a JS number. */
 const int8 = { to: (v: number) => v, from: (v: string | null) => (v === null ? null : Number(v)) };
@@ -77,32 +81,4 @@ export class VmRow {
   @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' }) updatedAt!: Date;
 }
 
-@Entity({ name: 'operations' })
-export class OperationRow {
-  @PrimaryColumn('uuid') id!: string;
-  @Column('text') kind!: string;
-  @Column({ name: 'target_kind', type: 'text' }) targetKind!: string;
-  @Column({ name: 'target_id', type: 'uuid' }) targetId!: string;
-  @Column({ name: 'target_name', type: 'text' }) targetName!: string;
-  @Column({ name: 'tenant_id', type: 'text' }) tenantId!: string;
-  @Column({ name: 'request_id', type: 'text', nullable: true }) requestId!: string | null;
-  @Column('text') state!: OperationState;
-  @Column('double precision') progress!: number;
-  @Column('text') step!: string;
-  /** Operation-specific input (e.g. a pinned host, a shutdown timeout). */
-  @Column('jsonb') params!: OperationParams;
-  @Column('jsonb') result!: Record<string, string>;
-  @Column({ name: 'error_code', type: 'text', nullable: true }) errorCode!: string | null;
-  @Column({ name: 'error_message', type: 'text', nullable: true }) errorMessage!: string | null;
-  @Column({ name: 'error_field', type: 'text', nullable: true }) errorField!: string | null;
-  /** Set once the operation made its first outside effect: from then on it cannot be cancelled. */
-  @Column({ name: 'point_of_no_return', type: 'boolean' }) pointOfNoReturn!: boolean;
-  @Column('int') version!: number;
-  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;
-  @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' }) updatedAt!: Date;
-  @Column({ name: 'finished_at', type: 'timestamptz', nullable: true }) finishedAt!: Date | null;
-}
-
 export const computeEntities = [HostRow, FlavorRow, VmRow, OperationRow];
-
-export type OperationParams = Record<string, string | number | boolean | null>;

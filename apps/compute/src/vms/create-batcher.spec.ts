@@ -9,8 +9,8 @@ import {
   OutboxEvent,
   testDatabases,
   uniqueSchema,
+  operationRow,
 } from '@flotilla/platform';
-import { operationRow } from '../operations/operation.service';
 import { ComputeStore } from '../persistence/compute-store';
 import { computeEntities, OperationRow, VmRow } from '../persistence/entities';
 import { computeMigrations } from '../persistence/migrations';

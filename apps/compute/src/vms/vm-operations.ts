@@ -1,13 +1,12 @@
 import { EntityManager } from 'typeorm';
 import { computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, isDomainError, isTerminal } from '@flotilla/domain';
-import { domainErrorFromGrpc, Logger, updateVersioned } from '@flotilla/platform';
+import { domainErrorFromGrpc, Logger, updateVersioned, OperationService } from '@flotilla/platform';
 import { AgentClients } from '../hosts/agent-clients';
 import { hostState } from '../mappers';
 import { Emit, events, ComputeStore } from '../persistence/compute-store';
 import { HostRow, NicRow, OperationRow, VmRow } from '../persistence/entities';
 import { OperationRunner } from '../operations/operation-runner';
-import { OperationService } from '../operations/operation.service';
 import { ImageCatalogue } from './image-catalogue';
 import { Placement } from './placement';
 

@@ -17,10 +17,17 @@ import {
   validateRequestId,
   type VmOperation,
 } from '@flotilla/domain';
-import { Caller, fetchPage, pooledRandomBytes, requireRole, updateVersioned } from '@flotilla/platform';
+import {
+  Caller,
+  fetchPage,
+  pooledRandomBytes,
+  requireRole,
+  updateVersioned,
+  OperationService,
+  operationRow,
+} from '@flotilla/platform';
 import { events, ComputeStore } from '../persistence/compute-store';
 import { BootRow, FlavorRow, OperationParams, OperationRow, VmRow } from '../persistence/entities';
-import { OperationService, operationRow } from '../operations/operation.service';
 import { OperationRunner } from '../operations/operation-runner';
 import { CreateBatcher } from './create-batcher';
 

@@ -39,6 +39,33 @@ export type OnCancelled = (m: EntityManager, emit: Emit, op: OperationRow) => Pr
 
 const waitPollMs = 500;
 
+/** The record of a new operation, as OperationService.create inserts it (batched creates build it too). */
+export function operationRow(spec: NewOperation): OperationRow {
+  const now = spec.now ?? new Date();
+  return {
+    id: spec.id ?? randomUUID(),
+    kind: spec.kind,
+    targetKind: spec.target.kind,
+    targetId: spec.target.id,
+    targetName: spec.target.name,
+    tenantId: spec.tenantId,
+    requestId: spec.requestId ?? null,
+    state: spec.succeeded ? 'SUCCEEDED' : 'PENDING',
+    progress: spec.succeeded ? 1 : 0,
+    step: spec.succeeded ? 'succeeded' : 'queued',
+    params: spec.params ?? {},
+    result: spec.succeeded ? (spec.result ?? { [`${spec.target.kind}_id`]: spec.target.id }) : {},
+    errorCode: null,
+    errorMessage: null,
+    errorField: null,
+    pointOfNoReturn: false,
+    version: 1,
+    createdAt: now,
+    updatedAt: now,
+    finishedAt: spec.succeeded ? now : null,
+  };
+}
+
 /**
  * Durable operation records of one service: created with the change that asks for them, advanced by the
  * service's runner, read, awaited and cancelled through OperationService RPCs scoped to the caller's tenant.
@@ -49,29 +76,7 @@ export class OperationService {
   constructor(private readonly store: TransactionalStore) {}
 
   async create(m: EntityManager, emit: Emit, spec: NewOperation): Promise<OperationRow> {
-    const now = spec.now ?? new Date();
-    const op: OperationRow = {
-      id: spec.id ?? randomUUID(),
-      kind: spec.kind,
-      targetKind: spec.target.kind,
-      targetId: spec.target.id,
-      targetName: spec.target.name,
-      tenantId: spec.tenantId,
-      requestId: spec.requestId ?? null,
-      state: spec.succeeded ? 'SUCCEEDED' : 'PENDING',
-      progress: spec.succeeded ? 1 : 0,
-      step: spec.succeeded ? 'succeeded' : 'queued',
-      params: spec.params ?? {},
-      result: spec.succeeded ? (spec.result ?? { [`${spec.target.kind}_id`]: spec.target.id }) : {},
-      errorCode: null,
-      errorMessage: null,
-      errorField: null,
-      pointOfNoReturn: false,
-      version: 1,
-      createdAt: now,
-      updatedAt: now,
-      finishedAt: spec.succeeded ? now : null,
-    };
+    const op = operationRow(spec);
     await m.insert(OperationRow, op);
     emit(operationEvent('CREATED', op));
     return op;
