@@ -7,7 +7,6 @@ import { DomainError, ErrorCode, invalidArgument, type VmOperation } from '@flot
 import {
   ServiceIdentity,
   updateVersioned,
-  OperationService,
   operationToProto,
   type OnCancelled,
 } from '@flotilla/platform';
