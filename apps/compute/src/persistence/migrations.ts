@@ -1,5 +1,5 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
-import { CreateOutbox1764000000000, schemaOf } from '@flotilla/platform';
+import { CreateOutbox1764000000000, schemaOf, createOperationsTable } from '@flotilla/platform';
 
 export class ComputeInit1764000000001 implements MigrationInterface {
   name = 'ComputeInit1764000000001';
@@ -62,33 +62,7 @@ export class ComputeInit1764000000001 implements MigrationInterface {
       `CREATE UNIQUE INDEX vms_tenant_request ON ${s}.vms (tenant_id, request_id) WHERE request_id IS NOT NULL`,
     );
     await q.query(`CREATE INDEX vms_host ON ${s}.vms (host_id) WHERE host_id IS NOT NULL`);
-    await q.query(`CREATE TABLE ${s}.operations (
-      id uuid PRIMARY KEY,
-      kind text NOT NULL,
-      target_kind text NOT NULL,
-      target_id uuid NOT NULL,
-      target_name text NOT NULL,
-      tenant_id text NOT NULL,
-      request_id text NULL,
-      state text NOT NULL,
-      progress double precision NOT NULL,
-      step text NOT NULL,
-      params jsonb NOT NULL,
-      result jsonb NOT NULL,
-      error_code text NULL,
-      error_message text NULL,
-      error_field text NULL,
-      point_of_no_return boolean NOT NULL,
-      version int NOT NULL,
-      created_at timestamptz NOT NULL DEFAULT now(),
-      updated_at timestamptz NOT NULL DEFAULT now(),
-      finished_at timestamptz NULL
-    )`);
-    await q.query(
-      `CREATE UNIQUE INDEX operations_request ON ${s}.operations (tenant_id, kind, target_id, request_id) WHERE request_id IS NOT NULL`,
-    );
-    await q.query(`CREATE INDEX operations_unfinished ON ${s}.operations (state) WHERE finished_at IS NULL`);
-    await q.query(`CREATE INDEX operations_created ON ${s}.operations (created_at DESC)`);
+    await createOperationsTable(q, s);
     // The default flavors every pool starts with (OpenStack's classic m1 sizes, smaller at the bottom).
     await q.query(`INSERT INTO ${s}.flavors (id, name, vcpus, memory_mib, root_disk_gib, version) VALUES
       (gen_random_uuid(), 'm1.tiny', 1, 256, 1, 1),

@@ -1,5 +1,5 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
-import { CreateOutbox1764000000000, schemaOf } from '@flotilla/platform';
+import { CreateOutbox1764000000000, schemaOf, createOperationsTable } from '@flotilla/platform';
 
 /** The image catalogue and the storage service's operation records. */
 export class StorageInit1764200000000 implements MigrationInterface {
@@ -40,33 +40,7 @@ export class StorageInit1764200000000 implements MigrationInterface {
     await q.query(
       `CREATE UNIQUE INDEX images_request ON ${s}.images (request_tenant_id, request_id) WHERE request_id IS NOT NULL`,
     );
-    await q.query(`CREATE TABLE ${s}.operations (
-      id uuid PRIMARY KEY,
-      kind text NOT NULL,
-      target_kind text NOT NULL,
-      target_id uuid NOT NULL,
-      target_name text NOT NULL,
-      tenant_id text NOT NULL,
-      request_id text NULL,
-      state text NOT NULL,
-      progress double precision NOT NULL,
-      step text NOT NULL,
-      params jsonb NOT NULL,
-      result jsonb NOT NULL,
-      error_code text NULL,
-      error_message text NULL,
-      error_field text NULL,
-      point_of_no_return boolean NOT NULL,
-      version int NOT NULL,
-      created_at timestamptz NOT NULL DEFAULT now(),
-      updated_at timestamptz NOT NULL DEFAULT now(),
-      finished_at timestamptz NULL
-    )`);
-    await q.query(
-      `CREATE UNIQUE INDEX operations_request ON ${s}.operations (tenant_id, kind, target_id, request_id) WHERE request_id IS NOT NULL`,
-    );
-    await q.query(`CREATE INDEX operations_unfinished ON ${s}.operations (state) WHERE finished_at IS NULL`);
-    await q.query(`CREATE INDEX operations_created ON ${s}.operations (created_at DESC)`);
+    await createOperationsTable(q, s);
   }
 
   async down(q: QueryRunner): Promise<void> {

@@ -1,4 +1,4 @@
-import { Column, CreateDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
+import { Column, CreateDateColumn, Entity, PrimaryColumn, QueryRunner, UpdateDateColumn } from 'typeorm';
 import { commonV1 } from '@flotilla/contracts';
 import type { ErrorCode, OperationState } from '@flotilla/domain';
 import { grpcCodeOf } from '../grpc/status';
@@ -66,4 +66,38 @@ export function operationToProto(op: OperationRow): commonV1.Operation {
 /** The outbox event of an operation change, carrying the operation as the API shows it. */
 export function operationEvent(type: NewEvent['type'], op: OperationRow): NewEvent {
   return { kind: 'operation', type, resourceId: op.id, tenantId: op.tenantId, payload: operationToProto(op) };
+}
+
+/**
+ * Creates a service's operations table and its indexes (called from the service's own migration, in its
+ * schema `s`, already quoted): one definition for the record every service shares.
+ */
+export async function createOperationsTable(q: QueryRunner, s: string): Promise<void> {
+  await q.query(`CREATE TABLE ${s}.operations (
+      id uuid PRIMARY KEY,
+      kind text NOT NULL,
+      target_kind text NOT NULL,
+      target_id uuid NOT NULL,
+      target_name text NOT NULL,
+      tenant_id text NOT NULL,
+      request_id text NULL,
+      state text NOT NULL,
+      progress double precision NOT NULL,
+      step text NOT NULL,
+      params jsonb NOT NULL,
+      result jsonb NOT NULL,
+      error_code text NULL,
+      error_message text NULL,
+      error_field text NULL,
+      point_of_no_return boolean NOT NULL,
+      version int NOT NULL,
+      created_at timestamptz NOT NULL DEFAULT now(),
+      updated_at timestamptz NOT NULL DEFAULT now(),
+      finished_at timestamptz NULL
+    )`);
+  await q.query(
+    `CREATE UNIQUE INDEX operations_request ON ${s}.operations (tenant_id, kind, target_id, request_id) WHERE request_id IS NOT NULL`,
+  );
+  await q.query(`CREATE INDEX operations_unfinished ON ${s}.operations (state) WHERE finished_at IS NULL`);
+  await q.query(`CREATE INDEX operations_created ON ${s}.operations (created_at DESC)`);
 }
