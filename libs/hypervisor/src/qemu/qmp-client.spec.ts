@@ -4,6 +4,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { QmpClient, QmpConnectionError, QmpError } from './qmp-client';
+import { describeWithRealQemu } from './real-qemu.testing';
 
 // Real: a QEMU with no guest (-S) for the protocol, and tiny net.Servers for what QEMU never does on purpose
 // (drop mid-command, stay silent, send garbage).
@@ -21,7 +22,7 @@ describe('QMP client', () => {
   beforeAll(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-qmp-'))));
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  describe('against a real QEMU', () => {
+  describeWithRealQemu('against a real QEMU', () => {
     let qemu: ChildProcess;
     let sock: string;
     beforeAll(async () => {
