@@ -93,7 +93,7 @@ export class PoolRelay {
           o.request,
           this.headers(o.principal, o.incoming),
           Date.now() + o.deadlineMs,
-          (err, reply) => (err ? reject(this.relayError(err, service)) : resolve(reply!)),
+          (err, reply) => (err ? reject(this.relayError(err, service)) : resolve(reply as Buffer)),
         );
       } catch (e) {
         reject(this.localError(e));
