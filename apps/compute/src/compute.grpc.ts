@@ -4,12 +4,7 @@ import { GrpcMethod, GrpcStreamMethod } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
 import { commonV1, computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, invalidArgument, type VmOperation } from '@flotilla/domain';
-import {
-  ServiceIdentity,
-  updateVersioned,
-  operationToProto,
-  type OnCancelled,
-} from '@flotilla/platform';
+import { ServiceIdentity, updateVersioned, operationToProto, type OnCancelled } from '@flotilla/platform';
 import { EventStream } from './events/event-stream';
 import { FlavorService } from './flavors/flavor.service';
 import { HostRegistryService } from './hosts/host-registry.service';
