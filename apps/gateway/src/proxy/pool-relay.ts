@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
+import type * as http2 from 'node:http2';
 import { isDomainError } from '@flotilla/domain';
 import {
   clientChannelOptions,
@@ -11,6 +12,7 @@ import {
   toGrpcStatus,
 } from '@flotilla/platform';
 import { Principal, TokenAuth, upstreamMetadata } from '../auth/token-auth';
+import { UpstreamSession } from './upstream-session';
 
 const passthrough = (b: Buffer): Buffer => b;
 
@@ -26,11 +28,14 @@ export interface RelayTargets {
 /**
  * Relays pool services byte for byte: the gateway authenticates the bearer token, adds the caller's tenant,
  * role and request id, and forwards the undecoded request; the pool service validates, authorises and
- * scopes it, and its reply (or status) comes back undecoded. Server streams are relayed message by message
- * and cancelled with the client. Only WaitOperation's request is decoded, to give the call its wait.
+ * scopes it, and its reply (or status) comes back undecoded. Unary calls go over one reused HTTP/2 session
+ * per service (UpstreamSession, no grpc-js client stack) with the caller's deadline capped by the relay's,
+ * and are cancelled with the caller. Streams (Watch, consoles) go through a grpc-js client and are relayed
+ * message by message. Only WaitOperation's request is decoded, to give the call its wait.
  */
 export class PoolRelay {
   private readonly channels = new Map<string, grpc.Client>();
+  private readonly sessions = new Map<string, UpstreamSession>();
 
   constructor(
     private readonly targets: RelayTargets,
@@ -64,6 +69,7 @@ export class PoolRelay {
 
   close(): void {
     for (const c of this.channels.values()) c.close();
+    for (const s of this.sessions.values()) s.close();
   }
 
   /**
@@ -80,17 +86,19 @@ export class PoolRelay {
     deadlineMs: number;
   }): Promise<Buffer> {
     const service = `flotilla.${o.area}`;
-    return new Promise((resolve, reject) =>
-      this.channel(service).makeUnaryRequest(
-        o.path,
-        passthrough,
-        passthrough,
-        o.request,
-        this.metadata(upstreamMetadata(o.principal, o.incoming)),
-        { deadline: Date.now() + o.deadlineMs },
-        (err, reply) => (err ? reject(this.relayError(err, service)) : resolve(reply!)),
-      ),
-    );
+    return new Promise((resolve, reject) => {
+      try {
+        this.session(service).unary(
+          o.path,
+          o.request,
+          this.headers(o.principal, o.incoming),
+          Date.now() + o.deadlineMs,
+          (err, reply) => (err ? reject(this.relayError(err, service)) : resolve(reply as Buffer)),
+        );
+      } catch (e) {
+        reject(this.localError(e));
+      }
+    });
   }
 
   private relayUnary(
@@ -100,7 +108,7 @@ export class PoolRelay {
     callback: grpc.sendUnaryData<Buffer>,
   ): void {
     const started = process.hrtime.bigint();
-    const done = (err: grpc.ServiceError | grpc.StatusObject | null, reply?: Buffer) => {
+    const done = (err: grpc.StatusObject | null, reply?: Buffer) => {
       this.observe?.(
         method.path,
         err?.code ?? grpc.status.OK,
@@ -109,16 +117,25 @@ export class PoolRelay {
       if (err) callback(err);
       else callback(null, reply);
     };
+    let cancelled = false;
+    let cancelUpstream: (() => void) | undefined;
+    call.once('cancelled', () => {
+      cancelled = true;
+      cancelUpstream?.();
+    });
     this.auth
       .authenticate(call.metadata)
       .then((principal) => {
-        this.channel(service).makeUnaryRequest(
+        if (cancelled) return done(grpcStatus(grpc.status.CANCELLED, 'cancelled by the caller'));
+        const deadline = Math.min(
+          Date.now() + this.deadlineFor(method, call.request),
+          deadlineMs(call.getDeadline()),
+        );
+        cancelUpstream = this.session(service).unary(
           method.path,
-          passthrough,
-          passthrough,
           call.request,
-          this.metadata(upstreamMetadata(principal, call.metadata)),
-          { deadline: Date.now() + this.deadlineFor(method, call.request) },
+          this.headers(principal, call.metadata),
+          deadline,
           (err, reply) => done(err ? this.relayError(err, service) : null, reply),
         );
       })
@@ -202,10 +219,32 @@ export class PoolRelay {
     return Math.max(this.targets.deadlineMs, (decoded.timeoutMs || 30_000) + 5000);
   }
 
+  /** The upstream call's metadata as HTTP/2 headers: the principal's, the service token, a request id. */
+  private headers(principal: Principal, incoming: grpc.Metadata): http2.OutgoingHttpHeaders {
+    return this.metadata(upstreamMetadata(principal, incoming)).toHttp2Headers();
+  }
+
   private metadata(m: grpc.Metadata): grpc.Metadata {
     m.set(md.serviceToken, this.targets.serviceToken);
     if (!m.get(md.requestId).length) m.set(md.requestId, randomUUID());
     return m;
+  }
+
+  private session(service: string): UpstreamSession {
+    const area = service.split('.')[1];
+    let s = this.sessions.get(area);
+    if (!s) {
+      const address = this.targets.addresses[area];
+      if (!address) throw new Error(`no upstream for ${service}`);
+      s = new UpstreamSession({
+        address,
+        maxReceiveBytes: Number(clientChannelOptions['grpc.max_receive_message_length']),
+        keepaliveMs: Number(clientChannelOptions['grpc.keepalive_time_ms']),
+        keepaliveTimeoutMs: 20_000,
+      });
+      this.sessions.set(area, s);
+    }
+    return s;
   }
 
   private channel(service: string): grpc.Client {
@@ -221,7 +260,7 @@ export class PoolRelay {
   }
 
   /** Pool errors reach the consumer as they are, except that an unreachable service says which it was. */
-  private relayError(e: grpc.ServiceError, service: string): grpc.ServiceError | grpc.StatusObject {
+  private relayError(e: grpc.StatusObject, service: string): grpc.StatusObject {
     if (e.code !== grpc.status.UNAVAILABLE) return e;
     const area = service.split('.')[1];
     return grpcStatus(
@@ -235,4 +274,9 @@ export class PoolRelay {
     if (isGrpcStatus(e)) return e;
     return grpcStatus(grpc.status.INTERNAL, 'internal error in the gateway relay');
   }
+}
+
+/** A grpc-js server call's deadline as epoch ms (Infinity for none). */
+function deadlineMs(d: grpc.Deadline): number {
+  return d instanceof Date ? d.getTime() : d;
 }
