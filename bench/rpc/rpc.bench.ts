@@ -32,7 +32,10 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { freePort } from '@flotilla/platform';
+import { freePort, serviceDefinition } from '@flotilla/platform';
+// The gateway's lean unary gRPC client (Node's http2, one session): real gRPC on the wire. The module
+// boundaries allow bench → app (type:bench may depend on type:app); it needs nothing of the gateway's.
+import { UpstreamSession } from '../../apps/gateway/src/proxy/upstream-session';
 import {
   backgroundLoad,
   benchDatabase,
@@ -80,6 +83,11 @@ export interface RpcBenchOptions {
   /** Create+start round trips in (c). */
   readonly roundTrips?: number;
   readonly roundTripConcurrency?: number;
+  /** Open-loop committed creates in (c): offered rates, creates/s (empty: none). */
+  readonly openRates?: number[];
+  /** Seconds measured at each offered rate, after openWarmupSeconds at that rate. */
+  readonly openSeconds?: number;
+  readonly openWarmupSeconds?: number;
   /** Skip (c), e.g. on a machine without the built services. */
   readonly skipRealPath?: boolean;
 }
@@ -113,9 +121,33 @@ export interface RealPathRun {
   /** The same creates one at a time: latency without queueing. */
   readonly serialCreates: LoadSummary;
   readonly roundTrips: LoadSummary;
+  /** Open-loop committed creates: one row per offered rate and load generator. */
+  readonly open: OpenLoopRun[];
   /** CPU each process uses while no call is made (heartbeats, event feed, timers), ms per second. */
   readonly idleCpuMsPerSec: Record<string, number>;
   readonly createTargetMet: boolean;
+}
+
+/** Committed creates offered at a fixed rate (open loop), latency from each create's scheduled send time. */
+export interface OpenLoopRun {
+  /** The load generator: grpc-js's client (as the closed loop) or the lean http2 client (UpstreamSession). */
+  readonly generator: 'grpc-js' | 'lean';
+  readonly offeredPerSec: number;
+  /** Creates scheduled in the measured window. */
+  readonly scheduled: number;
+  /** Successful replies received within the measured window, per second. */
+  readonly achievedPerSec: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+  /** Creates of the window that failed or got no reply (deadline). */
+  readonly errors: number;
+  readonly firstError?: string;
+  /** CPU (user+system) of each process over the measured window per create scheduled in it, µs. */
+  readonly cpuUsPerCall: Record<string, number>;
+  readonly machineCpuUsPerCall: number;
+  /** achieved ≥ offered − 1 % and p99 < 20 ms (the target's conditions, at this rate). */
+  readonly keptUp: boolean;
 }
 
 export interface RpcBenchResult {
@@ -135,7 +167,9 @@ const NEST_CPU_RATIO_TARGET = 1.25;
 const CREATES_PER_SEC_TARGET = 1500;
 const CREATE_P99_TARGET_MS = 20;
 /** The whole benchmark stops (children killed) if it runs longer than this. */
-const WATCHDOG_MS = 170_000;
+const WATCHDOG_MS = 300_000;
+/** Deadline of each open-loop create: a create later than this counts as an error. */
+const OPEN_DEADLINE_MS = 5000;
 
 // ---------------------------------------------------------------------------------------------------------
 // Load: N calls at concurrency C, timed one by one, with the CPU of the processes that served them.
@@ -252,6 +286,104 @@ async function settle(cpu: Record<string, CpuSource>): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Open loop: calls sent at a fixed rate whatever the replies do; each call's latency counts from the time it
+// was scheduled, so a generator or system that falls behind shows up in the latency (no coordinated
+// omission). Calls are evenly spaced; a 1 ms timer sends every call that is due.
+
+type SendFn = (i: number, done: (error?: string) => void) => void;
+
+async function openLoop(
+  rate: number,
+  warmupS: number,
+  measureS: number,
+  send: SendFn,
+  cpu: Record<string, CpuSource>,
+): Promise<Omit<OpenLoopRun, 'generator' | 'keptUp'>> {
+  const total = Math.round(rate * (warmupS + measureS));
+  const first = Math.round(rate * warmupS); // the first measured call
+  const latencies = new Float64Array(total - first);
+  let recorded = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  let pending = 0;
+  const t0 = performance.now() + 5;
+  const windowStart = t0 + warmupS * 1000;
+  const windowEnd = windowStart + measureS * 1000;
+  let okInWindow = 0;
+  let cpuBefore: Record<string, number[]> | undefined;
+  let busyBefore = 0;
+  let clientBefore: NodeJS.CpuUsage | undefined;
+  let cpuUs: Record<string, number> = {};
+  let machineUs = 0;
+  const snapshotStart = () => {
+    cpuBefore = Object.fromEntries(Object.entries(cpu).map(([k, s]) => [k, sourceCpuUs(s)]));
+    busyBefore = machineBusyUs();
+    clientBefore = process.cpuUsage();
+  };
+  const snapshotEnd = () => {
+    const client = process.cpuUsage(clientBefore);
+    cpuUs = {
+      ...Object.fromEntries(Object.entries(cpu).map(([k, s]) => [k, cpuSinceUs(s, cpuBefore?.[k] ?? [])])),
+      client: client.user + client.system,
+    };
+    machineUs = machineBusyUs() - busyBefore;
+  };
+  let next = 0;
+  let allReplied!: () => void;
+  const replied = new Promise<void>((r) => (allReplied = r));
+  await new Promise<void>((sentAll) => {
+    const tick = () => {
+      const now = performance.now();
+      if (!cpuBefore && now >= windowStart) snapshotStart();
+      while (next < total && t0 + (next * 1000) / rate <= now) {
+        const i = next++;
+        const scheduled = t0 + (i * 1000) / rate;
+        pending++;
+        send(i, (error) => {
+          const end = performance.now();
+          if (i >= first) {
+            if (error === undefined) latencies[recorded++] = end - scheduled;
+            else {
+              errors++;
+              firstError ??= error;
+            }
+          }
+          if (error === undefined && end >= windowStart && end < windowEnd) okInWindow++;
+          if (--pending === 0 && next === total) allReplied();
+        });
+      }
+      if (next < total) setTimeout(tick, 1);
+      else sentAll();
+    };
+    setTimeout(tick, Math.max(0, t0 - performance.now()));
+  });
+  // The window ends with the last scheduled call; CPU is read then (calls in flight at either end of the
+  // window roughly cancel out).
+  await sleep(Math.max(0, windowEnd - performance.now()));
+  snapshotEnd();
+  if (pending) await Promise.race([replied, sleep(OPEN_DEADLINE_MS + 1000)]);
+  const missing = total - first - recorded - errors;
+  if (missing > 0) {
+    errors += missing;
+    firstError ??= `${missing} calls without a reply`;
+  }
+  const sorted = latencies.slice(0, recorded).sort();
+  const n = total - first;
+  return {
+    offeredPerSec: rate,
+    scheduled: n,
+    achievedPerSec: okInWindow / measureS,
+    p50Ms: percentile(sorted, 0.5),
+    p99Ms: percentile(sorted, 0.99),
+    maxMs: recorded ? sorted[recorded - 1] : NaN,
+    errors,
+    firstError,
+    cpuUsPerCall: Object.fromEntries(Object.entries(cpuUs).map(([k, v]) => [k, v / Math.max(1, n)])),
+    machineCpuUsPerCall: machineUs / Math.max(1, n),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // (a) and (b): GetFlavor on a bare grpc-js server and on the NestJS path.
 
 const distBench = __dirname;
@@ -332,6 +464,9 @@ async function benchRealPath(opts: {
   createConcurrency: number;
   roundTrips: number;
   roundTripConcurrency: number;
+  openRates: number[];
+  openSeconds: number;
+  openWarmupSeconds: number;
 }): Promise<RealPathRun> {
   const dist = path.resolve(distBench, '..', '..');
   const mainOf = (app: string) => path.join(dist, 'apps', app, 'src', 'main.js');
@@ -342,6 +477,7 @@ async function benchRealPath(opts: {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-rpc-bench-'));
   tempDirs.add(dataDir);
   const clients: grpc.Client[] = [];
+  let lean: UpstreamSession | undefined;
   let failed = true;
   try {
     const db = await benchDatabase(dataDir, {
@@ -513,6 +649,70 @@ async function benchRealPath(opts: {
       { settle: true, maxSeconds: 4 },
     );
     check('creates one at a time', serialCreates);
+
+    // Open loop: the same creates offered at fixed rates, by each load generator in turn (the order
+    // swapped at every rate, so the machine's drift weighs on both alike).
+    const createRequest = (name: string) => ({
+      requestId: `bench-${randomUUID()}`,
+      name,
+      vcpus: 1,
+      memoryMib: 64,
+      start: false,
+    });
+    const grpcJsSend =
+      (prefix: string): SendFn =>
+      (i, done) =>
+        unary(vms, 'CreateVm', createRequest(`${prefix}-${runId}-${i}`), auth, OPEN_DEADLINE_MS).then(
+          () => done(),
+          (e: unknown) => done(e instanceof Error ? e.message : String(e)),
+        );
+    const createDef = serviceDefinition('flotilla.compute.v1.VmService').CreateVm;
+    lean = new UpstreamSession({
+      address: gw,
+      maxReceiveBytes: 4 * 1024 * 1024,
+      keepaliveMs: 30_000,
+      keepaliveTimeoutMs: 20_000,
+    });
+    const leanSession = lean;
+    const leanSend =
+      (prefix: string): SendFn =>
+      (i, done) =>
+        leanSession.unary(
+          createDef.path,
+          createDef.requestSerialize(createRequest(`${prefix}-${runId}-${i}`)),
+          { authorization: `Bearer ${token}` },
+          Date.now() + OPEN_DEADLINE_MS,
+          (status, reply) => {
+            if (status) return done(`${status.code} ${status.details}`);
+            // Decoded as a real client would (grpc-js's client decodes every reply too).
+            const res = createDef.responseDeserialize(reply as Buffer) as { vm?: { id?: string } };
+            done(res.vm?.id ? undefined : 'reply without a VM');
+          },
+        );
+    const open: OpenLoopRun[] = [];
+    const generators = [
+      ['grpc-js', grpcJsSend],
+      ['lean', leanSend],
+    ] as const;
+    for (const [k, rate] of opts.openRates.entries()) {
+      for (const [generator, send] of k % 2 ? [...generators].reverse() : generators) {
+        const run = await openLoop(
+          rate,
+          opts.openWarmupSeconds,
+          opts.openSeconds,
+          send(`o${generator === 'lean' ? 'l' : 'g'}${rate}`),
+          await cpu(),
+        );
+        for (const c of all)
+          if (c.exited) throw new Error(`${c.name} exited during the open loop${logTail(c)}`);
+        await settle(await cpu());
+        open.push({
+          generator,
+          ...run,
+          keptUp: run.errors === 0 && run.achievedPerSec >= rate * 0.99 && run.p99Ms < CREATE_P99_TARGET_MS,
+        });
+      }
+    }
     const roundTrips = await runLoad(
       opts.roundTrips,
       opts.roundTripConcurrency,
@@ -528,6 +728,7 @@ async function benchRealPath(opts: {
       creates,
       serialCreates,
       roundTrips,
+      open,
       idleCpuMsPerSec,
       createTargetMet:
         db.onPostgres &&
@@ -536,12 +737,23 @@ async function benchRealPath(opts: {
     };
   } finally {
     for (const c of clients) c.close();
+    lean?.close();
     await stopAll();
     tempDirs.delete(dataDir);
     if (failed && process.env.RPC_BENCH_KEEP !== '0')
       process.stderr.write(`rpc bench: logs kept in ${dataDir}\n`);
     else fs.rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/** A comma-separated list of rates ("1000,1500"); "none" or "0": no open-loop runs. */
+function envRates(name: string, fallback: number[]): number[] {
+  const v = process.env[name];
+  if (v === undefined || v.trim() === '') return fallback;
+  return v
+    .split(',')
+    .map((r) => Number(r.trim()))
+    .filter((r) => Number.isFinite(r) && r > 0);
 }
 
 export async function runRpcBench(options: RpcBenchOptions = {}): Promise<RpcBenchResult> {
@@ -565,6 +777,9 @@ export async function runRpcBench(options: RpcBenchOptions = {}): Promise<RpcBen
           createConcurrency: options.createConcurrency ?? 32,
           roundTrips: options.roundTrips ?? envInt('RPC_BENCH_ROUND_TRIPS', 1000),
           roundTripConcurrency: options.roundTripConcurrency ?? 16,
+          openRates: options.openRates ?? envRates('RPC_BENCH_OPEN_RATES', [1000, 1250, 1500, 1750]),
+          openSeconds: options.openSeconds ?? envInt('RPC_BENCH_OPEN_SECONDS', 4),
+          openWarmupSeconds: options.openWarmupSeconds ?? envInt('RPC_BENCH_OPEN_WARMUP_SECONDS', 1),
         });
     return {
       machine: machineDescription(),
@@ -675,10 +890,59 @@ export function formatRpcBench(r: RpcBenchResult): string {
         .map(([k, v]) => `${k} ${v.toFixed(1)}`)
         .join(', ')}`,
       r.real.onPostgres
-        ? `creates target ≥ ${CREATES_PER_SEC_TARGET}/s and p99 < ${CREATE_P99_TARGET_MS} ms on PostgreSQL: ${r.real.createTargetMet ? 'met' : 'NOT met'}` +
+        ? `creates target ≥ ${CREATES_PER_SEC_TARGET}/s and p99 < ${CREATE_P99_TARGET_MS} ms on PostgreSQL, closed loop C=32: ${r.real.createTargetMet ? 'met' : 'NOT met'}` +
             ` (${f0(c.callsPerSec)}/s, p99 ${f2(c.p99Ms)} ms)`
         : `creates target (≥ ${CREATES_PER_SEC_TARGET}/s, p99 < ${CREATE_P99_TARGET_MS} ms) applies to PostgreSQL: this run used the embedded PGlite, so it is not judged`,
     );
+    const open = r.real.open;
+    if (open.length) {
+      const o0 = open[0];
+      out.push(
+        '',
+        `open loop: committed creates offered at a fixed rate (evenly spaced), latency from each create's scheduled send time; per rate and generator ${f0(o0.scheduled / o0.offeredPerSec)} s measured after a warm-up at the same rate; deadline ${OPEN_DEADLINE_MS / 1000} s`,
+        ...table(
+          [
+            'generator',
+            'offered/s',
+            'achieved/s',
+            'vs offered',
+            'p50 ms',
+            'p99 ms',
+            'max ms',
+            'gateway µs/op',
+            'compute µs/op',
+            'agent µs/op',
+            'database µs/op',
+            'bench client µs/op',
+            'machine µs/op',
+            'errors',
+            `≥ offered, p99 < ${CREATE_P99_TARGET_MS} ms`,
+          ],
+          open.map((o) => [
+            o.generator === 'lean' ? 'lean http2 (UpstreamSession)' : 'grpc-js client',
+            f0(o.offeredPerSec),
+            f0(o.achievedPerSec),
+            x(o.achievedPerSec / o.offeredPerSec),
+            f2(o.p50Ms),
+            f2(o.p99Ms),
+            f2(o.maxMs),
+            ...['gateway', 'compute', 'agent', 'database', 'client'].map((k) =>
+              o.cpuUsPerCall[k] === undefined ? '-' : f0(o.cpuUsPerCall[k]),
+            ),
+            f0(o.machineCpuUsPerCall),
+            String(o.errors),
+            o.keptUp ? 'yes' : 'no',
+          ]),
+        ),
+        '(CPU: µs over the measured window per create scheduled in it; "≥ offered": achieved ≥ 99 % of offered, no errors)',
+      );
+      for (const o of open.filter((o) => o.offeredPerSec === CREATES_PER_SEC_TARGET))
+        out.push(
+          `open loop at ${CREATES_PER_SEC_TARGET}/s offered, ${o.generator} generator${r.real.onPostgres ? '' : ' (PGlite: not judged)'}: achieved ${f0(o.achievedPerSec)}/s, p99 ${f2(o.p99Ms)} ms, ${o.errors} errors: target ${r.real.onPostgres && o.keptUp ? 'met' : 'NOT met'}`,
+        );
+      for (const e of open.filter((o) => o.firstError))
+        out.push(`open loop ${e.generator} at ${e.offeredPerSec}/s: first error: ${e.firstError}`);
+    }
   }
   return out.join('\n');
 }
