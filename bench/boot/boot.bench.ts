@@ -38,7 +38,7 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
+import { commonV1, computeV1 } from '@flotilla/contracts';
 import {
   buildQemuArgv,
   DEMO_READY_MARKER,
@@ -46,7 +46,14 @@ import {
   QemuLaunchSpec,
   vmUuid,
 } from '@flotilla/hypervisor';
-import { cloudClients, CloudClients, freePort, operationDone, vmRequest } from '@flotilla/platform';
+import {
+  cloudClients,
+  CloudClients,
+  freePort,
+  kernelImageRegistration,
+  operationDone,
+  vmRequest,
+} from '@flotilla/platform';
 import {
   backgroundLoad,
   benchDatabase,
@@ -354,25 +361,9 @@ async function startServices(dataDir: string, catalogueDir: string, dbUrl: strin
 
 async function registerDemo(clients: CloudClients): Promise<string> {
   const demo = await demoImageForTests();
-  await clients.images.call.registerImage({
-    requestId: '',
-    name: 'demo',
-    description: 'demo guest (boot benchmark)',
-    labels: {},
-    visibility: storageV1.ImageVisibility.IMAGE_VISIBILITY_PUBLIC,
-    osType: 'linux',
-    architecture: 'x86_64',
-    minDiskBytes: 0,
-    minMemoryMib: demo.minMemoryMib,
-    sha256: demo.files.kernel.sha256,
-    srId: '',
-    kernel: {
-      kernelPath: demo.files.kernel.path,
-      initrdPath: demo.files.initrd.path,
-      cmdline: demo.defaultCmdline,
-      initrdSha256: demo.files.initrd.sha256,
-    },
-  });
+  await clients.images.call.registerImage(
+    kernelImageRegistration('demo', demo, 'demo guest (boot benchmark)'),
+  );
   return `${demo.kernel.package} ${demo.kernel.version}`;
 }
 

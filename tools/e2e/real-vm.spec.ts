@@ -8,7 +8,7 @@ import * as http from 'node:http';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
+import { commonV1, computeV1 } from '@flotilla/contracts';
 import {
   DEMO_POWEROFF_MARKER,
   DEMO_READY_MARKER,
@@ -26,6 +26,7 @@ import {
   uniqueSchema,
   vmRequest,
   waitFor,
+  kernelImageRegistration,
 } from '@flotilla/platform';
 import { describeWithRealQemu } from '@flotilla/hypervisor';
 
@@ -82,25 +83,7 @@ describeWithRealQemu('real VMs end to end', () => {
         // Its own process, so that "compute restarts" is a SIGKILL and a new process.
         computeAsProcess: true,
       });
-      await cloud.admin.images.call.registerImage({
-        requestId: '',
-        name: 'demo',
-        description: 'demo guest',
-        labels: {},
-        visibility: storageV1.ImageVisibility.IMAGE_VISIBILITY_PUBLIC,
-        osType: 'linux',
-        architecture: 'x86_64',
-        minDiskBytes: 0,
-        minMemoryMib: demo.minMemoryMib,
-        sha256: demo.files.kernel.sha256,
-        srId: '',
-        kernel: {
-          kernelPath: demo.files.kernel.path,
-          initrdPath: demo.files.initrd.path,
-          cmdline: demo.defaultCmdline,
-          initrdSha256: demo.files.initrd.sha256,
-        },
-      });
+      await cloud.admin.images.call.registerImage(kernelImageRegistration('demo', demo));
       tenant = await cloud.tenant('realvm');
       await cloud.hostsReady(1);
     });

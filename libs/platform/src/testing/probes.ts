@@ -1,6 +1,6 @@
 import { Metadata, status } from '@grpc/grpc-js';
 import type { ClientReadableStream } from '@grpc/grpc-js';
-import { commonV1, computeV1 } from '@flotilla/contracts';
+import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
 import { GrpcClient } from '../grpc/client';
 
 /**
@@ -161,4 +161,38 @@ export class WatchRecorder {
     if (this.error) throw new GiveUp(`the Watch stream failed: ${this.error.code} ${this.error.message}`);
     return false;
   }
+}
+
+/** The files of a KERNEL image as the demo builder's manifest lists them (paths relative to the catalogue). */
+export interface KernelImageFiles {
+  minMemoryMib: number;
+  defaultCmdline: string;
+  files: { kernel: { path: string; sha256: string }; initrd: { path: string; sha256: string } };
+}
+
+/** RegisterImage for a PUBLIC KERNEL image (the demo guest in tests and benchmarks), sha256s included. */
+export function kernelImageRegistration(
+  name: string,
+  image: KernelImageFiles,
+  description = `${name} guest`,
+): storageV1.RegisterImageRequest {
+  return {
+    requestId: '',
+    name,
+    description,
+    labels: {},
+    visibility: storageV1.ImageVisibility.IMAGE_VISIBILITY_PUBLIC,
+    osType: 'linux',
+    architecture: 'x86_64',
+    minDiskBytes: 0,
+    minMemoryMib: image.minMemoryMib,
+    sha256: image.files.kernel.sha256,
+    srId: '',
+    kernel: {
+      kernelPath: image.files.kernel.path,
+      initrdPath: image.files.initrd.path,
+      cmdline: image.defaultCmdline,
+      initrdSha256: image.files.initrd.sha256,
+    },
+  };
 }
