@@ -8,3 +8,4 @@ export * from './qemu/accel-probe';
 export { validateDriverVmSpec, VM_SPEC_LIMITS } from './qemu/vm-spec-validation';
 export { realQemuMissing } from './qemu/real-qemu';
 export { describeWithRealQemu } from './qemu/real-qemu.testing';
+export * from './images/image-inspector';
