@@ -43,6 +43,7 @@ import {
   buildQemuArgv,
   DEMO_READY_MARKER,
   demoImageForTests,
+  isProcessAlive,
   QemuLaunchSpec,
   vmUuid,
 } from '@flotilla/hypervisor';
@@ -398,17 +399,7 @@ async function destroyVm(svc: Services, id: string): Promise<void> {
   const { operation } = await svc.clients.vms.call.destroyVm({ id, requestId: '' });
   await succeeded(svc, operation, `destroy ${id}`);
   if (pid)
-    await until(`QEMU pid ${pid} to exit`, 15_000, async () => (processAlive(pid) ? undefined : true), []);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
+    await until(`QEMU pid ${pid} to exit`, 15_000, async () => (isProcessAlive(pid) ? undefined : true), []);
 }
 
 /** Waits (≤ 5 s) until Flotilla's processes have used ≤ 5 % of a core for 500 ms. */
@@ -590,7 +581,7 @@ async function idleWindow(svc: Services, vms: number, ms: number, scrapeMs: numb
     .map((d) => path.join(svc.agentStateDir, 'qemu', d, 'qemu.pid'))
     .filter((f) => fs.existsSync(f))
     .map((f) => Number(fs.readFileSync(f, 'utf8').trim()))
-    .filter(processAlive);
+    .filter(isProcessAlive);
   if (qemuPids.length !== vms) throw new Error(`expected ${vms} running QEMUs, found ${qemuPids.length}`);
   const ours = [...svc.all.map(pidOf), ...qemuPids];
   const oursBefore = sourceCpuUs(ours);

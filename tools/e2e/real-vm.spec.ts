@@ -12,8 +12,10 @@ import { commonV1, computeV1 } from '@flotilla/contracts';
 import {
   DEMO_POWEROFF_MARKER,
   DEMO_READY_MARKER,
+  DEMO_TICK_LINE,
   DemoImageManifest,
   demoImageForTests,
+  describeWithRealQemu,
 } from '@flotilla/hypervisor';
 import {
   freePort,
@@ -28,7 +30,6 @@ import {
   waitFor,
   kernelImageRegistration,
 } from '@flotilla/platform';
-import { describeWithRealQemu } from '@flotilla/hypervisor';
 
 describeWithRealQemu('real VMs end to end', () => {
   const { OperationState: S } = commonV1;
@@ -49,7 +50,7 @@ describeWithRealQemu('real VMs end to end', () => {
     });
   }
 
-  const ticks = (log: string): number[] => [...log.matchAll(/^TICK (\d+)\s*$/gm)].map((m) => Number(m[1]));
+  const ticks = (log: string): number[] => [...log.matchAll(DEMO_TICK_LINE)].map((m) => Number(m[1]));
 
   describe('real VMs through the gateway (qemu driver)', () => {
     const [, databaseUrl] = testDatabases()[0];

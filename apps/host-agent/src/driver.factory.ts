@@ -1,7 +1,7 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   demoProbeGuest,
+  findOnPath,
   HypervisorDriver,
   QemuDriver,
   readMatchingManifest,
@@ -11,20 +11,6 @@ import { catalogueDir, ConfigOf, Logger } from '@flotilla/platform';
 import { agentConfigSpec } from './config';
 
 const qemuBinary = 'qemu-system-x86_64';
-
-/** The executable's path when it is on PATH (the `auto` choice), else undefined. */
-export function findOnPath(name: string, searchPath = process.env.PATH ?? ''): string | undefined {
-  for (const dir of searchPath.split(path.delimiter).filter(Boolean)) {
-    const candidate = path.join(dir, name);
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      if (fs.statSync(candidate).isFile()) return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 /**
  * The one place that picks the hypervisor driver from validated config, and says which and why:

@@ -6,6 +6,7 @@ export * from './qemu/qmp-client';
 export * from './qemu/qemu-command';
 export * from './qemu/accel-probe';
 export { validateDriverVmSpec, VM_SPEC_LIMITS } from './qemu/vm-spec-validation';
-export { realQemuMissing } from './qemu/real-qemu';
+export { findOnPath, realQemuMissing } from './qemu/real-qemu';
 export { describeWithRealQemu } from './qemu/real-qemu.testing';
 export * from './images/image-inspector';
+export { isProcessAlive } from './qemu/qemu-process';

@@ -1,3 +1,4 @@
+import { status } from '@grpc/grpc-js';
 import { Command } from 'commander';
 import { computeV1 } from '@flotilla/contracts';
 import { intInRange } from '../args';
@@ -101,7 +102,7 @@ async function attachConsole(ctx: CommandContext, ref: string, o: ConsoleOptions
     for await (const r of stream) process.stdout.write(Buffer.from(r.data));
   } catch (e) {
     // Cancelled by us (detach or linger over) ends quietly; anything else is an error.
-    if (!(e as { code?: number }).code || (e as { code: number }).code !== 1) throw e;
+    if ((e as { code?: number }).code !== status.CANCELLED) throw e;
   } finally {
     clearTimeout(linger);
     stdin.off('data', onKeys);
