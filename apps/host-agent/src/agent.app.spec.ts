@@ -44,6 +44,7 @@ describe.each(testDatabases())('host agent on %s', (_db, url) => {
     nics: [],
     kernelSha256: '',
     initrdSha256: '',
+    disks: [],
   });
 
   it('refuses a command without the service identity with UNAUTHENTICATED', async () => {

@@ -148,6 +148,16 @@ export class AgentGrpc implements computeV1.AgentServiceController {
     return { metrics: { ...m, sampledAt: new Date() } };
   }
 
+  @GrpcMethod('AgentService', 'PlugVmDisk')
+  plugVmDisk(): never {
+    throw new DomainError(ErrorCode.Unimplemented, 'disk hot-plug is not built yet');
+  }
+
+  @GrpcMethod('AgentService', 'UnplugVmDisk')
+  unplugVmDisk(): never {
+    throw new DomainError(ErrorCode.Unimplemented, 'disk hot-unplug is not built yet');
+  }
+
   /** The first request names the VM; its data and every later request's data go to the guest. */
   @GrpcStreamMethod('AgentService', 'AttachVmConsole')
   attachVmConsole(
@@ -257,6 +267,7 @@ function fromDriverError(e: DriverError): DomainError {
     'invalid-spec': ErrorCode.InvalidArgument,
     unsupported: ErrorCode.Unimplemented,
     failed: ErrorCode.Internal,
+    timeout: ErrorCode.DeadlineExceeded,
   }[e.kind];
   return new DomainError(code, e.message);
 }

@@ -18,6 +18,13 @@ export interface DriverDisk {
   /** Always explicit: a format is never guessed from the content (DESIGN §8). */
   format: 'qcow2' | 'raw';
   readOnly?: boolean;
+  /**
+   * Stable id of the attachment (the VBD id); names the QEMU block node and device so that hot-unplug,
+   * live snapshot and resize find it again after an agent restart. Absent: derived from the position.
+   */
+  id?: string;
+  /** Boot from this disk (SeaBIOS bootindex 0). Absent: the first disk boots when boot.kind is 'disk'. */
+  bootable?: boolean;
 }
 
 /** A guest TCP port reachable from the host through a user-mode NIC (QEMU hostfwd, loopback only). */
@@ -124,13 +131,39 @@ export interface HypervisorDriver {
   /** The last `maxBytes` of the serial console's history (survives agent restarts). */
   consoleLog(vmId: string, maxBytes: number): Promise<Buffer>;
   attachConsole(vmId: string): Promise<DriverConsole>;
+  /**
+   * Hot-plugs a disk into a running VM (blockdev-add + device_add); returns the guest device name, e.g.
+   * "vdb". A disk with the same id already plugged is success. 'unsupported' where the driver cannot.
+   */
+  plugDisk(vmId: string, disk: DriverDisk & { id: string }): Promise<{ device: string }>;
+  /**
+   * Asks the guest to release the disk (device_del) and waits up to timeoutMs for DEVICE_DELETED, then
+   * removes the block node; with force the device is removed whatever the guest does. A disk not plugged
+   * is success; a guest that keeps the disk fails with 'timeout'.
+   */
+  unplugDisk(vmId: string, diskId: string, options: { timeoutMs: number; force: boolean }): Promise<void>;
+  /** Absolute paths of the image files the running VM has open (every node of every chain). */
+  openDiskFiles(vmId: string): Promise<string[]>;
+  /**
+   * Live external snapshot of the disk whose top file is `topPath`: the VM continues on `newTopPath`, a
+   * qcow2 overlay the caller created with `topPath` as its backing file (blockdev-add + blockdev-snapshot).
+   */
+  snapshotDisk(vmId: string, topPath: string, newTopPath: string): Promise<void>;
+  /** Grows the disk whose top file is `topPath` while the VM runs (block_resize); the guest sees it. */
+  resizeDisk(vmId: string, topPath: string, sizeBytes: number): Promise<void>;
+  /**
+   * Merges the backing chain of `topPath` down to (excluding) `baseFile` into the top file while the VM runs
+   * (block-stream), and waits for the job to finish. baseFile undefined: merge the whole chain.
+   */
+  streamDisk(vmId: string, topPath: string, baseFile: string | undefined): Promise<void>;
   /** Releases connections and timers; VMs keep running. */
   close(): Promise<void>;
 }
 
 export class DriverError extends Error {
   constructor(
-    readonly kind: 'not-found' | 'invalid-state' | 'capacity' | 'invalid-spec' | 'unsupported' | 'failed',
+    readonly kind:
+      'not-found' | 'invalid-state' | 'capacity' | 'invalid-spec' | 'unsupported' | 'failed' | 'timeout',
     message: string,
   ) {
     super(message);

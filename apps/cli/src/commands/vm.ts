@@ -206,6 +206,8 @@ async function createVm(ctx: CommandContext, name: string, o: CreateOptions): Pr
     nics: o.forward?.length
       ? [{ mac: '', forwards: o.forward.map((guestPort) => ({ guestPort, hostAddress: '' })) }]
       : [],
+    rootDiskSizeBytes: 0,
+    rootDiskSr: '',
   });
   const operation = await settle(cloud, ctx.out, response, { wait: o.wait });
   if (!operation) return;

@@ -130,6 +130,7 @@ export class VmOperations {
           })),
           kernelSha256: boot.kernelSha256,
           initrdSha256: boot.initrdSha256,
+          disks: [],
         },
       }),
     );

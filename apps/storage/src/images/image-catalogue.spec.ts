@@ -128,6 +128,8 @@ describe.each(testDatabases())('image catalogue through the gateway on %s', (_db
           requiredHostLabels: {},
           start: false,
           nics: [],
+          rootDiskSizeBytes: 0,
+          rootDiskSr: '',
         });
         await cloud.admin.images.call.registerImage(kernelImage(`k-pager-${i}`));
       }

@@ -5,7 +5,9 @@
 
 /* eslint-disable */
 
+export * from "./flotilla/storage/v1/vm_disk";
 export * from "./flotilla/storage/v1/vdi";
+export * from "./flotilla/storage/v1/agent";
 export * from "./flotilla/storage/v1/image";
 export * from "./flotilla/storage/v1/sr";
 export * from "./flotilla/storage/v1/vbd";

@@ -7,7 +7,7 @@
 
 export * as common from "./index.flotilla.common";
 export * as compute from "./index.flotilla.compute";
+export * as storage from "./index.flotilla.storage";
 export * as gateway from "./index.flotilla.gateway";
 export * as migration from "./index.flotilla.migration";
 export * as network from "./index.flotilla.network";
-export * as storage from "./index.flotilla.storage";

@@ -480,6 +480,30 @@ export class QemuDriver implements HypervisorDriver {
     };
   }
 
+  async plugDisk(): Promise<{ device: string }> {
+    throw new DriverError('unsupported', 'disk hot-plug is not built yet');
+  }
+
+  async unplugDisk(): Promise<void> {
+    throw new DriverError('unsupported', 'disk hot-unplug is not built yet');
+  }
+
+  async openDiskFiles(): Promise<string[]> {
+    throw new DriverError('unsupported', 'listing open disk files is not built yet');
+  }
+
+  async snapshotDisk(): Promise<void> {
+    throw new DriverError('unsupported', 'live disk snapshots are not built yet');
+  }
+
+  async resizeDisk(): Promise<void> {
+    throw new DriverError('unsupported', 'online disk resize is not built yet');
+  }
+
+  async streamDisk(): Promise<void> {
+    throw new DriverError('unsupported', 'live chain coalescing is not built yet');
+  }
+
   async consoleLog(vmId: string, maxBytes: number): Promise<Buffer> {
     validateVmId(vmId);
     const dir = this.existingDir(vmId);

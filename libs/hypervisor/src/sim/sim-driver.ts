@@ -130,6 +130,35 @@ export class SimDriver implements HypervisorDriver {
     throw new DriverError('unsupported', 'the sim driver runs no guest: it has no metrics');
   }
 
+  // The sim driver models no disks: disk work answers 'unsupported' (UNIMPLEMENTED at the API), never a
+  // pretend success.
+  async plugDisk(): Promise<{ device: string }> {
+    throw new DriverError('unsupported', 'the sim driver has no disks: hot-plug needs the qemu driver');
+  }
+
+  async unplugDisk(): Promise<void> {
+    throw new DriverError('unsupported', 'the sim driver has no disks: hot-unplug needs the qemu driver');
+  }
+
+  async openDiskFiles(): Promise<string[]> {
+    return [];
+  }
+
+  async snapshotDisk(): Promise<void> {
+    throw new DriverError('unsupported', 'the sim driver has no disks: live snapshots need the qemu driver');
+  }
+
+  async resizeDisk(): Promise<void> {
+    throw new DriverError('unsupported', 'the sim driver has no disks: online resize needs the qemu driver');
+  }
+
+  async streamDisk(): Promise<void> {
+    throw new DriverError(
+      'unsupported',
+      'the sim driver has no disks: live coalescing needs the qemu driver',
+    );
+  }
+
   async consoleLog(vmId: string): Promise<Buffer> {
     this.get(vmId);
     throw new DriverError('unsupported', 'the sim driver runs no guest: it has no console');

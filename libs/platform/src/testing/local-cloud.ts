@@ -158,6 +158,8 @@ export function vmRequest(
     boot: undefined,
     antiAffinityGroup: '',
     requiredHostLabels: {},
+    rootDiskSizeBytes: 0,
+    rootDiskSr: '',
     start: true,
     nics: [],
     ...fields,

@@ -8,6 +8,7 @@
 import type { Metadata } from "@grpc/grpc-js";
 import { GrpcMethod, GrpcStreamMethod } from "@nestjs/microservices";
 import { Observable } from "rxjs";
+import { VmDisk } from "../../storage/v1/vm_disk";
 import { BootSpec, Nic, PowerState, VmMetrics } from "./vm";
 
 export interface RegisterHostRequest {
@@ -81,6 +82,11 @@ export interface VmSpec {
    */
   kernelSha256: string;
   initrdSha256: string;
+  /**
+   * Disks in device order, resolved by storage (VmDiskService.AttachVmDisks). With an empty boot.kernel the
+   * VM boots from the bootable one.
+   */
+  disks: VmDisk[];
 }
 
 export interface AgentServiceStartVmRequest {
@@ -191,6 +197,29 @@ export interface AgentServiceGetVmMetricsResponse {
   metrics: VmMetrics | undefined;
 }
 
+export interface AgentServicePlugVmDiskRequest {
+  epoch: number;
+  vmId: string;
+  disk: VmDisk | undefined;
+}
+
+export interface AgentServicePlugVmDiskResponse {
+  /** Guest device name, e.g. "vdb". */
+  device: string;
+}
+
+export interface AgentServiceUnplugVmDiskRequest {
+  epoch: number;
+  vmId: string;
+  vbdId: string;
+  /** 0 means 30000. */
+  timeoutMs: number;
+  force: boolean;
+}
+
+export interface AgentServiceUnplugVmDiskResponse {
+}
+
 /** HostRegistryService is served by compute for host agents (service identity required). */
 
 export interface HostRegistryServiceClient {
@@ -287,6 +316,23 @@ export interface AgentServiceClient {
     request: AgentServiceGetVmMetricsRequest,
     metadata?: Metadata,
   ): Observable<AgentServiceGetVmMetricsResponse>;
+
+  /**
+   * Hot-plugs a disk into a running VM (blockdev-add, device_add). A disk already plugged is success.
+   * FAILED_PRECONDITION: VM not running on this host, or the driver cannot hot-plug.
+   */
+
+  plugVmDisk(request: AgentServicePlugVmDiskRequest, metadata?: Metadata): Observable<AgentServicePlugVmDiskResponse>;
+
+  /**
+   * Asks the guest to release a disk and waits up to timeout_ms for it (DEVICE_DELETED); force removes it
+   * whatever the guest does. DEADLINE_EXCEEDED if the guest kept it. A disk not plugged is success.
+   */
+
+  unplugVmDisk(
+    request: AgentServiceUnplugVmDiskRequest,
+    metadata?: Metadata,
+  ): Observable<AgentServiceUnplugVmDiskResponse>;
 }
 
 /**
@@ -372,6 +418,32 @@ export interface AgentServiceController {
     | Promise<AgentServiceGetVmMetricsResponse>
     | Observable<AgentServiceGetVmMetricsResponse>
     | AgentServiceGetVmMetricsResponse;
+
+  /**
+   * Hot-plugs a disk into a running VM (blockdev-add, device_add). A disk already plugged is success.
+   * FAILED_PRECONDITION: VM not running on this host, or the driver cannot hot-plug.
+   */
+
+  plugVmDisk(
+    request: AgentServicePlugVmDiskRequest,
+    metadata?: Metadata,
+  ):
+    | Promise<AgentServicePlugVmDiskResponse>
+    | Observable<AgentServicePlugVmDiskResponse>
+    | AgentServicePlugVmDiskResponse;
+
+  /**
+   * Asks the guest to release a disk and waits up to timeout_ms for it (DEVICE_DELETED); force removes it
+   * whatever the guest does. DEADLINE_EXCEEDED if the guest kept it. A disk not plugged is success.
+   */
+
+  unplugVmDisk(
+    request: AgentServiceUnplugVmDiskRequest,
+    metadata?: Metadata,
+  ):
+    | Promise<AgentServiceUnplugVmDiskResponse>
+    | Observable<AgentServiceUnplugVmDiskResponse>
+    | AgentServiceUnplugVmDiskResponse;
 }
 
 export function AgentServiceControllerMethods() {
@@ -388,6 +460,8 @@ export function AgentServiceControllerMethods() {
       "resumeVm",
       "getVmConsoleLog",
       "getVmMetrics",
+      "plugVmDisk",
+      "unplugVmDisk",
     ];
     for (const method of grpcMethods) {
       const descriptor: any = Reflect.getOwnPropertyDescriptor(constructor.prototype, method);

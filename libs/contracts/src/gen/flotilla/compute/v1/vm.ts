@@ -134,6 +134,13 @@ export interface CreateVmRequest {
   start: boolean;
   /** Empty: one NIC without forwards. At most 8. */
   nics: Nic[];
+  /**
+   * With a DISK catalogue image in boot.image: the size of the VM's copy-on-write root disk, at least the
+   * image's; 0 means the image's size. Refused with a KERNEL image.
+   */
+  rootDiskSizeBytes: number;
+  /** Optional SR id or name for the root disk; empty: the pool's default SR. */
+  rootDiskSr: string;
 }
 
 export interface CreateVmRequest_LabelsEntry {
