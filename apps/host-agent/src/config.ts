@@ -1,6 +1,12 @@
 import * as os from 'node:os';
 import { z } from 'zod';
-import { commonConfig, imageDirConfig, listenAddress, type ConfigSpec } from '@flotilla/platform';
+import {
+  commonConfig,
+  imageDirConfig,
+  listenAddress,
+  srRootsConfig,
+  type ConfigSpec,
+} from '@flotilla/platform';
 
 const labelList = z
   .string()
@@ -38,6 +44,7 @@ export const agentConfigSpec = {
     default: '',
   },
   FLOTILLA_IMAGE_DIR: imageDirConfig,
+  FLOTILLA_SR_ROOTS: srRootsConfig,
   FLOTILLA_AGENT_ADMIN_ADDRESS: {
     description:
       "host:port of the agent's admin HTTP (/healthz, /metrics with per-VM counters for Prometheus); empty: off",

@@ -8,4 +8,9 @@ export const storageConfigSpec = {
     default: '127.0.0.1:7402',
   },
   FLOTILLA_DB_SCHEMA: dbSchemaConfig('storage'),
+  FLOTILLA_COMPUTE_URL: {
+    description: "host:port of the pool's compute service (host list and addresses of the host agents)",
+    schema: listenAddress(),
+    default: '127.0.0.1:7401',
+  },
 } satisfies ConfigSpec;

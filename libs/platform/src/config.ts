@@ -111,6 +111,31 @@ export const imageDirConfig: ConfigKey<string> = {
   default: '',
 };
 
+/**
+ * Directories under which a host agent accepts SR directories (FLOTILLA_SR_ROOTS), colon-separated absolute
+ * paths. Empty means <FLOTILLA_DATA_DIR>/sr; srRoots() resolves it, so every reader agrees.
+ */
+export const srRootsConfig: ConfigKey<string> = {
+  description:
+    'colon-separated absolute directories under which SR directories may be created or adopted on this host (empty: <FLOTILLA_DATA_DIR>/sr)',
+  schema: z
+    .string()
+    .refine(
+      (s) => s === '' || s.split(':').every((p) => path.isAbsolute(p) && !p.split('/').includes('..')),
+      {
+        message: 'must be absolute directories without "..", separated by ":"',
+      },
+    ),
+  default: '',
+};
+
+export function srRoots(config: { FLOTILLA_SR_ROOTS?: string; FLOTILLA_DATA_DIR: string }): string[] {
+  const roots = config.FLOTILLA_SR_ROOTS
+    ? config.FLOTILLA_SR_ROOTS.split(':')
+    : [path.join(config.FLOTILLA_DATA_DIR, 'sr')];
+  return roots.map((r) => path.resolve(r));
+}
+
 export function catalogueDir(config: { FLOTILLA_IMAGE_DIR?: string; FLOTILLA_DATA_DIR: string }): string {
   return path.resolve(config.FLOTILLA_IMAGE_DIR || path.join(config.FLOTILLA_DATA_DIR, 'images'));
 }

@@ -237,6 +237,7 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
       {
         ...common,
         FLOTILLA_STORAGE_ADDRESS: storageAddress,
+        FLOTILLA_COMPUTE_URL: computeAddress,
         FLOTILLA_DB_SCHEMA: schemas.storage,
         ...options.storageEnv,
       },
