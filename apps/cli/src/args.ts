@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { parseSize } from './size';
 
 /** Parses one `key=value` flag value; the key is non-empty, the value may be empty. */
 export function parseKeyValue(raw: string): [string, string] {
@@ -52,4 +53,11 @@ const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Resource ids are UUIDs; anything else the user typed is a name. */
 export function looksLikeId(s: string): boolean {
   return uuid.test(s);
+}
+
+/** A commander option parser for byte sizes ("10G", "512M", bytes); see size.ts. */
+export function sizeArg(raw: string): number {
+  const r = parseSize(raw);
+  if ('error' in r) throw new InvalidArgumentError(r.error);
+  return r.bytes;
 }

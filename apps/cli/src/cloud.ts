@@ -1,3 +1,4 @@
+import { Metadata } from '@grpc/grpc-js';
 import { GrpcClient } from '@flotilla/platform';
 import { commonV1, computeV1, gatewayV1, storageV1 } from '@flotilla/contracts';
 import { CliError, ExitCode } from './errors';
@@ -24,6 +25,15 @@ export class Cloud {
   get images(): GrpcClient<storageV1.ImageServiceClient> {
     return this.client('flotilla.storage.v1.ImageService');
   }
+  get srs(): GrpcClient<storageV1.SrServiceClient> {
+    return this.client('flotilla.storage.v1.SrService');
+  }
+  get vdis(): GrpcClient<storageV1.VdiServiceClient> {
+    return this.client('flotilla.storage.v1.VdiService');
+  }
+  get vbds(): GrpcClient<storageV1.VbdServiceClient> {
+    return this.client('flotilla.storage.v1.VbdService');
+  }
   get operations(): GrpcClient<commonV1.OperationServiceClient> {
     return this.client('flotilla.common.v1.OperationService');
   }
@@ -32,6 +42,13 @@ export class Cloud {
   }
   get tokens(): GrpcClient<gatewayV1.TokenServiceClient> {
     return this.client('flotilla.gateway.v1.TokenService');
+  }
+
+  /** Metadata for calls made on a client's raw grpc-js stub (client streams): the bearer token. */
+  authMetadata(): Metadata {
+    const m = new Metadata();
+    m.set('authorization', `Bearer ${this.connection.token ?? ''}`);
+    return m;
   }
 
   close(): void {

@@ -24,6 +24,7 @@ import { computeEntities } from './persistence/entities';
 import { computeMigrations } from './persistence/migrations';
 import { StorageImageCatalogue } from './vms/image-catalogue';
 import { Placement } from './vms/placement';
+import { StorageVmDisks } from './vms/vm-disks';
 import { VmConsole } from './vms/vm-console';
 import { VmOperations } from './vms/vm-operations';
 import { VmService } from './vms/vm.service';
@@ -65,8 +66,9 @@ export async function startCompute(
     }),
   );
   const images = new StorageImageCatalogue(config.FLOTILLA_STORAGE_URL, config.FLOTILLA_SERVICE_TOKEN);
-  new VmOperations(store, operations, agents, placement, images, logger).register(runner);
-  const vms = new VmService(store, operations, runner);
+  const disks = new StorageVmDisks(config.FLOTILLA_STORAGE_URL, config.FLOTILLA_SERVICE_TOKEN);
+  new VmOperations(store, operations, agents, placement, images, disks, logger).register(runner);
+  const vms = new VmService(store, operations, runner, images);
   const reaper = new HostReaper(store, config.FLOTILLA_HOST_DOWN_AFTER_MS, logger);
 
   let app: INestMicroservice | undefined;
@@ -135,6 +137,7 @@ export async function startCompute(
       await app?.close();
       agents.close();
       images.close();
+      disks.close();
       await db.close();
     },
   };

@@ -13,7 +13,7 @@ export const computeConfigSpec = {
   },
   FLOTILLA_DB_SCHEMA: dbSchemaConfig('compute'),
   FLOTILLA_STORAGE_URL: {
-    description: "host:port of the pool's storage service (image catalogue)",
+    description: "host:port of the pool's storage service (image catalogue, VM disks)",
     schema: listenAddress(),
     default: '127.0.0.1:7402',
   },

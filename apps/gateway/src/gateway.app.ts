@@ -14,13 +14,20 @@ import { TenantGrpc, TokenGrpc } from './tenants/admin.grpc';
 
 export type GatewayConfig = ConfigOf<typeof gatewayConfigSpec>;
 
-/** Pool services the gateway relays today; the others answer UNIMPLEMENTED until they are built. */
-const relayed = [
+/**
+ * Pool services the gateway relays today; the others answer UNIMPLEMENTED until they are built. Services
+ * internal to a pool are never here: they take a service identity, not a consumer's token (compute's
+ * HostRegistryService and AgentService, storage's VmDiskService and StorageAgentService).
+ */
+export const relayedServices = [
   'flotilla.compute.v1.VmService',
   'flotilla.compute.v1.HostService',
   'flotilla.compute.v1.FlavorService',
   'flotilla.compute.v1.EventService',
   'flotilla.storage.v1.ImageService',
+  'flotilla.storage.v1.SrService',
+  'flotilla.storage.v1.VdiService',
+  'flotilla.storage.v1.VbdService',
 ];
 /** Pool services that run operations: OperationRouter asks them in this order (see operation-router.ts). */
 const operationAreas = ['compute', 'storage'];
@@ -106,12 +113,12 @@ export async function startGateway(
       rawServices: {
         areas: ['common', 'compute', 'storage'],
         register: (server) => {
-          relay.register(relayed, server);
+          relay.register(relayedServices, server);
           operations.register(server);
         },
       },
       healthServices: [
-        ...relayed,
+        ...relayedServices,
         'flotilla.common.v1.OperationService',
         'flotilla.gateway.v1.TenantService',
         'flotilla.gateway.v1.TokenService',

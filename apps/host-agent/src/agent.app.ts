@@ -6,6 +6,7 @@ import {
   Logger,
   serveAdminHttp,
   ServiceIdentity,
+  srRoots,
   startGrpcService,
   textResponse,
 } from '@flotilla/platform';
@@ -16,6 +17,7 @@ import { createDriver } from './driver.factory';
 import { HostRegistration } from './host-state';
 import { HostImageCatalogue } from './image-catalogue';
 import { Registrar } from './registrar';
+import { SrPaths } from './sr-paths';
 import { VmMetricsExporter } from './vm-metrics';
 
 export type AgentConfig = ConfigOf<typeof agentConfigSpec>;
@@ -46,10 +48,11 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       registration,
       driver,
       catalogue: new HostImageCatalogue(catalogueDir(config), config.FLOTILLA_AGENT_NAME),
+      srPaths: new SrPaths(srRoots(config)),
     }),
     address: config.FLOTILLA_AGENT_ADDRESS,
-    areas: ['common', 'compute'],
-    healthServices: ['flotilla.compute.v1.AgentService'],
+    areas: ['common', 'compute', 'storage'],
+    healthServices: ['flotilla.compute.v1.AgentService', 'flotilla.storage.v1.StorageAgentService'],
     logger,
   });
   let admin: Server | undefined;

@@ -2,11 +2,12 @@ import { Metadata } from '@grpc/grpc-js';
 import { Controller, Inject } from '@nestjs/common';
 import { GrpcMethod, GrpcStreamMethod } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
-import { computeV1 } from '@flotilla/contracts';
-import { DomainError, ErrorCode, validateIntRange } from '@flotilla/domain';
+import { computeV1, storageV1 } from '@flotilla/contracts';
+import { DomainError, ErrorCode, invalidArgument, validateIntRange } from '@flotilla/domain';
 import {
   DriverBoot,
   DriverConsole,
+  DriverDisk,
   DriverError,
   DriverVmStatus,
   HypervisorDriver,
@@ -14,6 +15,7 @@ import {
 import { ServiceIdentity } from '@flotilla/platform';
 import { HostRegistration, PerVmQueue } from './host-state';
 import { HostImageCatalogue } from './image-catalogue';
+import { SrPaths } from './sr-paths';
 
 export const HYPERVISOR_DRIVER = 'HYPERVISOR_DRIVER';
 
@@ -27,6 +29,8 @@ export class AgentGrpc implements computeV1.AgentServiceController {
     @Inject(HostRegistration) private readonly registration: HostRegistration,
     @Inject(HYPERVISOR_DRIVER) private readonly driver: HypervisorDriver,
     @Inject(HostImageCatalogue) private readonly catalogue: HostImageCatalogue,
+    /** Checks every disk file against FLOTILLA_SR_ROOTS and the SR marker; absent: disks are refused. */
+    @Inject(SrPaths) private readonly srPaths: SrPaths,
   ) {}
 
   @GrpcMethod('AgentService', 'StartVm')
@@ -45,7 +49,7 @@ export class AgentGrpc implements computeV1.AgentServiceController {
           vcpus: validateIntRange('spec.vcpus', spec.vcpus, 1, 4096),
           memoryMib: validateIntRange('spec.memory_mib', spec.memoryMib, 16, 64 * 1024 * 1024),
           boot: this.boot(spec),
-          disks: [],
+          disks: this.vmDisks(spec),
           nics: spec.nics.map((n) => ({
             mac: n.mac,
             forwards: n.forwards.map((f) => ({ guestPort: f.guestPort })),
@@ -149,13 +153,30 @@ export class AgentGrpc implements computeV1.AgentServiceController {
   }
 
   @GrpcMethod('AgentService', 'PlugVmDisk')
-  plugVmDisk(): never {
-    throw new DomainError(ErrorCode.Unimplemented, 'disk hot-plug is not built yet');
+  plugVmDisk(
+    req: computeV1.AgentServicePlugVmDiskRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServicePlugVmDiskResponse> {
+    return this.command(md, req.epoch, req.vmId, async () => {
+      if (!req.disk) throw invalidArgument('disk', 'is required');
+      this.requireHotplug();
+      const { device } = await this.driver.plugDisk(req.vmId, this.driverDisk(req.disk, 'disk'));
+      return { device };
+    });
   }
 
   @GrpcMethod('AgentService', 'UnplugVmDisk')
-  unplugVmDisk(): never {
-    throw new DomainError(ErrorCode.Unimplemented, 'disk hot-unplug is not built yet');
+  unplugVmDisk(
+    req: computeV1.AgentServiceUnplugVmDiskRequest,
+    md: Metadata,
+  ): Promise<computeV1.AgentServiceUnplugVmDiskResponse> {
+    return this.command(md, req.epoch, req.vmId, async () => {
+      if (!req.vbdId) throw invalidArgument('vbd_id', 'is required');
+      this.requireHotplug();
+      const timeoutMs = req.timeoutMs ? validateIntRange('timeout_ms', req.timeoutMs, 1, 3_600_000) : 30_000;
+      await this.driver.unplugDisk(req.vmId, req.vbdId, { timeoutMs, force: req.force });
+      return {};
+    });
   }
 
   /** The first request names the VM; its data and every later request's data go to the guest. */
@@ -206,6 +227,42 @@ export class AgentGrpc implements computeV1.AgentServiceController {
     const status = await this.driver.status(req.vmId);
     if (!status) throw new DomainError(ErrorCode.NotFound, `vm ${req.vmId} is not on this host`);
     return { status: toProto(status) };
+  }
+
+  /**
+   * The VM's disks in device order (the guest names them in that order); for a disk boot the bootable one
+   * goes first, so it is vda and the firmware's boot disk.
+   */
+  private vmDisks(spec: computeV1.VmSpec): DriverDisk[] {
+    const disks = spec.disks
+      .map((d, i) => ({ d, i }))
+      .sort((a, b) => a.d.devicePosition - b.d.devicePosition)
+      .map(({ d, i }) => this.driverDisk(d, `spec.disks[${i}]`));
+    if (spec.boot?.kernel) return disks;
+    const bootable = disks.findIndex((d) => d.bootable);
+    return bootable > 0 ? [disks[bootable], ...disks.filter((_, i) => i !== bootable)] : disks;
+  }
+
+  /** A VmDisk as the driver's disk: the file only through SrPaths (roots, SR marker, plain name). */
+  private driverDisk(d: storageV1.VmDisk, field: string): DriverDisk & { id: string } {
+    if (!d.vbdId) throw invalidArgument(`${field}.vbd_id`, 'is required');
+    validateIntRange(`${field}.device_position`, d.devicePosition, 0, 15);
+    return {
+      id: d.vbdId,
+      // VDIs are qcow2 files, always: the format is stated, never probed.
+      path: this.srPaths.file(d.srId, d.srPath, d.file, `${field}.file`, `${field}.sr_path`),
+      format: 'qcow2',
+      ...(d.readOnly ? { readOnly: true } : {}),
+      ...(d.bootable ? { bootable: true } : {}),
+    };
+  }
+
+  private requireHotplug(): void {
+    if (!this.driver.capabilities().hotplugDisks)
+      throw new DomainError(
+        ErrorCode.FailedPrecondition,
+        `the ${this.driver.name} driver of this host cannot hot-plug disks: attach the disk while the VM is halted`,
+      );
   }
 
   private boot(spec: computeV1.VmSpec): DriverBoot {

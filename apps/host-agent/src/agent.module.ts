@@ -4,6 +4,8 @@ import { ServiceIdentity } from '@flotilla/platform';
 import { AgentGrpc, HYPERVISOR_DRIVER } from './agent.grpc';
 import { HostRegistration } from './host-state';
 import { HostImageCatalogue } from './image-catalogue';
+import { SrPaths } from './sr-paths';
+import { StorageAgentModule } from './storage/storage-agent.module';
 
 @Module({})
 export class AgentModule {
@@ -12,15 +14,18 @@ export class AgentModule {
     registration: HostRegistration;
     driver: HypervisorDriver;
     catalogue: HostImageCatalogue;
+    srPaths: SrPaths;
   }): DynamicModule {
     return {
       module: AgentModule,
+      imports: [StorageAgentModule.with(deps)],
       controllers: [AgentGrpc],
       providers: [
         { provide: ServiceIdentity, useValue: deps.identity },
         { provide: HostRegistration, useValue: deps.registration },
         { provide: HYPERVISOR_DRIVER, useValue: deps.driver },
         { provide: HostImageCatalogue, useValue: deps.catalogue },
+        { provide: SrPaths, useValue: deps.srPaths },
       ],
     };
   }

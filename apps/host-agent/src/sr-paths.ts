@@ -1,12 +1,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DomainError, ErrorCode, invalidArgument } from '@flotilla/domain';
+import { isPlainFileName, SR_MARKER, srMarkerOf } from '@flotilla/hypervisor';
 
-/** The marker Flotilla writes into every SR directory: {"sr_id": "..."}. */
-export const SR_MARKER = '.flotilla-sr.json';
-
-/** A plain file name inside an SR directory: no '/', not starting with '.', at most 255 bytes. */
-const PLAIN_FILE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}$/;
+export { isPlainFileName, SR_MARKER };
 
 /**
  * The storage service names SR directories and files; the agent checks every one, so that a compromised or
@@ -40,17 +37,12 @@ export class SrPaths {
 
   /** The SR id in the directory's marker, or undefined when there is none. */
   markerOf(dir: string): string | undefined {
-    try {
-      const parsed = JSON.parse(fs.readFileSync(path.join(dir, SR_MARKER), 'utf8')) as { sr_id?: unknown };
-      return typeof parsed.sr_id === 'string' ? parsed.sr_id : undefined;
-    } catch {
-      return undefined;
-    }
+    return srMarkerOf(dir);
   }
 
   /** The directory of SR srId on this host: checked like directory(), and it must hold srId's marker. */
-  srDirectory(srId: string, srPath: string): string {
-    const dir = this.directory(srPath);
+  srDirectory(srId: string, srPath: string, field = 'sr_path'): string {
+    const dir = this.directory(srPath, field);
     const marker = this.markerOf(dir);
     if (marker !== srId)
       throw new DomainError(
@@ -63,14 +55,12 @@ export class SrPaths {
   }
 
   /** A file of SR srId: a plain name (checked) inside its directory. */
-  file(srId: string, srPath: string, file: string, field = 'file'): string {
-    if (!PLAIN_FILE.test(file))
+  file(srId: string, srPath: string, file: string, field = 'file', dirField = 'sr_path'): string {
+    if (!isPlainFileName(file))
       throw invalidArgument(
         field,
         `must be a plain file name (letters, digits, '.', '_', '-'; not starting with '.'), got ${JSON.stringify(file.slice(0, 80))}`,
       );
-    return path.join(this.srDirectory(srId, srPath), file);
+    return path.join(this.srDirectory(srId, srPath, dirField), file);
   }
 }
-
-export const isPlainFileName = (name: string): boolean => PLAIN_FILE.test(name);

@@ -1,7 +1,9 @@
 import { INestMicroservice } from '@nestjs/common';
+import { Not } from 'typeorm';
 import {
   ConfigOf,
   Logger,
+  OnCancelled,
   openDatabase,
   OperationService,
   ServiceIdentity,
@@ -10,20 +12,38 @@ import {
 } from '@flotilla/platform';
 import { storageConfigSpec } from './config';
 import { ImageService } from './images/image.service';
-import { storageEntities } from './persistence/entities';
+import { SrRow, storageEntities, VdiRow } from './persistence/entities';
 import { storageMigrations } from './persistence/migrations';
+import { ComputeHostDirectory, HostDirectory, StorageAgents } from './srs/agents';
+import { OperationSteps, StorageRunner } from './srs/operation-runner';
+import { SrOperations } from './srs/sr-operations';
+import { SrService } from './srs/sr.service';
+import { SrHosts } from './srs/sr-space';
 import { StorageModule } from './storage.module';
+import { ChainKeeper } from './vdis/chain-keeper';
+import { noVbds, VbdHook } from './vdis/vbd-hook';
+import { VdiOperations } from './vdis/vdi-operations';
+import { VdiService } from './vdis/vdi.service';
+import { VdiStore } from './vdis/vdi-store';
+import { VdiTransfer } from './vdis/vdi-transfer';
+import { VdiStoreRootDisks } from './vbds/root-disk-vdis';
+import { vbdContext, vbdRecords } from './vbds/vbd.wiring';
 
 export type StorageConfig = ConfigOf<typeof storageConfigSpec>;
 
 export interface StorageApp {
   address: string;
+  /** What other storage contexts (VBDs, VM disks) use of SRs and VDIs. */
+  vdiStore: VdiStore;
+  /** Lets the VBD module plug in its attachments (until then no VDI is attached). */
+  setVbdHook(hook: VbdHook): void;
+  /** Stops serving and cuts running operations as a crash would (the next start resumes them). */
   stop(): Promise<void>;
 }
 
 /**
- * Services the storage process serves; the SR, VDI, VBD and event services are declared (health,
- * reflection) and answer UNIMPLEMENTED until the storage repositories are built.
+ * Services the storage process serves; VBD and event services are declared (health, reflection) and
+ * answer UNIMPLEMENTED until they are built.
  */
 const served = [
   'flotilla.storage.v1.ImageService',
@@ -34,11 +54,14 @@ const served = [
   'flotilla.storage.v1.StorageEventService',
 ];
 
-/** Wires the storage service: database, image catalogue, gRPC edge. Used by main and by tests. */
+/** How often every SR's hosts, capacity and utilisation are checked. */
+const srRefreshEveryMs = 15_000;
+
+/** Wires the storage service: database, image catalogue, SRs and VDIs, gRPC edge. Used by main and tests. */
 export async function startStorage(
   config: StorageConfig,
   logger: Logger,
-  options: { schema?: string } = {},
+  options: { schema?: string; hosts?: HostDirectory } = {},
 ): Promise<StorageApp> {
   const db = await openDatabase({
     url: config.DATABASE_URL,
@@ -48,16 +71,94 @@ export async function startStorage(
     migrations: storageMigrations,
     logger,
   });
-  // No Watch stream yet: the outbox records image and operation changes for it, nothing polls it.
+  // No Watch stream yet: the outbox records changes for it, nothing polls it.
   const store = new TransactionalStore(db.dataSource);
   const operations = new OperationService(store);
+
+  // ---- SRs and VDIs ----
+  const directory =
+    options.hosts ?? new ComputeHostDirectory(config.FLOTILLA_COMPUTE_URL, config.FLOTILLA_SERVICE_TOKEN);
+  const agents = new StorageAgents(config.FLOTILLA_SERVICE_TOKEN);
+  const srHosts = new SrHosts(directory);
+  const runner = new StorageRunner(operations, logger);
+  const steps = new OperationSteps(store, operations);
+  let vbdHook: VbdHook = noVbds;
+  const vbds = () => vbdHook;
+  const srs = new SrService(store, operations, directory, runner, vbds);
+  const vdis = new VdiService(store, operations, runner, vbds);
+  const srOps = new SrOperations(store, steps, agents, srHosts, vbds, logger.child({ context: 'srs' }));
+  const keeper = new ChainKeeper(
+    store,
+    operations,
+    runner,
+    agents,
+    srHosts,
+    logger.child({ context: 'chains' }),
+  );
+  const afterChange = () => keeper.kick();
+  const vdiOps = new VdiOperations(
+    store,
+    steps,
+    vdis,
+    agents,
+    srHosts,
+    vbds,
+    logger.child({ context: 'vdis' }),
+    afterChange,
+  );
+  const transfer = new VdiTransfer(
+    store,
+    operations,
+    steps,
+    vdis,
+    agents,
+    srHosts,
+    runner,
+    logger,
+    afterChange,
+  );
+  srOps.register(runner);
+  vdiOps.register(runner);
+  transfer.register(runner);
+  // A cancel frees the records at once; the running handler is cut and the keeper deletes what it made.
+  const onCancelled: OnCancelled = async (m, _emit, op) => {
+    await m.update(
+      SrRow,
+      { currentOperationId: op.id },
+      { currentOperationId: null, currentOperationKind: null },
+    );
+    await m.update(
+      VdiRow,
+      { currentOperationId: op.id, state: Not('CREATING') },
+      { currentOperationId: null },
+    );
+    setImmediate(() => void (runner.abort(op.id) ?? Promise.resolve()).then(() => keeper.kick(100)));
+  };
+  const vdiStore = new VdiStore(vdis, operations);
+  // ---- VBDs and VM disks ----
+  const vbdCtx = vbdContext({
+    store,
+    operations,
+    runner,
+    rootDisks: new VdiStoreRootDisks(vdiStore, operations),
+    computeUrl: config.FLOTILLA_COMPUTE_URL,
+    serviceToken: config.FLOTILLA_SERVICE_TOKEN,
+    logger: logger.child({ context: 'vbds' }),
+  });
+  vbdHook = vbdRecords;
+
   let app: INestMicroservice | undefined;
   try {
     app = await startGrpcService({
       module: StorageModule.with({
         identity: new ServiceIdentity(config.FLOTILLA_SERVICE_TOKEN),
-        images: new ImageService(store, operations),
+        images: new ImageService(store, operations, { vdis, runner }),
         operations,
+        srs,
+        vdis,
+        transfer,
+        onCancelled,
+        extra: vbdCtx,
       }),
       address: config.FLOTILLA_STORAGE_ADDRESS,
       areas: ['common', 'storage'],
@@ -68,11 +169,25 @@ export async function startStorage(
     await db.close();
     throw e;
   }
-  logger.info({ address: config.FLOTILLA_STORAGE_ADDRESS }, 'storage service ready (image catalogue)');
+  await runner.resumeUnfinished();
+  keeper.start();
+  const refresher = setInterval(() => void srOps.refreshAll(), srRefreshEveryMs);
+  refresher.unref();
+  logger.info({ address: config.FLOTILLA_STORAGE_ADDRESS }, 'storage service ready (images, SRs, VDIs)');
   return {
     address: config.FLOTILLA_STORAGE_ADDRESS,
+    vdiStore,
+    setVbdHook(hook) {
+      vbdHook = hook;
+    },
     async stop() {
+      clearInterval(refresher);
       await app?.close();
+      await runner.stop();
+      await keeper.stop();
+      agents.close();
+      vbdCtx.close();
+      if (!options.hosts) directory.close();
       await db.close();
     },
   };

@@ -3,5 +3,7 @@ export * from './host';
 export * from './image';
 export * from './nics';
 export * from './operation';
+export * from './storage';
 export * from './validation';
+export * from './vbd';
 export * from './vm-lifecycle';

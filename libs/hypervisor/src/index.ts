@@ -10,3 +10,6 @@ export { findOnPath, realQemuMissing } from './qemu/real-qemu';
 export { describeWithRealQemu } from './qemu/real-qemu.testing';
 export * from './images/image-inspector';
 export { isProcessAlive } from './qemu/qemu-process';
+export * from './disks';
+export { describeWithQemuImg, qemuImgMissing } from './disks/qemu-img.testing';
+export * from './disks/crafted-images.testing';

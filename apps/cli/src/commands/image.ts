@@ -9,7 +9,10 @@ import { action, type CommandContext } from '../context';
 import { CliError, ExitCode } from '../errors';
 import { age, labels, mebibytes, timestamp, word } from '../format';
 import { settle } from '../operations';
+import { defaultSrLabel, findDefaultSr } from '../default-sr';
+import { bytesBar } from '../progress';
 import { configPath, readConfig } from '../profile';
+import { uploadImage } from '../vdi-transfer';
 import { listWith, noteMore, withListOptions, type ListOptions } from './list-options';
 
 const { ImageVisibility } = storageV1;
@@ -89,7 +92,8 @@ export function imageCommand(): Command {
     .command('build-demo')
     .description(
       'build the demo guest appliance (Debian cloud kernel + busybox initramfs, from Debian packages) into the ' +
-        'local cloud\'s catalogue directory and register it as the PUBLIC KERNEL image "demo" (pool-admin)',
+        'local cloud\'s catalogue directory and register it as the PUBLIC KERNEL image "demo", and its boot disk ' +
+        'as the PUBLIC DISK image "demo-disk" (pool-admin)',
     )
     .addOption(
       new Option(
@@ -106,6 +110,10 @@ export function imageCommand(): Command {
     .addHelpText(
       'after',
       `
+Then, when the pool serves storage, the demo's boot disk (demo/demo-disk.qcow2) is imported into the
+default SR and registered as the PUBLIC DISK image "demo-disk" (left as it is when an image of the same
+file is there): \`flotilla vm create <name> --image demo-disk --disk-size 1G\` boots it from a disk.
+
 The build is cached: a second run only reads demo/image.json. When an image "demo" is already registered
 with the same files (SHA-256 of kernel and initrd) and command line, it is left as it is; when it differs
 (a rebuild rewrote the files at the same paths), it is replaced: deregistered, then registered again.
@@ -277,11 +285,25 @@ async function buildDemo(ctx: CommandContext, o: BuildDemoOptions): Promise<void
   });
   const cloud = ctx.cloud();
   const { image, outcome } = await registerDemo(cloud, wanted);
-  if (ctx.out.json) return ctx.out.printJson({ image, outcome, manifest, catalogueDir });
+  const disk = await registerDemoDisk(ctx, cloud, {
+    file: path.join(catalogueDir, manifest.files.disk.path),
+    sha256: manifest.files.disk.sha256,
+    sizeBytes: manifest.files.disk.sizeBytes,
+    virtualSizeBytes: manifest.files.disk.virtualSizeBytes,
+    minMemoryMib: manifest.minMemoryMib,
+    description: `Flotilla demo guest as a boot disk (SeaBIOS, syslinux): Debian ${manifest.kernel.package} ${manifest.kernel.version}`,
+  });
+  if (ctx.out.json) return ctx.out.printJson({ image, outcome, diskImage: disk, manifest, catalogueDir });
   ctx.out.line(
     `image ${DEMO_IMAGE_NAME} ${outcome === 'unchanged' ? 'already registered with these files' : outcome}: ` +
       `boot it with \`flotilla vm create <name> --image ${DEMO_IMAGE_NAME}\``,
   );
+  if ('image' in disk)
+    ctx.out.line(
+      `image ${demoDiskName} ${disk.outcome === 'unchanged' ? 'already registered with this disk' : disk.outcome}: ` +
+        `boot it from a disk with \`flotilla vm create <name> --image ${demoDiskName} --disk-size 1G\``,
+    );
+  else ctx.out.note(`image ${demoDiskName}: skipped (${disk.skipped})`);
 }
 
 /** Leaves a matching "demo" as it is, replaces a different one, registers a missing one. */
@@ -320,4 +342,103 @@ function sameContent(image: Image, wanted: storageV1.RegisterImageRequest): bool
     // Host paths are shown to pool-operator and above; a caller who cannot see them cannot compare them.
     (!image.kernelPath || (image.kernelPath === k.kernelPath && image.initrdPath === k.initrdPath))
   );
+}
+
+/** The DISK image of the demo guest: its boot disk, imported into the default SR. */
+export const demoDiskName = 'demo-disk';
+/** The SHA-256 of the qcow2 file a DISK image was imported from (the image's own sha256 is of its content). */
+const sourceShaLabel = 'flotilla.io/source-sha256';
+
+type DiskOutcome = { image: Image | undefined; outcome: Outcome } | { skipped: string };
+
+/**
+ * Imports the demo's boot disk into the default SR and registers it as the PUBLIC DISK image "demo-disk".
+ * Idempotent: an image of the same file (by its source SHA-256 label) is left as it is; one of another
+ * file is replaced. The imported VDI is only the source of the image's own base copy, so it is destroyed
+ * once the image is registered. Skipped, with the reason, when the storage service does not serve SRs yet
+ * or there is no default SR.
+ */
+async function registerDemoDisk(
+  ctx: CommandContext,
+  cloud: Cloud,
+  disk: {
+    file: string;
+    sha256: string;
+    sizeBytes: number;
+    virtualSizeBytes: number;
+    minMemoryMib: number;
+    description: string;
+  },
+): Promise<DiskOutcome> {
+  const unimplemented = (e: unknown) => (e as { code?: number }).code === status.UNIMPLEMENTED;
+  let sr;
+  try {
+    sr = await findDefaultSr(cloud);
+  } catch (e) {
+    if (unimplemented(e)) return { skipped: 'the storage service does not serve SRs yet' };
+    throw e;
+  }
+  if (!sr)
+    return {
+      skipped: `no default SR (\`flotilla up\` creates "local"; or label one ${defaultSrLabel}=true)`,
+    };
+  const current = await getIfExists(cloud, demoDiskName);
+  if (current && current.labels?.[sourceShaLabel] === disk.sha256)
+    return { image: current, outcome: 'unchanged' };
+  ctx.out.note(`importing ${disk.file} into SR ${sr.name}`);
+  const bar = bytesBar(ctx.out, `upload ${path.basename(disk.file)}`, disk.sizeBytes);
+  let imported;
+  try {
+    imported = await uploadImage({
+      client: cloud.vdis.raw,
+      metadata: cloud.authMetadata(),
+      header: {
+        // Not a fixed id: the VDI of an earlier run is destroyed, and a repeat would return it.
+        requestId: `cli-${randomUUID()}`,
+        srId: sr.id,
+        name: `${demoDiskName} (import)`,
+        description: 'source of the demo-disk image; build-demo destroys it once the image is registered',
+        labels: { [sourceShaLabel]: disk.sha256 },
+        format: storageV1.DiskFormat.DISK_FORMAT_QCOW2,
+        sizeBytes: disk.sizeBytes,
+        sha256: disk.sha256,
+        sourceUrl: '',
+        sharable: false,
+      },
+      file: disk.file,
+      onProgress: (b) => bar.update(b),
+    });
+  } catch (e) {
+    if (unimplemented(e)) return { skipped: 'the storage service does not import disks yet' };
+    throw e;
+  } finally {
+    bar.stop();
+  }
+  const source = await settle(cloud, ctx.out, imported, { wait: true });
+  const vdiId = source?.result?.vdi_id || imported.vdi?.id || '';
+  if (current) await cloud.images.call.deregisterImage({ id: current.id, etag: current.etag });
+  const registered = await cloud.images.call.registerImage({
+    requestId: `build-demo-disk-${disk.sha256.slice(0, 32)}`,
+    name: demoDiskName,
+    description: disk.description,
+    labels: { [sourceShaLabel]: disk.sha256 },
+    visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC,
+    osType: 'linux',
+    architecture: 'x86_64',
+    minDiskBytes: disk.virtualSizeBytes,
+    minMemoryMib: disk.minMemoryMib,
+    sha256: '',
+    srId: sr.id,
+    vdiId,
+  });
+  await settle(cloud, ctx.out, registered, { wait: true });
+  // The image holds its own base copy now; the imported source would only take space.
+  const destroyed = await cloud.vdis.call.destroyVdi({
+    id: vdiId,
+    requestId: `cli-${randomUUID()}`,
+    etag: '',
+  });
+  if (destroyed.operation) await settle(cloud, ctx.out, destroyed, { wait: true });
+  const image = (await cloud.images.call.getImage({ id: demoDiskName })).image;
+  return { image, outcome: current ? 'replaced' : 'registered' };
 }

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
 import { commonV1, computeV1 } from '@flotilla/contracts';
-import { collectKeyValues, intInRange } from '../args';
+import { collectKeyValues, intInRange, sizeArg } from '../args';
 import type { Cloud } from '../cloud';
 import { action, type CommandContext } from '../context';
 import { CliError, ExitCode } from '../errors';
@@ -9,6 +9,7 @@ import { age, labels, mebibytes, timestamp, word } from '../format';
 import { settle } from '../operations';
 import { findVm, hostNames } from '../resolve';
 import { listWith, noteMore, withListOptions, type ListOptions } from './list-options';
+import { disksOfVm } from './vbd';
 import { addGuestCommands } from './vm-console';
 
 const { ShutdownMode } = computeV1;
@@ -26,6 +27,8 @@ interface CreateOptions {
   requireHostLabel?: Record<string, string>;
   start: boolean;
   forward?: number[];
+  diskSize?: number;
+  diskSr?: string;
   requestId?: string;
   wait: boolean;
 }
@@ -55,7 +58,20 @@ export function vmCommand(): Command {
       'explicit size: memory in MiB (with --vcpus)',
       intInRange(1, 64 * 1024 * 1024),
     )
-    .option('--image <image>', 'catalogue image to boot', 'demo')
+    .option(
+      '--image <image>',
+      'catalogue image to boot (KERNEL: direct kernel boot; DISK: from a copy-on-write root disk)',
+      'demo',
+    )
+    .option(
+      '--disk-size <size>',
+      "DISK images: size of the VM's root disk, e.g. 2G, 512M (powers of 1024; default: the image's)",
+      sizeArg,
+    )
+    .option(
+      '--disk-sr <sr>',
+      "DISK images: SR for the root disk, id or name (default: the pool's default SR)",
+    )
     .option('--label <key=value>', 'label the VM (repeatable)', collectKeyValues)
     .option('--anti-affinity-group <group>', 'never share a host with other VMs of this group')
     .option(
@@ -78,7 +94,10 @@ export function vmCommand(): Command {
     'fields: name, power_state (e.g. RUNNING), host_id, flavor_id, label.<key>',
   ).action(action(listVms));
 
-  vm.command('show').description('show one VM').argument('<vm>', 'VM id or name').action(action(showVm));
+  vm.command('show')
+    .description('show one VM and its disks')
+    .argument('<vm>', 'VM id or name')
+    .action(action(showVm));
 
   mutation(
     vm,
@@ -206,8 +225,8 @@ async function createVm(ctx: CommandContext, name: string, o: CreateOptions): Pr
     nics: o.forward?.length
       ? [{ mac: '', forwards: o.forward.map((guestPort) => ({ guestPort, hostAddress: '' })) }]
       : [],
-    rootDiskSizeBytes: 0,
-    rootDiskSr: '',
+    rootDiskSizeBytes: o.diskSize ?? 0,
+    rootDiskSr: o.diskSr ?? '',
   });
   const operation = await settle(cloud, ctx.out, response, { wait: o.wait });
   if (!operation) return;
@@ -269,6 +288,12 @@ async function showVm(ctx: CommandContext, ref: string): Promise<void> {
     ['updated', timestamp(vm.updatedAt)],
     ['etag', vm.etag],
   ]);
+  const disks = await disksOfVm(cloud, vm.id);
+  if (disks && 'note' in disks) ctx.out.note(disks.note);
+  else if (disks?.rows.length) {
+    ctx.out.line('');
+    ctx.out.table(['POSITION', 'DEVICE', 'VDI', 'SIZE', 'MODE', 'STATE', 'FLAGS', 'VBD'], disks.rows);
+  }
 }
 
 /** "52:54:00:12:34:56 (guest 80 at 127.0.0.1:40123)" per NIC. */

@@ -1,5 +1,9 @@
 import { computeV1 } from '@flotilla/contracts';
 import { checkHealth, GrpcClient } from '@flotilla/platform';
+import { Cloud } from '../cloud';
+import { describeSr, ensureDefaultSr } from '../default-sr';
+import { describeError } from '../errors';
+import { formatBytes } from '../size';
 import { sleep } from '../sleep';
 
 /** Polls the gateway's grpc.health.v1 until it serves; false if the signal aborted first. */
@@ -61,5 +65,34 @@ export async function reportHosts(
   for (const name of names) {
     const h = seen.find((x) => x.name === name);
     say(`  ${h ? describeHost(h) : `${name}: not registered yet (see its log lines)`}`);
+  }
+}
+
+/**
+ * Makes sure the local cloud has its default SR and says so in one line. Best effort: a storage service
+ * that does not serve SRs yet (UNIMPLEMENTED) or any failure is one note, never a reason to stop `up`.
+ */
+export async function reportDefaultSr(o: {
+  endpoint: string;
+  token: string;
+  path: string;
+  say: (line: string) => void;
+  signal: AbortSignal;
+}): Promise<void> {
+  if (o.signal.aborted) return;
+  const cloud = new Cloud({ endpoint: o.endpoint, token: o.token });
+  try {
+    const r = await ensureDefaultSr(cloud, { path: o.path, signal: o.signal });
+    if (o.signal.aborted) return;
+    if (r.outcome === 'unimplemented')
+      return o.say('default SR: skipped (the storage service does not serve SRs yet)');
+    const free = r.sr.capacityBytes
+      ? formatBytes(Math.max(0, r.sr.capacityBytes - r.sr.physicalUtilisationBytes))
+      : '';
+    o.say(`default SR: ${describeSr(r.sr, free)}${r.outcome === 'created' ? ' (created)' : ''}`);
+  } catch (e) {
+    if (!o.signal.aborted) o.say(`default SR: not created (${describeError(e).message})`);
+  } finally {
+    cloud.close();
   }
 }

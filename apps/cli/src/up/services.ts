@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { catalogueDir } from '@flotilla/platform';
+import { catalogueDir, srRoots } from '@flotilla/platform';
 import type { ChildSpec } from './supervisor';
 
 /**
@@ -112,6 +112,10 @@ export function sharedEnv(
 /** The hosts' image catalogue directory: FLOTILLA_IMAGE_DIR, else <data dir>/images (as every agent reads it). */
 export const imageDirOf = (dataDir: string, parent: NodeJS.ProcessEnv): string =>
   catalogueDir({ FLOTILLA_IMAGE_DIR: parent.FLOTILLA_IMAGE_DIR, FLOTILLA_DATA_DIR: dataDir });
+
+/** Where `up` puts its default SR: "local" under the agents' first SR root (FLOTILLA_SR_ROOTS, else <data dir>/sr). */
+export const defaultSrPath = (dataDir: string, parent: NodeJS.ProcessEnv): string =>
+  path.join(srRoots({ FLOTILLA_SR_ROOTS: parent.FLOTILLA_SR_ROOTS, FLOTILLA_DATA_DIR: dataDir })[0], 'local');
 
 export const adminTokenFile = (dataDir: string): string => path.join(dataDir, 'admin-token');
 export const serviceTokenFile = (dataDir: string): string => path.join(dataDir, 'service-token');

@@ -7,13 +7,14 @@ import { sleep } from '../sleep';
 import { PrefixedWriter } from './log-prefix';
 import { assertPortsFree, waitForPort } from './net';
 import { NodeSpawner } from './node-spawner';
-import { reportHosts, waitForGateway } from './readiness';
+import { reportDefaultSr, reportHosts, waitForGateway } from './readiness';
 import { loadOrCreateServiceToken, readAdminToken } from './secrets';
 import {
   address,
   adminTokenFile,
   agentName,
   databaseSpec,
+  defaultSrPath,
   imageDirOf,
   portsFor,
   portsToCheck,
@@ -126,6 +127,7 @@ export async function runUp(options: UpOptions, env: NodeJS.ProcessEnv = process
         await sleep(250, stopping.signal);
       if (!stopping.signal.aborted)
         banner(plan, ports, {
+          env,
           externalDb: Boolean(externalDb),
           firstStart,
           say,
@@ -142,9 +144,20 @@ export async function runUp(options: UpOptions, env: NodeJS.ProcessEnv = process
           ports.agents.map((_, i) => agentName(i)),
           say,
           stopping.signal,
-        ).catch((e: unknown) =>
-          say(`  host report unavailable: ${e instanceof Error ? e.message : String(e)}`),
-        );
+        )
+          .catch((e: unknown) =>
+            say(`  host report unavailable: ${e instanceof Error ? e.message : String(e)}`),
+          )
+          // A shared SR is seen by the hosts registered when it is created: after the report, then.
+          .then(() =>
+            reportDefaultSr({
+              endpoint: address(ports.gateway),
+              token,
+              path: defaultSrPath(plan.dataDir, env),
+              say,
+              signal: stopping.signal,
+            }),
+          );
       }
     }
     if (!stopping.signal.aborted)
@@ -230,7 +243,13 @@ export function readyUrl(line: string): string | undefined {
 function banner(
   plan: UpPlanOptions,
   ports: Ports,
-  o: { externalDb: boolean; firstStart: boolean; say: (m: string) => void; imageDir: string },
+  o: {
+    env: NodeJS.ProcessEnv;
+    externalDb: boolean;
+    firstStart: boolean;
+    say: (m: string) => void;
+    imageDir: string;
+  },
 ): void {
   const tokenFile = adminTokenFile(plan.dataDir);
   const token = readAdminToken(tokenFile);
@@ -262,6 +281,7 @@ function banner(
     `  database     ${o.externalDb ? 'DATABASE_URL' : `embedded PGlite on ${address(ports.db)}, data in ${path.join(plan.dataDir, 'db')}`}`,
     `  data         ${plan.dataDir}`,
     `  images       ${o.imageDir} (the hosts' catalogue; npx flotilla image build-demo adds the demo guest)`,
+    `  storage      default SR "local" at ${defaultSrPath(plan.dataDir, o.env)} (shared by every host; created once they register)`,
     `  profile      ${profileLine}`,
     `  admin token  ${tokenLine}`,
     '  next         npx flotilla host list; npx flotilla flavor list; npx flotilla vm create demo-1 --flavor <flavor>',

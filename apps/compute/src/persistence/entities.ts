@@ -45,6 +45,8 @@ export class FlavorRow {
 
 export interface BootRow {
   image?: string;
+  /** Created from a DISK image: the VM boots its root disk, whatever happens to the image later. */
+  fromDisk?: boolean;
   kernel?: string;
   initrd?: string;
   cmdline?: string;

@@ -13,10 +13,23 @@ export interface KernelBoot {
   initrdSha256: string;
 }
 
+/** A DISK image: VMs get a copy-on-write root disk of it (VmDiskService.ProvisionRootDisk) and boot from it. */
+export interface DiskImage {
+  id: string;
+  name: string;
+  virtualSizeBytes: number;
+  minDiskBytes: number;
+}
+
+export type BootImage = ({ kind: 'KERNEL' } & KernelBoot) | ({ kind: 'DISK' } & DiskImage);
+
 /** Resolves the image a VM names; an interface so that compute's logic never depends on storage's wire. */
 export interface ImageCatalogue {
-  /** NOT_FOUND naming the image and how to get it; FAILED_PRECONDITION when it cannot boot. */
-  kernelBoot(tenantId: string, image: string): Promise<KernelBoot>;
+  /**
+   * The image as the VM's tenant may use it. NOT_FOUND naming the image and how to get it;
+   * FAILED_PRECONDITION when it is not AVAILABLE.
+   */
+  resolve(tenantId: string, image: string): Promise<BootImage>;
   close(): void;
 }
 
@@ -24,7 +37,7 @@ export interface ImageCatalogue {
  * Asks the pool's storage service (ImageService.GetImage). The call carries the service identity only:
  * storage answers a service as pool-admin, with the host paths it hides from tenants; the tenant's
  * visibility (PUBLIC, or PRIVATE of the VM's own tenant) is checked here, so another tenant's PRIVATE image
- * stays NOT_FOUND.
+ * stays NOT_FOUND. KERNEL images boot directly; DISK images give VMs a root disk in storage.
  */
 export class StorageImageCatalogue implements ImageCatalogue {
   private readonly images: GrpcClient<storageV1.ImageServiceClient>;
@@ -38,7 +51,7 @@ export class StorageImageCatalogue implements ImageCatalogue {
     });
   }
 
-  async kernelBoot(tenantId: string, name: string): Promise<KernelBoot> {
+  async resolve(tenantId: string, name: string): Promise<BootImage> {
     let image: storageV1.Image | undefined;
     try {
       ({ image } = await this.images.call.getImage({ id: name }));
@@ -50,19 +63,22 @@ export class StorageImageCatalogue implements ImageCatalogue {
     if (!image) throw new DomainError(ErrorCode.Internal, `image ${name}: storage answered without an image`);
     if (String(image.visibility) !== 'IMAGE_VISIBILITY_PUBLIC' && image.tenantId !== tenantId)
       throw this.notFound(name);
-    if (String(image.kind) !== 'IMAGE_KIND_KERNEL')
-      throw new DomainError(
-        ErrorCode.FailedPrecondition,
-        `image ${name} is a disk image: booting from disk images comes with storage repositories`,
-        { field: 'boot.image' },
-      );
     if (String(image.state) !== 'IMAGE_STATE_AVAILABLE')
       throw new DomainError(
         ErrorCode.FailedPrecondition,
         `image ${name} is ${String(image.state).replace('IMAGE_STATE_', '')}${image.stateReason ? `: ${image.stateReason}` : ''}`,
         { field: 'boot.image' },
       );
+    if (String(image.kind) === 'IMAGE_KIND_DISK')
+      return {
+        kind: 'DISK',
+        id: image.id,
+        name: image.name,
+        virtualSizeBytes: image.virtualSizeBytes,
+        minDiskBytes: image.minDiskBytes,
+      };
     return {
+      kind: 'KERNEL',
       kernel: image.kernelPath,
       initrd: image.initrdPath,
       cmdline: image.cmdline,

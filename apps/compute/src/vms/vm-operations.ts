@@ -7,13 +7,26 @@ import { hostState } from '../mappers';
 import { Emit, events, ComputeStore } from '../persistence/compute-store';
 import { HostRow, NicRow, OperationRow, VmRow } from '../persistence/entities';
 import { OperationRunner } from '../operations/operation-runner';
-import { ImageCatalogue } from './image-catalogue';
+import { ImageCatalogue, KernelBoot } from './image-catalogue';
 import { Placement } from './placement';
+import { VmDisks } from './vm-disks';
 
 /** Raised when the operation record changed under the handler (cancelled): stop quietly. */
 class OperationSuperseded extends Error {}
 
+/** A create's root disk could not be made; `releaseError` says whether what storage made was undone. */
+class RootDiskFailed extends Error {
+  constructor(
+    readonly error: DomainError,
+    readonly releaseError: DomainError | undefined,
+  ) {
+    super(error.message);
+  }
+}
+
 const reservationAttempts = 3;
+/** A create's progress once its root disk is made. */
+const rootDiskReady = 0.3;
 
 const startsVm = (op: OperationRow): boolean =>
   op.kind === 'vm.start' || (op.kind === 'vm.create' && op.params.start === true);
@@ -31,6 +44,7 @@ export class VmOperations {
     private readonly agents: AgentClients,
     private readonly placement: Placement,
     private readonly images: ImageCatalogue,
+    private readonly disks: VmDisks,
     private readonly logger: Logger,
   ) {}
 
@@ -57,13 +71,16 @@ export class VmOperations {
       // A start records RUNNING together with its host reservation (one transaction fewer).
       if (op.state === 'PENDING' && !startsVm(op))
         op = await this.step(op, { state: 'RUNNING', step: 'running' });
-      const vm = await this.store.manager.findOneBy(VmRow, { id: op.targetId });
+      let vm = await this.store.manager.findOneBy(VmRow, { id: op.targetId });
       if (!vm) {
         if (op.kind === 'vm.destroy') return await this.succeed(op, null);
         throw new DomainError(ErrorCode.NotFound, `vm ${op.targetId} no longer exists`);
       }
       switch (op.kind) {
         case 'vm.create':
+          // A resumed create past its root disk (progress 0.3) goes on with the start.
+          if (op.params.rootDisk === true && op.progress < rootDiskReady)
+            ({ op, vm } = await this.provisionRootDisk(op, vm));
           return op.params.start ? await this.start(op, vm) : await this.succeed(op, vm);
         case 'vm.start':
           return await this.start(op, vm);
@@ -84,18 +101,21 @@ export class VmOperations {
       }
     } catch (e) {
       if (e instanceof OperationSuperseded) return log.info('operation was cancelled');
+      if (e instanceof RootDiskFailed) {
+        log.info({ code: e.error.code, reason: e.error.message }, 'root disk provisioning failed');
+        return await this.failCreate(op.id, e);
+      }
       const error = isDomainError(e) ? e : domainErrorFromGrpc(e);
       if (error.code === ErrorCode.Internal) log.error({ err: e }, 'operation failed unexpectedly');
       else log.info({ code: error.code, reason: error.message }, 'operation failed');
+      if (startsVm(op)) await this.detachAfterFailedStart(op, log);
       await this.fail(op.id, error);
     }
   }
 
   private async start(op: OperationRow, vm: VmRow): Promise<void> {
     // Before the reservation: a VM whose image cannot boot fails without touching any host.
-    const boot = vm.boot.image
-      ? await this.images.kernelBoot(vm.tenantId, vm.boot.image)
-      : { kernel: '', initrd: '', cmdline: '', kernelSha256: '', initrdSha256: '' };
+    const boot = await this.kernelBoot(vm);
     if (!vm.hostId) ({ vm, op } = await this.reserve(op, vm));
     const host = await this.host(vm.hostId!);
     // Resumed after a restart with the host already reserved: record the point of no return if needed.
@@ -106,6 +126,15 @@ export class VmOperations {
         progress: 0.5,
         pointOfNoReturn: true,
       });
+    // Storage marks the VBDs attached on this host (refusing a VDI that is not READY, not visible from the
+    // host, or written by another VM) and names the files: a failure here frees the host (see run).
+    const disks = await this.disks.attach(vm.id, host.id);
+    if (vm.boot.fromDisk && !disks.some((d) => d.bootable))
+      throw new DomainError(
+        ErrorCode.FailedPrecondition,
+        `vm ${vm.name} boots from disk image ${vm.boot.image ?? ''} but has no bootable disk (its root disk was not provisioned or was removed): destroy the VM and create it again`,
+        { resource: `vm ${vm.id}` },
+      );
     const { status } = await this.agents.call(host, (a) =>
       a.startVm({
         epoch: host.epoch,
@@ -130,7 +159,7 @@ export class VmOperations {
           })),
           kernelSha256: boot.kernelSha256,
           initrdSha256: boot.initrdSha256,
-          disks: [],
+          disks,
         },
       }),
     );
@@ -142,13 +171,88 @@ export class VmOperations {
     );
   }
 
+  /** What the host boots: the KERNEL image's files, or nothing (firmware boot from the VM's disk). */
+  private async kernelBoot(vm: VmRow): Promise<KernelBoot> {
+    const none = { kernel: '', initrd: '', cmdline: '', kernelSha256: '', initrdSha256: '' };
+    // A VM created from a DISK image boots its own root disk: the image is not needed any more.
+    if (!vm.boot.image || vm.boot.fromDisk) return none;
+    const image = await this.images.resolve(vm.tenantId, vm.boot.image);
+    if (image.kind === 'KERNEL') return image;
+    throw new DomainError(
+      ErrorCode.FailedPrecondition,
+      `image ${image.name} is a DISK image and vm ${vm.name} has no root disk made from it: create a new VM with this image`,
+      { field: 'boot.image' },
+    );
+  }
+
+  /**
+   * The host the start must use: the one the caller pinned, or the one the VM's disks live on (a VDI on a
+   * FILE SR serves VMs of its host only). Both at once must agree.
+   */
+  private async pinnedHost(op: OperationRow, vm: VmRow): Promise<string | undefined> {
+    const asked = typeof op.params.hostId === 'string' ? op.params.hostId : undefined;
+    const disksOn = await this.disks.requiredHost(vm.id);
+    if (asked && disksOn && asked !== disksOn)
+      throw new DomainError(
+        ErrorCode.FailedPrecondition,
+        `vm ${vm.name} has disks on a FILE SR of host ${disksOn}: it cannot start on host ${asked}; omit host_id or move its disks to a SHARED SR`,
+        { field: 'host_id' },
+      );
+    return asked ?? disksOn;
+  }
+
+  /**
+   * The create's first step for a VM of a DISK image: storage clones the image into the VM's root disk
+   * (idempotent by VM id, so a resumed create asks again). If it fails, the VM must not stay half-made:
+   * its disks are released and the VM record removed with the failed operation; if even the release
+   * fails, the VM stays HALTED with the reason, and destroying it releases what is left.
+   */
+  private async provisionRootDisk(op: OperationRow, vm: VmRow): Promise<{ op: OperationRow; vm: VmRow }> {
+    // Not cancellable from here: storage may be copying the image's base, and the VM keeps what it makes.
+    op = await this.step(op, {
+      state: 'RUNNING',
+      step: 'provisioning the root disk',
+      progress: 0.1,
+      pointOfNoReturn: true,
+    });
+    try {
+      await this.disks.provisionRootDisk({
+        vmId: vm.id,
+        vmName: vm.name,
+        tenantId: vm.tenantId,
+        image: String(op.params.image ?? vm.boot.image ?? ''),
+        virtualSizeBytes: Number(op.params.rootDiskSizeBytes ?? 0),
+        srId: String(op.params.rootDiskSr ?? ''),
+      });
+    } catch (e) {
+      const error = isDomainError(e) ? e : domainErrorFromGrpc(e);
+      const released = await this.disks.release(vm.id).then(
+        () => undefined,
+        (r: unknown) => (isDomainError(r) ? r : domainErrorFromGrpc(r)),
+      );
+      throw new RootDiskFailed(error, released);
+    }
+    op = await this.step(op, { step: 'root disk ready', progress: rootDiskReady });
+    return { op, vm: await this.store.manager.findOneByOrFail(VmRow, { id: vm.id }) };
+  }
+
+  /** A start that failed leaves the VM HALTED: its disks must not stay marked attached to the host. */
+  private async detachAfterFailedStart(op: OperationRow, log: Logger): Promise<void> {
+    const vm = await this.store.manager.findOneBy(VmRow, { id: op.targetId });
+    if (!vm || vm.powerState !== 'HALTED') return;
+    await this.disks.detach(vm.id, '').catch((e: unknown) =>
+      // The VBDs then read ATTACHED on a HALTED VM until its next start or destroy, which fix them.
+      log.warn({ err: e }, 'could not detach the disks of a VM whose start failed'),
+    );
+  }
+
   /**
    * Places the VM and records, in one transaction, the host as holding its capacity (re-checked with the
    * host row locked) and the operation past its point of no return. A cancel that wins the race leaves
    * the VM untouched: the operation's version check rolls the reservation back.
    */
   private async reserve(op: OperationRow, vm: VmRow): Promise<{ vm: VmRow; op: OperationRow }> {
-    const pinned = typeof op.params.hostId === 'string' ? op.params.hostId : undefined;
+    const pinned = await this.pinnedHost(op, vm);
     const request = {
       vcpus: vm.vcpus,
       memoryMib: vm.memoryMib,
@@ -184,7 +288,9 @@ export class VmOperations {
       if (pinned)
         throw new DomainError(
           ErrorCode.ResourceExhausted,
-          `host ${pinned} cannot take vm ${vm.name} now: it is not ENABLED or lacks capacity`,
+          `host ${pinned} cannot take vm ${vm.name} now: it is not ENABLED or lacks capacity${
+            op.params.hostId ? '' : " (the VM's disks are on a FILE SR of that host)"
+          }`,
         );
       if (attempt >= reservationAttempts)
         throw new DomainError(
@@ -213,6 +319,9 @@ export class VmOperations {
         ),
       );
     }
+    // The VM is stopped: its disks are free for other VMs (an error fails the operation, which a retry
+    // of the shutdown repeats: both calls are idempotent).
+    await this.disks.detach(vm.id, '');
     await this.succeed(op, vm, {
       powerState: 'HALTED',
       powerStateReason:
@@ -279,6 +388,14 @@ export class VmOperations {
     if (host && hostState(host) !== 'DOWN')
       await this.agents.call(host, (a) => a.destroyVm({ epoch: host.epoch, vmId: vm.id }));
     // A DOWN host is told when it reports again: the VM is then unknown to the pool.
+    try {
+      // Its VBDs and its root disk go with it; other VDIs stay.
+      await this.disks.release(vm.id);
+    } catch (e) {
+      // The VM no longer runs anywhere: record it HALTED, so that a repeated destroy releases the rest.
+      await this.updateVmAfter(op, vm, { powerState: 'HALTED', hostId: null, powerStateReason: '' });
+      throw e;
+    }
     await this.succeed(op, null, undefined, { vm_id: vm.id }, vm);
   }
 
@@ -307,6 +424,40 @@ export class VmOperations {
       });
     });
     this.operations.announce(done);
+  }
+
+  /**
+   * A create whose root disk failed: the VM goes with the failed operation when its disks were released;
+   * otherwise it stays HALTED saying why, and a destroy releases what is left.
+   */
+  private async failCreate(opId: string, failure: RootDiskFailed): Promise<void> {
+    const done = await this.store.tx(async (m, emit) => {
+      const op = await m.findOneByOrFail(OperationRow, { id: opId });
+      if (isTerminal(op.state)) return undefined;
+      const vm = await m.findOneBy(VmRow, { id: op.targetId });
+      if (vm && !failure.releaseError) {
+        await m.delete(VmRow, { id: vm.id });
+        emit(events.vm('DELETED', vm));
+      } else if (vm) {
+        await this.updateVm(m, emit, vm.id, {
+          currentOperationId: null,
+          powerStateReason: `root disk provisioning failed (${failure.error.message}) and its disks could not be released (${failure.releaseError!.message}): destroy the VM`,
+        });
+      }
+      return this.operations.finish(m, emit, op, { state: 'FAILED', error: failure.error });
+    });
+    if (done) this.operations.announce(done);
+  }
+
+  private async updateVmAfter(
+    op: OperationRow,
+    vm: VmRow,
+    changes: Partial<Pick<VmRow, 'powerState' | 'powerStateReason' | 'hostId'>>,
+  ): Promise<void> {
+    await this.store.tx(async (m, emit) => {
+      await this.freshIn(m, op);
+      await this.updateVm(m, emit, vm.id, changes);
+    });
   }
 
   /** Records the failure and gives the VM back its stable state (a start that failed frees its host). */

@@ -30,6 +30,20 @@ import { events, ComputeStore } from '../persistence/compute-store';
 import { BootRow, FlavorRow, OperationParams, OperationRow, VmRow } from '../persistence/entities';
 import { OperationRunner } from '../operations/operation-runner';
 import { CreateBatcher } from './create-batcher';
+import { ImageCatalogue } from './image-catalogue';
+
+const gib = 1024 ** 3;
+/** The largest VDI storage makes (64 TiB). */
+const rootDiskMaxBytes = 64 * 1024 * gib;
+
+/** A VM of a DISK image gets a copy-on-write root disk of it, made by the create operation. */
+interface RootDiskPlan {
+  image: string;
+  sizeBytes: number;
+  /** 0: the image's size, decided by storage. */
+  requestedBytes: number;
+  sr: string;
+}
 
 /** Operation kinds by lifecycle operation; params say how (clean or hard, timeouts). */
 export const vmOperationKind: Record<VmOperation, string> = {
@@ -53,6 +67,7 @@ export class VmService {
     private readonly store: ComputeStore,
     private readonly operations: OperationService,
     private readonly runner: OperationRunner,
+    private readonly images: ImageCatalogue,
     private readonly creates: CreateBatcher = new CreateBatcher(store),
   ) {}
 
@@ -72,6 +87,9 @@ export class VmService {
     if (Object.keys(requiredHostLabels).length) requireRole(caller, 'vm-power-admin', 'placement hints');
 
     const sizing = await this.sizing(this.store.manager, req);
+    const rootDisk = await this.rootDisk(tenantId, boot, req);
+    // The create runs as an operation when it starts the VM or makes its root disk.
+    const runs = req.start || rootDisk !== undefined;
     const now = new Date();
     const operationId = randomUUID();
     const vm: VmRow = {
@@ -80,12 +98,13 @@ export class VmService {
       tenantId,
       labels,
       ...sizing,
-      boot,
+      ...(rootDisk ? { rootDiskGib: Math.ceil(rootDisk.sizeBytes / gib) } : {}),
+      boot: rootDisk ? { ...boot, fromDisk: true } : boot,
       powerState: 'HALTED',
       powerStateReason: '',
       hostId: null,
-      // A create that only records the VM is done in its commit; one that starts it runs on.
-      currentOperationId: req.start ? operationId : null,
+      // A create that only records the VM is done in its commit; one that starts it or makes its disk runs on.
+      currentOperationId: runs ? operationId : null,
       antiAffinityGroup: req.antiAffinityGroup ?? '',
       requiredHostLabels,
       nics,
@@ -100,8 +119,18 @@ export class VmService {
       target: { kind: 'vm', id: vm.id, name },
       tenantId,
       requestId,
-      params: { start: req.start },
-      succeeded: !req.start,
+      params: {
+        start: req.start,
+        ...(rootDisk
+          ? {
+              rootDisk: true,
+              image: rootDisk.image,
+              rootDiskSizeBytes: rootDisk.requestedBytes,
+              rootDiskSr: rootDisk.sr,
+            }
+          : {}),
+      },
+      succeeded: !runs,
       now,
     });
     // Committed with the creates that arrive meanwhile (group commit); the unique indexes decide races.
@@ -198,6 +227,58 @@ export class VmService {
     });
     if (result.isNew) this.runner.enqueue(result.operation);
     return result.operation;
+  }
+
+  /**
+   * Whether the VM gets a root disk: with a DISK image in boot.image. The image is looked up now so that
+   * root-disk fields are refused at once with a KERNEL image; a VM that asks for no root disk does not
+   * depend on the lookup (an image that cannot be found fails its start, as before disks existed).
+   */
+  private async rootDisk(
+    tenantId: string,
+    boot: BootRow,
+    req: computeV1.CreateVmRequest,
+  ): Promise<RootDiskPlan | undefined> {
+    const sizeBytes = req.rootDiskSizeBytes;
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0 || sizeBytes > rootDiskMaxBytes)
+      throw invalidArgument(
+        'root_disk_size_bytes',
+        `${sizeBytes} is out of range: give 0 (the image's size) up to ${rootDiskMaxBytes} (64 TiB)`,
+      );
+    if (req.rootDiskSr.length > 255)
+      throw invalidArgument('root_disk_sr', `is ${req.rootDiskSr.length} characters long; at most 255`);
+    const asked = sizeBytes > 0 ? 'root_disk_size_bytes' : req.rootDiskSr ? 'root_disk_sr' : undefined;
+    if (!boot.image) {
+      if (asked) throw invalidArgument(asked, 'applies to a VM of a DISK image: name one in boot.image');
+      return undefined;
+    }
+    let image;
+    try {
+      image = await this.images.resolve(tenantId, boot.image);
+    } catch (e) {
+      if (asked) throw e;
+      return undefined;
+    }
+    if (image.kind === 'KERNEL') {
+      if (asked)
+        throw invalidArgument(
+          asked,
+          `image ${boot.image} is a KERNEL image, which boots without a root disk: leave ${asked} empty, or choose a DISK image`,
+        );
+      return undefined;
+    }
+    const least = Math.max(image.virtualSizeBytes, image.minDiskBytes);
+    if (sizeBytes > 0 && sizeBytes < least)
+      throw invalidArgument(
+        'root_disk_size_bytes',
+        `${sizeBytes} bytes is smaller than image ${image.name} needs (${least} bytes): give at least that, or 0 for the image's size`,
+      );
+    return {
+      image: image.name,
+      sizeBytes: sizeBytes || least,
+      requestedBytes: sizeBytes,
+      sr: req.rootDiskSr,
+    };
   }
 
   private tenantOf(caller: Caller): string {

@@ -30,8 +30,9 @@ export interface RelayTargets {
  * role and request id, and forwards the undecoded request; the pool service validates, authorises and
  * scopes it, and its reply (or status) comes back undecoded. Unary calls go over one reused HTTP/2 session
  * per service (UpstreamSession, no grpc-js client stack) with the caller's deadline capped by the relay's,
- * and are cancelled with the caller. Streams (Watch, consoles) go through a grpc-js client and are relayed
- * message by message. Only WaitOperation's request is decoded, to give the call its wait.
+ * and are cancelled with the caller. Streams (Watch, consoles, disk imports and exports) go through a
+ * grpc-js client and are relayed message by message, with flow control for the one-way streams that carry
+ * disk images. Only WaitOperation's request is decoded, to give the call its wait.
  */
 export class PoolRelay {
   private readonly channels = new Map<string, grpc.Client>();
@@ -56,7 +57,10 @@ export class PoolRelay {
           responseDeserialize: passthrough,
         };
         handlers[name] = method.requestStream
-          ? (call: grpc.ServerDuplexStream<Buffer, Buffer>) => this.relayDuplex(service, method.path, call)
+          ? method.responseStream
+            ? (call: grpc.ServerDuplexStream<Buffer, Buffer>) => this.relayDuplex(service, method.path, call)
+            : (call: grpc.ServerReadableStream<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
+                this.relayClientStream(service, method.path, call, callback)
           : method.responseStream
             ? (call: grpc.ServerWritableStream<Buffer, Buffer>) =>
                 this.relayStream(service, method.path, call)
@@ -142,6 +146,11 @@ export class PoolRelay {
       .catch((e: unknown) => done(this.localError(e)));
   }
 
+  /**
+   * Server streams (Watch, ExportVdi) with the caller's deadline, if any. Flow control: while the caller
+   * does not take what is relayed, the upstream stream is paused, so a slow reader of a large export holds
+   * the pool service back instead of filling the gateway's memory.
+   */
   private relayStream(service: string, path: string, call: grpc.ServerWritableStream<Buffer, Buffer>): void {
     let upstream: grpc.ClientReadableStream<Buffer> | undefined;
     let cancelled = false;
@@ -153,21 +162,89 @@ export class PoolRelay {
       .authenticate(call.metadata)
       .then((principal) => {
         if (cancelled) return;
-        upstream = this.channel(service).makeServerStreamRequest(
+        const s = this.channel(service).makeServerStreamRequest(
           path,
           passthrough,
           passthrough,
           call.request,
           this.metadata(upstreamMetadata(principal, call.metadata)),
-          {},
+          streamOptions(call),
         );
-        upstream.on('data', (m: Buffer) => call.write(m));
-        upstream.on('error', (e: grpc.ServiceError) => {
+        upstream = s;
+        s.on('data', (m: Buffer) => {
+          if (!call.write(m)) {
+            s.pause();
+            call.once('drain', () => s.resume());
+          }
+        });
+        s.on('error', (e: grpc.ServiceError) => {
           if (!cancelled) call.emit('error', this.relayError(e, service));
         });
-        upstream.on('end', () => call.end());
+        s.on('end', () => call.end());
       })
       .catch((e: unknown) => call.emit('error', this.localError(e)));
+  }
+
+  /**
+   * Client streams (ImportVdi: a header, then a disk image of any size) with the caller's deadline, if any:
+   * an upload takes as long as its size needs, so the relay sets none of its own. Flow control: the
+   * caller's messages are read only as fast as the upstream call takes them (nothing is read before it is
+   * open), so the bytes in flight wait in HTTP/2 flow-control windows and a few messages of stream buffer,
+   * never in a growing queue here. Cancellation goes both ways: a caller that cancels (or whose deadline
+   * passes) cancels the upstream call; an upstream call that ends early, with its answer or an error, ends
+   * the caller's call with that answer and stops reading what the caller still sends.
+   */
+  private relayClientStream(
+    service: string,
+    path: string,
+    call: grpc.ServerReadableStream<Buffer, Buffer>,
+    callback: grpc.sendUnaryData<Buffer>,
+  ): void {
+    const started = process.hrtime.bigint();
+    let upstream: grpc.ClientWritableStream<Buffer> | undefined;
+    let finished = false;
+    const done = (err: grpc.StatusObject | null, reply?: Buffer) => {
+      if (finished) return;
+      finished = true;
+      this.observe?.(path, err?.code ?? grpc.status.OK, Number(process.hrtime.bigint() - started) / 1e9);
+      if (err) callback(err);
+      else callback(null, reply);
+    };
+    call.on('cancelled', () => {
+      upstream?.cancel();
+      done(grpcStatus(grpc.status.CANCELLED, 'cancelled by the caller'));
+    });
+    this.auth
+      .authenticate(call.metadata)
+      .then((principal) => {
+        if (finished) return;
+        const s = this.channel(service).makeClientStreamRequest(
+          path,
+          passthrough,
+          passthrough,
+          this.metadata(upstreamMetadata(principal, call.metadata)),
+          streamOptions(call),
+          (err, reply) => {
+            // The caller's remaining messages have nowhere to go: stop reading them.
+            call.pause();
+            done(err ? this.relayError(err, service) : null, reply);
+          },
+        );
+        upstream = s;
+        call.on('data', (m: Buffer) => {
+          if (finished) return;
+          if (!s.write(m)) {
+            call.pause();
+            s.once('drain', () => {
+              if (!finished) call.resume();
+            });
+          }
+        });
+        call.on('end', () => {
+          if (!finished) s.end();
+        });
+      })
+      .catch((e: unknown) => done(this.localError(e)));
   }
 
   /**
@@ -274,6 +351,12 @@ export class PoolRelay {
     if (isGrpcStatus(e)) return e;
     return grpcStatus(grpc.status.INTERNAL, 'internal error in the gateway relay');
   }
+}
+
+/** A stream's upstream call options: the caller's deadline, or none (streams run as long as they need). */
+function streamOptions(call: { getDeadline(): grpc.Deadline }): grpc.CallOptions {
+  const deadline = deadlineMs(call.getDeadline());
+  return Number.isFinite(deadline) ? { deadline } : {};
 }
 
 /** A grpc-js server call's deadline as epoch ms (Infinity for none). */

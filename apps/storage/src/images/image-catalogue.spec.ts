@@ -240,13 +240,16 @@ describe.each(testDatabases())('image catalogue through the gateway on %s', (_db
   });
 
   describe('DISK sources and storage repositories', () => {
-    it('answers UNIMPLEMENTED for a DISK image from a VDI, saying they come with the storage repositories', async () => {
+    it('answers NOT_FOUND for a DISK image from a VDI that does not exist, and registers nothing', async () => {
       const req = kernelImage('d-vdi');
       delete req.kernel;
       req.vdiId = '00000000-0000-4000-8000-000000000001';
-      const refused = await rejection(cloud.admin.images.call.registerImage(req));
-      expect(refused.code).toBe('UNIMPLEMENTED');
-      expect(refused.message).toMatch(/storage repositories/);
+      expect(await rejection(cloud.admin.images.call.registerImage(req))).toMatchObject({
+        code: 'NOT_FOUND',
+      });
+      expect(await rejection(cloud.admin.images.call.getImage({ id: 'd-vdi' }))).toMatchObject({
+        code: 'NOT_FOUND',
+      });
     });
 
     it('answers UNIMPLEMENTED for a DISK image from a URL', async () => {
@@ -261,17 +264,17 @@ describe.each(testDatabases())('image catalogue through the gateway on %s', (_db
       });
     });
 
-    it('keeps the SR service answering UNIMPLEMENTED on the storage service', async () => {
+    it('serves the SR service on the storage service', async () => {
       const srs = new GrpcClient<storageV1.SrServiceClient>({
         address: cloud.storageAddress,
         service: 'flotilla.storage.v1.SrService',
         staticMetadata: { [md.serviceToken]: cloud.serviceToken },
       });
       try {
-        expect(
-          await rejection(srs.call.listSrs({ page: { pageSize: 0, pageToken: '', filter: '' } })),
-        ).toMatchObject({ code: 'UNIMPLEMENTED' });
-        expect(await checkHealth(cloud.storageAddress, { service: 'flotilla.storage.v1.ImageService' })).toBe(
+        expect((await srs.call.listSrs({ page: { pageSize: 0, pageToken: '', filter: '' } })).srs).toEqual(
+          [],
+        );
+        expect(await checkHealth(cloud.storageAddress, { service: 'flotilla.storage.v1.SrService' })).toBe(
           'SERVING',
         );
       } finally {

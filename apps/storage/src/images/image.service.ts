@@ -2,10 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { EntityManager } from 'typeorm';
 import { storageV1 } from '@flotilla/contracts';
 import {
+  checkPhysicalSpace,
   conflict,
   DomainError,
   ErrorCode,
   failedPrecondition,
+  fullCopyBytes,
   invalidArgument,
   isUuid,
   notFound,
@@ -30,7 +32,17 @@ import {
   TransactionalStore,
 } from '@flotilla/platform';
 import { imageToProto } from '../mappers';
-import { ImageRow, ImageVisibility } from '../persistence/entities';
+import { ImageRow, ImageVisibility, VdiRow } from '../persistence/entities';
+import { StorageRunner } from '../srs/operation-runner';
+import { srSpace } from '../srs/sr-space';
+import { vdiEvent } from '../vdis/vdi.mapper';
+import { newVdiRow, rollbackParams, VdiService } from '../vdis/vdi.service';
+
+/** What DISK images need of the VDIs: the source to copy, the SR to hold the base, and the runner. */
+export interface DiskImageSupport {
+  vdis: VdiService;
+  runner: StorageRunner;
+}
 
 const listFields = ['name', 'kind', 'visibility', 'state', 'os_type', 'architecture', 'label.*'] as const;
 const textMax = { description: 1024, osType: 63, architecture: 63 } as const;
@@ -52,6 +64,7 @@ export class ImageService {
   constructor(
     private readonly store: TransactionalStore,
     private readonly operations: OperationService,
+    private readonly disks?: DiskImageSupport,
   ) {}
 
   /** By id or name; another tenant's PRIVATE image is NOT_FOUND, as if it did not exist. */
@@ -102,12 +115,13 @@ export class ImageService {
     caller: Caller,
     req: storageV1.RegisterImageRequest,
   ): Promise<{ image: ImageRow; operation: OperationRow }> {
-    if (req.vdiId !== undefined || req.url !== undefined)
+    if (req.url !== undefined)
       throw new DomainError(
         ErrorCode.Unimplemented,
-        `${req.url !== undefined ? 'url' : 'vdi_id'}: DISK images come with the storage repositories (SRs and VDIs), which this pool does not serve yet; register a KERNEL image (kernel source) instead`,
-        { field: req.url !== undefined ? 'url' : 'vdi_id' },
+        'url: DISK images from a URL are not available in this pool yet; import the disk with ImportVdi, then register the image from that VDI (vdi_id)',
+        { field: 'url' },
       );
+    if (req.vdiId !== undefined) return this.registerDisk(caller, req, req.vdiId);
     if (!req.kernel)
       throw invalidArgument('source', 'is required: give kernel (KERNEL image), vdi_id or url (DISK image)');
     const visibility = visibilityOf(req.visibility);
@@ -184,6 +198,109 @@ export class ImageService {
     });
   }
 
+  /**
+   * Registers a DISK image from a READY VDI: the image (REGISTERING) and its base VDI (CREATING, read-only,
+   * space reserved) are recorded with an image.register operation; the VDI operations copy the source,
+   * chain flattened, into the base and make the image AVAILABLE.
+   */
+  private async registerDisk(
+    caller: Caller,
+    req: storageV1.RegisterImageRequest,
+    vdiId: string,
+  ): Promise<{ image: ImageRow; operation: OperationRow }> {
+    if (!this.disks)
+      throw new DomainError(ErrorCode.Unimplemented, 'vdi_id: this storage service serves no VDIs');
+    const { vdis, runner } = this.disks;
+    const visibility = visibilityOf(req.visibility);
+    if (visibility === 'PUBLIC') requireRole(caller, 'pool-admin', 'registering a PUBLIC image');
+    else requireRole(caller, 'vm-admin', 'registering a PRIVATE DISK image');
+    if (visibility === 'PRIVATE' && !caller.tenantId)
+      throw invalidArgument('visibility', 'a PRIVATE image belongs to a tenant: call through the gateway');
+    const name = validateImageName('name', req.name);
+    const requestId = validateRequestId(req.requestId);
+    const out = await this.store.tx(async (m, emit) => {
+      if (requestId) {
+        const earlier = await m.findOneBy(ImageRow, { requestTenantId: caller.tenantId, requestId });
+        if (earlier)
+          return {
+            image: earlier,
+            operation: await m.findOneByOrFail(OperationRow, {
+              targetId: earlier.id,
+              kind: 'image.register',
+            }),
+            fresh: false,
+          };
+      }
+      const source = await vdis.get(caller, vdiId, m);
+      await vdis.assertAllowed(m, source, 'COPY');
+      const sr = await vdis.usableSr(m, caller, req.srId || source.srId, 'sr_id');
+      const bytes = fullCopyBytes(source.virtualSizeBytes, await vdis.chainPhysicalBytes(m, source));
+      checkPhysicalSpace(await srSpace(m, sr), bytes, `the base of image ${name}`);
+      const now = new Date();
+      const image: ImageRow = {
+        id: randomUUID(),
+        name,
+        tenantId: visibility === 'PUBLIC' ? '' : caller.tenantId,
+        labels: validateLabels('labels', req.labels),
+        description: boundedText('description', req.description, textMax.description),
+        kind: 'DISK',
+        visibility,
+        state: 'REGISTERING',
+        stateReason: `copying vdi ${source.id} into SR ${sr.name}`,
+        osType: boundedText('os_type', req.osType, textMax.osType),
+        architecture: boundedText('architecture', req.architecture, textMax.architecture),
+        minDiskBytes: validateIntRange('min_disk_bytes', req.minDiskBytes, 0, Number.MAX_SAFE_INTEGER),
+        minMemoryMib: validateIntRange('min_memory_mib', req.minMemoryMib, 0, 4 * 1024 * 1024, ' MiB'),
+        sha256: validateSha256('sha256', req.sha256),
+        vdiId: null,
+        virtualSizeBytes: source.virtualSizeBytes,
+        sizeBytes: 0,
+        kernelPath: '',
+        initrdPath: '',
+        initrdSha256: '',
+        cmdline: '',
+        requestTenantId: caller.tenantId,
+        requestId: requestId ?? null,
+        version: 1,
+        createdAt: now,
+        updatedAt: now,
+      };
+      const base = newVdiRow({
+        name: `image ${name}`,
+        tenantId: image.tenantId,
+        srId: sr.id,
+        virtualSizeBytes: source.virtualSizeBytes,
+        readOnly: true,
+        imageId: image.id,
+        imageBase: true,
+        reservedPhysicalBytes: bytes,
+      });
+      image.vdiId = base.id;
+      if (!(await insertImageIfAbsent(m, image)))
+        throw new DomainError(
+          ErrorCode.AlreadyExists,
+          `an image named ${name} already exists in this pool: choose another name, or deregister it first`,
+          { field: 'name', resource: `image ${name}` },
+        );
+      emit(imageEvent('CREATED', image));
+      const operation = await this.operations.create(m, emit, {
+        kind: 'image.register',
+        target: { kind: 'image', id: image.id, name },
+        tenantId: caller.tenantId,
+        requestId,
+        params: { sourceId: source.id, baseId: base.id, ...rollbackParams([base.id]) },
+        now,
+      });
+      base.currentOperationId = operation.id;
+      await m.insert(VdiRow, base);
+      emit(vdiEvent('CREATED', base));
+      await vdis.update(m, emit, source, { currentOperationId: operation.id });
+      return { image, operation, fresh: true };
+    });
+    if (out.fresh) runner.enqueue(out.operation);
+    return { image: out.image, operation: out.operation };
+  }
+
   /** Removes the image from the catalogue at once; `etag`, when given, must be the current one. */
   async deregister(caller: Caller, idOrName: string, etag: string): Promise<void> {
     await this.store.tx(async (m, emit) => {
@@ -206,6 +323,14 @@ export class ImageService {
         .execute();
       if (deleted.affected !== 1) throw conflict('image', image.id);
       emit(imageEvent('DELETED', image));
+      // Its bases become hidden chain nodes: removed, or kept while clones are backed by them.
+      if (image.kind === 'DISK') {
+        const bases = await m.findBy(VdiRow, { imageId: image.id, imageBase: true });
+        for (const b of bases) {
+          await m.update(VdiRow, { id: b.id }, { managed: false, version: b.version + 1 });
+          emit(vdiEvent('DELETED', b));
+        }
+      }
     });
   }
 }

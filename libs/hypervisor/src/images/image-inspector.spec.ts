@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { craftedVhds, craftedVmdks, writeSecret } from '../disks/crafted-images.testing';
 import { describeWithRealQemu } from '../qemu/real-qemu.testing';
 import { assertBackingFile, ImageRefused, inspectImage } from './image-inspector';
 
@@ -80,5 +81,81 @@ describeWithRealQemu('disk image inspector', () => {
   it('does not follow a symlink to the image', () => {
     fs.symlinkSync(file('base.qcow2'), file('link.qcow2'));
     expect(() => inspectImage(file('link.qcow2'), 'qcow2')).toThrow(/ELOOP/);
+  });
+});
+
+describeWithRealQemu('disk image inspector: VMDK and VHD', () => {
+  let dir: string;
+  const file = (name: string) => path.join(dir, name);
+  const qemuImg = (...args: string[]) => execFileSync('qemu-img', args, { stdio: 'pipe' });
+  let vmdks: Record<string, string>;
+  let vhds: Record<string, string>;
+
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-inspect-'));
+    writeSecret(file('secret'), 'HOST-SECRET');
+    vmdks = craftedVmdks(dir, file('secret'));
+    vhds = craftedVhds(dir);
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('accepts monolithicSparse and streamOptimized VMDKs made by qemu-img and reads their size', () => {
+    qemuImg('create', '-q', '-f', 'vmdk', file('sparse.vmdk'), '64M');
+    qemuImg('create', '-q', '-f', 'vmdk', '-o', 'subformat=streamOptimized', file('stream.vmdk'), '64M');
+    qemuImg('create', '-q', '-f', 'qcow2', file('src.qcow2'), '8M');
+    qemuImg(
+      'convert',
+      '-f',
+      'qcow2',
+      '-O',
+      'vmdk',
+      '-o',
+      'subformat=streamOptimized',
+      file('src.qcow2'),
+      file('converted.vmdk'),
+    );
+    expect(inspectImage(file('sparse.vmdk'), 'vmdk')).toEqual({ format: 'vmdk', virtualSizeBytes: 64 << 20 });
+    expect(inspectImage(file('stream.vmdk'), 'vmdk')).toEqual({ format: 'vmdk', virtualSizeBytes: 64 << 20 });
+    expect(inspectImage(file('converted.vmdk'), 'vmdk')).toEqual({
+      format: 'vmdk',
+      virtualSizeBytes: 8 << 20,
+    });
+  });
+
+  it.each([
+    ['descriptor-file', 'descriptor file whose data lives in separate extent files'],
+    ['capacity-zero', 'capacity 0'],
+    ['many-extents', 'names 400 extents'],
+    ['huge-descriptor', 'descriptor of 1000000 sectors'],
+    ['flat-extent', 'FLAT extent'],
+    ['parent-hint', 'parentFileNameHint'],
+    ['absurd-grain', 'grain size'],
+    ['absurd-gt', 'entries per grain table'],
+  ])('refuses the crafted VMDK %s with the reason', (name, reason) => {
+    expect(refusal(() => inspectImage(vmdks[name], 'vmdk'))).toContain(reason);
+  });
+
+  it('accepts dynamic and fixed VHDs made by qemu-img', () => {
+    qemuImg('create', '-q', '-f', 'vpc', file('dynamic.vhd'), '64M');
+    qemuImg('create', '-q', '-f', 'vpc', '-o', 'subformat=fixed', file('fixed.vhd'), '16M');
+    expect(inspectImage(file('dynamic.vhd'), 'vhd').format).toBe('vhd');
+    expect(inspectImage(file('dynamic.vhd'), 'vhd').virtualSizeBytes).toBeGreaterThanOrEqual(64 << 20);
+    expect(inspectImage(file('fixed.vhd'), 'vhd').virtualSizeBytes).toBeGreaterThanOrEqual(16 << 20);
+  });
+
+  it.each([
+    ['differencing', 'differencing disk'],
+    ['parent-locator', 'parent locator'],
+    ['absurd-size', 'is absurd'],
+    ['truncated-table', 'lies outside the file'],
+  ])('refuses the crafted VHD %s with the reason', (name, reason) => {
+    expect(refusal(() => inspectImage(vhds[name], 'vhd'))).toContain(reason);
+  });
+
+  it('refuses an image of another format whatever it is declared as', () => {
+    expect(refusal(() => inspectImage(vhds['differencing'], 'vmdk'))).toContain('no VMDK sparse header');
+    expect(refusal(() => inspectImage(vmdks['capacity-zero'], 'vhd'))).toContain('no VHD footer');
+    expect(refusal(() => inspectImage(vmdks['capacity-zero'], 'raw'))).toContain('begins like a VMDK image');
+    expect(refusal(() => inspectImage(vhds['differencing'], 'raw'))).toContain('begins like a VHD image');
   });
 });

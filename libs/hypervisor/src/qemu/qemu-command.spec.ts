@@ -1,5 +1,6 @@
 import { DriverError, DriverVmSpec } from '../driver';
 import { buildQemuArgv, QemuLaunchSpec, qemuOptionValue, vmUuid } from './qemu-command';
+import { diskFileNodeName, diskNodeName, diskToken, guestDiskName, nextGuestDiskName } from './qemu-disks';
 import { validateDriverVmSpec } from './vm-spec-validation';
 
 // Pure: spec in, argv out. No QEMU runs here (qemu-driver.spec.ts boots the result).
@@ -82,20 +83,126 @@ describe('QEMU command line', () => {
   it('boots from the first disk through the firmware with a bootindex', () => {
     const argv = buildQemuArgv(launch({ ...spec, boot: { kind: 'disk' } }), paths);
     expect(argv).not.toContain('-kernel');
-    expect(values(argv, '-device')).toContain('virtio-blk-pci,id=virtio-disk0,drive=disk0,bootindex=1');
+    const node = diskNodeName('disk0', '/disks/a.qcow2');
+    expect(values(argv, '-device')).toContain(
+      `virtio-blk-pci,id=virtio-disk0,drive=${node},bus=rp0,serial=disk0,bootindex=1`,
+    );
   });
 
-  it('gives every disk an explicit format over a file node', () => {
+  it('boots from the disk marked bootable, wherever it is in the list', () => {
+    const disks = [
+      { path: '/disks/data.qcow2', format: 'qcow2' as const, id: 'data' },
+      { path: '/disks/root.qcow2', format: 'qcow2' as const, id: 'root', bootable: true },
+    ];
+    const devices = values(
+      buildQemuArgv(launch({ ...spec, boot: { kind: 'disk' }, disks }), paths),
+      '-device',
+    );
+    expect(devices.filter((d) => d.includes('bootindex'))).toEqual([
+      expect.stringMatching(/^virtio-blk-pci,id=virtio-root,.*bus=rp1,.*bootindex=1$/),
+    ]);
+  });
+
+  it('puts every disk on its own PCIe root port and keeps spare ports for hot-plug', () => {
+    const devices = values(buildQemuArgv(launch(), paths), '-device');
+    expect(devices.filter((d) => d.startsWith('pcie-root-port'))).toEqual([
+      'pcie-root-port,id=rp0,chassis=1,io-reserve=0',
+      'pcie-root-port,id=rp1,chassis=2,io-reserve=0',
+      'pcie-root-port,id=rp2,chassis=3,io-reserve=0',
+      'pcie-root-port,id=rp3,chassis=4,io-reserve=0',
+      'pcie-root-port,id=rp4,chassis=5,io-reserve=0',
+    ]);
+    expect(devices.filter((d) => d.startsWith('virtio-blk-pci'))).toEqual([
+      expect.stringContaining(',bus=rp0,'),
+    ]);
+  });
+
+  it('spells out the backing chain layer by layer, each with an explicit format and read-only below the top', () => {
+    const vm = { ...spec, disks: [{ path: '/sr/top.qcow2', format: 'qcow2' as const, id: 'vbd-1' }] };
+    const argv = buildQemuArgv(
+      {
+        ...launch(vm),
+        rootPorts: 2,
+        disks: [
+          {
+            id: 'vbd-1',
+            port: 1,
+            guestName: 'vda',
+            backing: ['/sr/mid.qcow2', '/sr/base.qcow2'],
+            cacheDirect: true,
+          },
+        ],
+      },
+      paths,
+    );
+    const [blockdev] = values(argv, '-blockdev');
+    const top = JSON.parse(blockdev);
+    expect(top).toMatchObject({
+      driver: 'qcow2',
+      'node-name': diskNodeName('vbd-1', '/sr/top.qcow2'),
+      'read-only': false,
+      file: { driver: 'file', filename: '/sr/top.qcow2', cache: { direct: true }, aio: 'native' },
+      backing: {
+        driver: 'qcow2',
+        'read-only': true,
+        file: { driver: 'file', filename: '/sr/mid.qcow2', 'read-only': true },
+        backing: {
+          driver: 'qcow2',
+          'node-name': diskNodeName('vbd-1', '/sr/base.qcow2'),
+          file: { filename: '/sr/base.qcow2' },
+          backing: null,
+        },
+      },
+    });
+    expect(values(argv, '-device')).toContain(
+      `virtio-blk-pci,id=virtio-vbd-1,drive=${top['node-name']},bus=rp1,serial=vbd-1`,
+    );
+  });
+
+  it('gives a raw disk an explicit raw format over its file node, read-only when asked', () => {
     const argv = buildQemuArgv(
       launch({ ...spec, disks: [...spec.disks, { path: '/disks/b.img', format: 'raw', readOnly: true }] }),
       paths,
     );
-    expect(values(argv, '-blockdev')).toEqual([
-      'driver=file,node-name=file0,filename=/disks/a.qcow2,read-only=off',
-      'driver=qcow2,node-name=disk0,file=file0,read-only=off',
-      'driver=file,node-name=file1,filename=/disks/b.img,read-only=on',
-      'driver=raw,node-name=disk1,file=file1,read-only=on',
+    const raw = JSON.parse(values(argv, '-blockdev')[1]);
+    expect(raw).toEqual({
+      driver: 'raw',
+      'node-name': diskNodeName('disk1', '/disks/b.img'),
+      'read-only': true,
+      file: {
+        driver: 'file',
+        'node-name': diskFileNodeName('disk1', '/disks/b.img'),
+        filename: '/disks/b.img',
+        'read-only': true,
+        cache: { direct: false, 'no-flush': false },
+        aio: 'threads',
+      },
+    });
+  });
+
+  it('names block nodes within QEMU rules (letter first, at most 31 characters) whatever the disk id', () => {
+    for (const id of ['0b7c6f1e-3d2a-4c5b-9e8f-1a2b3c4d5e6f', 'a', 'x'.repeat(128), 'a:b.c']) {
+      const node = diskNodeName(id, '/sr/some/long/path/to/an/image.qcow2');
+      expect(diskFileNodeName(id, '/x')).toMatch(/^[A-Za-z][A-Za-z0-9_.-]{0,30}$/);
+      expect(node).toMatch(/^[A-Za-z][A-Za-z0-9_.-]{0,30}$/);
+      expect(diskToken(id)).toBe(diskToken(id));
+    }
+    expect(diskToken('0b7c6f1e-3d2a-4c5b-9e8f-1a2b3c4d5e6f')).not.toBe(
+      diskToken('0b7c6f1e-3d2a-4c5b-9e8f-1a2b3c4d5e60'),
+    );
+  });
+
+  it('names guest disks the way Linux virtio_blk does', () => {
+    expect([0, 1, 25, 26, 27, 701, 702].map(guestDiskName)).toEqual([
+      'vda',
+      'vdb',
+      'vdz',
+      'vdaa',
+      'vdab',
+      'vdzz',
+      'vdaaa',
     ]);
+    expect(nextGuestDiskName(['vda', 'vdc'])).toBe('vdb');
   });
 
   it('forwards guest ports on loopback only, through a restricted user-mode NIC', () => {
@@ -110,9 +217,8 @@ describe('QEMU command line', () => {
       paths,
     );
     expect(values(argv, '-name')).toEqual(['guest=a,,b']);
-    expect(values(argv, '-blockdev')[0]).toBe(
-      'driver=file,node-name=file0,filename=/disks/x,,y.qcow2,read-only=off',
-    );
+    // -blockdev is JSON: a comma in a path needs no escaping there.
+    expect(JSON.parse(values(argv, '-blockdev')[0]).file.filename).toBe('/disks/x,y.qcow2');
     expect(qemuOptionValue('x', ',,')).toBe(',,,,');
   });
 
@@ -172,6 +278,17 @@ describe('VM spec validation', () => {
     ],
     ['disk format vmdk', (s) => ((s.disks[0] as { format: string }).format = 'vmdk'), /^disks\[0\]\.format:/],
     ['disk path with trailing slash', (s) => (s.disks[0].path = '/disks/'), /^disks\[0\]\.path:/],
+    ['disk id with a slash', (s) => (s.disks[0].id = 'a/b'), /^disks\[0\]\.id:/],
+    [
+      'the same disk id twice',
+      (s) => s.disks.push({ path: '/disks/b.qcow2', format: 'qcow2', id: 'disk0' }),
+      /^disks\[1\]\.id:/,
+    ],
+    [
+      'the same file twice',
+      (s) => s.disks.push({ path: '/disks/a.qcow2', format: 'qcow2' }),
+      /^disks\[1\]\.path:/,
+    ],
     ['MAC with dashes', (s) => (s.nics[0].mac = '52-54-00-12-34-56'), /^nics\[0\]\.mac:/],
     ['multicast MAC', (s) => (s.nics[0].mac = '53:54:00:12:34:56'), /^nics\[0\]\.mac:/],
     ['guest port 0', (s) => (s.nics[0].forwards[0].guestPort = 0), /^nics\[0\]\.forwards\[0\]\.guestPort:/],

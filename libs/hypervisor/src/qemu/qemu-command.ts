@@ -1,6 +1,14 @@
 import { createHash } from 'node:crypto';
 import { DriverError, DriverVmSpec } from '../driver';
-import { isUuid, validateDriverVmSpec, validateHostPath } from './vm-spec-validation';
+import {
+  blockdevDefinition,
+  diskDeviceId,
+  diskNodeName,
+  diskSerial,
+  guestDiskName,
+  QemuLaunchDisk,
+} from './qemu-disks';
+import { isUuid, validateDriverVmSpec, validateHostPath, VM_SPEC_LIMITS } from './vm-spec-validation';
 
 /**
  * Everything one QEMU launch is made of, saved as the VM's spec.json. `vm` is validated and its forwards carry
@@ -11,6 +19,36 @@ export interface QemuLaunchSpec {
   /** QEMU's -uuid: the vmId when it is a UUID, else derived from it. /proc/<pid>/cmdline carries it. */
   uuid: string;
   accelerator: 'kvm' | 'tcg';
+  /**
+   * PCIe root ports for disks, fixed when the VM starts from HALTED (a resumed QEMU must have the same
+   * devices): one per disk plus spares for hot-plug. Absent: one per disk plus SPARE_DISK_PORTS.
+   */
+  rootPorts?: number;
+  /** Placement of vm.disks, in the same order. Absent: disk i on port i, named by position. */
+  disks?: QemuLaunchDisk[];
+}
+
+/** Free root ports a VM gets at start for disks hot-plugged later (q35 cannot hot-plug into pcie.0). */
+export const SPARE_DISK_PORTS = 4;
+
+/** The placement of a VM's disks when it starts from HALTED: in spec order, vda first. */
+export function initialDiskLayout(
+  vm: DriverVmSpec,
+  files: (disk: DriverVmSpec['disks'][number]) => Pick<QemuLaunchDisk, 'backing' | 'cacheDirect'> = () => ({
+    backing: [],
+    cacheDirect: false,
+  }),
+): QemuLaunchDisk[] {
+  return vm.disks.map((d, i) => ({
+    id: d.id ?? `disk${i}`,
+    port: i,
+    guestName: guestDiskName(i),
+    ...files(d),
+  }));
+}
+
+export function initialRootPorts(vm: DriverVmSpec, spare = SPARE_DISK_PORTS): number {
+  return Math.min(VM_SPEC_LIMITS.disks, vm.disks.length + spare);
 }
 
 /** The files of one QEMU process (see vm-directory.ts). */
@@ -109,15 +147,29 @@ export function buildQemuArgv(
     argv.push('-boot', 'strict=on');
   }
 
+  // Every disk sits on its own PCIe root port (a device on pcie.0 itself cannot be unplugged on q35); spare
+  // ports take hot-plugged disks. io-reserve=0: virtio devices behind a PCIe port need no I/O ports, and
+  // 16 ports reserving 4 KiB of I/O space each would exhaust it.
+  const rootPorts = launch.rootPorts ?? initialRootPorts(vm);
+  if (!Number.isInteger(rootPorts) || rootPorts < vm.disks.length || rootPorts > VM_SPEC_LIMITS.disks)
+    throw new DriverError('invalid-spec', `rootPorts: must be ${vm.disks.length}-${VM_SPEC_LIMITS.disks}`);
+  for (let p = 0; p < rootPorts; p++)
+    argv.push('-device', `pcie-root-port,id=rp${p},chassis=${p + 1},io-reserve=0`);
+
+  const layout = validateLayout(vm, launch.disks ?? initialDiskLayout(vm), rootPorts);
+  const bootIndex = Math.max(
+    0,
+    vm.disks.findIndex((d) => d.bootable),
+  );
   vm.disks.forEach((disk, i) => {
-    const ro = disk.readOnly ? 'on' : 'off';
-    // prettier-ignore
+    const place = layout[i];
+    // JSON: the whole chain, each layer with an explicit driver; paths need no comma escaping in JSON.
+    argv.push('-blockdev', JSON.stringify(blockdevDefinition(place.id, disk, place)));
     argv.push(
-      // Two layers, format always explicit: a raw image can never be read as qcow2 (DESIGN §8).
-      '-blockdev', `driver=file,node-name=file${i},filename=${opt(`disks[${i}].path`, disk.path)},read-only=${ro}`,
-      '-blockdev', `driver=${disk.format},node-name=disk${i},file=file${i},read-only=${ro}`,
       '-device',
-      `virtio-blk-pci,id=virtio-disk${i},drive=disk${i}` + (vm.boot.kind === 'disk' && i === 0 ? ',bootindex=1' : ''),
+      `virtio-blk-pci,id=${diskDeviceId(place.id)},drive=${diskNodeName(place.id, disk.path)},bus=rp${place.port}` +
+        `,serial=${opt(`disks[${i}].id`, diskSerial(place.id))}` +
+        (vm.boot.kind === 'disk' && i === bootIndex ? ',bootindex=1' : ''),
     );
   });
 
@@ -138,4 +190,27 @@ export function buildQemuArgv(
   // Resume from saved state: QEMU waits for migrate-incoming on QMP.
   if (options.incoming) argv.push('-incoming', 'defer');
   return argv;
+}
+
+function validateLayout(vm: DriverVmSpec, layout: QemuLaunchDisk[], rootPorts: number): QemuLaunchDisk[] {
+  if (!Array.isArray(layout) || layout.length !== vm.disks.length)
+    throw new DriverError('invalid-spec', 'disks: the placement does not match the disks');
+  const ports = new Set<number>();
+  layout.forEach((place, i) => {
+    const field = `disks[${i}]`;
+    if (place.id !== (vm.disks[i].id ?? `disk${i}`))
+      throw new DriverError('invalid-spec', `${field}: placed as ${place.id}, not as its id`);
+    if (!Number.isInteger(place.port) || place.port < 0 || place.port >= rootPorts || ports.has(place.port))
+      throw new DriverError(
+        'invalid-spec',
+        `${field}.port: ${place.port} is not a free port below ${rootPorts}`,
+      );
+    ports.add(place.port);
+    if (!Array.isArray(place.backing) || (vm.disks[i].format === 'raw' && place.backing.length))
+      throw new DriverError('invalid-spec', `${field}.backing: must be a list (empty for raw)`);
+    place.backing.forEach((b, j) => validateHostPath(`${field}.backing[${j}]`, b));
+    if (typeof place.cacheDirect !== 'boolean')
+      throw new DriverError('invalid-spec', `${field}.cacheDirect: must be a boolean`);
+  });
+  return layout;
 }

@@ -272,7 +272,7 @@ describeWithRealQemu('qemu driver on real QEMU', () => {
         const first = await driver.metrics(vmId);
         expect(first.residentMemoryBytes).toBeGreaterThan(0);
         expect(first.nics).toEqual([]);
-        expect(first.disks.map((d) => d.device)).toEqual(['virtio-disk0']);
+        expect(first.disks.map((d) => d.device)).toEqual(['disk0']);
         const at = logSize(vmId);
         await waitForSerial(vmId, /TICK \d+\s+TICK \d+/, at, 30_000);
         const second = await driver.metrics(vmId);

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import {
   DriverCapabilities,
   DriverConsole,
+  DriverDisk,
   DriverError,
   DriverVmMetrics,
   DriverVmSpec,
@@ -14,7 +15,33 @@ import {
   ShutdownOptions,
 } from '../driver';
 import { AcceleratorChoice, AcceleratorVerdict, chooseAccelerator, ProbeGuest } from './accel-probe';
-import { buildQemuArgv, QemuLaunchSpec, vmUuid } from './qemu-command';
+import {
+  buildQemuArgv,
+  initialDiskLayout,
+  initialRootPorts,
+  QemuLaunchSpec,
+  SPARE_DISK_PORTS,
+  vmUuid,
+} from './qemu-command';
+import {
+  asDriverError,
+  insertedNode,
+  openFiles,
+  peripheralIds,
+  plugDevice,
+  releaseDiskNodes,
+  snapshotDevice,
+  streamDevice,
+  unplugDevice,
+} from './qemu-disk-ops';
+import {
+  diskDeviceId,
+  diskNodeName,
+  nextGuestDiskName,
+  QemuLaunchDisk,
+  resolveBackingChain,
+  supportsDirectIo,
+} from './qemu-disks';
 import { diskMetrics, readProcessCpuTimeNs, readResidentMemoryBytes } from './qemu-metrics';
 import {
   adoptQemu,
@@ -31,7 +58,13 @@ import { QemuRunState, QmpClient, QmpConnectionError, QmpError } from './qmp-cli
 import { restoreVmState, saveVmState } from './saved-state';
 import { SerialConsoleHub, tailFile, trimLogFile } from './serial-console';
 import { VmDirectory } from './vm-directory';
-import { validateDriverVmSpec, validateHostPath, validateVmId } from './vm-spec-validation';
+import {
+  validateDiskId,
+  validateDriverDisk,
+  validateDriverVmSpec,
+  validateHostPath,
+  validateVmId,
+} from './vm-spec-validation';
 
 export interface QemuDriverOptions {
   /** Absolute; one directory per VM below it (see vm-directory.ts). */
@@ -49,6 +82,16 @@ export interface QemuDriverOptions {
   cleanRebootTimeoutMs?: number;
   /** Deadline of suspend and resume (moving the memory image). Default 120 s. */
   saveRestoreTimeoutMs?: number;
+  /**
+   * FLOTILLA_DISK_CACHE: 'direct' opens disk files with O_DIRECT (cache.direct=on, aio=native: no double
+   * caching in the host page cache, the speed of dd here); 'writeback' uses the page cache; 'auto'
+   * (default) is direct wherever the file's filesystem supports O_DIRECT (tmpfs does not).
+   */
+  diskCache?: 'auto' | 'direct' | 'writeback';
+  /** Root ports kept free at start for disks hot-plugged later. Default SPARE_DISK_PORTS (4). */
+  spareDiskPorts?: number;
+  /** How long streamDisk waits for its block-stream job. Default 1 h. */
+  diskJobTimeoutMs?: number;
   log?: (line: string) => void;
 }
 
@@ -157,7 +200,7 @@ export class QemuDriver implements HypervisorDriver {
       pause: true,
       suspend: true,
       liveMigration: false,
-      hotplugDisks: false,
+      hotplugDisks: true,
       console: true,
     };
   }
@@ -257,10 +300,18 @@ export class QemuDriver implements HypervisorDriver {
         throw new DriverError('invalid-state', `vm ${valid.vmId} is ${status.powerState}, not HALTED`);
       }
       if (dir.hasSavedState()) return this.resumeLocked(dir);
+      // Disks without an id are named by their position now, once: later plugs and unplugs shift positions.
+      const vm: DriverVmSpec = {
+        ...valid,
+        disks: valid.disks.map((d, i) => ({ ...d, id: d.id ?? `disk${i}` })),
+        nics: await this.resolveHostPorts(valid.nics),
+      };
       const launch: QemuLaunchSpec = {
-        vm: { ...valid, nics: await this.resolveHostPorts(valid.nics) },
+        vm,
         uuid: vmUuid(valid.vmId),
         accelerator: this.accel.accelerator,
+        rootPorts: initialRootPorts(vm, this.options.spareDiskPorts ?? SPARE_DISK_PORTS),
+        disks: initialDiskLayout(vm, (d) => this.diskFiles(d)),
       };
       const argv = buildQemuArgv(launch, dir.runtimePaths);
       dir.create();
@@ -357,6 +408,8 @@ export class QemuDriver implements HypervisorDriver {
           `vm ${vmId} is HALTED: only a running or paused VM can be suspended`,
         );
       }
+      // The saved state holds exactly the devices QEMU has: spec.json must list the same disks for resume.
+      await this.forgetReleasedDisks(handle);
       // Stopped first: the image is one consistent instant and the stream ends at once (nothing is dirtied).
       await handle.qmp.execute('stop');
       try {
@@ -398,6 +451,9 @@ export class QemuDriver implements HypervisorDriver {
   private async resumeLocked(dir: VmDirectory): Promise<DriverVmStatus> {
     const launch = dir.readSpec();
     if (!launch) throw new DriverError('failed', `vm ${dir.vmId}: saved state without spec.json`);
+    // The chains are read again: the files are checked at every launch, not only the first.
+    const layout = this.layoutOf(launch);
+    launch.disks = layout.map((place, i) => ({ ...place, ...this.diskFiles(launch.vm.disks[i]) }));
     const handle = await this.launch(
       dir,
       launch,
@@ -474,34 +530,240 @@ export class QemuDriver implements HypervisorDriver {
       vmId,
       cpuTimeNs: readProcessCpuTimeNs(handle.process.pid),
       residentMemoryBytes: readResidentMemoryBytes(handle.process.pid),
-      disks: diskMetrics(blockstats),
+      disks: diskMetrics(blockstats, handle.launch.disks ?? []),
       // User-mode (slirp) netdevs keep no per-NIC counters QEMU 7.2 exposes over QMP; taps will (from /sys).
       nics: [],
     };
   }
 
-  async plugDisk(): Promise<{ device: string }> {
-    throw new DriverError('unsupported', 'disk hot-plug is not built yet');
+  async plugDisk(vmId: string, disk: DriverDisk & { id: string }): Promise<{ device: string }> {
+    validateVmId(vmId);
+    const valid = validateDriverDisk('disk', disk);
+    if (valid.id === undefined) throw new DriverError('invalid-spec', 'disk.id: is required to hot-plug');
+    const id = valid.id;
+    return this.withLock(vmId, async () => {
+      const handle = await this.requireRunning(vmId);
+      const { launch } = handle;
+      const layout = this.layoutOf(launch);
+      const at = layout.findIndex((d) => d.id === id);
+      const present = (await peripheralIds(handle.qmp)).has(diskDeviceId(id));
+      if (at >= 0 && present) {
+        if (launch.vm.disks[at].path !== valid.path)
+          throw new DriverError(
+            'invalid-state',
+            `disk ${id} is plugged into vm ${vmId} with ${launch.vm.disks[at].path}, not ${valid.path}`,
+          );
+        return { device: layout[at].guestName };
+      }
+      if (present)
+        throw new DriverError('failed', `vm ${vmId}: QEMU has a device for disk ${id} that spec.json lacks`);
+      const other = launch.vm.disks.findIndex((d, i) => i !== at && d.path === valid.path);
+      if (other >= 0)
+        throw new DriverError(
+          'invalid-state',
+          `${valid.path} is plugged into vm ${vmId} as disk ${layout[other].id}`,
+        );
+      let place: QemuLaunchDisk;
+      if (at >= 0) {
+        // Recorded by an earlier call that did not finish: same port, same name.
+        place = { ...layout[at], ...this.diskFiles(valid) };
+        launch.vm.disks[at] = valid;
+        layout[at] = place;
+      } else {
+        const used = new Set(layout.map((d) => d.port));
+        const port = [...Array(launch.rootPorts ?? 0).keys()].find((p) => !used.has(p));
+        if (port === undefined)
+          throw new DriverError(
+            'capacity',
+            `vm ${vmId} has no free PCIe port for another disk (${launch.rootPorts} ports, all in use): ` +
+              'add the disk while the VM is halted',
+          );
+        place = {
+          id,
+          port,
+          guestName: nextGuestDiskName(layout.map((d) => d.guestName)),
+          ...this.diskFiles(valid),
+        };
+        launch.vm.disks.push(valid);
+        layout.push(place);
+      }
+      // Recorded before QEMU changes: a crash in between leaves a disk that the next plug completes (or
+      // suspend forgets), never a device that spec.json does not know.
+      handle.dir.writeSpec(launch);
+      try {
+        await plugDevice(handle.qmp, valid, place);
+      } catch (e) {
+        await releaseDiskNodes(handle.qmp, id).catch(() => undefined);
+        this.dropDisk(handle, id);
+        throw asDriverError(e, `vm ${vmId}: hot-plug of disk ${id} failed`);
+      }
+      this.log(`vm ${vmId}: disk ${id} plugged (${place.guestName} likely, port rp${place.port})`);
+      return { device: place.guestName };
+    });
   }
 
-  async unplugDisk(): Promise<void> {
-    throw new DriverError('unsupported', 'disk hot-unplug is not built yet');
+  /**
+   * Without force or with it, the guest must release the disk: QEMU 7.2 has no surprise removal of a PCIe
+   * device, and a block node cannot be deleted while a device uses it. A guest that keeps the disk gets
+   * 'timeout'; the request stays pending in QEMU, and when the guest lets go later (or the VM stops) the
+   * driver finishes the unplug by itself (see the DEVICE_DELETED handler in watch()).
+   */
+  async unplugDisk(
+    vmId: string,
+    diskId: string,
+    options: { timeoutMs: number; force: boolean },
+  ): Promise<void> {
+    validateVmId(vmId);
+    validateDiskId(diskId, 'diskId');
+    const timeoutMs = options.timeoutMs;
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 3_600_000)
+      throw new DriverError('invalid-spec', `timeoutMs: must be 0-3600000, got ${timeoutMs}`);
+    return this.withLock(vmId, async () => {
+      const dir = this.existingDir(vmId);
+      const handle = this.handles.get(vmId) ?? (await this.adoptLive(dir));
+      if (!handle) {
+        if (dir.hasSavedState())
+          throw new DriverError(
+            'invalid-state',
+            `vm ${vmId} is SUSPENDED and its saved state includes its disks: resume it to unplug one`,
+          );
+        return; // HALTED: nothing is plugged
+      }
+      try {
+        if (!(await unplugDevice(handle.qmp, diskId, timeoutMs)))
+          throw new DriverError(
+            'timeout',
+            `vm ${vmId}: the guest did not release disk ${diskId} within ${timeoutMs} ms` +
+              (options.force
+                ? ' (even forced: QEMU cannot take a PCIe device from a guest that holds it; stop the VM to free it)'
+                : '') +
+              '; the request stays pending and completes when the guest releases the disk',
+          );
+        await releaseDiskNodes(handle.qmp, diskId);
+      } catch (e) {
+        throw asDriverError(e, `vm ${vmId}: unplug of disk ${diskId} failed`);
+      }
+      this.dropDisk(handle, diskId);
+    });
   }
 
-  async openDiskFiles(): Promise<string[]> {
-    throw new DriverError('unsupported', 'listing open disk files is not built yet');
+  async openDiskFiles(vmId: string): Promise<string[]> {
+    validateVmId(vmId);
+    const dir = this.existingDir(vmId);
+    const handle = this.handles.get(vmId);
+    if (handle)
+      return openFiles(handle.qmp).catch((e: unknown) => Promise.reject(asDriverError(e, `vm ${vmId}`)));
+    // A suspended VM opens its files again on resume: they are as good as open.
+    if (!dir.hasSavedState()) return [];
+    const launch = dir.readSpec();
+    const layout = launch?.disks ?? [];
+    return [
+      ...new Set((launch?.vm.disks ?? []).flatMap((d, i) => [d.path, ...(layout[i]?.backing ?? [])])),
+    ].sort();
   }
 
-  async snapshotDisk(): Promise<void> {
-    throw new DriverError('unsupported', 'live disk snapshots are not built yet');
+  async snapshotDisk(vmId: string, topPath: string, newTopPath: string): Promise<void> {
+    validateVmId(vmId);
+    validateHostPath('topPath', topPath);
+    validateHostPath('newTopPath', newTopPath);
+    // The overlay must be a qcow2 sibling whose header names exactly the current top (checked by Flotilla's
+    // inspector, like every file QEMU opens).
+    const newChain = resolveBackingChain(newTopPath, 'qcow2');
+    if (newChain[0] !== topPath)
+      throw new DriverError(
+        'invalid-spec',
+        `newTopPath: ${newTopPath} must be a qcow2 overlay backed by ${path.basename(topPath)} in the same directory`,
+      );
+    return this.withLock(vmId, async () => {
+      const handle = await this.requireRunning(vmId);
+      const layout = this.layoutOf(handle.launch);
+      const at = handle.launch.vm.disks.findIndex((d) => d.path === topPath || d.path === newTopPath);
+      if (at < 0) throw new DriverError('not-found', `vm ${vmId} has no disk whose top file is ${topPath}`);
+      const disk = handle.launch.vm.disks[at];
+      if (disk.format !== 'qcow2')
+        throw new DriverError('invalid-spec', `${topPath}: only qcow2 disks have snapshots`);
+      if (disk.path === topPath) {
+        try {
+          await snapshotDevice(handle.qmp, disk, layout[at], newTopPath);
+        } catch (e) {
+          throw asDriverError(e, `vm ${vmId}: live snapshot of ${topPath} failed`);
+        }
+      }
+      handle.launch.vm.disks[at] = { ...disk, path: newTopPath };
+      layout[at] = { ...layout[at], backing: newChain };
+      handle.dir.writeSpec(handle.launch);
+      this.log(`vm ${vmId}: disk ${layout[at].id} now writes to ${newTopPath}`);
+    });
   }
 
-  async resizeDisk(): Promise<void> {
-    throw new DriverError('unsupported', 'online disk resize is not built yet');
+  async resizeDisk(vmId: string, topPath: string, sizeBytes: number): Promise<void> {
+    validateVmId(vmId);
+    validateHostPath('topPath', topPath);
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % 512 !== 0)
+      throw new DriverError(
+        'invalid-spec',
+        `sizeBytes: must be a positive multiple of 512, got ${sizeBytes}`,
+      );
+    return this.withLock(vmId, async () => {
+      const handle = await this.requireRunning(vmId);
+      const { id } = this.diskByTop(handle, topPath);
+      try {
+        const current = (await insertedNode(handle.qmp, id))?.image['virtual-size'];
+        if (current === undefined)
+          throw new DriverError('invalid-state', `disk ${id} is not plugged into vm ${vmId}`);
+        if (sizeBytes < current)
+          throw new DriverError(
+            'invalid-spec',
+            `sizeBytes: ${sizeBytes} is below the disk's ${current} bytes: shrinking would cut off guest data`,
+          );
+        if (sizeBytes === current) return;
+        await handle.qmp.execute('block_resize', { 'node-name': diskNodeName(id, topPath), size: sizeBytes });
+      } catch (e) {
+        throw asDriverError(e, `vm ${vmId}: resize of ${topPath} failed`);
+      }
+    });
   }
 
-  async streamDisk(): Promise<void> {
-    throw new DriverError('unsupported', 'live chain coalescing is not built yet');
+  async streamDisk(vmId: string, topPath: string, baseFile: string | undefined): Promise<void> {
+    validateVmId(vmId);
+    validateHostPath('topPath', topPath);
+    // A plain name is a sibling of the top (how headers name backing files); else an absolute path.
+    const base =
+      baseFile === undefined
+        ? undefined
+        : baseFile.includes('/')
+          ? validateHostPath('baseFile', baseFile)
+          : validateHostPath('baseFile', path.join(path.dirname(topPath), baseFile));
+    return this.withLock(vmId, async () => {
+      const handle = await this.requireRunning(vmId);
+      const { at, id } = this.diskByTop(handle, topPath);
+      const disk = handle.launch.vm.disks[at];
+      // The headers are the truth about the chain: a stream that completed before a crash shows there.
+      const chain = resolveBackingChain(topPath, disk.format);
+      if (base !== undefined && !chain.includes(base))
+        throw new DriverError('invalid-spec', `baseFile: ${base} is not in the backing chain of ${topPath}`);
+      const merged = base === undefined ? chain : chain.slice(0, chain.indexOf(base));
+      if (merged.length > 0) {
+        try {
+          await streamDevice(handle.qmp, {
+            diskId: id,
+            top: topPath,
+            base,
+            baseName: base && path.basename(base),
+            timeoutMs: this.options.diskJobTimeoutMs ?? 3_600_000,
+          });
+          // Layers that were the top of a live snapshot are still held by the monitor: close them.
+          for (const file of merged)
+            await handle.qmp
+              .execute('blockdev-del', { 'node-name': diskNodeName(id, file) })
+              .catch(() => undefined);
+        } catch (e) {
+          throw asDriverError(e, `vm ${vmId}: block-stream of ${topPath} failed`);
+        }
+      }
+      this.layoutOf(handle.launch)[at].backing = resolveBackingChain(topPath, disk.format);
+      handle.dir.writeSpec(handle.launch);
+    });
   }
 
   async consoleLog(vmId: string, maxBytes: number): Promise<Buffer> {
@@ -574,6 +836,49 @@ export class QemuDriver implements HypervisorDriver {
     return handle;
   }
 
+  /** The files of a disk as they are now: its backing chain read from the headers, and its cache mode. */
+  private diskFiles(disk: DriverDisk): Pick<QemuLaunchDisk, 'backing' | 'cacheDirect'> {
+    const backing = resolveBackingChain(disk.path, disk.format);
+    const mode = this.options.diskCache ?? 'auto';
+    return { backing, cacheDirect: mode === 'direct' || (mode === 'auto' && supportsDirectIo(disk.path)) };
+  }
+
+  /** launch.disks, filled in for a spec.json written before disks had placements. */
+  private layoutOf(launch: QemuLaunchSpec): QemuLaunchDisk[] {
+    launch.vm.disks = launch.vm.disks.map((d, i) => ({ ...d, id: d.id ?? `disk${i}` }));
+    launch.rootPorts ??= initialRootPorts(launch.vm, 0);
+    launch.disks ??= initialDiskLayout(launch.vm);
+    return launch.disks;
+  }
+
+  private diskByTop(handle: VmHandle, topPath: string): { at: number; id: string } {
+    const at = handle.launch.vm.disks.findIndex((d) => d.path === topPath);
+    if (at < 0)
+      throw new DriverError('not-found', `vm ${handle.dir.vmId} has no disk whose top file is ${topPath}`);
+    return { at, id: this.layoutOf(handle.launch)[at].id };
+  }
+
+  /** Removes a disk from spec.json (it is no longer plugged). */
+  private dropDisk(handle: VmHandle, diskId: string): void {
+    const layout = this.layoutOf(handle.launch);
+    const at = layout.findIndex((d) => d.id === diskId);
+    if (at < 0) return;
+    layout.splice(at, 1);
+    handle.launch.vm.disks.splice(at, 1);
+    handle.dir.writeSpec(handle.launch);
+  }
+
+  /** Disks spec.json lists whose device QEMU no longer has (a guest released it late): closed and forgotten. */
+  private async forgetReleasedDisks(handle: VmHandle): Promise<void> {
+    const devices = await peripheralIds(handle.qmp);
+    for (const place of [...this.layoutOf(handle.launch)]) {
+      if (devices.has(diskDeviceId(place.id))) continue;
+      await releaseDiskNodes(handle.qmp, place.id);
+      this.dropDisk(handle, place.id);
+      this.log(`vm ${handle.dir.vmId}: disk ${place.id} was released by the guest`);
+    }
+  }
+
   private async resolveHostPorts(nics: DriverVmSpec['nics']): Promise<DriverVmSpec['nics']> {
     const out: DriverVmSpec['nics'] = [];
     for (const nic of nics) {
@@ -626,6 +931,16 @@ export class QemuDriver implements HypervisorDriver {
     });
     handle.qmp.on('GUEST_PANICKED', () => {
       if (!handle.expectExit) this.unrequested(handle, REASON_GUEST_PANIC, true);
+    });
+    // A disk the guest released on its own, or after an unplug that timed out: finish the unplug.
+    handle.qmp.on('DEVICE_DELETED', (e) => {
+      const device = e.data.device;
+      if (!device || !(handle.launch.disks ?? []).some((d) => diskDeviceId(d.id) === device)) return;
+      void this.withLock(vmId, async () => {
+        if (this.handles.get(vmId) === handle && !handle.expectExit) await this.forgetReleasedDisks(handle);
+      }).catch((err: unknown) =>
+        this.log(`vm ${vmId}: cleaning up after ${device}: ${(err as Error).message}`),
+      );
     });
     void handle.process.exited.then((exit) => {
       if (!handle.expectExit) this.unrequested(handle, describeExit(exit), false);

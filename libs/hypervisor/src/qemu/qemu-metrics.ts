@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { DriverError, DriverVmMetrics } from '../driver';
+import { diskDeviceId } from './qemu-disks';
 import { QemuBlockStats } from './qmp-client';
 
 /** USER_HZ: /proc/<pid>/stat counts CPU time in these ticks; it is 100 on every Linux ABI Node runs on. */
@@ -20,11 +21,17 @@ export function readResidentMemoryBytes(pid: number): number {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
-/** query-blockstats rows → the driver's disks, named by their device id (virtio-disk<i>). */
-export function diskMetrics(stats: QemuBlockStats[]): DriverVmMetrics['disks'] {
+/**
+ * query-blockstats rows → the driver's disks, named by disk id (the VBD id, or `disk<i>`) through their
+ * device's QOM path (/machine/peripheral/virtio-<token>/virtio-backend).
+ */
+export function diskMetrics(stats: QemuBlockStats[], disks: { id: string }[]): DriverVmMetrics['disks'] {
+  const idOfDevice = new Map(disks.map((d) => [diskDeviceId(d.id), d.id]));
   return stats
     .map((s) => {
-      const device = /(virtio-disk\d+)/.exec(s.qdev ?? '')?.[1] ?? (s.device || s['node-name'] || 'unknown');
+      const deviceId = /^\/machine\/peripheral\/([^/]+)\//.exec(s.qdev ?? '')?.[1];
+      const device =
+        (deviceId && idOfDevice.get(deviceId)) || deviceId || s.device || s['node-name'] || 'unknown';
       return {
         device,
         readBytes: s.stats.rd_bytes,

@@ -73,6 +73,65 @@ export interface QmpCommands {
   stop: { args: undefined; result: Record<string, never> };
   cont: { args: undefined; result: Record<string, never> };
   quit: { args: undefined; result: Record<string, never> };
+  // --- block devices (qapi/block-core.json, qapi/qdev.json, qapi/job.json) ---
+  'blockdev-add': { args: Record<string, unknown>; result: Record<string, never> };
+  'blockdev-del': { args: { 'node-name': string }; result: Record<string, never> };
+  'query-named-block-nodes': { args: { flat?: boolean }; result: QemuBlockNode[] };
+  'query-block': { args: undefined; result: QemuBlockInfo[] };
+  device_add: {
+    args: Record<string, unknown> & { driver: string; id: string };
+    result: Record<string, never>;
+  };
+  device_del: { args: { id: string }; result: Record<string, never> };
+  'qom-list': { args: { path: string }; result: { name: string; type: string }[] };
+  'blockdev-snapshot': { args: { node: string; overlay: string }; result: Record<string, never> };
+  block_resize: { args: { 'node-name': string; size: number }; result: Record<string, never> };
+  'block-stream': {
+    args: {
+      'job-id': string;
+      device: string;
+      'base-node'?: string;
+      'backing-file'?: string;
+      'auto-dismiss'?: boolean;
+    };
+    result: Record<string, never>;
+  };
+  'query-jobs': { args: undefined; result: QemuJobInfo[] };
+  'job-dismiss': { args: { id: string }; result: Record<string, never> };
+}
+
+/** One block node (query-named-block-nodes). `file` of a protocol node is its host path. */
+export interface QemuBlockNode {
+  'node-name': string;
+  drv: string;
+  file: string;
+  ro: boolean;
+  image?: { 'virtual-size': number; filename: string };
+}
+
+/** One guest-facing block backend (query-block): `qdev` is the device's QOM path. */
+export interface QemuBlockInfo {
+  device: string;
+  qdev?: string;
+  inserted?: { 'node-name': string; file: string; ro: boolean; image: { 'virtual-size': number } };
+}
+
+export interface QemuJobInfo {
+  id: string;
+  type: string;
+  status:
+    | 'undefined'
+    | 'created'
+    | 'running'
+    | 'paused'
+    | 'ready'
+    | 'standby'
+    | 'waiting'
+    | 'pending'
+    | 'aborting'
+    | 'concluded'
+    | 'null';
+  error?: string;
 }
 export type QmpCommandName = keyof QmpCommands;
 

@@ -57,7 +57,20 @@ export function validateVmId(value: unknown, field = 'vmId'): string {
   return value;
 }
 
-function validateDisk(field: string, disk: DriverDisk): DriverDisk {
+/** A disk id (a VBD id, usually a UUID): it only names QEMU nodes and devices, through diskToken(). */
+const DISK_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+export function validateDiskId(value: unknown, field = 'disk id'): string {
+  if (typeof value !== 'string' || !DISK_ID.test(value))
+    invalid(
+      field,
+      `must be 1-128 of letters, digits, '.', '_', ':' and '-', got ${JSON.stringify(String(value).slice(0, 80))}`,
+    );
+  return value;
+}
+
+/** One disk, checked and copied (no extra fields); `field` prefixes the error, e.g. `disks[2]`. */
+export function validateDriverDisk(field: string, disk: DriverDisk): DriverDisk {
   if (typeof disk !== 'object' || disk === null) invalid(field, 'must be an object');
   const p = validateHostPath(`${field}.path`, disk.path);
   if (disk.format !== 'qcow2' && disk.format !== 'raw')
@@ -67,7 +80,16 @@ function validateDisk(field: string, disk: DriverDisk): DriverDisk {
     );
   if (disk.readOnly !== undefined && typeof disk.readOnly !== 'boolean')
     invalid(`${field}.readOnly`, 'must be a boolean');
-  return { path: p, format: disk.format, ...(disk.readOnly ? { readOnly: true } : {}) };
+  if (disk.bootable !== undefined && typeof disk.bootable !== 'boolean')
+    invalid(`${field}.bootable`, 'must be a boolean');
+  const id = disk.id === undefined ? undefined : validateDiskId(disk.id, `${field}.id`);
+  return {
+    path: p,
+    format: disk.format,
+    ...(disk.readOnly ? { readOnly: true } : {}),
+    ...(id !== undefined ? { id } : {}),
+    ...(disk.bootable ? { bootable: true } : {}),
+  };
 }
 
 function validateNic(field: string, nic: DriverNic): DriverNic {
@@ -112,7 +134,19 @@ export function validateDriverVmSpec(spec: DriverVmSpec): DriverVmSpec {
 
   if (!Array.isArray(spec.disks)) invalid('disks', 'must be an array');
   if (spec.disks.length > VM_SPEC_LIMITS.disks) invalid('disks', `at most ${VM_SPEC_LIMITS.disks}`);
-  const disks = spec.disks.map((d, i) => validateDisk(`disks[${i}]`, d));
+  const disks = spec.disks.map((d, i) => validateDriverDisk(`disks[${i}]`, d));
+  const ids = new Set<string>();
+  disks.forEach((d, i) => {
+    // Disks without an id are named by position (disk<i>): that name must not be taken by another.
+    const id = d.id ?? `disk${i}`;
+    if (ids.has(id)) invalid(`disks[${i}].id`, `${id} is used twice`);
+    ids.add(id);
+  });
+  const paths = new Set<string>();
+  disks.forEach((d, i) => {
+    if (paths.has(d.path)) invalid(`disks[${i}].path`, `${d.path} is attached twice`);
+    paths.add(d.path);
+  });
   if (!Array.isArray(spec.nics)) invalid('nics', 'must be an array');
   if (spec.nics.length > VM_SPEC_LIMITS.nics) invalid('nics', `at most ${VM_SPEC_LIMITS.nics}`);
   const nics = spec.nics.map((n, i) => validateNic(`nics[${i}]`, n));

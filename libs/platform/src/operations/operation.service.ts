@@ -144,9 +144,17 @@ export class OperationService {
   }
 
   /** Inside a transaction pass its manager: on PGlite a read on another connection waits for the transaction. */
-  async get(caller: Caller, id: string, m: EntityManager = this.store.manager): Promise<OperationRow> {
+  async get(
+    caller: Caller,
+    id: string,
+    m: EntityManager = this.store.manager,
+    lock = false,
+  ): Promise<OperationRow> {
     const opId = validateId('id', id, 'operation');
-    const op = await m.findOneBy(OperationRow, { id: opId });
+    const op = await m.findOne(OperationRow, {
+      where: { id: opId },
+      ...(lock ? { lock: { mode: 'pessimistic_write' as const } } : {}),
+    });
     if (!op || (!caller.crossTenant && op.tenantId !== caller.tenantId)) throw notFound('operation', id);
     return op;
   }
@@ -198,7 +206,9 @@ export class OperationService {
 
   async cancel(caller: Caller, id: string, onCancelled?: OnCancelled): Promise<OperationRow> {
     const cancelled = await this.store.tx(async (m, emit) => {
-      const op = await this.get(caller, id, m);
+      // Locked: the worker's progress updates wait for the cancel (or the cancel for them) instead of one
+      // of them failing ABORTED on a version that moved under it.
+      const op = await this.get(caller, id, m, true);
       if (!isCancellable({ state: op.state, pointOfNoReturnPassed: op.pointOfNoReturn }))
         throw failedPrecondition(
           isTerminal(op.state)

@@ -1,0 +1,104 @@
+import { Metadata } from '@grpc/grpc-js';
+import { Controller, Inject } from '@nestjs/common';
+import { GrpcMethod } from '@nestjs/microservices';
+import { storageV1 } from '@flotilla/contracts';
+import { operationToProto, requireRole, ServiceIdentity } from '@flotilla/platform';
+import { vbdToProto } from './vbd.mapper';
+import { VbdService } from './vbd.service';
+import { VmDiskService } from './vm-disk.service';
+
+/** The gRPC edge of VBDs: caller identity in, VBD calls, contract messages out. */
+@Controller()
+export class VbdGrpc implements storageV1.VbdServiceController {
+  constructor(
+    @Inject(ServiceIdentity) private readonly identity: ServiceIdentity,
+    @Inject(VbdService) private readonly vbds: VbdService,
+  ) {}
+
+  @GrpcMethod('VbdService', 'CreateVbd')
+  async createVbd(req: storageV1.CreateVbdRequest, md: Metadata): Promise<storageV1.CreateVbdResponse> {
+    return { vbd: vbdToProto(await this.vbds.create(this.identity.caller(md), req)) };
+  }
+
+  @GrpcMethod('VbdService', 'GetVbd')
+  async getVbd(req: storageV1.GetVbdRequest, md: Metadata): Promise<storageV1.GetVbdResponse> {
+    return { vbd: vbdToProto(await this.vbds.get(this.identity.caller(md), req.id)) };
+  }
+
+  @GrpcMethod('VbdService', 'ListVbds')
+  async listVbds(req: storageV1.ListVbdsRequest, md: Metadata): Promise<storageV1.ListVbdsResponse> {
+    const { vbds, nextPageToken } = await this.vbds.list(this.identity.caller(md), req.page);
+    return { vbds: vbds.map(vbdToProto), nextPageToken };
+  }
+
+  @GrpcMethod('VbdService', 'PlugVbd')
+  async plugVbd(req: storageV1.PlugVbdRequest, md: Metadata): Promise<storageV1.PlugVbdResponse> {
+    return { operation: operationToProto(await this.vbds.plug(this.identity.caller(md), req)) };
+  }
+
+  @GrpcMethod('VbdService', 'UnplugVbd')
+  async unplugVbd(req: storageV1.UnplugVbdRequest, md: Metadata): Promise<storageV1.UnplugVbdResponse> {
+    return { operation: operationToProto(await this.vbds.unplug(this.identity.caller(md), req)) };
+  }
+
+  @GrpcMethod('VbdService', 'DestroyVbd')
+  async destroyVbd(req: storageV1.DestroyVbdRequest, md: Metadata): Promise<storageV1.DestroyVbdResponse> {
+    await this.vbds.destroy(this.identity.caller(md), req.id, req.etag);
+    return {};
+  }
+}
+
+/**
+ * The internal VmDiskService: compute calls it with the service identity alone (pool-admin, no tenant
+ * role below it); the gateway never routes it.
+ */
+@Controller()
+export class VmDiskGrpc implements storageV1.VmDiskServiceController {
+  constructor(
+    @Inject(ServiceIdentity) private readonly identity: ServiceIdentity,
+    @Inject(VmDiskService) private readonly disks: VmDiskService,
+  ) {}
+
+  @GrpcMethod('VmDiskService', 'ProvisionRootDisk')
+  async provisionRootDisk(
+    req: storageV1.ProvisionRootDiskRequest,
+    md: Metadata,
+  ): Promise<storageV1.ProvisionRootDiskResponse> {
+    this.service(md);
+    return { disk: await this.disks.provisionRootDisk(req) };
+  }
+
+  @GrpcMethod('VmDiskService', 'AttachVmDisks')
+  async attachVmDisks(
+    req: storageV1.AttachVmDisksRequest,
+    md: Metadata,
+  ): Promise<storageV1.AttachVmDisksResponse> {
+    this.service(md);
+    return { disks: await this.disks.attach(req) };
+  }
+
+  @GrpcMethod('VmDiskService', 'DetachVmDisks')
+  async detachVmDisks(
+    req: storageV1.DetachVmDisksRequest,
+    md: Metadata,
+  ): Promise<storageV1.DetachVmDisksResponse> {
+    this.service(md);
+    await this.disks.detach(req);
+    return {};
+  }
+
+  @GrpcMethod('VmDiskService', 'ReleaseVmDisks')
+  async releaseVmDisks(
+    req: storageV1.ReleaseVmDisksRequest,
+    md: Metadata,
+  ): Promise<storageV1.ReleaseVmDisksResponse> {
+    this.service(md);
+    await this.disks.release(req);
+    return {};
+  }
+
+  private service(md: Metadata): void {
+    const caller = this.identity.caller(md);
+    requireRole(caller, 'pool-admin', 'VmDiskService (internal to the pool: compute calls it)');
+  }
+}

@@ -1,0 +1,39 @@
+import type { Type } from '@nestjs/common';
+import { Logger, OperationService, TransactionalStore } from '@flotilla/platform';
+import { StorageRunner } from '../srs/operation-runner';
+import { ComputeLink } from './compute-link';
+import { VbdGrpc, VmDiskGrpc } from './vbd.grpc';
+import { VbdService } from './vbd.service';
+import { RootDiskVdis, VmDiskService } from './vm-disk.service';
+
+export { vbdRecords } from './vbd-records';
+
+/** The VBD bounded context as the storage service wires it: its controllers, providers and clean-up. */
+export interface VbdContext {
+  controllers: Type<unknown>[];
+  providers: Array<{ provide: unknown; useValue: unknown }>;
+  close(): void;
+}
+
+export function vbdContext(deps: {
+  store: TransactionalStore;
+  operations: OperationService;
+  runner: StorageRunner;
+  rootDisks: RootDiskVdis;
+  computeUrl: string;
+  serviceToken: string;
+  logger: Logger;
+}): VbdContext {
+  const compute = new ComputeLink(deps.computeUrl, deps.serviceToken);
+  const vbds = new VbdService(deps.store, deps.operations, compute, deps.logger);
+  vbds.register(deps.runner);
+  const disks = new VmDiskService(deps.store, deps.rootDisks, deps.logger);
+  return {
+    controllers: [VbdGrpc, VmDiskGrpc],
+    providers: [
+      { provide: VbdService, useValue: vbds },
+      { provide: VmDiskService, useValue: disks },
+    ],
+    close: () => compute.close(),
+  };
+}

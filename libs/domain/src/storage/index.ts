@@ -1,0 +1,5 @@
+export * from './accounting';
+export * from './chain';
+export * from './names';
+export * from './sr';
+export * from './vdi';
