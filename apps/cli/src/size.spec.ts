@@ -57,7 +57,9 @@ describe('formatBytes', () => {
 describe('gibibytes and share', () => {
   it('shows capacities in GiB with one decimal below 100 GiB', () => {
     expect(gibibytes(10 * GiB)).toBe('10.0 GiB');
-    expect(gibibytes(512 * 1024 ** 2)).toBe('0.5 GiB');
+    expect(gibibytes(512 * 1024 ** 2)).toBe('0.50 GiB');
+    expect(gibibytes(16 * 1024 ** 2)).toBe('0.02 GiB');
+    expect(gibibytes(0)).toBe('0.0 GiB');
     expect(gibibytes(250 * GiB)).toBe('250 GiB');
   });
 

@@ -58,7 +58,8 @@ export function formatBytes(bytes: number | undefined): string {
 export function gibibytes(bytes: number | undefined): string {
   if (bytes === undefined || bytes === null || !Number.isFinite(bytes)) return '';
   const gib = bytes / 1024 ** 3;
-  return `${gib >= 100 ? gib.toFixed(0) : gib.toFixed(1)} GiB`;
+  // Two decimals below 1 GiB, so a few MiB in use do not read as nothing.
+  return `${gib >= 100 ? gib.toFixed(0) : gib >= 1 || gib === 0 ? gib.toFixed(1) : gib.toFixed(2)} GiB`;
 }
 
 /** "used of total (ratio%)", e.g. "3.2 GiB of 100 GiB (3%)"; without a total, the used part alone. */

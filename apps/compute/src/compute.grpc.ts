@@ -12,6 +12,7 @@ import { HostService } from './hosts/host.service';
 import { vmToProto } from './mappers';
 import { VmConsole } from './vms/vm-console';
 import { VmService } from './vms/vm.service';
+import { dropCancelledSnapshotVm } from './vms/vm-snapshots';
 import { events } from './persistence/compute-store';
 import { VmRow } from './persistence/entities';
 
@@ -116,6 +117,23 @@ export class VmGrpc implements computeV1.VmServiceController {
     md: Metadata,
   ): Promise<computeV1.GetVmMetricsResponse> {
     return { metrics: await this.consoles.metrics(this.identity.caller(md), req.id) };
+  }
+
+  @GrpcMethod('VmService', 'SnapshotVm')
+  async snapshotVm(req: computeV1.SnapshotVmRequest, md: Metadata): Promise<computeV1.SnapshotVmResponse> {
+    const { snapshot, operation } = await this.vms.snapshots.snapshot(this.identity.caller(md), req);
+    return { snapshot: vmToProto(snapshot), operation: operationToProto(operation) };
+  }
+
+  @GrpcMethod('VmService', 'CloneVm')
+  async cloneVm(req: computeV1.CloneVmRequest, md: Metadata): Promise<computeV1.CloneVmResponse> {
+    const { vm, operation } = await this.vms.snapshots.clone(this.identity.caller(md), req);
+    return { vm: vmToProto(vm), operation: operationToProto(operation) };
+  }
+
+  @GrpcMethod('VmService', 'RevertVm')
+  async revertVm(req: computeV1.RevertVmRequest, md: Metadata): Promise<computeV1.RevertVmResponse> {
+    return { operation: operationToProto(await this.vms.snapshots.revert(this.identity.caller(md), req)) };
   }
 
   @GrpcMethod('VmService', 'DestroyVm')
@@ -236,6 +254,7 @@ export class FlavorGrpc implements computeV1.FlavorServiceController {
 
 /** A cancelled VM operation gives the VM back its stable state (in the cancelling transaction). */
 export const releaseCancelledVm: OnCancelled = async (m, emit, cancelled) => {
+  await dropCancelledSnapshotVm(m, emit, cancelled);
   const vm = await m.findOneBy(VmRow, { id: cancelled.targetId });
   if (vm?.currentOperationId === cancelled.id) {
     await updateVersioned(

@@ -37,6 +37,9 @@ export function vmToProto(vm: VmRow): computeV1.Vm {
         hostAddress: occupiesHost(vm.powerState) ? (f.hostAddress ?? '') : '',
       })),
     })),
+    isSnapshot: vm.isSnapshot,
+    snapshotOf: vm.snapshotOf ?? '',
+    snapshotTime: vm.snapshotTime ?? undefined,
   };
 }
 

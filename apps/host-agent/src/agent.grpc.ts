@@ -193,13 +193,17 @@ export class AgentGrpc implements computeV1.AgentServiceController {
       const sub = requests.subscribe({
         next: (req) => {
           if (!opening) {
+            // `opening` settles once the console is attached, not when its output ends: later keystrokes
+            // wait on it, and would otherwise never reach the guest while the console stays open.
             opening = this.read(() => this.driver.attachConsole(req.vmId)).then(
-              async (c) => {
+              (c) => {
                 if (closed) return c.close();
                 console = c;
                 if (req.data.length) c.write(Buffer.from(req.data));
-                for await (const data of c.output) subscriber.next({ data });
-                subscriber.complete();
+                void (async () => {
+                  for await (const data of c.output) subscriber.next({ data });
+                  subscriber.complete();
+                })().catch((e: unknown) => subscriber.error(e));
               },
               (e: unknown) => subscriber.error(e),
             );

@@ -1,4 +1,6 @@
-import { commonConfig, dbSchemaConfig, listenAddress, type ConfigSpec } from '@flotilla/platform';
+import { z } from 'zod';
+import { commonConfig, dbSchemaConfig, listenAddress, positiveMs, type ConfigSpec } from '@flotilla/platform';
+import { parseUrlAllowList } from './vdis/url-policy';
 
 export const storageConfigSpec = {
   ...commonConfig,
@@ -12,5 +14,20 @@ export const storageConfigSpec = {
     description: "host:port of the pool's compute service (host list and addresses of the host agents)",
     schema: listenAddress(),
     default: '127.0.0.1:7401',
+  },
+  FLOTILLA_IMPORT_URL_ALLOW: {
+    description:
+      'where ImportVdi may fetch images from: comma-separated URL prefixes (https://images.example.com/pub/) or host patterns (images.example.com, *.example.com, 10.0.0.5:8080); empty turns URL imports off. Host names resolving to loopback, link-local (169.254.169.254), private or reserved addresses are refused unless an entry names that address itself',
+    schema: z.string().superRefine((value, ctx) => {
+      const parsed = parseUrlAllowList(value);
+      if (!parsed.ok) ctx.addIssue({ code: z.ZodIssueCode.custom, message: parsed.reason });
+    }),
+    default: '',
+  },
+  FLOTILLA_IMPORT_URL_TIMEOUT_MS: {
+    description:
+      'URL imports: how long connecting, the answer headers and every pause in the body may take, 1..600000 ms',
+    schema: positiveMs(600_000),
+    default: 30_000,
   },
 } satisfies ConfigSpec;

@@ -26,7 +26,10 @@ import { VdiOperations } from './vdis/vdi-operations';
 import { VdiService } from './vdis/vdi.service';
 import { VdiStore } from './vdis/vdi-store';
 import { VdiTransfer } from './vdis/vdi-transfer';
+import { parseUrlAllowList } from './vdis/url-policy';
+import { UrlSource } from './vdis/url-source';
 import { VdiStoreRootDisks } from './vbds/root-disk-vdis';
+import { VdiServiceSnapshots } from './vbds/vm-disk-snapshots';
 import { vbdContext, vbdRecords } from './vbds/vbd.wiring';
 
 export type StorageConfig = ConfigOf<typeof storageConfigSpec>;
@@ -116,6 +119,7 @@ export async function startStorage(
     runner,
     logger,
     afterChange,
+    urlSource(config),
   );
   srOps.register(runner);
   vdiOps.register(runner);
@@ -136,11 +140,13 @@ export async function startStorage(
   };
   const vdiStore = new VdiStore(vdis, operations);
   // ---- VBDs and VM disks ----
+  const rootDisks = new VdiStoreRootDisks(vdiStore, operations);
   const vbdCtx = vbdContext({
     store,
     operations,
     runner,
-    rootDisks: new VdiStoreRootDisks(vdiStore, operations),
+    rootDisks,
+    snapshotVdis: new VdiServiceSnapshots(vdis, vdiStore, operations, rootDisks),
     computeUrl: config.FLOTILLA_COMPUTE_URL,
     serviceToken: config.FLOTILLA_SERVICE_TOKEN,
     logger: logger.child({ context: 'vbds' }),
@@ -191,4 +197,13 @@ export async function startStorage(
       await db.close();
     },
   };
+}
+
+/** URL imports under FLOTILLA_IMPORT_URL_ALLOW (checked at start; empty: every URL is refused, saying why). */
+function urlSource(config: StorageConfig): UrlSource {
+  const allow = parseUrlAllowList(config.FLOTILLA_IMPORT_URL_ALLOW);
+  return new UrlSource({
+    allow: allow.ok ? allow.value : [],
+    idleTimeoutMs: config.FLOTILLA_IMPORT_URL_TIMEOUT_MS,
+  });
 }

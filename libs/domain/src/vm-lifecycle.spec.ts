@@ -2,8 +2,8 @@ import { DomainError, ErrorCode } from './errors';
 import { allowedOperations, assertOperationAllowed, occupiesHost } from './vm-lifecycle';
 
 describe('VM lifecycle', () => {
-  it('allows start and destroy of a halted VM, and nothing else', () => {
-    expect(allowedOperations({ powerState: 'HALTED' })).toEqual(['START', 'DESTROY']);
+  it('allows start, destroy, snapshot and revert of a halted VM, and nothing else', () => {
+    expect(allowedOperations({ powerState: 'HALTED' })).toEqual(['START', 'DESTROY', 'SNAPSHOT', 'REVERT']);
   });
 
   it('allows no operation while another one is in flight', () => {
@@ -13,7 +13,9 @@ describe('VM lifecycle', () => {
   it('refuses pause of a halted VM naming the state and the allowed operations', () => {
     const attempt = () => assertOperationAllowed({ id: 'vm-1', powerState: 'HALTED' }, 'PAUSE');
     expect(attempt).toThrow(DomainError);
-    expect(attempt).toThrow('vm vm-1 is HALTED: PAUSE is not allowed; allowed operations: START, DESTROY');
+    expect(attempt).toThrow(
+      'vm vm-1 is HALTED: PAUSE is not allowed; allowed operations: START, DESTROY, SNAPSHOT, REVERT',
+    );
   });
 
   it('refuses any operation while one is in progress with FAILED_PRECONDITION', () => {
@@ -28,6 +30,13 @@ describe('VM lifecycle', () => {
 
   it('lets a VM on a host that stopped reporting only be hard-stopped or destroyed', () => {
     expect(allowedOperations({ powerState: 'UNKNOWN' })).toEqual(['HARD_SHUTDOWN', 'DESTROY']);
+  });
+
+  it('lets a VM snapshot only be cloned or destroyed, whatever its power state', () => {
+    expect(allowedOperations({ powerState: 'HALTED', isSnapshot: true })).toEqual(['CLONE', 'DESTROY']);
+    expect(() =>
+      assertOperationAllowed({ id: 's-1', powerState: 'HALTED', isSnapshot: true }, 'START'),
+    ).toThrow('vm s-1 is a snapshot: START is not allowed');
   });
 
   it('counts running, paused and unknown VMs against their host, not halted ones', () => {

@@ -12,7 +12,10 @@ export type VmOperation =
   | 'UNPAUSE'
   | 'SUSPEND'
   | 'RESUME'
-  | 'DESTROY';
+  | 'DESTROY'
+  | 'SNAPSHOT'
+  | 'REVERT'
+  | 'CLONE';
 
 /**
  * The VM lifecycle as a table (XAPI's xapi_vm_lifecycle): which operations each power state allows.
@@ -21,13 +24,26 @@ export type VmOperation =
  * is recorded now and realised when the host returns or is fenced.
  */
 const allowedByPowerState: Record<PowerState, readonly VmOperation[]> = {
-  HALTED: ['START', 'DESTROY'],
-  RUNNING: ['CLEAN_SHUTDOWN', 'HARD_SHUTDOWN', 'CLEAN_REBOOT', 'HARD_REBOOT', 'PAUSE', 'SUSPEND', 'DESTROY'],
-  PAUSED: ['UNPAUSE', 'HARD_SHUTDOWN', 'HARD_REBOOT', 'SUSPEND', 'DESTROY'],
+  HALTED: ['START', 'DESTROY', 'SNAPSHOT', 'REVERT'],
+  // A running VM's snapshot pauses it for the duration, so that its disks are taken as one set.
+  RUNNING: [
+    'CLEAN_SHUTDOWN',
+    'HARD_SHUTDOWN',
+    'CLEAN_REBOOT',
+    'HARD_REBOOT',
+    'PAUSE',
+    'SUSPEND',
+    'DESTROY',
+    'SNAPSHOT',
+  ],
+  PAUSED: ['UNPAUSE', 'HARD_SHUTDOWN', 'HARD_REBOOT', 'SUSPEND', 'DESTROY', 'SNAPSHOT'],
   // A hard shutdown of a SUSPENDED VM discards its saved memory.
   SUSPENDED: ['RESUME', 'HARD_SHUTDOWN', 'DESTROY'],
   UNKNOWN: ['HARD_SHUTDOWN', 'DESTROY'],
 };
+
+/** A VM snapshot (XAPI is-a-snapshot) never runs: it is cloned into new VMs, or destroyed. */
+const allowedForSnapshot: readonly VmOperation[] = ['CLONE', 'DESTROY'];
 
 /** The power state an operation leaves the VM in when it succeeds. */
 export const powerStateAfter: Record<VmOperation, PowerState | 'DELETED'> = {
@@ -41,6 +57,10 @@ export const powerStateAfter: Record<VmOperation, PowerState | 'DELETED'> = {
   SUSPEND: 'SUSPENDED',
   RESUME: 'RUNNING',
   DESTROY: 'DELETED',
+  // A snapshot is taken of a running VM without stopping it (the pause in between is internal).
+  SNAPSHOT: 'RUNNING',
+  REVERT: 'HALTED',
+  CLONE: 'HALTED',
 };
 
 export interface VmLifecycleView {
@@ -48,13 +68,18 @@ export interface VmLifecycleView {
   powerState: PowerState;
   /** Id of the operation in flight, if any: one at a time per VM. */
   currentOperationId?: string | null;
+  /** A VM snapshot: its own, short table. */
+  isSnapshot?: boolean;
 }
 
+const allowedNow = (vm: Pick<VmLifecycleView, 'powerState' | 'isSnapshot'>): readonly VmOperation[] =>
+  vm.isSnapshot ? allowedForSnapshot : allowedByPowerState[vm.powerState];
+
 export function allowedOperations(
-  vm: Pick<VmLifecycleView, 'powerState' | 'currentOperationId'>,
+  vm: Pick<VmLifecycleView, 'powerState' | 'currentOperationId' | 'isSnapshot'>,
 ): VmOperation[] {
   if (vm.currentOperationId) return [];
-  return [...allowedByPowerState[vm.powerState]];
+  return [...allowedNow(vm)];
 }
 
 /** Throws FAILED_PRECONDITION naming the state and the allowed operations when `op` is not allowed now. */
@@ -66,7 +91,14 @@ export function assertOperationAllowed(vm: VmLifecycleView, op: VmOperation): vo
       { resource: `vm ${vm.id}`, metadata: { current_operation_id: vm.currentOperationId } },
     );
   }
-  const allowed = allowedByPowerState[vm.powerState];
+  const allowed = allowedNow(vm);
+  if (vm.isSnapshot && !allowed.includes(op)) {
+    throw new DomainError(
+      ErrorCode.FailedPrecondition,
+      `vm ${vm.id} is a snapshot: ${op} is not allowed; allowed operations: ${allowed.join(', ')} (clone it into a new VM to run or snapshot it)`,
+      { resource: `vm ${vm.id}`, metadata: { is_snapshot: 'true', allowed: allowed.join(',') } },
+    );
+  }
   if (!allowed.includes(op)) {
     throw new DomainError(
       ErrorCode.FailedPrecondition,

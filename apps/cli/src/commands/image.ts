@@ -112,7 +112,8 @@ export function imageCommand(): Command {
       `
 Then, when the pool serves storage, the demo's boot disk (demo/demo-disk.qcow2) is imported into the
 default SR and registered as the PUBLIC DISK image "demo-disk" (left as it is when an image of the same
-file is there): \`flotilla vm create <name> --image demo-disk --disk-size 1G\` boots it from a disk.
+file is there): \`flotilla vm create <name> --flavor m1.tiny --image demo-disk --disk-size 1G\` boots it
+from a disk.
 
 The build is cached: a second run only reads demo/image.json. When an image "demo" is already registered
 with the same files (SHA-256 of kernel and initrd) and command line, it is left as it is; when it differs
@@ -296,12 +297,12 @@ async function buildDemo(ctx: CommandContext, o: BuildDemoOptions): Promise<void
   if (ctx.out.json) return ctx.out.printJson({ image, outcome, diskImage: disk, manifest, catalogueDir });
   ctx.out.line(
     `image ${DEMO_IMAGE_NAME} ${outcome === 'unchanged' ? 'already registered with these files' : outcome}: ` +
-      `boot it with \`flotilla vm create <name> --image ${DEMO_IMAGE_NAME}\``,
+      `boot it with \`flotilla vm create <name> --flavor m1.tiny --image ${DEMO_IMAGE_NAME}\``,
   );
   if ('image' in disk)
     ctx.out.line(
       `image ${demoDiskName} ${disk.outcome === 'unchanged' ? 'already registered with this disk' : disk.outcome}: ` +
-        `boot it from a disk with \`flotilla vm create <name> --image ${demoDiskName} --disk-size 1G\``,
+        `boot it from a disk with \`flotilla vm create <name> --flavor m1.tiny --image ${demoDiskName} --disk-size 1G\``,
     );
   else ctx.out.note(`image ${demoDiskName}: skipped (${disk.skipped})`);
 }

@@ -11,7 +11,11 @@ export function upCommand(): Command {
         'storage, network, migration, gateway and host agents, each its own process, restarted if it dies. ' +
         'Writes the CLI profile "local" once the gateway serves. Ctrl-C or SIGTERM stops everything',
     )
-    .option('--data-dir <dir>', 'where the cloud keeps its state (database, tokens, agent state)', './var')
+    .option(
+      '--data-dir <dir>',
+      'where the cloud keeps its state (database, tokens, agent state, SRs); default $FLOTILLA_DATA_DIR, else ./var',
+      process.env.FLOTILLA_DATA_DIR || './var',
+    )
     .option(
       '--agents <n>',
       `how many host agents to run (host-1, host-2, …), 0..${maxAgents}`,

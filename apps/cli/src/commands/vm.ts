@@ -47,7 +47,10 @@ export function vmCommand(): Command {
   vm.command('create')
     .description('create a VM and start it, waiting until it runs (progress bar on a terminal)')
     .argument('<name>', "1..63 letters, digits, '-', '_', '.'; starts with a letter or digit")
-    .option('--flavor <flavor>', 'size from a flavor, by id or name (see `flotilla flavor list`)')
+    .option(
+      '--flavor <flavor>',
+      'size from a flavor, by id or name (see `flotilla flavor list`); default m1.tiny unless --vcpus and --memory-mib are given',
+    )
     .option(
       '--vcpus <n>',
       'explicit size: virtual CPUs (with --memory-mib, instead of --flavor)',
@@ -90,9 +93,39 @@ export function vmCommand(): Command {
     .action(action(createVm));
 
   withListOptions(
-    vm.command('list').description("list VMs (your tenant's; every tenant's for pool-admin)"),
-    'fields: name, power_state (e.g. RUNNING), host_id, flavor_id, label.<key>',
+    vm
+      .command('list')
+      .description("list VMs (your tenant's; every tenant's for pool-admin)")
+      .option('--snapshots', 'list VM snapshots instead of VMs'),
+    'fields: name, power_state (e.g. RUNNING), host_id, flavor_id, snapshot_of, label.<key>',
   ).action(action(listVms));
+
+  vm.command('snapshot')
+    .description(
+      'snapshot a VM with all its disks at once (a running VM is paused for the moment it takes) and its settings',
+    )
+    .argument('<vm>', 'VM id or name')
+    .option('--name <name>', 'name of the snapshot (default: <vm>.snap-<UTC time>)')
+    .option('--request-id <id>', `${requestIdHelp} (default: a new random id)`)
+    .option('--no-wait', noWaitHelp)
+    .action(action(snapshotVm));
+
+  vm.command('clone')
+    .description('make a new halted VM from a VM snapshot, with linked clones of its disks')
+    .argument('<snapshot>', 'VM snapshot id or name (see `flotilla vm list --snapshots`)')
+    .argument('<name>', "the new VM's name")
+    .option('--label <key=value>', 'label the new VM (repeatable)', collectKeyValues)
+    .option('--request-id <id>', `${requestIdHelp} (default: a new random id)`)
+    .option('--no-wait', noWaitHelp)
+    .action(action(cloneVm));
+
+  vm.command('revert')
+    .description("revert a halted VM's disks and settings to one of its snapshots (later writes are lost)")
+    .argument('<vm>', 'VM id or name')
+    .argument('<snapshot>', 'snapshot id or name (see `flotilla vm list --snapshots`)')
+    .option('--request-id <id>', `${requestIdHelp} (default: a new random id)`)
+    .option('--no-wait', noWaitHelp)
+    .action(action(revertVm));
 
   vm.command('show')
     .description('show one VM and its disks')
@@ -215,7 +248,8 @@ async function createVm(ctx: CommandContext, name: string, o: CreateOptions): Pr
     requestId: o.requestId ?? `cli-${randomUUID()}`,
     name,
     labels: o.label ?? {},
-    flavorId: o.flavor ?? '',
+    // Like `openstack server create` with a default flavor: the smallest one unless sized explicitly.
+    flavorId: o.flavor ?? (o.vcpus === undefined ? 'm1.tiny' : ''),
     vcpus: o.vcpus ?? 0,
     memoryMib: o.memoryMib ?? 0,
     boot: { image: o.image, kernel: '', initrd: '', cmdline: '' },
@@ -236,13 +270,30 @@ async function createVm(ctx: CommandContext, name: string, o: CreateOptions): Pr
   if (after) ctx.out.line(await summary(cloud, after));
 }
 
-async function listVms(ctx: CommandContext, o: ListOptions): Promise<void> {
+async function listVms(ctx: CommandContext, o: ListOptions & { snapshots?: boolean }): Promise<void> {
   const cloud = ctx.cloud();
-  const page = await listWith(o, async (p) => {
+  const filter = o.snapshots ? ['is_snapshot=true', o.filter].filter(Boolean).join(',') : o.filter;
+  const page = await listWith({ ...o, filter }, async (p) => {
     const res = await cloud.vms.call.listVms({ page: p });
     return { items: res.vms, nextPageToken: res.nextPageToken };
   });
   if (ctx.out.json) return ctx.out.printJson({ vms: page.items, nextPageToken: page.nextPageToken });
+  if (o.snapshots) {
+    ctx.out.table(
+      ['NAME', 'ID', 'SNAPSHOT OF', 'TAKEN', 'VCPUS', 'MEMORY'],
+      page.items.map((v) => [
+        v.name + (v.currentOperationId ? '*' : ''),
+        v.id,
+        v.snapshotOf,
+        timestamp(v.snapshotTime),
+        v.vcpus,
+        mebibytes(v.memoryMib),
+      ]),
+      'no VM snapshots (take one with `flotilla vm snapshot <vm>`)',
+    );
+    if (page.items.some((v) => v.currentOperationId)) ctx.out.note('* an operation is in progress');
+    return noteMore(ctx.out, page);
+  }
   const hosts = page.items.some((v) => v.hostId) ? await hostNames(cloud) : new Map<string, string>();
   ctx.out.table(
     ['NAME', 'ID', 'STATE', 'VCPUS', 'MEMORY', 'HOST', 'AGE'],
@@ -261,6 +312,87 @@ async function listVms(ctx: CommandContext, o: ListOptions): Promise<void> {
   noteMore(ctx.out, page);
 }
 
+async function snapshotVm(
+  ctx: CommandContext,
+  ref: string,
+  o: MutateOptions & { name?: string },
+): Promise<void> {
+  const cloud = ctx.cloud();
+  const vm = await findVm(cloud, ref);
+  const response = await cloud.vms.call.snapshotVm({
+    id: vm.id,
+    requestId: o.requestId ?? `cli-${randomUUID()}`,
+    name: o.name ?? '',
+    labels: {},
+  });
+  const operation = await settle(cloud, ctx.out, response, { wait: o.wait });
+  if (!operation) return;
+  if (ctx.out.json) return ctx.out.printJson({ snapshot: response.snapshot, operation });
+  ctx.out.line(
+    `snapshot ${response.snapshot?.name ?? ''} (${response.snapshot?.id ?? ''}) of vm ${vm.name} taken`,
+  );
+}
+
+async function cloneVm(
+  ctx: CommandContext,
+  ref: string,
+  name: string,
+  o: MutateOptions & { label?: Record<string, string> },
+): Promise<void> {
+  const cloud = ctx.cloud();
+  const snapshot = await findSnapshot(cloud, ref);
+  const response = await cloud.vms.call.cloneVm({
+    snapshotId: snapshot.id,
+    requestId: o.requestId ?? `cli-${randomUUID()}`,
+    name,
+    labels: o.label ?? {},
+  });
+  const operation = await settle(cloud, ctx.out, response, { wait: o.wait });
+  if (!operation) return;
+  const after = response.vm ? (await cloud.vms.call.getVm({ id: response.vm.id })).vm : undefined;
+  if (ctx.out.json) return ctx.out.printJson({ vm: after, operation });
+  if (after) ctx.out.line(await summary(cloud, after));
+}
+
+async function revertVm(
+  ctx: CommandContext,
+  ref: string,
+  snapshotRef: string,
+  o: MutateOptions,
+): Promise<void> {
+  const cloud = ctx.cloud();
+  const vm = await findVm(cloud, ref);
+  const snapshot = await findSnapshot(cloud, snapshotRef);
+  const response = await cloud.vms.call.revertVm({
+    id: vm.id,
+    requestId: o.requestId ?? `cli-${randomUUID()}`,
+    snapshotId: snapshot.id,
+  });
+  const operation = await settle(cloud, ctx.out, response, { wait: o.wait });
+  if (!operation) return;
+  if (ctx.out.json) return ctx.out.printJson({ operation });
+  ctx.out.line(`vm ${vm.name} reverted to snapshot ${snapshot.name}`);
+}
+
+/** A VM snapshot by id or name (ListVms shows snapshots only when asked for them). */
+async function findSnapshot(cloud: Cloud, ref: string): Promise<computeV1.Vm> {
+  if (/^[0-9a-f-]{36}$/i.test(ref)) {
+    const { vm } = await cloud.vms.call.getVm({ id: ref });
+    if (vm) return vm;
+  }
+  if (/[,=]/.test(ref)) throw new CliError(`"${ref}" is neither a snapshot id nor a name`, ExitCode.Usage);
+  const { vms } = await cloud.vms.call.listVms({
+    page: { pageSize: 10, pageToken: '', filter: `is_snapshot=true,name=${ref}` },
+  });
+  const found = vms.find((v) => v.name === ref);
+  if (!found)
+    throw new CliError(
+      `no VM snapshot named "${ref}" (see \`flotilla vm list --snapshots\`)`,
+      ExitCode.NotFound,
+    );
+  return found;
+}
+
 async function showVm(ctx: CommandContext, ref: string): Promise<void> {
   const cloud = ctx.cloud();
   const vm = await findVm(cloud, ref);
@@ -271,6 +403,7 @@ async function showVm(ctx: CommandContext, ref: string): Promise<void> {
     ['id', vm.id],
     ['tenant', vm.tenantId],
     ['state', powerState(vm) + (vm.powerStateReason ? ` (${vm.powerStateReason})` : '')],
+    ['snapshot of', vm.isSnapshot ? `${vm.snapshotOf} at ${timestamp(vm.snapshotTime)}` : ''],
     ['host', vm.hostId ? `${hosts.get(vm.hostId) ?? ''} ${vm.hostId}`.trim() : ''],
     ['flavor', vm.flavorId ? await flavorName(cloud, vm.flavorId) : ''],
     ['vcpus', vm.vcpus],

@@ -28,6 +28,9 @@ export interface RegistryPolicy {
  * one are refused by the agent); every report reconciles the VM records with what the host runs.
  */
 export class HostRegistryService {
+  /** Per host, VMs the last report contradicted (see reconcile); in memory: a restart only delays. */
+  private readonly suspects = new Map<string, Set<string>>();
+
   constructor(
     private readonly store: ComputeStore,
     private readonly policy: RegistryPolicy,
@@ -150,16 +153,21 @@ export class HostRegistryService {
     reported: computeV1.VmStatus[],
   ): Promise<string[]> {
     const recorded = new Map((await m.findBy(VmRow, { hostId: host.id })).map((vm) => [vm.id, vm]));
-    // Halted definitions of VMs the pool keeps halted (not placed anywhere) stay: their console history
-    // is read from here until the VM is destroyed or started on another host.
-    const unplaced = reported.filter((s) => !recorded.has(s.vmId) && fromProto(s.powerState) === 'HALTED');
-    const keptHalted = new Set(
-      unplaced.length
-        ? (await m.findBy(VmRow, { id: In(unplaced.map((s) => s.vmId)) }))
-            .filter((vm) => vm.hostId === null)
-            .map((vm) => vm.id)
+    const unrecorded = reported.filter((s) => !recorded.has(s.vmId));
+    const known = new Map(
+      unrecorded.length
+        ? (await m.findBy(VmRow, { id: In(unrecorded.map((s) => s.vmId)) })).map((vm) => [vm.id, vm])
         : [],
     );
+    // A report is a list the agent took before sending it: it can predate a start or stop that finished
+    // while it travelled. A VM known to the pool is therefore changed on a report's word only when the
+    // next report says the same (heartbeats are sequential, so that one was taken after this one arrived).
+    const suspected = this.suspects.get(host.id) ?? new Set<string>();
+    const stillSuspected = new Set<string>();
+    const confirmed = (vmId: string): boolean => {
+      stillSuspected.add(vmId);
+      return suspected.has(vmId);
+    };
     const destroy: string[] = [];
     // Running there although the pool does not place them there (a host that was cut off): worth a warning.
     // Halted definitions left from an earlier run are only tidied up.
@@ -168,10 +176,15 @@ export class HostRegistryService {
     for (const status of reported) {
       seen.add(status.vmId);
       const vm = recorded.get(status.vmId);
-      if (!vm && keptHalted.has(status.vmId)) continue;
       if (!vm) {
+        const elsewhere = known.get(status.vmId);
+        const halted = fromProto(status.powerState) === 'HALTED';
+        // Halted definitions of VMs the pool keeps halted (not placed anywhere) stay: their console
+        // history is read from here until the VM is destroyed or started on another host.
+        if (elsewhere && halted && elsewhere.hostId === null) continue;
+        if (elsewhere && !confirmed(status.vmId)) continue;
         destroy.push(status.vmId);
-        if (fromProto(status.powerState) !== 'HALTED') placedElsewhere.push(status.vmId);
+        if (!halted) placedElsewhere.push(status.vmId);
         continue;
       }
       if (vm.currentOperationId) continue;
@@ -188,12 +201,14 @@ export class HostRegistryService {
     }
     for (const vm of recorded.values()) {
       if (seen.has(vm.id) || vm.currentOperationId || !occupiesHost(vm.powerState)) continue;
+      if (!confirmed(vm.id)) continue;
       await this.setVm(m, emit, vm, {
         powerState: 'HALTED',
         hostId: null,
         powerStateReason: `not running on host ${host.name} when it reported`,
       });
     }
+    this.suspects.set(host.id, stillSuspected);
     if (placedElsewhere.length)
       this.logger.warn(
         { host: host.name, vms: placedElsewhere },

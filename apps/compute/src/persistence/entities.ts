@@ -77,6 +77,10 @@ export class VmRow {
   @Column({ name: 'anti_affinity_group', type: 'text', default: '' }) antiAffinityGroup!: string;
   @Column({ name: 'required_host_labels', type: 'jsonb' }) requiredHostLabels!: Record<string, string>;
   @Column('jsonb') nics!: NicRow[];
+  /** A VM snapshot (never runs; its VBDs in storage point at disk snapshots). */
+  @Column({ name: 'is_snapshot', type: 'boolean', default: false }) isSnapshot!: boolean;
+  @Column({ name: 'snapshot_of', type: 'uuid', nullable: true }) snapshotOf!: string | null;
+  @Column({ name: 'snapshot_time', type: 'timestamptz', nullable: true }) snapshotTime!: Date | null;
   @Column({ name: 'request_id', type: 'text', nullable: true }) requestId!: string | null;
   @Column('int') version!: number;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;

@@ -1,5 +1,6 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 import { CreateOutbox1764000000000, schemaOf, createOperationsTable } from '@flotilla/platform';
+import { ComputeVmSnapshots1764700000000 } from './vm-snapshots.migration';
 
 export class ComputeInit1764000000001 implements MigrationInterface {
   name = 'ComputeInit1764000000001';
@@ -95,4 +96,5 @@ export const computeMigrations = [
   CreateOutbox1764000000000,
   ComputeInit1764000000001,
   ComputeVmNics1764100000000,
+  ComputeVmSnapshots1764700000000,
 ];

@@ -26,6 +26,16 @@ export interface VmDisks {
   detach(vmId: string, hostId: string): Promise<void>;
   /** Removes the VM's VBDs and the VDIs provisioned with it. */
   release(vmId: string): Promise<void>;
+  /** Snapshots the VM's disks for snapshot VM `snapshotVmId` (see SnapshotVmDisks). */
+  snapshotDisks(req: {
+    vmId: string;
+    snapshotVmId: string;
+    snapshotName: string;
+  }): Promise<storageV1.VmDisk[]>;
+  /** Linked clones of the snapshot's disks for new VM `vmId` (see CloneVmDisks). */
+  cloneDisks(req: { snapshotVmId: string; vmId: string; vmName: string }): Promise<storageV1.VmDisk[]>;
+  /** Reverts the VM's disks to the snapshot's; `requestId` keys it (see RevertVmDisks). */
+  revertDisks(req: { vmId: string; snapshotVmId: string; requestId: string }): Promise<void>;
   /**
    * The host the VM's disks bind it to (a VDI on a FILE SR lives on one host), if any. A VM with disks on
    * FILE SRs of two hosts cannot run anywhere: FAILED_PRECONDITION.
@@ -37,6 +47,8 @@ export interface VmDisks {
 /** Provisioning copies the image's base into the SR the first time: minutes, not seconds. */
 const provisionDeadlineMs = 30 * 60_000;
 const callDeadlineMs = 30_000;
+/** Snapshots, linked clones and reverts are metadata work on qcow2 files: seconds, not minutes. */
+const snapshotDeadlineMs = 5 * 60_000;
 
 /**
  * Calls the pool's storage service with the service identity (VmDiskService is internal; the VBD, VDI and
@@ -93,6 +105,30 @@ export class StorageVmDisks implements VmDisks {
 
   async release(vmId: string): Promise<void> {
     await this.storage('releasing the disks', () => this.vmDisks.call.releaseVmDisks({ vmId }));
+  }
+
+  async snapshotDisks(req: {
+    vmId: string;
+    snapshotVmId: string;
+    snapshotName: string;
+  }): Promise<storageV1.VmDisk[]> {
+    const { disks } = await this.storage('snapshotting the disks', () =>
+      this.vmDisks.call.snapshotVmDisks(req, { deadlineMs: snapshotDeadlineMs }),
+    );
+    return disks;
+  }
+
+  async cloneDisks(req: { snapshotVmId: string; vmId: string; vmName: string }): Promise<storageV1.VmDisk[]> {
+    const { disks } = await this.storage('cloning the disks', () =>
+      this.vmDisks.call.cloneVmDisks(req, { deadlineMs: snapshotDeadlineMs }),
+    );
+    return disks;
+  }
+
+  async revertDisks(req: { vmId: string; snapshotVmId: string; requestId: string }): Promise<void> {
+    await this.storage('reverting the disks', () =>
+      this.vmDisks.call.revertVmDisks(req, { deadlineMs: snapshotDeadlineMs }),
+    );
   }
 
   async requiredHost(vmId: string): Promise<string | undefined> {

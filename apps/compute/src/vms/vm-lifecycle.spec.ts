@@ -166,6 +166,7 @@ describe.each(testDatabases())('VM lifecycle through the gateway on %s', (_db, u
       'VM_OPERATION_PAUSE',
       'VM_OPERATION_SUSPEND',
       'VM_OPERATION_DESTROY',
+      'VM_OPERATION_SNAPSHOT',
     ]);
   });
 

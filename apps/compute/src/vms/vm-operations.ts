@@ -10,6 +10,7 @@ import { OperationRunner } from '../operations/operation-runner';
 import { ImageCatalogue, KernelBoot } from './image-catalogue';
 import { Placement } from './placement';
 import { VmDisks } from './vm-disks';
+import { VmSnapshotOperations } from './vm-snapshot-operations';
 
 /** Raised when the operation record changed under the handler (cancelled): stop quietly. */
 class OperationSuperseded extends Error {}
@@ -61,6 +62,9 @@ export class VmOperations {
       'vm.destroy',
     ])
       runner.register(kind, (op) => this.run(op));
+    new VmSnapshotOperations(this.store, this.operations, this.agents, this.disks, this.logger).register(
+      runner,
+    );
   }
 
   private async run(queued: OperationRow): Promise<void> {

@@ -5,6 +5,7 @@ import { storageV1 } from '@flotilla/contracts';
 import { operationToProto, requireRole, ServiceIdentity } from '@flotilla/platform';
 import { vbdToProto } from './vbd.mapper';
 import { VbdService } from './vbd.service';
+import { VmDiskSnapshots } from './vm-disk-snapshots';
 import { VmDiskService } from './vm-disk.service';
 
 /** The gRPC edge of VBDs: caller identity in, VBD calls, contract messages out. */
@@ -57,6 +58,7 @@ export class VmDiskGrpc implements storageV1.VmDiskServiceController {
   constructor(
     @Inject(ServiceIdentity) private readonly identity: ServiceIdentity,
     @Inject(VmDiskService) private readonly disks: VmDiskService,
+    @Inject(VmDiskSnapshots) private readonly snapshots: VmDiskSnapshots,
   ) {}
 
   @GrpcMethod('VmDiskService', 'ProvisionRootDisk')
@@ -94,6 +96,34 @@ export class VmDiskGrpc implements storageV1.VmDiskServiceController {
   ): Promise<storageV1.ReleaseVmDisksResponse> {
     this.service(md);
     await this.disks.release(req);
+    return {};
+  }
+
+  @GrpcMethod('VmDiskService', 'SnapshotVmDisks')
+  async snapshotVmDisks(
+    req: storageV1.SnapshotVmDisksRequest,
+    md: Metadata,
+  ): Promise<storageV1.SnapshotVmDisksResponse> {
+    this.service(md);
+    return { disks: await this.snapshots.snapshotVmDisks(req) };
+  }
+
+  @GrpcMethod('VmDiskService', 'CloneVmDisks')
+  async cloneVmDisks(
+    req: storageV1.CloneVmDisksRequest,
+    md: Metadata,
+  ): Promise<storageV1.CloneVmDisksResponse> {
+    this.service(md);
+    return { disks: await this.snapshots.cloneVmDisks(req) };
+  }
+
+  @GrpcMethod('VmDiskService', 'RevertVmDisks')
+  async revertVmDisks(
+    req: storageV1.RevertVmDisksRequest,
+    md: Metadata,
+  ): Promise<storageV1.RevertVmDisksResponse> {
+    this.service(md);
+    await this.snapshots.revertVmDisks(req);
     return {};
   }
 

@@ -4,6 +4,7 @@ import { StorageRunner } from '../srs/operation-runner';
 import { ComputeLink } from './compute-link';
 import { VbdGrpc, VmDiskGrpc } from './vbd.grpc';
 import { VbdService } from './vbd.service';
+import { VmDiskSnapshots, VmSnapshotVdis } from './vm-disk-snapshots';
 import { RootDiskVdis, VmDiskService } from './vm-disk.service';
 
 export { vbdRecords } from './vbd-records';
@@ -20,6 +21,7 @@ export function vbdContext(deps: {
   operations: OperationService;
   runner: StorageRunner;
   rootDisks: RootDiskVdis;
+  snapshotVdis: VmSnapshotVdis;
   computeUrl: string;
   serviceToken: string;
   logger: Logger;
@@ -33,6 +35,7 @@ export function vbdContext(deps: {
     providers: [
       { provide: VbdService, useValue: vbds },
       { provide: VmDiskService, useValue: disks },
+      { provide: VmDiskSnapshots, useValue: new VmDiskSnapshots(deps.store, deps.snapshotVdis, deps.logger) },
     ],
     close: () => compute.close(),
   };

@@ -1,4 +1,5 @@
 import { Observable } from 'rxjs';
+import { EntityManager } from 'typeorm';
 import { storageV1 } from '@flotilla/contracts';
 import {
   checkPhysicalSpace,
@@ -21,11 +22,12 @@ import {
 } from '@flotilla/platform';
 import { SrRow, VdiRow } from '../persistence/entities';
 import { agentError, StorageAgents } from '../srs/agents';
-import { asDomainError, OperationSteps, StorageRunner } from '../srs/operation-runner';
+import { asDomainError, OperationSteps, OperationSuperseded, StorageRunner } from '../srs/operation-runner';
 import { srSpace, SrHosts } from '../srs/sr-space';
 import { vdiEvent, vdiToProto } from './vdi.mapper';
 import { diskAt } from './vdi-operations';
 import { newVdiRow, rollbackParams, VdiService } from './vdi.service';
+import { OpenedUrl, UrlSource } from './url-source';
 
 const maxChunkBytes = 1024 * 1024;
 const importFormats = new Set([
@@ -64,7 +66,7 @@ export function messages<T>(source: Observable<T>): AsyncIterable<T> {
     async *[Symbol.asyncIterator]() {
       try {
         for (;;) {
-          if (queue.length) yield queue.shift()!;
+          if (queue.length) yield queue.shift() as T;
           else if (failure) throw failure;
           else if (done) return;
           else await new Promise<void>((r) => (wake = r));
@@ -92,6 +94,8 @@ export class VdiTransfer {
     private readonly runner: StorageRunner,
     private readonly logger: Logger,
     private readonly afterChange: (op: OperationRow) => void,
+    /** URL imports (header.source_url); absent: refused with FAILED_PRECONDITION. */
+    private readonly urls?: UrlSource,
   ) {}
 
   register(runner: StorageRunner): void {
@@ -112,66 +116,13 @@ export class VdiTransfer {
         'the first message of ImportVdi must be the header, then the bytes as chunks',
       );
     const h = first.value.header;
-    if (h.sourceUrl)
-      throw new DomainError(
-        ErrorCode.Unimplemented,
-        'header.source_url: importing from a URL is not available in this pool yet; upload the bytes in the stream instead',
-        { field: 'header.source_url' },
-      );
-    const format = String(h.format);
-    if (!importFormats.has(format))
-      throw invalidArgument(
-        'header.format',
-        'is required: DISK_FORMAT_QCOW2, DISK_FORMAT_RAW, DISK_FORMAT_VMDK or DISK_FORMAT_VHD (never guessed)',
-      );
-    if (!Number.isSafeInteger(h.sizeBytes) || h.sizeBytes <= 0)
-      throw invalidArgument('header.size_bytes', 'is required: the exact number of bytes the stream carries');
-    const name = validateVdiName('header.name', h.name);
-    const sha256 = validateSha256('header.sha256', h.sha256);
-    const requestId = validateRequestId(h.requestId);
-    const labels = validateLabels('header.labels', h.labels);
-
-    const made = await this.store.tx(async (m, emit) => {
-      if (requestId) {
-        const earlier = await m.findOneBy(VdiRow, { requestTenantId: caller.tenantId, requestId });
-        if (earlier)
-          return {
-            vdi: earlier,
-            op: await m.findOneByOrFail(OperationRow, { targetId: earlier.id, kind: 'vdi.import' }),
-            fresh: false,
-          };
-      }
-      const sr = await this.vdis.usableSr(m, caller, h.srId, 'header.sr_id');
-      // The upload is staged, then converted: both are on the SR's file system for a while.
-      const bytes = 2 * h.sizeBytes;
-      checkPhysicalSpace(await srSpace(m, sr), bytes, `import of ${name}`);
-      const vdi = newVdiRow({
-        name,
-        tenantId: caller.tenantId,
-        srId: sr.id,
-        labels,
-        description: h.description,
-        sharable: h.sharable,
-        reservedPhysicalBytes: bytes,
-        requestTenantId: caller.tenantId,
-        requestId: requestId ?? null,
-      });
-      const op = await this.operations.create(m, emit, {
-        kind: 'vdi.import',
-        target: { kind: 'vdi', id: vdi.id, name },
-        tenantId: caller.tenantId,
-        params: { sizeBytes: h.sizeBytes, ...rollbackParams([vdi.id]) },
-      });
-      vdi.currentOperationId = op.id;
-      await m.insert(VdiRow, vdi);
-      emit(vdiEvent('CREATED', vdi));
-      return { vdi, op, fresh: true, sr };
-    });
+    const v = validateHeader(h);
+    if (h.sourceUrl) return this.importUrl(caller, h, v);
+    const made = await this.record(caller, h, v);
     if (!made.fresh) return this.responseOf(made.vdi, made.op);
-
     let op = made.op;
-    const sr = made.sr!;
-    const vdi = made.vdi;
+    const { sr, vdi } = made;
+    const sha256 = v.sha256;
     try {
       const host = await this.srHosts.hostFor(sr, sr.hostId);
       op = await this.steps.step(op, { state: 'RUNNING', step: `receiving on host ${host.name}` });
@@ -225,6 +176,145 @@ export class VdiTransfer {
     }
   }
 
+  /** The VDI (CREATING, space reserved) and its vdi.import operation, or the earlier ones of a repeat. */
+  private async record(
+    caller: Caller,
+    h: storageV1.ImportVdiHeader,
+    v: ValidHeader,
+    params: Record<string, string> = {},
+  ): Promise<
+    | { vdi: VdiRow; op: OperationRow; fresh: false }
+    | { vdi: VdiRow; op: OperationRow; fresh: true; sr: SrRow }
+  > {
+    return this.store.tx(async (m, emit) => {
+      const earlier = v.requestId ? await this.earlier(m, caller, v.requestId) : undefined;
+      if (earlier) return { ...earlier, fresh: false as const };
+      const sr = await this.vdis.usableSr(m, caller, h.srId, 'header.sr_id');
+      // The upload is staged, then converted: both are on the SR's file system for a while.
+      const bytes = 2 * h.sizeBytes;
+      checkPhysicalSpace(await srSpace(m, sr), bytes, `import of ${v.name}`);
+      const vdi = newVdiRow({
+        name: v.name,
+        tenantId: caller.tenantId,
+        srId: sr.id,
+        labels: v.labels,
+        description: h.description,
+        sharable: h.sharable,
+        reservedPhysicalBytes: bytes,
+        requestTenantId: caller.tenantId,
+        requestId: v.requestId ?? null,
+      });
+      const op = await this.operations.create(m, emit, {
+        kind: 'vdi.import',
+        target: { kind: 'vdi', id: vdi.id, name: v.name },
+        tenantId: caller.tenantId,
+        params: { sizeBytes: h.sizeBytes, ...params, ...rollbackParams([vdi.id]) },
+      });
+      vdi.currentOperationId = op.id;
+      await m.insert(VdiRow, vdi);
+      emit(vdiEvent('CREATED', vdi));
+      return { vdi, op, fresh: true as const, sr };
+    });
+  }
+
+  private async earlier(
+    m: EntityManager,
+    caller: Caller,
+    requestId: string,
+  ): Promise<{ vdi: VdiRow; op: OperationRow } | undefined> {
+    const vdi = await m.findOneBy(VdiRow, { requestTenantId: caller.tenantId, requestId });
+    if (!vdi) return undefined;
+    return { vdi, op: await m.findOneByOrFail(OperationRow, { targetId: vdi.id, kind: 'vdi.import' }) };
+  }
+
+  /**
+   * ImportVdi from header.source_url: the URL is checked and opened (policy, redirects, status, size) before
+   * anything is recorded, so a refused URL leaves nothing; then the answer goes and the operation streams
+   * the body into the agent's ImportDisk as an upload would, progress counting bytes.
+   */
+  private async importUrl(
+    caller: Caller,
+    h: storageV1.ImportVdiHeader,
+    v: ValidHeader,
+  ): Promise<storageV1.ImportVdiResponse> {
+    const urls = this.urls;
+    if (!urls)
+      throw new DomainError(
+        ErrorCode.FailedPrecondition,
+        'header.source_url: this storage service imports no URLs; upload the bytes in the stream instead',
+        { field: 'header.source_url' },
+      );
+    urls.precheck(h.sourceUrl);
+    if (v.requestId) {
+      const earlier = await this.earlier(this.store.manager, caller, v.requestId);
+      if (earlier) return this.responseOf(earlier.vdi, earlier.op);
+    }
+    const opened = await urls.open(h.sourceUrl, h.sizeBytes);
+    let made;
+    try {
+      made = await this.record(caller, h, v, {
+        sourceUrl: h.sourceUrl,
+        format: String(h.format),
+        sha256: v.sha256,
+      });
+    } catch (e) {
+      opened.close();
+      throw e;
+    }
+    if (!made.fresh) {
+      opened.close();
+      return this.responseOf(made.vdi, made.op);
+    }
+    const { vdi, sr } = made;
+    void this.pump(made.op, vdi, sr, opened, { format: h.format, sizeBytes: h.sizeBytes, sha256: v.sha256 });
+    return this.responseOf(vdi, made.op);
+  }
+
+  /** Streams an opened URL into the agent; the operation finishes with the agent's answer or fails. */
+  private async pump(
+    op: OperationRow,
+    vdi: VdiRow,
+    sr: SrRow,
+    opened: OpenedUrl,
+    h: { format: storageV1.DiskFormat; sizeBytes: number; sha256: string },
+  ): Promise<void> {
+    try {
+      const host = await this.srHosts.hostFor(sr, sr.hostId);
+      op = await this.steps.step(op, {
+        state: 'RUNNING',
+        step: `fetching ${opened.where} to host ${host.name}`,
+      });
+      const { stream, done } = this.agents.importDisk(host);
+      done.catch(() => undefined);
+      stream.write({
+        header: { target: diskAt(sr, vdi.file), format: h.format, sizeBytes: h.sizeBytes, sha256: h.sha256 },
+      });
+      let received = 0;
+      let last = Date.now();
+      try {
+        for await (const chunk of opened.body) {
+          received += chunk.length;
+          if (!stream.write({ chunk })) await new Promise((r) => stream.once('drain', r));
+          if (Date.now() - last > 500) {
+            last = Date.now();
+            op = await this.steps.step(op, { progress: (0.9 * received) / h.sizeBytes });
+          }
+        }
+        stream.end();
+      } catch (e) {
+        stream.cancel();
+        throw e;
+      }
+      op = await this.steps.step(op, { step: 'inspecting and converting', progress: 0.9 });
+      const res = await done;
+      await this.finishImport(op, vdi.id, res.info);
+    } catch (e) {
+      opened.close();
+      if (e instanceof OperationSuperseded) return this.afterChange(op);
+      await this.failImport(op, asDomainError(e));
+    }
+  }
+
   private responseOf(vdi: VdiRow, op: OperationRow): storageV1.ImportVdiResponse {
     return { vdi: vdiToProto(vdi), operation: operationToProto(op) };
   }
@@ -270,6 +360,21 @@ export class VdiTransfer {
       .then((r) => r.info)
       .catch(() => undefined);
     if (info) return this.finishImport(op, vdi.id, info);
+    const url = op.params.sourceUrl;
+    if (typeof url === 'string' && this.urls) {
+      // A URL import starts over: the agent discarded the partial staging file when the stream was cut.
+      let opened: OpenedUrl;
+      try {
+        opened = await this.urls.open(url, Number(op.params.sizeBytes));
+      } catch (e) {
+        return this.failImport(op, asDomainError(e));
+      }
+      return this.pump(op, vdi, sr, opened, {
+        format: op.params.format as unknown as storageV1.DiskFormat,
+        sizeBytes: Number(op.params.sizeBytes),
+        sha256: String(op.params.sha256 ?? ''),
+      });
+    }
     await this.failImport(
       op,
       new DomainError(
@@ -311,4 +416,30 @@ export class VdiTransfer {
       return () => abort.abort();
     });
   }
+}
+
+interface ValidHeader {
+  name: string;
+  sha256: string;
+  requestId?: string;
+  labels: Record<string, string>;
+}
+
+function validateHeader(h: storageV1.ImportVdiHeader): ValidHeader {
+  if (!importFormats.has(String(h.format)))
+    throw invalidArgument(
+      'header.format',
+      'is required: DISK_FORMAT_QCOW2, DISK_FORMAT_RAW, DISK_FORMAT_VMDK or DISK_FORMAT_VHD (never guessed)',
+    );
+  if (!Number.isSafeInteger(h.sizeBytes) || h.sizeBytes <= 0)
+    throw invalidArgument(
+      'header.size_bytes',
+      'is required: the exact number of bytes the stream (or the URL) carries',
+    );
+  return {
+    name: validateVdiName('header.name', h.name),
+    sha256: validateSha256('header.sha256', h.sha256),
+    requestId: validateRequestId(h.requestId),
+    labels: validateLabels('header.labels', h.labels),
+  };
 }

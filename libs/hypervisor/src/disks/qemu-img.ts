@@ -110,6 +110,8 @@ const MAX_STDERR = 64 * 1024;
 export interface QemuImgOptions {
   binary?: string;
   prlimit?: string;
+  /** util-linux setpriv, for --pdeathsig; null: not used. */
+  setpriv?: string | null;
   policy?: QemuImgLimitPolicy;
 }
 
@@ -117,11 +119,13 @@ export interface QemuImgOptions {
 export class QemuImg {
   readonly binary: string;
   readonly prlimit: string;
+  readonly setpriv: string | undefined;
   readonly policy: QemuImgLimitPolicy;
 
   constructor(options: QemuImgOptions = {}) {
     this.binary = options.binary ?? findOnPath('qemu-img') ?? 'qemu-img';
     this.prlimit = options.prlimit ?? findOnPath('prlimit') ?? '/usr/bin/prlimit';
+    this.setpriv = options.setpriv === null ? undefined : (options.setpriv ?? findOnPath('setpriv'));
     this.policy = options.policy ?? DEFAULT_QEMU_IMG_LIMITS;
   }
 
@@ -141,6 +145,9 @@ export class QemuImg {
       `--as=${Math.ceil(memoryBytes)}`,
       '--core=0',
       '--',
+      // A qemu-img whose agent died is killed with it (the parent-death signal survives exec), so a
+      // restarted agent never races an orphan still writing into the SR.
+      ...(this.setpriv ? [this.setpriv, '--pdeathsig', 'KILL', '--'] : []),
       this.binary,
       ...run.args,
     ];
@@ -149,7 +156,7 @@ export class QemuImg {
         reject(new QemuImgError('cancelled', `qemu-img ${run.args[0]} cancelled`));
         return;
       }
-      // prlimit execs qemu-img: the child's pid is qemu-img's, and killing it ends the work.
+      // prlimit (and setpriv) exec qemu-img: the child's pid is qemu-img's, and killing it ends the work.
       const child = spawn(this.prlimit, argv, {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', MALLOC_ARENA_MAX: '4' },

@@ -36,6 +36,12 @@ export enum VmOperation {
   VM_OPERATION_DESTROY = "VM_OPERATION_DESTROY",
   VM_OPERATION_SUSPEND = "VM_OPERATION_SUSPEND",
   VM_OPERATION_RESUME = "VM_OPERATION_RESUME",
+  /** VM_OPERATION_SNAPSHOT - Take a VM snapshot (HALTED, RUNNING or PAUSED VMs; never of a snapshot). */
+  VM_OPERATION_SNAPSHOT = "VM_OPERATION_SNAPSHOT",
+  /** VM_OPERATION_REVERT - Revert to one of its snapshots (HALTED VMs only). */
+  VM_OPERATION_REVERT = "VM_OPERATION_REVERT",
+  /** VM_OPERATION_CLONE - Make a new VM from this snapshot (snapshots only). */
+  VM_OPERATION_CLONE = "VM_OPERATION_CLONE",
   UNRECOGNIZED = "UNRECOGNIZED",
 }
 
@@ -78,6 +84,14 @@ export interface Vm {
   requiredHostLabels: { [key: string]: string };
   /** Network interfaces, in guest order. */
   nics: Nic[];
+  /**
+   * A VM snapshot (XAPI is-a-snapshot): a frozen copy of snapshot_of's metadata whose VBDs point at the
+   * disk snapshots taken at snapshot_time. It never runs: its allowed operations are CLONE and DESTROY.
+   */
+  isSnapshot: boolean;
+  /** The VM this snapshot was taken of (it may have been destroyed since); empty for a VM. */
+  snapshotOf: string;
+  snapshotTime: Date | undefined;
 }
 
 export interface Vm_LabelsEntry {
@@ -236,6 +250,55 @@ export interface DestroyVmResponse {
   operation: Operation | undefined;
 }
 
+export interface SnapshotVmRequest {
+  id: string;
+  requestId: string;
+  /** The snapshot's name (VM name rules, unique in the tenant); empty: "<vm>.snap-<UTC time>". */
+  name: string;
+  labels: { [key: string]: string };
+}
+
+export interface SnapshotVmRequest_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface SnapshotVmResponse {
+  /** The snapshot record (is_snapshot), complete when the operation succeeds. */
+  snapshot: Vm | undefined;
+  operation: Operation | undefined;
+}
+
+export interface CloneVmRequest {
+  /** The VM snapshot to clone. */
+  snapshotId: string;
+  requestId: string;
+  /** The new VM's name (VM name rules, unique in the tenant). */
+  name: string;
+  labels: { [key: string]: string };
+}
+
+export interface CloneVmRequest_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface CloneVmResponse {
+  vm: Vm | undefined;
+  operation: Operation | undefined;
+}
+
+export interface RevertVmRequest {
+  id: string;
+  requestId: string;
+  /** A snapshot of this VM (ListVms filter snapshot_of=<id>). */
+  snapshotId: string;
+}
+
+export interface RevertVmResponse {
+  operation: Operation | undefined;
+}
+
 export interface SuspendVmRequest {
   id: string;
   requestId: string;
@@ -339,7 +402,10 @@ export interface VmServiceClient {
 
   getVm(request: GetVmRequest, metadata?: Metadata): Observable<GetVmResponse>;
 
-  /** Filter fields: name, power_state, host_id, flavor_id, label.<key>. */
+  /**
+   * Filter fields: name, power_state, host_id, flavor_id, label.<key>, is_snapshot (true/false),
+   * snapshot_of. Snapshots are listed only when the filter names is_snapshot=true or snapshot_of.
+   */
 
   listVms(request: ListVmsRequest, metadata?: Metadata): Observable<ListVmsResponse>;
 
@@ -371,9 +437,52 @@ export interface VmServiceClient {
 
   resumeVm(request: ResumeVmRequest, metadata?: Metadata): Observable<ResumeVmResponse>;
 
-  /** Stops the VM if needed and deletes it with everything it owns. */
+  /**
+   * Stops the VM if needed and deletes it with everything it owns. Destroying a VM snapshot destroys its
+   * disk snapshots (storage then coalesces the chains they were part of); destroying a VM leaves its
+   * snapshots (they keep snapshot_of and can still be cloned).
+   */
 
   destroyVm(request: DestroyVmRequest, metadata?: Metadata): Observable<DestroyVmResponse>;
+
+  /**
+   * Takes a snapshot of the whole VM (XAPI vm-snapshot): a new VM record with is_snapshot, snapshot_of and
+   * snapshot_time, the VM's sizing, boot, NICs and placement hints, and a read-only VBD at each disk's
+   * position to a snapshot of that disk (CD-ROMs and read-only disks are referred to, not copied). The
+   * disks are taken as one consistent set: a RUNNING VM is paused on its host for the duration (each
+   * disk is switched to a new overlay live, through QEMU) and unpaused after, whatever the outcome; a
+   * HALTED or PAUSED VM's disks are still. The operation ("vm.snapshot", target the VM) names the
+   * snapshot in result.snapshot_id; a failure leaves no snapshot record and no disk snapshot.
+   * Allowed: VM_OPERATION_SNAPSHOT (HALTED, RUNNING, PAUSED). Roles: vm-power-admin and above.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (name), ALREADY_EXISTS (name taken in the tenant),
+   * FAILED_PRECONDITION (a snapshot, another operation in progress, SUSPENDED or UNKNOWN).
+   */
+
+  snapshotVm(request: SnapshotVmRequest, metadata?: Metadata): Observable<SnapshotVmResponse>;
+
+  /**
+   * Makes a new HALTED VM from a VM snapshot (XAPI vm-clone of a snapshot): the snapshot's metadata with
+   * new MACs, and a linked clone of each disk snapshot at the same device position (owned by the new VM:
+   * destroying it destroys them). Operation "vm.clone", target the new VM; a failure leaves no VM.
+   * Allowed: VM_OPERATION_CLONE (snapshots only). Roles: vm-admin and above.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT, ALREADY_EXISTS (name), FAILED_PRECONDITION (not a snapshot),
+   * RESOURCE_EXHAUSTED (SR space).
+   */
+
+  cloneVm(request: CloneVmRequest, metadata?: Metadata): Observable<CloneVmResponse>;
+
+  /**
+   * Reverts a HALTED VM to one of its snapshots (XAPI snapshot-revert): every disk that was snapshotted
+   * gets a fresh top over its disk snapshot (the writes since are discarded), and sizing, boot, NICs and
+   * placement hints are restored; name and labels stay. Disks attached after the snapshot are left as
+   * they are. Operation "vm.revert", target the VM. Each disk's revert is idempotent: after a failure,
+   * the VM stays HALTED and repeating the revert finishes it.
+   * Allowed: VM_OPERATION_REVERT (HALTED). Roles: vm-power-admin and above.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (snapshot_id is not a snapshot of this VM), FAILED_PRECONDITION
+   * (not HALTED, naming the power state; a disk of the snapshot is no longer attached to the VM).
+   */
+
+  revertVm(request: RevertVmRequest, metadata?: Metadata): Observable<RevertVmResponse>;
 
   /**
    * The serial console's recent output (kept by the host across agent restarts).
@@ -421,7 +530,10 @@ export interface VmServiceController {
 
   getVm(request: GetVmRequest, metadata?: Metadata): Promise<GetVmResponse> | Observable<GetVmResponse> | GetVmResponse;
 
-  /** Filter fields: name, power_state, host_id, flavor_id, label.<key>. */
+  /**
+   * Filter fields: name, power_state, host_id, flavor_id, label.<key>, is_snapshot (true/false),
+   * snapshot_of. Snapshots are listed only when the filter names is_snapshot=true or snapshot_of.
+   */
 
   listVms(
     request: ListVmsRequest,
@@ -477,12 +589,64 @@ export interface VmServiceController {
     metadata?: Metadata,
   ): Promise<ResumeVmResponse> | Observable<ResumeVmResponse> | ResumeVmResponse;
 
-  /** Stops the VM if needed and deletes it with everything it owns. */
+  /**
+   * Stops the VM if needed and deletes it with everything it owns. Destroying a VM snapshot destroys its
+   * disk snapshots (storage then coalesces the chains they were part of); destroying a VM leaves its
+   * snapshots (they keep snapshot_of and can still be cloned).
+   */
 
   destroyVm(
     request: DestroyVmRequest,
     metadata?: Metadata,
   ): Promise<DestroyVmResponse> | Observable<DestroyVmResponse> | DestroyVmResponse;
+
+  /**
+   * Takes a snapshot of the whole VM (XAPI vm-snapshot): a new VM record with is_snapshot, snapshot_of and
+   * snapshot_time, the VM's sizing, boot, NICs and placement hints, and a read-only VBD at each disk's
+   * position to a snapshot of that disk (CD-ROMs and read-only disks are referred to, not copied). The
+   * disks are taken as one consistent set: a RUNNING VM is paused on its host for the duration (each
+   * disk is switched to a new overlay live, through QEMU) and unpaused after, whatever the outcome; a
+   * HALTED or PAUSED VM's disks are still. The operation ("vm.snapshot", target the VM) names the
+   * snapshot in result.snapshot_id; a failure leaves no snapshot record and no disk snapshot.
+   * Allowed: VM_OPERATION_SNAPSHOT (HALTED, RUNNING, PAUSED). Roles: vm-power-admin and above.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (name), ALREADY_EXISTS (name taken in the tenant),
+   * FAILED_PRECONDITION (a snapshot, another operation in progress, SUSPENDED or UNKNOWN).
+   */
+
+  snapshotVm(
+    request: SnapshotVmRequest,
+    metadata?: Metadata,
+  ): Promise<SnapshotVmResponse> | Observable<SnapshotVmResponse> | SnapshotVmResponse;
+
+  /**
+   * Makes a new HALTED VM from a VM snapshot (XAPI vm-clone of a snapshot): the snapshot's metadata with
+   * new MACs, and a linked clone of each disk snapshot at the same device position (owned by the new VM:
+   * destroying it destroys them). Operation "vm.clone", target the new VM; a failure leaves no VM.
+   * Allowed: VM_OPERATION_CLONE (snapshots only). Roles: vm-admin and above.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT, ALREADY_EXISTS (name), FAILED_PRECONDITION (not a snapshot),
+   * RESOURCE_EXHAUSTED (SR space).
+   */
+
+  cloneVm(
+    request: CloneVmRequest,
+    metadata?: Metadata,
+  ): Promise<CloneVmResponse> | Observable<CloneVmResponse> | CloneVmResponse;
+
+  /**
+   * Reverts a HALTED VM to one of its snapshots (XAPI snapshot-revert): every disk that was snapshotted
+   * gets a fresh top over its disk snapshot (the writes since are discarded), and sizing, boot, NICs and
+   * placement hints are restored; name and labels stay. Disks attached after the snapshot are left as
+   * they are. Operation "vm.revert", target the VM. Each disk's revert is idempotent: after a failure,
+   * the VM stays HALTED and repeating the revert finishes it.
+   * Allowed: VM_OPERATION_REVERT (HALTED). Roles: vm-power-admin and above.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (snapshot_id is not a snapshot of this VM), FAILED_PRECONDITION
+   * (not HALTED, naming the power state; a disk of the snapshot is no longer attached to the VM).
+   */
+
+  revertVm(
+    request: RevertVmRequest,
+    metadata?: Metadata,
+  ): Promise<RevertVmResponse> | Observable<RevertVmResponse> | RevertVmResponse;
 
   /**
    * The serial console's recent output (kept by the host across agent restarts).
@@ -527,6 +691,9 @@ export function VmServiceControllerMethods() {
       "suspendVm",
       "resumeVm",
       "destroyVm",
+      "snapshotVm",
+      "cloneVm",
+      "revertVm",
       "getVmConsoleLog",
       "getVmMetrics",
     ];

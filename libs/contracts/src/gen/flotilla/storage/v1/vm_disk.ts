@@ -68,6 +68,38 @@ export interface ReleaseVmDisksRequest {
 export interface ReleaseVmDisksResponse {
 }
 
+export interface SnapshotVmDisksRequest {
+  vmId: string;
+  snapshotVmId: string;
+  /** Names the disk snapshots ("<snapshot name> <disk name>"). */
+  snapshotName: string;
+}
+
+export interface SnapshotVmDisksResponse {
+  /** The snapshot's disks, in device order. */
+  disks: VmDisk[];
+}
+
+export interface CloneVmDisksRequest {
+  snapshotVmId: string;
+  vmId: string;
+  vmName: string;
+}
+
+export interface CloneVmDisksResponse {
+  disks: VmDisk[];
+}
+
+export interface RevertVmDisksRequest {
+  vmId: string;
+  snapshotVmId: string;
+  /** The revert's key (compute's operation id): a repeat reverts nothing twice. */
+  requestId: string;
+}
+
+export interface RevertVmDisksResponse {
+}
+
 /**
  * VmDiskService is internal (service identity only): compute asks storage for the disks of the VMs it
  * starts, stops and destroys, so that VBD records, the rule "one writer unless sharable" and the choice of
@@ -103,6 +135,33 @@ export interface VmDiskServiceClient {
    */
 
   releaseVmDisks(request: ReleaseVmDisksRequest, metadata?: Metadata): Observable<ReleaseVmDisksResponse>;
+
+  /**
+   * Snapshots every writable disk of vm_id (VdiService snapshot: live through the VM's QEMU when it runs;
+   * compute pauses the VM around this call so that the set is consistent) and gives snapshot_vm_id a
+   * read-only VBD at the same position to each disk snapshot, owned by it (ReleaseVmDisks of the snapshot
+   * destroys them). Read-only disks and CD-ROMs get a VBD to the same VDI, not owned. Idempotent by
+   * snapshot_vm_id; on failure every disk snapshot it made is destroyed and no VBD of snapshot_vm_id
+   * stays. Errors: NOT_FOUND, FAILED_PRECONDITION (a disk is busy, not READY, or its SR is unusable).
+   */
+
+  snapshotVmDisks(request: SnapshotVmDisksRequest, metadata?: Metadata): Observable<SnapshotVmDisksResponse>;
+
+  /**
+   * Gives vm_id, at each position of the snapshot's VBDs, a writable linked clone of each disk snapshot
+   * (owned by vm_id) or a VBD to the same read-only VDI. Idempotent by vm_id; on failure nothing of vm_id
+   * stays. Errors: NOT_FOUND, FAILED_PRECONDITION, RESOURCE_EXHAUSTED (SR space).
+   */
+
+  cloneVmDisks(request: CloneVmDisksRequest, metadata?: Metadata): Observable<CloneVmDisksResponse>;
+
+  /**
+   * Reverts each disk of vm_id that snapshot_vm_id has a snapshot of (VdiService revert), all checked
+   * before any is changed. Idempotent by request_id. Errors: FAILED_PRECONDITION (a disk is attached, or
+   * the VM no longer has the disk a snapshot was taken of), INVALID_ARGUMENT (not a snapshot of vm_id).
+   */
+
+  revertVmDisks(request: RevertVmDisksRequest, metadata?: Metadata): Observable<RevertVmDisksResponse>;
 }
 
 /**
@@ -152,11 +211,55 @@ export interface VmDiskServiceController {
     request: ReleaseVmDisksRequest,
     metadata?: Metadata,
   ): Promise<ReleaseVmDisksResponse> | Observable<ReleaseVmDisksResponse> | ReleaseVmDisksResponse;
+
+  /**
+   * Snapshots every writable disk of vm_id (VdiService snapshot: live through the VM's QEMU when it runs;
+   * compute pauses the VM around this call so that the set is consistent) and gives snapshot_vm_id a
+   * read-only VBD at the same position to each disk snapshot, owned by it (ReleaseVmDisks of the snapshot
+   * destroys them). Read-only disks and CD-ROMs get a VBD to the same VDI, not owned. Idempotent by
+   * snapshot_vm_id; on failure every disk snapshot it made is destroyed and no VBD of snapshot_vm_id
+   * stays. Errors: NOT_FOUND, FAILED_PRECONDITION (a disk is busy, not READY, or its SR is unusable).
+   */
+
+  snapshotVmDisks(
+    request: SnapshotVmDisksRequest,
+    metadata?: Metadata,
+  ): Promise<SnapshotVmDisksResponse> | Observable<SnapshotVmDisksResponse> | SnapshotVmDisksResponse;
+
+  /**
+   * Gives vm_id, at each position of the snapshot's VBDs, a writable linked clone of each disk snapshot
+   * (owned by vm_id) or a VBD to the same read-only VDI. Idempotent by vm_id; on failure nothing of vm_id
+   * stays. Errors: NOT_FOUND, FAILED_PRECONDITION, RESOURCE_EXHAUSTED (SR space).
+   */
+
+  cloneVmDisks(
+    request: CloneVmDisksRequest,
+    metadata?: Metadata,
+  ): Promise<CloneVmDisksResponse> | Observable<CloneVmDisksResponse> | CloneVmDisksResponse;
+
+  /**
+   * Reverts each disk of vm_id that snapshot_vm_id has a snapshot of (VdiService revert), all checked
+   * before any is changed. Idempotent by request_id. Errors: FAILED_PRECONDITION (a disk is attached, or
+   * the VM no longer has the disk a snapshot was taken of), INVALID_ARGUMENT (not a snapshot of vm_id).
+   */
+
+  revertVmDisks(
+    request: RevertVmDisksRequest,
+    metadata?: Metadata,
+  ): Promise<RevertVmDisksResponse> | Observable<RevertVmDisksResponse> | RevertVmDisksResponse;
 }
 
 export function VmDiskServiceControllerMethods() {
   return function (constructor: Function) {
-    const grpcMethods: string[] = ["provisionRootDisk", "attachVmDisks", "detachVmDisks", "releaseVmDisks"];
+    const grpcMethods: string[] = [
+      "provisionRootDisk",
+      "attachVmDisks",
+      "detachVmDisks",
+      "releaseVmDisks",
+      "snapshotVmDisks",
+      "cloneVmDisks",
+      "revertVmDisks",
+    ];
     for (const method of grpcMethods) {
       const descriptor: any = Reflect.getOwnPropertyDescriptor(constructor.prototype, method);
       GrpcMethod("VmDiskService", method)(constructor.prototype[method], method, descriptor);
