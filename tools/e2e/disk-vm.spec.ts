@@ -488,6 +488,62 @@ describeWithRealQemu('disks of real VMs end to end', () => {
     expect((await exportRaw(roVdi.id)).every((b) => b === 0)).toBe(true);
   });
 
+  it('snapshots a disk of the running VM live: the snapshot holds what the guest wrote before, not after', async () => {
+    dataVbd = await plug(dataVbd);
+    const serial = dataVbd.id.slice(0, 20);
+    const disks = await waitFor('the guest to see the data disk again', async () => {
+      const d = await guestDisks();
+      return Object.values(d).includes(serial) && d;
+    });
+    const dev = Object.keys(disks).find((k) => disks[k] === serial)!;
+    const writeSector1 = async (text: string) =>
+      expect(
+        await shell.run(`echo ${text} | dd of=/dev/${dev} bs=512 seek=1 count=1 conv=sync,fsync; echo RC=$?`),
+      ).toContain('RC=0');
+
+    await writeSector1('BEFORE-SNAPSHOT');
+    // Snapshots need vm-power-admin (as in XAPI); the tenant's token is vm-admin: the pool admin takes them.
+    const { snapshot, operation } = await adminVdis.call.snapshotVdi({
+      id: dataVdi.id,
+      requestId: '',
+      name: 'data-1 live',
+      labels: {},
+    });
+    await done(operation, cloud.admin.operations);
+    await writeSector1('AFTER-SNAPSHOT');
+    // The guest reads its own latest write: it kept writing to the disk's new top file.
+    expect(await shell.run(`dd if=/dev/${dev} bs=512 skip=1 count=1 2>/dev/null | head -c 14`)).toContain(
+      'AFTER-SNAPSHOT',
+    );
+
+    const frozen = await exportRaw(snapshot!.id);
+    expect(frozen.subarray(0, 17).toString()).toBe('FLOTILLA-MARK-42\n');
+    expect(frozen.subarray(512, 528).toString()).toBe('BEFORE-SNAPSHOT\n');
+    expect((await getVdi(dataVdi.id)).parentId).toBe(snapshot!.id);
+
+    // A VM snapshot takes every disk at once (the VM is paused for the moment) and the VM runs on; its
+    // snapshot has a read-only VBD per disk of the VM (root, data-1, ro-1), plugged or not.
+    const taken = await cloud.admin.vms.call.snapshotVm({
+      id: vm.id,
+      requestId: '',
+      name: '',
+      labels: {},
+    });
+    await done(taken.operation, cloud.admin.operations);
+    expect((await getVm(vm.id)).powerState).toBe(P.POWER_STATE_RUNNING);
+    expect(await shell.run('echo ALIVE-$((20+22))')).toContain('ALIVE-42');
+    const snapVm = await getVm(taken.snapshot!.id);
+    expect({ isSnapshot: snapVm.isSnapshot, of: snapVm.snapshotOf }).toEqual({ isSnapshot: true, of: vm.id });
+    expect((await vbdsOf(snapVm.id)).map((v) => [v.devicePosition, v.mode])).toEqual([
+      [0, M.VBD_MODE_RO],
+      [1, M.VBD_MODE_RO],
+      [2, M.VBD_MODE_RO],
+    ]);
+    await done((await tenant.clients.vms.call.destroyVm({ id: snapVm.id, requestId: '' })).operation);
+
+    await unplug(dataVbd);
+  });
+
   it('detaches the disks on shutdown; destroying the VM removes its root disk and keeps the data disk', async () => {
     shell.close();
     await done(

@@ -13,6 +13,7 @@ import {
   HypervisorDriver,
 } from '@flotilla/hypervisor';
 import { ServiceIdentity } from '@flotilla/platform';
+import { fromDriverError } from './agent.errors';
 import { HostRegistration, PerVmQueue } from './host-state';
 import { HostImageCatalogue } from './image-catalogue';
 import { SrPaths } from './sr-paths';
@@ -318,17 +319,4 @@ export function toProto(s: DriverVmStatus): computeV1.VmStatus {
         ]
       : [],
   };
-}
-
-function fromDriverError(e: DriverError): DomainError {
-  const code = {
-    'not-found': ErrorCode.NotFound,
-    'invalid-state': ErrorCode.FailedPrecondition,
-    capacity: ErrorCode.ResourceExhausted,
-    'invalid-spec': ErrorCode.InvalidArgument,
-    unsupported: ErrorCode.Unimplemented,
-    failed: ErrorCode.Internal,
-    timeout: ErrorCode.DeadlineExceeded,
-  }[e.kind];
-  return new DomainError(code, e.message);
 }

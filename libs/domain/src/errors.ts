@@ -57,6 +57,15 @@ export const conflict = (kind: string, id: string): DomainError =>
     { resource: `${kind} ${id}` },
   );
 
+/**
+ * `value`, which another part of Flotilla promises (a field its answer always sets, a row its query matched).
+ * A broken promise is a bug: an INTERNAL error that says which one, never a TypeError further on.
+ */
+export function expectPresent<T>(value: T | null | undefined, broken: string): T {
+  if (value === null || value === undefined) throw new DomainError(ErrorCode.Internal, broken);
+  return value;
+}
+
 export function isDomainError(e: unknown): e is DomainError {
   return e instanceof DomainError;
 }

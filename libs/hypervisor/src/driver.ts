@@ -138,7 +138,8 @@ export interface HypervisorDriver {
   plugDisk(vmId: string, disk: DriverDisk & { id: string }): Promise<{ device: string }>;
   /**
    * Asks the guest to release the disk (device_del) and waits up to timeoutMs for DEVICE_DELETED, then
-   * removes the block node; with force the device is removed whatever the guest does. A disk not plugged
+   * removes the block node. force cannot take a device from a guest that holds it (QEMU removes PCIe
+   * devices only with the guest's consent): it fails with 'timeout' as well. A disk not plugged
    * is success; a guest that keeps the disk fails with 'timeout'.
    */
   unplugDisk(vmId: string, diskId: string, options: { timeoutMs: number; force: boolean }): Promise<void>;

@@ -4,8 +4,8 @@ import { collectKeyValues } from '../args';
 import { action, type CommandContext } from '../context';
 import { CliError, ExitCode } from '../errors';
 import { findVdi } from '../resolve';
-import { listWith, noteMore, withListOptions, type ListOptions } from './list-options';
-import { cloneVdi, destroy, finish, joinFilter, noWaitHelp, vdiTable } from './vdi-common';
+import { withListOptions, type ListOptions } from './list-options';
+import { cloneVdi, destroyVdi, finish, joinFilter, listVdiPage, noWaitHelp } from './vdi-common';
 
 /** Snapshots are read-only VDIs (is_snapshot) frozen from a disk; these commands are their view of VdiService. */
 export function snapshotCommand(): Command {
@@ -50,7 +50,11 @@ export function snapshotCommand(): Command {
     .argument('<snapshot>', 'snapshot id or name')
     .option('--etag <etag>', 'only if the snapshot is still at this etag; exit 3 if not')
     .option('--no-wait', noWaitHelp)
-    .action(action(deleteSnapshot));
+    .action(
+      action((ctx: CommandContext, ref: string, o: Parameters<typeof destroyVdi>[2]) =>
+        destroyVdi(ctx, ref, o, 'snapshot'),
+      ),
+    );
 
   snapshot
     .command('clone')
@@ -93,20 +97,14 @@ async function listSnapshots(ctx: CommandContext, ref: string | undefined, o: Li
   const cloud = ctx.cloud();
   const of = ref ? await findVdi(cloud, ref) : undefined;
   const filter = joinFilter('is_snapshot=true', of ? `snapshot_of=${of.id}` : undefined, o.filter);
-  const page = await listWith({ ...o, filter }, async (p) => {
-    const res = await cloud.vdis.call.listVdis({ page: p });
-    return { items: res.vdis, nextPageToken: res.nextPageToken };
-  });
-  if (ctx.out.json) return ctx.out.printJson({ vdis: page.items, nextPageToken: page.nextPageToken });
-  await vdiTable(
+  await listVdiPage(
     ctx,
     cloud,
-    page.items,
+    { ...o, filter },
     of
       ? `vdi ${of.name} has no snapshots (take one with \`flotilla snapshot create ${of.name}\`)`
       : 'no snapshots',
   );
-  noteMore(ctx.out, page);
 }
 
 async function revertSnapshot(
@@ -130,19 +128,4 @@ async function revertSnapshot(
     snapshotId: snapshot.id,
   });
   await finish(ctx, cloud, response, vdi.id, o.wait);
-}
-
-async function deleteSnapshot(
-  ctx: CommandContext,
-  ref: string,
-  o: { etag?: string; wait: boolean },
-): Promise<void> {
-  const cloud = ctx.cloud();
-  const snapshot = await findVdi(cloud, ref, 'snapshot');
-  if (!snapshot.isSnapshot)
-    throw new CliError(
-      `${snapshot.name} is a disk, not a snapshot: use \`flotilla vdi destroy\``,
-      ExitCode.Usage,
-    );
-  await destroy(ctx, cloud, snapshot, o);
 }

@@ -64,10 +64,13 @@ export function vbdCommand(): Command {
     .command('unplug')
     .description(
       'hot-unplug the disk from its running VM: the guest is asked to release it and has --timeout to do so; ' +
-        '--force removes it whatever the guest does (it may lose unwritten data)',
+        'a guest that keeps the disk keeps it until its VM halts (QEMU cannot take a PCIe device from a guest)',
     )
     .argument('<vbd>', 'VBD id, or <vm>:<position>')
-    .option('--force', 'remove the device without waiting for the guest')
+    .option(
+      '--force',
+      "as xe's vbd-unplug --force; on QEMU it cannot take a disk the guest holds: the message says so",
+    )
     .option(
       '--timeout <seconds>',
       'how long the guest gets to release the device (server default 30; at most 600)',

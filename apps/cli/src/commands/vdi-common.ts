@@ -7,6 +7,7 @@ import { age, labels, timestamp, word } from '../format';
 import { settle } from '../operations';
 import { findVdi } from '../resolve';
 import { formatBytes } from '../size';
+import { listWith, noteMore, type ListOptions } from './list-options';
 
 /** What the vdi, snapshot and vbd commands share: names, tables, details, the wait for a disk's operation. */
 
@@ -68,6 +69,22 @@ export function joinFilter(...terms: Array<string | undefined>): string {
   return terms.filter(Boolean).join(',');
 }
 
+/** `vdi list` and `snapshot list`: the VDIs matching `filter` (with the paging flags), as JSON or a table. */
+export async function listVdiPage(
+  ctx: CommandContext,
+  cloud: Cloud,
+  o: ListOptions & { filter: string },
+  empty: string,
+): Promise<void> {
+  const page = await listWith(o, async (p) => {
+    const res = await cloud.vdis.call.listVdis({ page: p });
+    return { items: res.vdis, nextPageToken: res.nextPageToken };
+  });
+  if (ctx.out.json) return ctx.out.printJson({ vdis: page.items, nextPageToken: page.nextPageToken });
+  await vdiTable(ctx, cloud, page.items, empty);
+  noteMore(ctx.out, page);
+}
+
 export async function vdiTable(ctx: CommandContext, cloud: Cloud, vdis: Vdi[], empty: string): Promise<void> {
   const srs = vdis.length ? await srNames(cloud) : new Map<string, string>();
   ctx.out.table(
@@ -116,12 +133,17 @@ export async function printVdi(ctx: CommandContext, cloud: Cloud, v: Vdi): Promi
   ]);
 }
 
-export async function destroy(
+/** `vdi destroy` and `snapshot delete` (`what` 'snapshot': refuses a disk that is not one). */
+export async function destroyVdi(
   ctx: CommandContext,
-  cloud: Cloud,
-  vdi: Vdi,
+  ref: string,
   o: { etag?: string; wait: boolean },
+  what = 'VDI',
 ): Promise<void> {
+  const cloud = ctx.cloud();
+  const vdi = await findVdi(cloud, ref, what);
+  if (what === 'snapshot' && !vdi.isSnapshot)
+    throw new CliError(`${vdi.name} is a disk, not a snapshot: use \`flotilla vdi destroy\``, ExitCode.Usage);
   const response = await cloud.vdis.call.destroyVdi({
     id: vdi.id,
     requestId: `cli-${randomUUID()}`,

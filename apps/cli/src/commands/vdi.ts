@@ -5,17 +5,17 @@ import { action, type CommandContext } from '../context';
 import { CliError, ExitCode } from '../errors';
 import { findVdi } from '../resolve';
 import { formatBytes } from '../size';
-import { listWith, noteMore, withListOptions, type ListOptions } from './list-options';
+import { withListOptions, type ListOptions } from './list-options';
 import {
-  destroy,
+  cloneVdi,
+  destroyVdi,
   finish,
   joinFilter,
+  listVdiPage,
   noWaitHelp,
   printVdi,
   requestIdHelp,
   srId,
-  vdiTable,
-  cloneVdi,
 } from './vdi-common';
 import { exportVdi, importVdi } from './vdi-io';
 
@@ -190,18 +190,12 @@ async function listVdis(
     o.snapshots ? undefined : 'is_snapshot=false',
     o.filter,
   );
-  const page = await listWith({ ...o, filter }, async (p) => {
-    const res = await cloud.vdis.call.listVdis({ page: p });
-    return { items: res.vdis, nextPageToken: res.nextPageToken };
-  });
-  if (ctx.out.json) return ctx.out.printJson({ vdis: page.items, nextPageToken: page.nextPageToken });
-  await vdiTable(
+  await listVdiPage(
     ctx,
     cloud,
-    page.items,
+    { ...o, filter },
     'no disks (create one with `flotilla vdi create <name> --sr <sr> --size 10G`)',
   );
-  noteMore(ctx.out, page);
 }
 
 async function showVdi(ctx: CommandContext, ref: string): Promise<void> {
@@ -230,16 +224,6 @@ async function resizeVdi(
     virtualSizeBytes: o.size,
   });
   await finish(ctx, cloud, response, vdi.id, o.wait);
-}
-
-async function destroyVdi(
-  ctx: CommandContext,
-  ref: string,
-  o: { etag?: string; wait: boolean },
-): Promise<void> {
-  const cloud = ctx.cloud();
-  const vdi = await findVdi(cloud, ref);
-  await destroy(ctx, cloud, vdi, o);
 }
 
 async function copyVdi(

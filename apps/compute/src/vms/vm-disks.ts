@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import { storageV1 } from '@flotilla/contracts';
-import { DomainError, ErrorCode } from '@flotilla/domain';
+import { DomainError, ErrorCode, expectPresent } from '@flotilla/domain';
 import { domainErrorFromGrpc, GrpcClient, isGrpcStatus, md } from '@flotilla/platform';
 
 export interface RootDiskRequest {
@@ -138,9 +138,15 @@ export class StorageVmDisks implements VmDisks {
     const hosts = new Map<string, string>();
     for (const vbd of vbds) {
       if (!vbd.vdiId) continue;
-      const { vdi } = await this.storage('reading a disk', () => this.vdis.call.getVdi({ id: vbd.vdiId }));
-      const { sr } = await this.storage('reading an SR', () => this.srs.call.getSr({ id: vdi!.srId }));
-      if (String(sr!.type) === 'SR_TYPE_FILE' && sr!.hostId) hosts.set(sr!.hostId, sr!.name);
+      const vdi = expectPresent(
+        (await this.storage('reading a disk', () => this.vdis.call.getVdi({ id: vbd.vdiId }))).vdi,
+        `storage answered GetVdi ${vbd.vdiId} without a vdi`,
+      );
+      const sr = expectPresent(
+        (await this.storage('reading an SR', () => this.srs.call.getSr({ id: vdi.srId }))).sr,
+        `storage answered GetSr ${vdi.srId} without an sr`,
+      );
+      if (String(sr.type) === 'SR_TYPE_FILE' && sr.hostId) hosts.set(sr.hostId, sr.name);
     }
     if (hosts.size > 1)
       throw new DomainError(

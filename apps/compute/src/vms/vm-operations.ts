@@ -1,19 +1,17 @@
 import { EntityManager } from 'typeorm';
 import { computeV1 } from '@flotilla/contracts';
-import { DomainError, ErrorCode, isDomainError, isTerminal } from '@flotilla/domain';
+import { DomainError, ErrorCode, expectPresent, isDomainError, isTerminal } from '@flotilla/domain';
 import { domainErrorFromGrpc, Logger, updateVersioned, OperationService } from '@flotilla/platform';
 import { AgentClients } from '../hosts/agent-clients';
 import { hostState } from '../mappers';
 import { Emit, events, ComputeStore } from '../persistence/compute-store';
 import { HostRow, NicRow, OperationRow, VmRow } from '../persistence/entities';
 import { OperationRunner } from '../operations/operation-runner';
+import { OperationSuperseded, recordStep } from '../operations/operation-steps';
 import { ImageCatalogue, KernelBoot } from './image-catalogue';
 import { Placement } from './placement';
 import { VmDisks } from './vm-disks';
 import { VmSnapshotOperations } from './vm-snapshot-operations';
-
-/** Raised when the operation record changed under the handler (cancelled): stop quietly. */
-class OperationSuperseded extends Error {}
 
 /** A create's root disk could not be made; `releaseError` says whether what storage made was undone. */
 class RootDiskFailed extends Error {
@@ -121,7 +119,7 @@ export class VmOperations {
     // Before the reservation: a VM whose image cannot boot fails without touching any host.
     const boot = await this.kernelBoot(vm);
     if (!vm.hostId) ({ vm, op } = await this.reserve(op, vm));
-    const host = await this.host(vm.hostId!);
+    const host = await this.placedHost(vm);
     // Resumed after a restart with the host already reserved: record the point of no return if needed.
     if (!op.pointOfNoReturn)
       op = await this.step(op, {
@@ -335,7 +333,7 @@ export class VmOperations {
   }
 
   private async reboot(op: OperationRow, vm: VmRow): Promise<void> {
-    const host = await this.host(vm.hostId!);
+    const host = await this.placedHost(vm);
     const hard = op.params.operation === 'HARD_REBOOT';
     op = await this.step(op, {
       step: `${hard ? 'hard' : 'clean'} reboot on host ${host.name}`,
@@ -347,7 +345,7 @@ export class VmOperations {
   }
 
   private async pauseOrUnpause(op: OperationRow, vm: VmRow): Promise<void> {
-    const host = await this.host(vm.hostId!);
+    const host = await this.placedHost(vm);
     const pause = op.kind === 'vm.pause';
     op = await this.step(op, {
       step: `${pause ? 'pausing' : 'unpausing'} on host ${host.name}`,
@@ -361,7 +359,7 @@ export class VmOperations {
   }
 
   private async suspendOrResume(op: OperationRow, vm: VmRow): Promise<void> {
-    const host = await this.host(vm.hostId!);
+    const host = await this.placedHost(vm);
     const suspend = op.kind === 'vm.suspend';
     op = await this.step(op, {
       step: `${suspend ? 'suspending' : 'resuming'} on host ${host.name}`,
@@ -439,14 +437,14 @@ export class VmOperations {
       const op = await m.findOneByOrFail(OperationRow, { id: opId });
       if (isTerminal(op.state)) return undefined;
       const vm = await m.findOneBy(VmRow, { id: op.targetId });
-      if (vm && !failure.releaseError) {
-        await m.delete(VmRow, { id: vm.id });
-        emit(events.vm('DELETED', vm));
-      } else if (vm) {
+      if (vm && failure.releaseError) {
         await this.updateVm(m, emit, vm.id, {
           currentOperationId: null,
-          powerStateReason: `root disk provisioning failed (${failure.error.message}) and its disks could not be released (${failure.releaseError!.message}): destroy the VM`,
+          powerStateReason: `root disk provisioning failed (${failure.error.message}) and its disks could not be released (${failure.releaseError.message}): destroy the VM`,
         });
+      } else if (vm) {
+        await m.delete(VmRow, { id: vm.id });
+        emit(events.vm('DELETED', vm));
       }
       return this.operations.finish(m, emit, op, { state: 'FAILED', error: failure.error });
     });
@@ -499,13 +497,7 @@ export class VmOperations {
     op: OperationRow,
     changes: Partial<Pick<OperationRow, 'state' | 'step' | 'progress' | 'pointOfNoReturn'>>,
   ): Promise<OperationRow> {
-    try {
-      return await this.store.tx((m, emit) => this.operations.advance(m, emit, op, changes));
-    } catch (e) {
-      const now = await this.store.manager.findOneBy(OperationRow, { id: op.id });
-      if (now && isTerminal(now.state)) throw new OperationSuperseded();
-      throw e;
-    }
+    return recordStep({ store: this.store, operations: this.operations, op, changes });
   }
 
   private async freshIn(m: EntityManager, op: OperationRow): Promise<OperationRow> {
@@ -516,6 +508,13 @@ export class VmOperations {
 
   private async host(id: string): Promise<HostRow> {
     return this.store.manager.findOneByOrFail(HostRow, { id });
+  }
+
+  /** The host of a VM that is placed: started (reserve places it), running, paused or suspended on a host. */
+  private async placedHost(vm: VmRow): Promise<HostRow> {
+    return this.host(
+      expectPresent(vm.hostId, `vm ${vm.name} (${vm.id}) has no host, yet its operation needs one`),
+    );
   }
 }
 

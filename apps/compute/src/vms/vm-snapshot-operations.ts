@@ -5,11 +5,9 @@ import { AgentClients } from '../hosts/agent-clients';
 import { Emit, events, ComputeStore } from '../persistence/compute-store';
 import { HostRow, OperationRow, VmRow } from '../persistence/entities';
 import { OperationRunner } from '../operations/operation-runner';
+import { OperationSuperseded, recordStep } from '../operations/operation-steps';
 import { VmDisks } from './vm-disks';
 import { snapshotMetadata } from './vm-snapshots';
-
-/** The operation record ended under the handler (cancelled): stop quietly. */
-class Superseded extends Error {}
 
 type VmChanges = Partial<Omit<VmRow, 'id' | 'tenantId' | 'version' | 'createdAt' | 'updatedAt'>>;
 
@@ -44,7 +42,7 @@ export class VmSnapshotOperations {
       if (op.kind === 'vm.clone') return await this.clone(op);
       return await this.revert(op);
     } catch (e) {
-      if (e instanceof Superseded) return log.info('operation was cancelled');
+      if (e instanceof OperationSuperseded) return log.info('operation was cancelled');
       const error = isDomainError(e) ? e : domainErrorFromGrpc(e);
       if (error.code === ErrorCode.Internal) log.error({ err: e }, 'operation failed unexpectedly');
       else log.info({ code: error.code, reason: error.message }, 'operation failed');
@@ -153,7 +151,7 @@ export class VmSnapshotOperations {
   ): Promise<void> {
     const done = await this.store.tx(async (m, emit) => {
       const current = await m.findOneByOrFail(OperationRow, { id: op.id });
-      if (isTerminal(current.state)) throw new Superseded();
+      if (isTerminal(current.state)) throw new OperationSuperseded();
       await apply(m, emit);
       return this.operations.finish(m, emit, current, { state: 'SUCCEEDED', result });
     });
@@ -171,13 +169,7 @@ export class VmSnapshotOperations {
     op: OperationRow,
     changes: Partial<Pick<OperationRow, 'state' | 'step' | 'progress' | 'pointOfNoReturn'>>,
   ): Promise<OperationRow> {
-    try {
-      return await this.store.tx((m, emit) => this.operations.advance(m, emit, op, changes));
-    } catch (e) {
-      const now = await this.store.manager.findOneBy(OperationRow, { id: op.id });
-      if (now && isTerminal(now.state)) throw new Superseded();
-      throw e;
-    }
+    return recordStep({ store: this.store, operations: this.operations, op, changes });
   }
 
   private async vm(id: string): Promise<VmRow> {

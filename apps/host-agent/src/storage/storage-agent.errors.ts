@@ -1,5 +1,6 @@
 import { DomainError, ErrorCode } from '@flotilla/domain';
 import { DiskError, DriverError } from '@flotilla/hypervisor';
+import { fromDriverError } from '../agent.errors';
 
 /** The storage library's and the driver's errors in the domain's vocabulary (one place for this context). */
 export function toDomainError(e: unknown): unknown {
@@ -19,18 +20,7 @@ export function toDomainError(e: unknown): unknown {
     }[e.kind];
     return new DomainError(code, e.message, e.field ? { field: e.field } : {});
   }
-  if (e instanceof DriverError) {
-    const code = {
-      'not-found': ErrorCode.NotFound,
-      'invalid-state': ErrorCode.FailedPrecondition,
-      capacity: ErrorCode.ResourceExhausted,
-      'invalid-spec': ErrorCode.InvalidArgument,
-      unsupported: ErrorCode.Unimplemented,
-      failed: ErrorCode.Internal,
-      timeout: ErrorCode.DeadlineExceeded,
-    }[e.kind];
-    return new DomainError(code, e.message);
-  }
+  if (e instanceof DriverError) return fromDriverError(e);
   if ((e as NodeJS.ErrnoException)?.code === 'ENOSPC')
     return new DomainError(
       ErrorCode.ResourceExhausted,

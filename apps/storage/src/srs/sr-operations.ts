@@ -13,6 +13,7 @@ import { Emit, Logger, OperationRow, TransactionalStore, updateVersioned } from 
 import { SrRow, VdiRow } from '../persistence/entities';
 import { VbdHook } from '../vdis/vbd-hook';
 import { vdiEvent } from '../vdis/vdi.mapper';
+import { newVdiRow } from '../vdis/vdi.service';
 import { PoolHost, StorageAgents } from './agents';
 import {
   asDomainError,
@@ -187,12 +188,16 @@ export class SrOperations {
     await this.refresh(sr.id);
     const fresh = await this.store.manager.findOneByOrFail(SrRow, { id: sr.id });
     const host = await this.srHosts.hostFor(fresh, fresh.hostId);
-    const { files } = await this.agents.call(host, (a) => a.scanSrFiles({ srId: sr.id, srPath: sr.path }));
+    const scanned = await this.agents.call(host, (a) => a.scanSrFiles({ srId: sr.id, srPath: sr.path }));
+    // A file the scan cannot name (no info, or info without a file) has nothing to reconcile.
+    const files = scanned.files.flatMap(({ info, refusedReason }) =>
+      info?.file ? [{ info, refusedReason }] : [],
+    );
     return this.store.tx(async (m, emit) => {
       if (op) await this.steps.freshIn(m, op);
       const rows = await m.findBy(VdiRow, { srId: sr.id });
       const byFile = new Map(rows.filter((r) => r.file).map((r) => [r.file, r]));
-      const present = new Map(files.map((f) => [f.info?.file ?? '', f]));
+      const present = new Map(files.map((f) => [f.info.file, f]));
       const result: Record<string, string> = {};
       let missing = 0;
       let recovered = 0;
@@ -210,10 +215,10 @@ export class SrOperations {
           await this.updateVdi(m, emit, row, {
             state: 'READY',
             stateReason: '',
-            physicalUtilisationBytes: found.info!.physicalBytes,
+            physicalUtilisationBytes: found.info.physicalBytes,
           });
         } else if (
-          found?.info &&
+          found &&
           !found.refusedReason &&
           found.info.physicalBytes !== row.physicalUtilisationBytes
         ) {
@@ -221,22 +226,20 @@ export class SrOperations {
         }
       }
       // Unknown files, introduced parents first: a file backed by another unknown file waits for it.
-      let pending = files.filter(
-        (f) => f.info?.file && !byFile.has(f.info.file) && !transientFile.test(f.info.file),
-      );
+      let pending = files.filter((f) => !byFile.has(f.info.file) && !transientFile.test(f.info.file));
       for (const f of pending.filter((p) => p.refusedReason))
-        result[`refused.${f.info!.file}`] = f.refusedReason;
+        result[`refused.${f.info.file}`] = f.refusedReason;
       pending = pending.filter((f) => !f.refusedReason);
-      for (const f of pending.filter((p) => String(p.info!.format) !== 'DISK_FORMAT_QCOW2'))
-        result[`refused.${f.info!.file}`] =
-          `not a qcow2 image (${String(f.info!.format).replace('DISK_FORMAT_', '').toLowerCase()}): import it with ImportVdi instead`;
-      pending = pending.filter((f) => String(f.info!.format) === 'DISK_FORMAT_QCOW2');
-      const backsOthers = new Set(pending.map((f) => f.info!.backingFile).filter(Boolean));
+      for (const f of pending.filter((p) => String(p.info.format) !== 'DISK_FORMAT_QCOW2'))
+        result[`refused.${f.info.file}`] =
+          `not a qcow2 image (${String(f.info.format).replace('DISK_FORMAT_', '').toLowerCase()}): import it with ImportVdi instead`;
+      pending = pending.filter((f) => String(f.info.format) === 'DISK_FORMAT_QCOW2');
+      const backsOthers = new Set(pending.map((f) => f.info.backingFile).filter(Boolean));
       let introduced = 0;
       for (let progress = true; progress;) {
         progress = false;
         for (const f of [...pending]) {
-          const info = f.info!;
+          const { info } = f;
           const parent = info.backingFile ? byFile.get(info.backingFile) : undefined;
           if (info.backingFile && !parent) continue;
           if (parent && !parent.readOnly) {
@@ -246,38 +249,20 @@ export class SrOperations {
             pending.splice(pending.indexOf(f), 1);
             continue;
           }
-          const id = await this.freeId(m, info.file);
-          const now = new Date();
-          const row: VdiRow = {
-            id,
+          const row = newVdiRow({
+            id: await this.freeId(m, info.file),
             name: info.file,
             tenantId: sr.tenantId,
-            labels: {},
             description: `introduced by the scan of SR ${sr.name}`,
             srId: sr.id,
             state: 'READY',
-            stateReason: '',
             virtualSizeBytes: info.virtualSizeBytes,
             physicalUtilisationBytes: info.physicalBytes,
             file: info.file,
             parentId: parent?.id ?? null,
-            isSnapshot: false,
-            snapshotOf: null,
-            snapshotTime: null,
             // A file others are backed by must not change: it is introduced read-only.
             readOnly: backsOthers.has(info.file),
-            sharable: false,
-            managed: true,
-            imageId: null,
-            imageBase: false,
-            currentOperationId: null,
-            reservedPhysicalBytes: 0,
-            requestTenantId: '',
-            requestId: null,
-            version: 1,
-            createdAt: now,
-            updatedAt: now,
-          };
+          });
           await m.insert(VdiRow, row);
           emit(vdiEvent('CREATED', row));
           byFile.set(info.file, row);
@@ -287,8 +272,8 @@ export class SrOperations {
         }
       }
       for (const f of pending)
-        result[`refused.${f.info!.file}`] =
-          `backed by ${f.info!.backingFile}, which is not a VDI of SR ${sr.name}`;
+        result[`refused.${f.info.file}`] =
+          `backed by ${f.info.backingFile}, which is not a VDI of SR ${sr.name}`;
       return {
         ...result,
         sr_id: sr.id,

@@ -9,14 +9,21 @@ export const vbdRecords: VbdHook = {
   async vbdsOf(m: EntityManager, vdiIds: readonly string[]): Promise<VbdOfVdi[]> {
     if (!vdiIds.length) return [];
     const rows = await m.find(VbdRow, { where: { vdiId: In([...vdiIds]) } });
-    return rows.map((v) => ({
-      vbdId: v.id,
-      vdiId: v.vdiId!,
-      vmId: v.vmId,
-      state: v.state,
-      readWrite: v.mode === 'RW',
-      hostId: v.state === 'DETACHED' ? null : v.hostId,
-    }));
+    // Every row matched a VDI id: none is an empty CD-ROM drive (vdiId null).
+    return rows.flatMap((v) =>
+      v.vdiId
+        ? [
+            {
+              vbdId: v.id,
+              vdiId: v.vdiId,
+              vmId: v.vmId,
+              state: v.state,
+              readWrite: v.mode === 'RW',
+              hostId: v.state === 'DETACHED' ? null : v.hostId,
+            },
+          ]
+        : [],
+    );
   },
 
   async removeVbdsOf(m: EntityManager, emit: Emit, vdiIds: readonly string[]): Promise<void> {

@@ -142,9 +142,10 @@ export class VbdService {
       const earlier = await this.byRequest(caller, requestId);
       if (earlier) return earlier;
     }
-    if (row.exclusiveWriter) {
-      const writer = await this.store.manager.findOneBy(VbdRow, { vdiId: vdiId!, exclusiveWriter: true });
-      if (writer) throw writerConflict(vdi!, writer);
+    // Only a VBD of a VDI is an exclusive writer.
+    if (row.exclusiveWriter && vdi) {
+      const writer = await this.store.manager.findOneBy(VbdRow, { vdiId: vdi.id, exclusiveWriter: true });
+      if (writer) throw writerConflict(vdi, writer);
     }
     throw new DomainError(
       ErrorCode.AlreadyExists,

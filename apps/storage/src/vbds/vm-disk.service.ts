@@ -188,9 +188,11 @@ export class VmDiskService {
       const rest = await m.find(VbdRow, { where: { vmId }, lock: { mode: 'pessimistic_write' } });
       // An owned VDI still recorded was not destroyed: its VBD stays, so that a repeat destroys it.
       const remaining = new Set(
-        (await m.find(VdiRow, { where: { id: In(rest.filter((v) => v.ownsVdi).map((v) => v.vdiId!)) } })).map(
-          (d) => d.id,
-        ),
+        (
+          await m.find(VdiRow, {
+            where: { id: In(rest.flatMap((v) => (v.ownsVdi && v.vdiId ? [v.vdiId] : []))) },
+          })
+        ).map((d) => d.id),
       );
       const gone = rest.filter((v) => !(v.ownsVdi && v.vdiId && remaining.has(v.vdiId)));
       if (!gone.length) return;

@@ -40,6 +40,7 @@ export function attachmentOf(vbds: readonly VbdOfVdi[]): VdiAttachment {
 
 /** The running VM that writes the VDI, if one does: live snapshot, resize and coalesce go through it. */
 export function liveWriter(vbds: readonly VbdOfVdi[]): { vmId: string; hostId: string } | undefined {
-  const w = vbds.find((v) => v.state === 'ATTACHED' && v.readWrite && v.hostId);
-  return w ? { vmId: w.vmId, hostId: w.hostId! } : undefined;
+  for (const v of vbds)
+    if (v.state === 'ATTACHED' && v.readWrite && v.hostId) return { vmId: v.vmId, hostId: v.hostId };
+  return undefined;
 }

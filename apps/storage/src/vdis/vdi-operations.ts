@@ -1,6 +1,6 @@
 import { EntityManager, In } from 'typeorm';
 import { storageV1 } from '@flotilla/contracts';
-import { DomainError, ErrorCode, isTerminal } from '@flotilla/domain';
+import { DomainError, ErrorCode, expectPresent, isTerminal } from '@flotilla/domain';
 import { Emit, Logger, OperationRow, TransactionalStore } from '@flotilla/platform';
 import { ImageRow, SrRow, VdiRow } from '../persistence/entities';
 import { imageEvent } from '../images/image.service';
@@ -251,7 +251,10 @@ export class VdiOperations {
       }
       stream.end();
       const res = await done;
-      return res.info!;
+      return expectPresent(
+        res.info,
+        `the agent of host ${targetHost.name} answered ImportDisk without the disk's info`,
+      );
     } catch (e) {
       stream.cancel();
       throw asDomainError(e);

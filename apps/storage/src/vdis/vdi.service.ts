@@ -10,6 +10,7 @@ import {
   diskFileName,
   DomainError,
   ErrorCode,
+  expectPresent,
   failedPrecondition,
   fullCopyBytes,
   invalidArgument,
@@ -91,6 +92,12 @@ export const rollbackParams = (vdiIds: string[], files: string[] = []): Operatio
   rollbackVdiIds: vdiIds.join(','),
   rollbackFiles: files.join(','),
 });
+
+/** An operation's record kind ('vdi.resize') and the lifecycle table's name for it (RESIZE). */
+interface VdiOperationKind {
+  kind: string;
+  guard: VdiOperation;
+}
 
 export interface CreateVdiSpec {
   srId: string;
@@ -200,7 +207,7 @@ export class VdiService {
 
   /** The guard of every VDI operation: the lifecycle table applied to the VDI as it is now. */
   async assertAllowed(m: EntityManager, vdi: VdiRow, op: VdiOperation): Promise<VdiExtras> {
-    const extras = (await this.extras([vdi], m)).get(vdi.id)!;
+    const extras = expectPresent((await this.extras([vdi], m)).get(vdi.id), `no extras for vdi ${vdi.id}`);
     assertVdiOperationAllowed(
       {
         id: vdi.id,
@@ -229,7 +236,7 @@ export class VdiService {
       if (earlier) return { ...earlier, fresh: false };
       const sr = await this.usableSr(m, caller, spec.srId, 'sr_id');
       let size = spec.virtualSizeBytes;
-      let image: ImageRow | undefined;
+      let image: DiskImage | undefined;
       let base: VdiRow | undefined;
       let baseSource: VdiRow | undefined;
       if (spec.image) {
@@ -241,7 +248,7 @@ export class VdiService {
             `${size} is smaller than image ${image.name} (${image.virtualSizeBytes} bytes): give 0 for the image's size, or more`,
           );
         base = (await m.findOneBy(VdiRow, { srId: sr.id, imageId: image.id, imageBase: true })) ?? undefined;
-        if (!base) baseSource = await m.findOneByOrFail(VdiRow, { id: image.vdiId! });
+        if (!base) baseSource = await m.findOneByOrFail(VdiRow, { id: image.vdiId });
       }
       size = validateVirtualSize('virtual_size_bytes', size);
       const space = await srSpace(m, sr);
@@ -303,76 +310,54 @@ export class VdiService {
 
   async resize(caller: Caller, req: storageV1.ResizeVdiRequest): Promise<OperationRow> {
     requireRole(caller, 'vm-admin', 'resizing a VDI');
-    return this.onExisting(
-      caller,
-      req.id,
-      req.requestId,
-      req.etag,
-      'vdi.resize',
-      'RESIZE',
-      async (m, vdi, sr) => {
-        const size = validateVirtualSize('virtual_size_bytes', req.virtualSizeBytes);
-        if (size <= vdi.virtualSizeBytes)
-          throw invalidArgument(
-            'virtual_size_bytes',
-            `${req.virtualSizeBytes} is not larger than the VDI's ${vdi.virtualSizeBytes} bytes: VDIs only grow (shrinking would cut guest file systems); give a larger size`,
-          );
-        checkVirtualAllocation(await srSpace(m, sr), size - vdi.virtualSizeBytes, `growing vdi ${vdi.name}`);
-        // The new size is reserved now; a failed resize gives it back.
-        return {
-          params: { newSize: size, oldSize: vdi.virtualSizeBytes },
-          changes: { virtualSizeBytes: size },
-        };
-      },
-    );
+    return this.onExisting(caller, req, { kind: 'vdi.resize', guard: 'RESIZE' }, async (m, vdi, sr) => {
+      const size = validateVirtualSize('virtual_size_bytes', req.virtualSizeBytes);
+      if (size <= vdi.virtualSizeBytes)
+        throw invalidArgument(
+          'virtual_size_bytes',
+          `${req.virtualSizeBytes} is not larger than the VDI's ${vdi.virtualSizeBytes} bytes: VDIs only grow (shrinking would cut guest file systems); give a larger size`,
+        );
+      checkVirtualAllocation(await srSpace(m, sr), size - vdi.virtualSizeBytes, `growing vdi ${vdi.name}`);
+      // The new size is reserved now; a failed resize gives it back.
+      return {
+        params: { newSize: size, oldSize: vdi.virtualSizeBytes },
+        changes: { virtualSizeBytes: size },
+      };
+    });
   }
 
   async destroy(caller: Caller, req: storageV1.DestroyVdiRequest): Promise<OperationRow> {
     requireRole(caller, 'vm-admin', 'destroying a VDI');
     return this.onExisting(
       caller,
-      req.id,
-      req.requestId,
-      req.etag,
-      'vdi.destroy',
-      'DESTROY',
+      req,
+      { kind: 'vdi.destroy', guard: 'DESTROY', allowUnusableSr: true },
       async () => ({ params: {} }),
-      {
-        allowUnusableSr: true,
-      },
     );
   }
 
   async revert(caller: Caller, req: storageV1.RevertVdiRequest): Promise<OperationRow> {
     requireRole(caller, 'vm-power-admin', 'reverting a VDI');
-    return this.onExisting(
-      caller,
-      req.id,
-      req.requestId,
-      req.etag,
-      'vdi.revert',
-      'REVERT',
-      async (m, vdi, sr) => {
-        if (!req.snapshotId) throw invalidArgument('snapshot_id', 'is required: a snapshot of this VDI');
-        const snap = isUuid(req.snapshotId)
-          ? await m.findOneBy(VdiRow, { id: req.snapshotId.toLowerCase() })
-          : null;
-        if (!snap || !snap.isSnapshot || snap.snapshotOf !== vdi.id || !snap.managed)
-          throw invalidArgument(
-            'snapshot_id',
-            `${req.snapshotId} is not a snapshot of vdi ${vdi.id}: list them with filter snapshot_of=${vdi.id}`,
-          );
-        if (snap.state !== 'READY')
-          throw failedPrecondition(`snapshot ${snap.id} is ${snap.state}`, { resource: `vdi ${snap.id}` });
-        checkVirtualAllocation(
-          await srSpace(m, sr),
-          snap.virtualSizeBytes - vdi.virtualSizeBytes,
-          `reverting vdi ${vdi.name}`,
+    return this.onExisting(caller, req, { kind: 'vdi.revert', guard: 'REVERT' }, async (m, vdi, sr) => {
+      if (!req.snapshotId) throw invalidArgument('snapshot_id', 'is required: a snapshot of this VDI');
+      const snap = isUuid(req.snapshotId)
+        ? await m.findOneBy(VdiRow, { id: req.snapshotId.toLowerCase() })
+        : null;
+      if (!snap || !snap.isSnapshot || snap.snapshotOf !== vdi.id || !snap.managed)
+        throw invalidArgument(
+          'snapshot_id',
+          `${req.snapshotId} is not a snapshot of vdi ${vdi.id}: list them with filter snapshot_of=${vdi.id}`,
         );
-        const newTop = diskFileName(randomUUID());
-        return { params: { snapshotId: snap.id, newTopFile: newTop, ...rollbackParams([], [newTop]) } };
-      },
-    );
+      if (snap.state !== 'READY')
+        throw failedPrecondition(`snapshot ${snap.id} is ${snap.state}`, { resource: `vdi ${snap.id}` });
+      checkVirtualAllocation(
+        await srSpace(m, sr),
+        snap.virtualSizeBytes - vdi.virtualSizeBytes,
+        `reverting vdi ${vdi.name}`,
+      );
+      const newTop = diskFileName(randomUUID());
+      return { params: { snapshotId: snap.id, newTopFile: newTop, ...rollbackParams([], [newTop]) } };
+    });
   }
 
   async snapshot(
@@ -380,7 +365,7 @@ export class VdiService {
     req: storageV1.SnapshotVdiRequest,
   ): Promise<{ vdi: VdiRow; operation: OperationRow }> {
     requireRole(caller, 'vm-power-admin', 'snapshotting a VDI');
-    return this.deriving(caller, req.id, req.requestId, 'vdi.snapshot', 'SNAPSHOT', async (m, source) => {
+    return this.deriving(caller, req, { kind: 'vdi.snapshot', guard: 'SNAPSHOT' }, async (m, source) => {
       const snapshot = newVdiRow({
         name: req.name
           ? validateVdiName('name', req.name)
@@ -410,7 +395,7 @@ export class VdiService {
     req: storageV1.CloneVdiRequest,
   ): Promise<{ vdi: VdiRow; operation: OperationRow }> {
     requireRole(caller, 'vm-admin', 'cloning a VDI');
-    return this.deriving(caller, req.id, req.requestId, 'vdi.clone', 'CLONE', async (m, source, sr) => {
+    return this.deriving(caller, req, { kind: 'vdi.clone', guard: 'CLONE' }, async (m, source, sr) => {
       checkVirtualAllocation(await srSpace(m, sr), source.virtualSizeBytes, `clone of vdi ${source.name}`);
       const clone = newVdiRow({
         name: req.name ? validateVdiName('name', req.name) : `${source.name} (clone)`.slice(0, 255),
@@ -457,7 +442,7 @@ export class VdiService {
     req: storageV1.CopyVdiRequest,
   ): Promise<{ vdi: VdiRow; operation: OperationRow }> {
     requireRole(caller, 'vm-admin', 'copying a VDI');
-    return this.deriving(caller, req.id, req.requestId, 'vdi.copy', 'COPY', async (m, source) => {
+    return this.deriving(caller, req, { kind: 'vdi.copy', guard: 'COPY' }, async (m, source) => {
       const target = req.srId
         ? await this.usableSr(m, caller, req.srId, 'sr_id')
         : await lockSr(m, source.srId);
@@ -501,21 +486,18 @@ export class VdiService {
   /** An operation on an existing VDI (resize, destroy, revert): guard, etag, idempotency, record. */
   private async onExisting(
     caller: Caller,
-    id: string,
-    requestId: string,
-    etag: string,
-    kind: string,
-    guard: VdiOperation,
+    req: { id: string; requestId: string; etag: string },
+    options: VdiOperationKind & { allowUnusableSr?: boolean },
     prepare: (
       m: EntityManager,
       vdi: VdiRow,
       sr: SrRow,
     ) => Promise<{ params: OperationParams; changes?: Partial<VdiRow> }>,
-    options: { allowUnusableSr?: boolean } = {},
   ): Promise<OperationRow> {
-    const rid = validateRequestId(requestId);
+    const { kind, guard } = options;
+    const rid = validateRequestId(req.requestId);
     const out = await this.store.tx(async (m, emit) => {
-      const found = await this.get(caller, id, m);
+      const found = await this.get(caller, req.id, m);
       const sr = await lockSr(m, found.srId);
       const vdi = await m.findOneByOrFail(VdiRow, { id: found.id });
       const spec: NewOperation = {
@@ -526,7 +508,7 @@ export class VdiService {
       };
       const earlier = await this.operations.findByRequest(m, spec);
       if (earlier) return { op: earlier, fresh: false };
-      if (etag && etag !== String(vdi.version)) throw conflict('vdi', vdi.id);
+      if (req.etag && req.etag !== String(vdi.version)) throw conflict('vdi', vdi.id);
       if (!(options.allowUnusableSr && vdi.state === 'MISSING')) await this.assertAllowed(m, vdi, guard);
       const { params, changes } = await prepare(m, vdi, sr);
       const op = await this.operations.create(m, emit, { ...spec, params });
@@ -540,21 +522,19 @@ export class VdiService {
   /** An operation that derives a new VDI from an existing one (snapshot, clone, copy). */
   private async deriving(
     caller: Caller,
-    id: string,
-    requestId: string,
-    kind: string,
-    guard: VdiOperation,
+    req: { id: string; requestId: string },
+    { kind, guard }: VdiOperationKind,
     prepare: (
       m: EntityManager,
       source: VdiRow,
       sr: SrRow,
     ) => Promise<{ rows: VdiRow[]; params: OperationParams; targetIsNew?: boolean }>,
   ): Promise<{ vdi: VdiRow; operation: OperationRow }> {
-    const rid = validateRequestId(requestId);
+    const rid = validateRequestId(req.requestId);
     const out = await this.store.tx(async (m, emit) => {
       const earlier = await this.earlier(m, caller, rid, kind);
       if (earlier) return { ...earlier, fresh: false };
-      const found = await this.get(caller, id, m);
+      const found = await this.get(caller, req.id, m);
       const sr = await lockSr(m, found.srId);
       const source = await m.findOneByOrFail(VdiRow, { id: found.id });
       await this.assertAllowed(m, source, guard);
@@ -614,7 +594,7 @@ export class VdiService {
     return locked;
   }
 
-  private async diskImage(m: EntityManager, caller: Caller, idOrName: string): Promise<ImageRow> {
+  private async diskImage(m: EntityManager, caller: Caller, idOrName: string): Promise<DiskImage> {
     const image = isUuid(idOrName)
       ? await m.findOneBy(ImageRow, { id: idOrName.toLowerCase() })
       : await m.findOneBy(ImageRow, { name: idOrName });
@@ -623,7 +603,7 @@ export class VdiService {
       !(caller.crossTenant || image.visibility === 'PUBLIC' || image.tenantId === caller.tenantId)
     )
       throw notFound('image', idOrName);
-    if (image.kind !== 'DISK' || !image.vdiId)
+    if (!isDiskImage(image))
       throw failedPrecondition(`image ${image.name} is a KERNEL image: VDIs are made from DISK images`, {
         field: 'image',
       });
@@ -654,4 +634,11 @@ export class VdiService {
 function visible(caller: Caller, vdi: Pick<VdiRow, 'tenantId' | 'managed'>): boolean {
   if (!vdi.managed) return caller.crossTenant;
   return caller.crossTenant || vdi.tenantId === caller.tenantId;
+}
+
+/** A DISK image: its base VDI is the one every VDI made from the image starts from. */
+type DiskImage = ImageRow & { vdiId: string };
+
+function isDiskImage(image: ImageRow): image is DiskImage {
+  return image.kind === 'DISK' && !!image.vdiId;
 }

@@ -338,35 +338,22 @@ export class DiskFiles {
       op.onProgress?.(1);
       return info;
     }
-    const compressing = format === 'vmdk' || !!op.compress;
     return this.publish(
       op.dir,
       file,
       'copy',
-      async (tmp) => {
-        const args = [
-          'convert',
-          '-p',
-          '-t',
-          supportsDirectIo(op.dir) ? 'none' : 'writeback',
-          '-T',
-          sourceSupportsDirectIo(source.path) ? 'none' : 'writeback',
-          '-f',
-          qemuFormat[source.image.format],
-          '-O',
+      (tmp) =>
+        this.convert(op, {
+          source: source.path,
+          sourceFormat: source.image.format,
+          sourceDirectIo: sourceSupportsDirectIo(source.path),
+          virtualSizeBytes: source.image.virtualSizeBytes,
+          target: tmp.path,
           format,
-          ...(format === 'vmdk' ? ['-o', 'subformat=streamOptimized'] : []),
-          ...(op.compress ? ['-c'] : []),
-          ...(backing ? ['-B', backing, '-F', 'qcow2'] : []),
-          source.path,
-          tmp.path,
-        ];
-        await this.run(op, {
-          args,
-          limits: this.qemuImg.limits(compressing ? 'compress' : 'data', source.image.virtualSizeBytes),
+          compress: op.compress,
+          backingFile: backing,
           onProgress: op.onProgress,
-        });
-      },
+        }),
       want,
       format,
     );
@@ -393,10 +380,7 @@ export class DiskFiles {
       args: [
         'rebase',
         '-q',
-        '-t',
-        supportsDirectIo(op.dir) ? 'none' : 'writeback',
-        '-T',
-        supportsDirectIo(op.dir) ? 'none' : 'writeback',
+        ...cacheModes(supportsDirectIo(op.dir), supportsDirectIo(op.dir)),
         '-f',
         'qcow2',
         ...(target ? ['-b', target, '-F', 'qcow2'] : ['-b', '']),
@@ -501,27 +485,14 @@ export class DiskFiles {
       `export.${op.purpose ? plainFile(op.purpose, 'staging_file') : top.file}`,
     );
     try {
-      await this.run(op, {
-        args: [
-          'convert',
-          '-p',
-          '-t',
-          supportsDirectIo(op.dir) ? 'none' : 'writeback',
-          '-T',
-          supportsDirectIo(op.dir) ? 'none' : 'writeback',
-          '-f',
-          'qcow2',
-          '-O',
-          op.format,
-          ...(op.format === 'vmdk' ? ['-o', 'subformat=streamOptimized'] : []),
-          ...(op.compress && op.format === 'qcow2' ? ['-c'] : []),
-          top.path,
-          staging.path,
-        ],
-        limits: this.qemuImg.limits(
-          op.format === 'vmdk' || op.compress ? 'compress' : 'data',
-          top.image.virtualSizeBytes,
-        ),
+      await this.convert(op, {
+        source: top.path,
+        sourceFormat: 'qcow2',
+        sourceDirectIo: supportsDirectIo(op.dir),
+        virtualSizeBytes: top.image.virtualSizeBytes,
+        target: staging.path,
+        format: op.format,
+        compress: op.compress,
         onProgress: op.onProgress,
       });
       return {
@@ -610,6 +581,48 @@ export class DiskFiles {
     return describeNode({ file, path: full, image });
   }
 
+  /**
+   * qemu-img convert of `source` (its chain flattened) into a standalone `format` image at `target`, a file
+   * of op.dir: a streamOptimized VMDK; qcow2 clusters compressed when asked; a thin qcow2 overlay of
+   * backingFile when given. Compressing (a VMDK always is) is CPU-bound and gets the 'compress' limits.
+   */
+  private async convert(
+    op: Op,
+    c: {
+      source: string;
+      sourceFormat: DeclaredFormat;
+      sourceDirectIo: boolean;
+      virtualSizeBytes: number;
+      target: string;
+      format: CopyFormat;
+      compress?: boolean;
+      backingFile?: string;
+      onProgress?: (fraction: number) => void;
+    },
+  ): Promise<void> {
+    await this.run(op, {
+      args: [
+        'convert',
+        '-p',
+        ...cacheModes(supportsDirectIo(op.dir), c.sourceDirectIo),
+        '-f',
+        qemuFormat[c.sourceFormat],
+        '-O',
+        c.format,
+        ...(c.format === 'vmdk' ? ['-o', 'subformat=streamOptimized'] : []),
+        ...(c.compress && c.format === 'qcow2' ? ['-c'] : []),
+        ...(c.backingFile ? ['-B', c.backingFile, '-F', 'qcow2'] : []),
+        c.source,
+        c.target,
+      ],
+      limits: this.qemuImg.limits(
+        c.format === 'vmdk' || c.compress ? 'compress' : 'data',
+        c.virtualSizeBytes,
+      ),
+      onProgress: c.onProgress,
+    });
+  }
+
   private async run(
     op: Op,
     run: { args: string[]; limits: QemuImgLimits; onProgress?: (fraction: number) => void },
@@ -648,6 +661,14 @@ function guard<T>(f: () => T, name: string): T {
 }
 
 /** O_DIRECT reads of an existing file (a catalogue may be read-only: no probe file is written there). */
+/**
+ * qemu-img's cache modes of the target (-t) and the source (-T): none (O_DIRECT) where the file system
+ * supports it, writeback where not.
+ */
+function cacheModes(targetDirectIo: boolean, sourceDirectIo: boolean): string[] {
+  return ['-t', targetDirectIo ? 'none' : 'writeback', '-T', sourceDirectIo ? 'none' : 'writeback'];
+}
+
 function sourceSupportsDirectIo(file: string): boolean {
   if (fs.constants.O_DIRECT === undefined) return false;
   try {

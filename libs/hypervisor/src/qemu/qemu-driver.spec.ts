@@ -95,6 +95,8 @@ describeWithRealQemu('qemu driver on real QEMU', () => {
   }
 
   /** TICK numbers of complete lines only: a VM stopped mid-line leaves `TICK 1` of what becomes `TICK 12`. */
+  /** A whole TICK line (ticks() reads only whole lines, from the start of one). */
+  const TICK_LINE = /(?:^|\n)TICK \d+\s*\n/;
   const ticks = (text: string) =>
     [...text.slice(0, text.lastIndexOf('\n') + 1).matchAll(DEMO_TICK_LINE)].map((m) => Number(m[1]));
   const lastTick = (vmId: string) => ticks(logSince(vmId, 0)).pop() ?? 0;
@@ -258,14 +260,14 @@ describeWithRealQemu('qemu driver on real QEMU', () => {
       });
 
       it('pause stops the guest clock; unpause lets it tick on', async () => {
-        await waitForSerial(vmId, /TICK \d+/);
+        await waitForSerial(vmId, TICK_LINE);
         expect((await driver.pause(vmId)).powerState).toBe('PAUSED');
         expect((await driver.status(vmId))?.powerState).toBe('PAUSED');
         const frozenAt = logSize(vmId);
         await sleep(2500);
         expect(ticks(logSince(vmId, frozenAt))).toEqual([]);
         expect((await driver.unpause(vmId)).powerState).toBe('RUNNING');
-        await waitForSerial(vmId, /TICK \d+/, frozenAt, 30_000);
+        await waitForSerial(vmId, TICK_LINE, frozenAt, 30_000);
       });
 
       it('reports metrics that grow while the guest runs', async () => {
@@ -326,7 +328,7 @@ describeWithRealQemu('qemu driver on real QEMU', () => {
         const at = logSize(vmId);
         // start() of a SUSPENDED VM resumes it.
         expect((await driver.start(spec)).powerState).toBe('RUNNING');
-        await waitForSerial(vmId, /TICK \d+/, at, 30_000);
+        await waitForSerial(vmId, TICK_LINE, at, 30_000);
         const after = ticks(logSince(vmId, at))[0];
         expect(after).toBeGreaterThan(before);
         expect(after).toBeLessThanOrEqual(before + 2);
@@ -496,7 +498,7 @@ describeWithRealQemu('qemu driver on real QEMU', () => {
         // The re-attached VM is under control again: it ticks on when unpaused.
         const at = logSize(paused().vmId);
         expect((await second.unpause(paused().vmId)).powerState).toBe('RUNNING');
-        await waitForSerial(paused().vmId, /TICK \d+/, at, 30_000);
+        await waitForSerial(paused().vmId, TICK_LINE, at, 30_000);
 
         // And it is watched: killing it is reported (no signal known for a QEMU this agent did not spawn).
         const change = nextUnrequested(second, paused().vmId);
@@ -517,7 +519,7 @@ describeWithRealQemu('qemu driver on real QEMU', () => {
         const before = lastTick(saved().vmId);
         const resumedAt = logSize(saved().vmId);
         expect((await second.resume(saved().vmId)).powerState).toBe('RUNNING');
-        await waitForSerial(saved().vmId, /TICK \d+/, resumedAt, 30_000);
+        await waitForSerial(saved().vmId, TICK_LINE, resumedAt, 30_000);
         expect(ticks(logSince(saved().vmId, resumedAt))[0]).toBeGreaterThan(before);
 
         const ids = [paused(), killed(), poweredOff(), saved()].map((s) => s.vmId);

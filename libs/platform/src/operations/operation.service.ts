@@ -4,6 +4,7 @@ import { EntityManager } from 'typeorm';
 import {
   DomainError,
   ErrorCode,
+  expectPresent,
   failedPrecondition,
   isCancellable,
   isTerminal,
@@ -65,6 +66,13 @@ export function operationRow(spec: NewOperation): OperationRow {
     finishedAt: spec.succeeded ? now : null,
   };
 }
+
+/** The filter fields of ListOperations and the columns they compare. */
+const filterColumns = new Map([
+  ['state', 'o.state'],
+  ['kind', 'o.kind'],
+  ['target_id', 'o.target_id::text'],
+]);
 
 /**
  * Durable operation records of one service: created with the change that asks for them, advanced by the
@@ -163,11 +171,11 @@ export class OperationService {
     caller: Caller,
     page: { pageSize?: number; pageToken?: string; filter?: string } | undefined,
   ): Promise<{ operations: OperationRow[]; nextPageToken: string }> {
-    const spec = parsePage(page, ['state', 'kind', 'target_id']);
+    const spec = parsePage(page, [...filterColumns.keys()]);
     const qb = this.store.manager.createQueryBuilder(OperationRow, 'o');
     if (!caller.crossTenant) qb.andWhere('o.tenant_id = :tenant', { tenant: caller.tenantId });
     for (const [i, term] of spec.filter.entries()) {
-      const column = { state: 'o.state', kind: 'o.kind', target_id: 'o.target_id::text' }[term.field]!;
+      const column = expectPresent(filterColumns.get(term.field), `no column for filter field ${term.field}`);
       qb.andWhere(`${column} = :f${i}`, {
         [`f${i}`]: term.field === 'state' ? term.value.replace(/^OPERATION_STATE_/, '') : term.value,
       });

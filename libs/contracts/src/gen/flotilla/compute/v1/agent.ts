@@ -325,8 +325,9 @@ export interface AgentServiceClient {
   plugVmDisk(request: AgentServicePlugVmDiskRequest, metadata?: Metadata): Observable<AgentServicePlugVmDiskResponse>;
 
   /**
-   * Asks the guest to release a disk and waits up to timeout_ms for it (DEVICE_DELETED); force removes it
-   * whatever the guest does. DEADLINE_EXCEEDED if the guest kept it. A disk not plugged is success.
+   * Asks the guest to release a disk and waits up to timeout_ms for it (DEVICE_DELETED), then removes its
+   * block nodes. DEADLINE_EXCEEDED if the guest kept it (force too: QEMU cannot take a PCIe device from a
+   * guest that holds it). A disk not plugged is success.
    */
 
   unplugVmDisk(
@@ -433,8 +434,9 @@ export interface AgentServiceController {
     | AgentServicePlugVmDiskResponse;
 
   /**
-   * Asks the guest to release a disk and waits up to timeout_ms for it (DEVICE_DELETED); force removes it
-   * whatever the guest does. DEADLINE_EXCEEDED if the guest kept it. A disk not plugged is success.
+   * Asks the guest to release a disk and waits up to timeout_ms for it (DEVICE_DELETED), then removes its
+   * block nodes. DEADLINE_EXCEEDED if the guest kept it (force too: QEMU cannot take a PCIe device from a
+   * guest that holds it). A disk not plugged is success.
    */
 
   unplugVmDisk(

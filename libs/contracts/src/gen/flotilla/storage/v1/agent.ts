@@ -293,7 +293,7 @@ export interface StorageAgentServiceClient {
   /**
    * Writes a standalone copy of a disk (chain flattened, qemu-img convert with cache mode none) as target,
    * streaming progress read from qemu-img. The source is a file of an SR or a file of the image catalogue
-   * (FLOTILLA_IMAGE_DIR), or a staging file written by ImportDisk.
+   * (FLOTILLA_IMAGE_DIR).
    */
 
   copyDisk(request: CopyDiskRequest, metadata?: Metadata): Observable<CopyDiskResponse>;
@@ -423,7 +423,7 @@ export interface StorageAgentServiceController {
   /**
    * Writes a standalone copy of a disk (chain flattened, qemu-img convert with cache mode none) as target,
    * streaming progress read from qemu-img. The source is a file of an SR or a file of the image catalogue
-   * (FLOTILLA_IMAGE_DIR), or a staging file written by ImportDisk.
+   * (FLOTILLA_IMAGE_DIR).
    */
 
   copyDisk(request: CopyDiskRequest, metadata?: Metadata): Observable<CopyDiskResponse>;

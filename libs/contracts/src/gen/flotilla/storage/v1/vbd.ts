@@ -157,8 +157,9 @@ export interface UnplugVbdRequest {
   id: string;
   requestId: string;
   etag: string;
-  /** How long the guest gets to release the device, 0 means 30000; at most 600000. Ignored with force. */
+  /** How long the guest gets to release the device, 0 means 30000; at most 600000. */
   timeoutMs: number;
+  /** XAPI's vbd-unplug --force; see UnplugVbd for what QEMU can do. */
   force: boolean;
 }
 
@@ -221,8 +222,9 @@ export interface VbdServiceClient {
   /**
    * Hot-unplugs the VBD from its running VM (Operation "vbd.unplug"). The guest is asked to release the
    * device and has timeout_ms to do so; then the operation fails with DEADLINE_EXCEEDED and the disk stays
-   * attached, unless force, which removes the device whatever the guest does (it may lose unwritten
-   * data). Unplugging a DETACHED VBD succeeds at once.
+   * attached (the request stays pending in the VM: when the guest lets go later, the disk is released).
+   * force cannot do more on QEMU: a PCIe device is removed only with the guest's consent (ACPI hot-plug);
+   * a guest that holds it keeps it until the VM halts. Unplugging a DETACHED VBD succeeds at once.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (unpluggable is false; VM not RUNNING or PAUSED),
    * UNAVAILABLE (the host agent is unreachable), DEADLINE_EXCEEDED (in the operation, guest did not
    * release the device).
@@ -289,8 +291,9 @@ export interface VbdServiceController {
   /**
    * Hot-unplugs the VBD from its running VM (Operation "vbd.unplug"). The guest is asked to release the
    * device and has timeout_ms to do so; then the operation fails with DEADLINE_EXCEEDED and the disk stays
-   * attached, unless force, which removes the device whatever the guest does (it may lose unwritten
-   * data). Unplugging a DETACHED VBD succeeds at once.
+   * attached (the request stays pending in the VM: when the guest lets go later, the disk is released).
+   * force cannot do more on QEMU: a PCIe device is removed only with the guest's consent (ACPI hot-plug);
+   * a guest that holds it keeps it until the VM halts. Unplugging a DETACHED VBD succeeds at once.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (unpluggable is false; VM not RUNNING or PAUSED),
    * UNAVAILABLE (the host agent is unreachable), DEADLINE_EXCEEDED (in the operation, guest did not
    * release the device).

@@ -1,0 +1,16 @@
+import { DomainError, ErrorCode } from '@flotilla/domain';
+import type { DriverError } from '@flotilla/hypervisor';
+
+/** The driver's errors in the domain's vocabulary: one mapping for the agent's VM and storage services. */
+export function fromDriverError(e: DriverError): DomainError {
+  const code = {
+    'not-found': ErrorCode.NotFound,
+    'invalid-state': ErrorCode.FailedPrecondition,
+    capacity: ErrorCode.ResourceExhausted,
+    'invalid-spec': ErrorCode.InvalidArgument,
+    unsupported: ErrorCode.Unimplemented,
+    failed: ErrorCode.Internal,
+    timeout: ErrorCode.DeadlineExceeded,
+  }[e.kind];
+  return new DomainError(code, e.message);
+}
