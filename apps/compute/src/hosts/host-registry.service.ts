@@ -159,14 +159,16 @@ export class HostRegistryService {
         ? (await m.findBy(VmRow, { id: In(unrecorded.map((s) => s.vmId)) })).map((vm) => [vm.id, vm])
         : [],
     );
-    // A report is a list the agent took before sending it: it can predate a start or stop that finished
-    // while it travelled. A VM known to the pool is therefore changed on a report's word only when the
-    // next report says the same (heartbeats are sequential, so that one was taken after this one arrived).
+    // A report is a list the agent took before sending it: it can predate a start, suspend or stop that
+    // finished while it travelled. A VM known to the pool is therefore changed on a report's word only when
+    // the next report says the same (heartbeats are sequential, so that one was taken after this one was
+    // answered). The price: a change nobody asked for (a guest that powers off) shows one heartbeat
+    // interval later — the agent reports it at once, then again at its next heartbeat.
     const suspected = this.suspects.get(host.id) ?? new Set<string>();
     const stillSuspected = new Set<string>();
-    const confirmed = (vmId: string): boolean => {
-      stillSuspected.add(vmId);
-      return suspected.has(vmId);
+    const confirmed = (doubt: string): boolean => {
+      stillSuspected.add(doubt);
+      return suspected.has(doubt);
     };
     const destroy: string[] = [];
     // Running there although the pool does not place them there (a host that was cut off): worth a warning.
@@ -182,26 +184,28 @@ export class HostRegistryService {
         // Halted definitions of VMs the pool keeps halted (not placed anywhere) stay: their console
         // history is read from here until the VM is destroyed or started on another host.
         if (elsewhere && halted && elsewhere.hostId === null) continue;
-        if (elsewhere && !confirmed(status.vmId)) continue;
+        if (elsewhere && !confirmed(`${status.vmId}:elsewhere`)) continue;
         destroy.push(status.vmId);
         if (!halted) placedElsewhere.push(status.vmId);
         continue;
       }
       if (vm.currentOperationId) continue;
       const state = fromProto(status.powerState);
+      if (state === vm.powerState) continue;
+      if (!confirmed(`${vm.id}:${state}`)) continue;
       if (state === 'HALTED') {
         await this.setVm(m, emit, vm, {
           powerState: 'HALTED',
           hostId: null,
           powerStateReason: status.reason || `stopped on host ${host.name}`,
         });
-      } else if (state !== vm.powerState) {
+      } else {
         await this.setVm(m, emit, vm, { powerState: state, powerStateReason: '' });
       }
     }
     for (const vm of recorded.values()) {
       if (seen.has(vm.id) || vm.currentOperationId || !occupiesHost(vm.powerState)) continue;
-      if (!confirmed(vm.id)) continue;
+      if (!confirmed(`${vm.id}:absent`)) continue;
       await this.setVm(m, emit, vm, {
         powerState: 'HALTED',
         hostId: null,

@@ -91,6 +91,23 @@ describe.each(testDatabases())('reports that predate a change, on %s', (_db, url
     expect((await report([running(id)])).destroyVmIds).toEqual([id]);
   });
 
+  it('keeps a suspended VM SUSPENDED on one report taken during the suspend that says HALTED', async () => {
+    const id = await startedVm('suspended-meanwhile');
+    const suspend = await tenant.clients.vms.call.suspendVm({ id, requestId: '' });
+    expect((await operationDone(tenant.clients.operations, suspend.operation!.id)).state).toBe(
+      'OPERATION_STATE_SUCCEEDED',
+    );
+    const halted: computeV1.VmStatus = { ...running(id), powerState: P.POWER_STATE_HALTED, reason: 'killed' };
+    expect((await report([halted])).destroyVmIds).toEqual([]);
+    expect(await vm(id)).toMatchObject({ powerState: P.POWER_STATE_SUSPENDED, hostId: host.id });
+    // A report with the truth clears the doubt; the same claim twice in a row is believed.
+    await report([{ ...running(id), powerState: P.POWER_STATE_SUSPENDED }]);
+    await report([halted]);
+    expect((await vm(id)).powerState).toBe(P.POWER_STATE_SUSPENDED);
+    await report([halted]);
+    expect(await vm(id)).toMatchObject({ powerState: P.POWER_STATE_HALTED, powerStateReason: 'killed' });
+  });
+
   it('destroys at once a VM the pool does not know', async () => {
     const unknown = '00000000-0000-4000-8000-0000000000aa';
     expect((await report([running(unknown)])).destroyVmIds).toEqual([unknown]);

@@ -353,6 +353,30 @@ describe.each(testDatabases())('SRs and VDIs with real agents and qemu-img on %s
       expect(qemuInfo(fileOf(sharedSr, `${copy!.id}.qcow2`))['backing-filename']).toBeUndefined();
     });
 
+    it("copies a VDI from one host's FILE SR to another host's, streamed between the agents, bytes intact", async () => {
+      const other = await c.srs.call.createSr(
+        srRequest('local2', SrType.SR_TYPE_FILE, path.join(srRoot, 'local2'), hosts[1].id),
+      );
+      await succeeded(c, other.operation);
+      const data = Buffer.alloc(3 * MIB);
+      for (let i = 0; i < data.length; i += 512) data.writeUInt32LE(i ^ 0x13572468, i);
+      const source = await importRaw('cross-host', data, fileSr.id);
+      const { vdi: copy, operation } = await c.vdis.call.copyVdi({
+        id: source.id,
+        requestId: '',
+        srId: other.sr!.id,
+        name: '',
+        labels: {},
+      });
+      await succeeded(c, operation);
+      const got = (await c.vdis.call.getVdi({ id: copy!.id })).vdi!;
+      expect(got).toMatchObject({ srId: other.sr!.id, state: VdiState.VDI_STATE_READY, parentId: '' });
+      expect((await exportRaw(got.id)).equals(data)).toBe(true);
+      // No staging file is left on either side.
+      for (const sr of [fileSr, other.sr!])
+        expect(fs.readdirSync(sr.path).filter((f) => f.startsWith('.tmp-'))).toEqual([]);
+    });
+
     it('imports raw bytes as a qcow2 VDI and exports them back unchanged', async () => {
       const data = Buffer.alloc(2 * MIB);
       for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i, i);
