@@ -192,7 +192,7 @@ export async function startStorage(
       await runner.stop();
       await keeper.stop();
       agents.close();
-      vbdCtx.close();
+      await vbdCtx.close();
       if (!options.hosts) directory.close();
       await db.close();
     },

@@ -11,6 +11,8 @@ export interface ComputeVm {
   powerState: PowerState;
   /** Set while the VM runs, is paused or suspended. */
   hostId: string;
+  /** The compute operation in flight on the VM; empty if none. */
+  currentOperationId: string;
 }
 
 export interface ComputeHost {
@@ -62,6 +64,7 @@ export class ComputeLink {
       tenantId: vm.tenantId,
       powerState: String(vm.powerState).replace('POWER_STATE_', '') as PowerState,
       hostId: vm.hostId,
+      currentOperationId: vm.currentOperationId,
     };
   }
 

@@ -2,6 +2,7 @@ import type { Type } from '@nestjs/common';
 import { Logger, OperationService, TransactionalStore } from '@flotilla/platform';
 import { StorageRunner } from '../srs/operation-runner';
 import { ComputeLink } from './compute-link';
+import { VbdReconciler } from './vbd-reconciler';
 import { VbdGrpc, VmDiskGrpc } from './vbd.grpc';
 import { VbdService } from './vbd.service';
 import { VmDiskSnapshots, VmSnapshotVdis } from './vm-disk-snapshots';
@@ -13,7 +14,7 @@ export { vbdRecords } from './vbd-records';
 export interface VbdContext {
   controllers: Type<unknown>[];
   providers: Array<{ provide: unknown; useValue: unknown }>;
-  close(): void;
+  close(): Promise<void>;
 }
 
 export function vbdContext(deps: {
@@ -25,11 +26,15 @@ export function vbdContext(deps: {
   computeUrl: string;
   serviceToken: string;
   logger: Logger;
+  /** How often VBD states are checked against their VMs (host DOWN → UNKNOWN; VM gone → DETACHED). */
+  reconcileIntervalMs?: number;
 }): VbdContext {
   const compute = new ComputeLink(deps.computeUrl, deps.serviceToken);
   const vbds = new VbdService(deps.store, deps.operations, compute, deps.logger);
   vbds.register(deps.runner);
   const disks = new VmDiskService(deps.store, deps.rootDisks, deps.logger);
+  const reconciler = new VbdReconciler(deps.store, compute, deps.logger, deps.reconcileIntervalMs);
+  reconciler.start();
   return {
     controllers: [VbdGrpc, VmDiskGrpc],
     providers: [
@@ -37,6 +42,9 @@ export function vbdContext(deps: {
       { provide: VmDiskService, useValue: disks },
       { provide: VmDiskSnapshots, useValue: new VmDiskSnapshots(deps.store, deps.snapshotVdis, deps.logger) },
     ],
-    close: () => compute.close(),
+    close: async () => {
+      await reconciler.stop();
+      compute.close();
+    },
   };
 }
