@@ -97,6 +97,7 @@ export async function startStorage(
     agents,
     srHosts,
     logger.child({ context: 'chains' }),
+    vbds,
   );
   const afterChange = () => keeper.kick();
   const vdiOps = new VdiOperations(

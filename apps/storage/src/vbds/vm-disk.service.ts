@@ -3,9 +3,11 @@ import { In, Not } from 'typeorm';
 import { storageV1 } from '@flotilla/contracts';
 import {
   DomainError,
+  ErrorCode,
   failedPrecondition,
   guestDeviceNames,
   invalidArgument,
+  isDomainError,
   isUuid,
   notFound,
   srVisibleTo,
@@ -182,7 +184,7 @@ export class VmDiskService {
     for (const vbd of owned) {
       if (!vbd.vdiId) continue;
       this.logger.info({ vmId, vdiId: vbd.vdiId }, 'destroying the root disk of a destroyed VM');
-      await this.vdis.destroy(vbd.vdiId);
+      await this.destroyWhenIdle(vbd.vdiId);
     }
     await this.store.tx(async (m, emit) => {
       const rest = await m.find(VbdRow, { where: { vmId }, lock: { mode: 'pessimistic_write' } });
@@ -199,6 +201,25 @@ export class VmDiskService {
       await m.delete(VbdRow, { id: In(gone.map((v) => v.id)) });
       for (const v of gone) emit(vbdEvent('DELETED', v));
     });
+  }
+
+  /**
+   * Destroys a VDI, waiting a while for an operation in flight on it (a background coalesce after a
+   * snapshot was deleted takes a second or so): a VM's destroy should not fail for the keeper's work.
+   * Compute's call allows 30 s; past 20 s the refusal goes back and a repeat of the destroy finishes it.
+   */
+  private async destroyWhenIdle(vdiId: string, patienceMs = 20_000): Promise<void> {
+    const giveUpAt = Date.now() + patienceMs;
+    for (;;) {
+      try {
+        return await this.vdis.destroy(vdiId);
+      } catch (e) {
+        const busy =
+          isDomainError(e) && e.code === ErrorCode.FailedPrecondition && /in progress on it/.test(e.message);
+        if (!busy || Date.now() >= giveUpAt) throw e;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
   }
 
   /** The given SR (id or name), else the SR labelled flotilla.default=true, else the image's own SR. */

@@ -95,12 +95,21 @@ export async function unplugDevice(qmp: QmpClient, diskId: string, timeoutMs: nu
 /**
  * blockdev-del of every node of the disk the monitor still holds (the chain added at start or plug, and
  * the top of each live snapshot), newest first: a node another one uses as backing waits for the next
- * round. Call once the device is gone.
+ * round. Call once the device is gone. Right after DEVICE_DELETED a node can still read "in use" for a
+ * moment (an export right after an unplug then found the file locked), so a round without progress is
+ * retried for a while. Returns the nodes still held after that, with QEMU's reason, for the caller to log:
+ * the device is gone, so the guest writes nothing more, and they close when the VM stops.
  */
-export async function releaseDiskNodes(qmp: QmpClient, diskId: string): Promise<void> {
-  for (let round = 0; round < 70; round++) {
+export async function releaseDiskNodes(
+  qmp: QmpClient,
+  diskId: string,
+  patienceMs = 5000,
+): Promise<{ held: string[]; reason: string }> {
+  const giveUpAt = Date.now() + patienceMs;
+  const reasons = new Map<string, string>();
+  for (;;) {
     const nodes = [...(await blockNodeNames(qmp))].filter((n) => isDiskNode(diskId, n) && !n.endsWith('f'));
-    if (nodes.length === 0) return;
+    if (nodes.length === 0) return { held: [], reason: '' };
     let progress = false;
     for (const node of nodes) {
       try {
@@ -108,10 +117,12 @@ export async function releaseDiskNodes(qmp: QmpClient, diskId: string): Promise<
         progress = true;
       } catch (e) {
         if (!(e instanceof QmpError)) throw e;
+        reasons.set(node, e.desc);
       }
     }
-    // Nodes left that the monitor does not own belong to a chain that is still in use: not ours to close.
-    if (!progress) return;
+    if (progress) continue;
+    if (Date.now() >= giveUpAt) return { held: nodes, reason: nodes.map((n) => reasons.get(n)).join('; ') };
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 

@@ -639,7 +639,11 @@ export class QemuDriver implements HypervisorDriver {
                 : '') +
               '; the request stays pending and completes when the guest releases the disk',
           );
-        await releaseDiskNodes(handle.qmp, diskId);
+        const left = await releaseDiskNodes(handle.qmp, diskId);
+        if (left.held.length)
+          this.log(
+            `vm ${vmId}: disk ${diskId} unplugged; QEMU keeps ${left.held.join(', ')} open: ${left.reason}`,
+          );
       } catch (e) {
         throw asDriverError(e, `vm ${vmId}: unplug of disk ${diskId} failed`);
       }
@@ -873,7 +877,9 @@ export class QemuDriver implements HypervisorDriver {
     const devices = await peripheralIds(handle.qmp);
     for (const place of [...this.layoutOf(handle.launch)]) {
       if (devices.has(diskDeviceId(place.id))) continue;
-      await releaseDiskNodes(handle.qmp, place.id);
+      const left = await releaseDiskNodes(handle.qmp, place.id);
+      if (left.held.length)
+        this.log(`vm ${handle.dir.vmId}: QEMU keeps ${left.held.join(', ')} open: ${left.reason}`);
       this.dropDisk(handle, place.id);
       this.log(`vm ${handle.dir.vmId}: disk ${place.id} was released by the guest`);
     }
