@@ -2,6 +2,7 @@ import { Metadata } from '@grpc/grpc-js';
 import { Controller, Inject } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { storageV1 } from '@flotilla/contracts';
+import { DomainError, ErrorCode } from '@flotilla/domain';
 import { operationToProto, requireRole, ServiceIdentity } from '@flotilla/platform';
 import { vbdToProto } from './vbd.mapper';
 import { VbdService } from './vbd.service';
@@ -131,4 +132,24 @@ export class VmDiskGrpc implements storageV1.VmDiskServiceController {
     const caller = this.identity.caller(md);
     requireRole(caller, 'pool-admin', 'VmDiskService (internal to the pool: compute calls it)');
   }
+
+  // Storage migration: built with issue 6; until then UNIMPLEMENTED.
+  checkVmDiskMigration(): never {
+    throw notBuilt('CheckVmDiskMigration');
+  }
+  prepareVmDiskMigration(): never {
+    throw notBuilt('PrepareVmDiskMigration');
+  }
+  commitVmDiskMigration(): never {
+    throw notBuilt('CommitVmDiskMigration');
+  }
+  abortVmDiskMigration(): never {
+    throw notBuilt('AbortVmDiskMigration');
+  }
+  cleanUpVmDiskMigration(): never {
+    throw notBuilt('CleanUpVmDiskMigration');
+  }
 }
+
+const notBuilt = (rpc: string): DomainError =>
+  new DomainError(ErrorCode.Unimplemented, `VmDiskService.${rpc} is not built yet`);

@@ -10,3 +10,4 @@ export * from "./flotilla/compute/v1/agent";
 export * from "./flotilla/compute/v1/flavor";
 export * from "./flotilla/compute/v1/host";
 export * from "./flotilla/compute/v1/event";
+export * from "./flotilla/compute/v1/vm_migration";

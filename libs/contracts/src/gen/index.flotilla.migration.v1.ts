@@ -5,6 +5,7 @@
 
 /* eslint-disable */
 
+export * from "./flotilla/migration/v1/agent";
 export * from "./flotilla/migration/v1/appliance";
 export * from "./flotilla/migration/v1/migration";
 export * from "./flotilla/migration/v1/evacuation";

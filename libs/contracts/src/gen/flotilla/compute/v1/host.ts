@@ -85,6 +85,13 @@ export interface EnableHostResponse {
 
 export interface DisableHostRequest {
   id: string;
+  /**
+   * Put the host in MAINTENANCE rather than DISABLED: the scheduler keeps away (new VMs, starts and
+   * migrations to it) until EnableHost, and state_reason says who asked. Its VMs keep running.
+   */
+  maintenance: boolean;
+  /** Why, shown as state_reason. */
+  reason: string;
 }
 
 export interface DisableHostResponse {

@@ -8,6 +8,7 @@
 import type { Metadata } from "@grpc/grpc-js";
 import { GrpcMethod, GrpcStreamMethod } from "@nestjs/microservices";
 import { Observable } from "rxjs";
+import { ErrorDetail } from "../../common/v1/operation";
 
 /** A disk of a VM as its host runs it: the top file of the VDI's chain, resolved by the storage service. */
 export interface VmDisk {
@@ -100,6 +101,83 @@ export interface RevertVmDisksRequest {
 export interface RevertVmDisksResponse {
 }
 
+/** One disk of a VM in a migration. */
+export interface DiskMigrationPlan {
+  vbdId: string;
+  vdiId: string;
+  srId: string;
+  /** Where the disk is copied; empty when it stays on sr_id. */
+  targetSrId: string;
+  /** Bytes to copy (the disk's virtual size; the copy is thin). */
+  sizeBytes: number;
+}
+
+export interface CheckVmDiskMigrationRequest {
+  vmId: string;
+  /** The host the VM runs on (or, halted, whose FILE SRs hold its disks). */
+  sourceHostId: string;
+  destinationHostId: string;
+  withStorage: boolean;
+  /** VDI id -> destination SR id. */
+  vdiMap: { [key: string]: string };
+}
+
+export interface CheckVmDiskMigrationRequest_VdiMapEntry {
+  key: string;
+  value: string;
+}
+
+export interface CheckVmDiskMigrationResponse {
+  disks: DiskMigrationPlan[];
+  blockers: ErrorDetail[];
+  storageBytesToCopy: number;
+}
+
+export interface PrepareVmDiskMigrationRequest {
+  vmId: string;
+  migrationId: string;
+  sourceHostId: string;
+  destinationHostId: string;
+  withStorage: boolean;
+  vdiMap: { [key: string]: string };
+}
+
+export interface PrepareVmDiskMigrationRequest_VdiMapEntry {
+  key: string;
+  value: string;
+}
+
+export interface PrepareVmDiskMigrationResponse {
+  /** Every disk of the VM in device order, as the destination opens it. */
+  disks: VmDisk[];
+  plan: DiskMigrationPlan[];
+}
+
+export interface CommitVmDiskMigrationRequest {
+  vmId: string;
+  migrationId: string;
+}
+
+export interface CommitVmDiskMigrationResponse {
+  disks: VmDisk[];
+}
+
+export interface AbortVmDiskMigrationRequest {
+  vmId: string;
+  migrationId: string;
+}
+
+export interface AbortVmDiskMigrationResponse {
+}
+
+export interface CleanUpVmDiskMigrationRequest {
+  vmId: string;
+  migrationId: string;
+}
+
+export interface CleanUpVmDiskMigrationResponse {
+}
+
 /**
  * VmDiskService is internal (service identity only): compute asks storage for the disks of the VMs it
  * starts, stops and destroys, so that VBD records, the rule "one writer unless sharable" and the choice of
@@ -162,6 +240,66 @@ export interface VmDiskServiceClient {
    */
 
   revertVmDisks(request: RevertVmDisksRequest, metadata?: Metadata): Observable<RevertVmDisksResponse>;
+
+  /**
+   * The storage side of a migration's preflight, without changing anything: which disks stay where they
+   * are (a SHARED SR the destination sees), which are copied (on a FILE SR of the VM's host, with_storage)
+   * and to which SR of the destination (vdi_map, else the destination's FILE SR with the most free
+   * space), and what blocks the move: one ErrorDetail each, reason the flotilla.migration.v1.BlockerKind
+   * name without prefix (LOCAL_STORAGE, SR_NOT_VISIBLE, INSUFFICIENT_STORAGE), metadata "resource_kind"
+   * and "resource_id". Errors: NOT_FOUND (an SR of vdi_map), INVALID_ARGUMENT (a vdi_map key that is not
+   * a disk of the VM).
+   */
+
+  checkVmDiskMigration(
+    request: CheckVmDiskMigrationRequest,
+    metadata?: Metadata,
+  ): Observable<CheckVmDiskMigrationResponse>;
+
+  /**
+   * Creates, for each disk to copy, an empty file of the same virtual size (no backing chain) on its
+   * destination SR, with its space reserved, and returns every disk of the VM as the destination opens
+   * it. Changes no VDI or VBD. Idempotent for migration_id. Errors: as CheckVmDiskMigration's blockers
+   * (FAILED_PRECONDITION, RESOURCE_EXHAUSTED), NOT_FOUND.
+   */
+
+  prepareVmDiskMigration(
+    request: PrepareVmDiskMigrationRequest,
+    metadata?: Metadata,
+  ): Observable<PrepareVmDiskMigrationResponse>;
+
+  /**
+   * The point of no return for the disks (the destination QEMU has them): each copied VDI now lives in
+   * its new file on the destination SR (its snapshots stay on the source SR; its old top file is deleted
+   * once the source QEMU is gone, by CleanUpVmDiskMigration), and the VM's VBDs are attached on the
+   * destination host. Idempotent.
+   * Errors: NOT_FOUND (no prepared migration of that id), FAILED_PRECONDITION (aborted).
+   */
+
+  commitVmDiskMigration(
+    request: CommitVmDiskMigrationRequest,
+    metadata?: Metadata,
+  ): Observable<CommitVmDiskMigrationResponse>;
+
+  /**
+   * Before the commit: deletes the files PrepareVmDiskMigration made and releases their space.
+   * Idempotent; an unknown migration is success. Errors: FAILED_PRECONDITION (committed).
+   */
+
+  abortVmDiskMigration(
+    request: AbortVmDiskMigrationRequest,
+    metadata?: Metadata,
+  ): Observable<AbortVmDiskMigrationResponse>;
+
+  /**
+   * After the commit, once the source QEMU is gone: deletes the old top files of the copied VDIs on the
+   * source SRs (files that are snapshots' stay). Idempotent.
+   */
+
+  cleanUpVmDiskMigration(
+    request: CleanUpVmDiskMigrationRequest,
+    metadata?: Metadata,
+  ): Observable<CleanUpVmDiskMigrationResponse>;
 }
 
 /**
@@ -247,6 +385,72 @@ export interface VmDiskServiceController {
     request: RevertVmDisksRequest,
     metadata?: Metadata,
   ): Promise<RevertVmDisksResponse> | Observable<RevertVmDisksResponse> | RevertVmDisksResponse;
+
+  /**
+   * The storage side of a migration's preflight, without changing anything: which disks stay where they
+   * are (a SHARED SR the destination sees), which are copied (on a FILE SR of the VM's host, with_storage)
+   * and to which SR of the destination (vdi_map, else the destination's FILE SR with the most free
+   * space), and what blocks the move: one ErrorDetail each, reason the flotilla.migration.v1.BlockerKind
+   * name without prefix (LOCAL_STORAGE, SR_NOT_VISIBLE, INSUFFICIENT_STORAGE), metadata "resource_kind"
+   * and "resource_id". Errors: NOT_FOUND (an SR of vdi_map), INVALID_ARGUMENT (a vdi_map key that is not
+   * a disk of the VM).
+   */
+
+  checkVmDiskMigration(
+    request: CheckVmDiskMigrationRequest,
+    metadata?: Metadata,
+  ): Promise<CheckVmDiskMigrationResponse> | Observable<CheckVmDiskMigrationResponse> | CheckVmDiskMigrationResponse;
+
+  /**
+   * Creates, for each disk to copy, an empty file of the same virtual size (no backing chain) on its
+   * destination SR, with its space reserved, and returns every disk of the VM as the destination opens
+   * it. Changes no VDI or VBD. Idempotent for migration_id. Errors: as CheckVmDiskMigration's blockers
+   * (FAILED_PRECONDITION, RESOURCE_EXHAUSTED), NOT_FOUND.
+   */
+
+  prepareVmDiskMigration(
+    request: PrepareVmDiskMigrationRequest,
+    metadata?: Metadata,
+  ):
+    | Promise<PrepareVmDiskMigrationResponse>
+    | Observable<PrepareVmDiskMigrationResponse>
+    | PrepareVmDiskMigrationResponse;
+
+  /**
+   * The point of no return for the disks (the destination QEMU has them): each copied VDI now lives in
+   * its new file on the destination SR (its snapshots stay on the source SR; its old top file is deleted
+   * once the source QEMU is gone, by CleanUpVmDiskMigration), and the VM's VBDs are attached on the
+   * destination host. Idempotent.
+   * Errors: NOT_FOUND (no prepared migration of that id), FAILED_PRECONDITION (aborted).
+   */
+
+  commitVmDiskMigration(
+    request: CommitVmDiskMigrationRequest,
+    metadata?: Metadata,
+  ): Promise<CommitVmDiskMigrationResponse> | Observable<CommitVmDiskMigrationResponse> | CommitVmDiskMigrationResponse;
+
+  /**
+   * Before the commit: deletes the files PrepareVmDiskMigration made and releases their space.
+   * Idempotent; an unknown migration is success. Errors: FAILED_PRECONDITION (committed).
+   */
+
+  abortVmDiskMigration(
+    request: AbortVmDiskMigrationRequest,
+    metadata?: Metadata,
+  ): Promise<AbortVmDiskMigrationResponse> | Observable<AbortVmDiskMigrationResponse> | AbortVmDiskMigrationResponse;
+
+  /**
+   * After the commit, once the source QEMU is gone: deletes the old top files of the copied VDIs on the
+   * source SRs (files that are snapshots' stay). Idempotent.
+   */
+
+  cleanUpVmDiskMigration(
+    request: CleanUpVmDiskMigrationRequest,
+    metadata?: Metadata,
+  ):
+    | Promise<CleanUpVmDiskMigrationResponse>
+    | Observable<CleanUpVmDiskMigrationResponse>
+    | CleanUpVmDiskMigrationResponse;
 }
 
 export function VmDiskServiceControllerMethods() {
@@ -259,6 +463,11 @@ export function VmDiskServiceControllerMethods() {
       "snapshotVmDisks",
       "cloneVmDisks",
       "revertVmDisks",
+      "checkVmDiskMigration",
+      "prepareVmDiskMigration",
+      "commitVmDiskMigration",
+      "abortVmDiskMigration",
+      "cleanUpVmDiskMigration",
     ];
     for (const method of grpcMethods) {
       const descriptor: any = Reflect.getOwnPropertyDescriptor(constructor.prototype, method);
