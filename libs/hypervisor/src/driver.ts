@@ -78,6 +78,8 @@ export interface DriverCapabilities {
   liveMigration: boolean;
   hotplugDisks: boolean;
   console: boolean;
+  /** Post-copy live migration (QEMU: userfaultfd on the destination). */
+  postCopy: boolean;
 }
 
 export interface ShutdownOptions {
@@ -157,8 +159,119 @@ export interface HypervisorDriver {
    * (block-stream), and waits for the job to finish. baseFile undefined: merge the whole chain.
    */
   streamDisk(vmId: string, topPath: string, baseFile: string | undefined): Promise<void>;
+  // ---- Live migration (capabilities().liveMigration; 'unsupported' otherwise) ----
+  // The QEMUs talk directly over TCP; these methods set them up and watch them. Each is idempotent for its
+  // migrationId (an agent that restarts re-attaches to a migration QEMU kept running) and refuses another
+  // migration of the same VM with 'invalid-state' naming the one in progress.
+  /**
+   * Destination: starts the VM paused, waiting for an incoming migration on a port of `listenHost`
+   * (-incoming defer + migrate-incoming), and an NBD server exporting `receiveDiskIds` writable. The VM
+   * runs by itself once the source switches over. Reports the incoming VM (PAUSED, with its forwards).
+   */
+  prepareIncoming(spec: DriverVmSpec, options: DriverIncomingOptions): Promise<DriverIncoming>;
+  /** Source: mirrors disks into the destination's NBD exports (blockdev-mirror, write-blocking). */
+  startDiskMirror(
+    vmId: string,
+    migrationId: string,
+    targets: DriverMirrorTarget[],
+    bandwidthBytesPerSec: number,
+  ): Promise<void>;
+  /**
+   * Source: sets every parameter and capability explicitly (events, return-path, pause-before-switchover,
+   * auto-converge, postcopy-ram) and starts sending memory to `destinationAddress` (host:port).
+   */
+  startOutgoing(
+    vmId: string,
+    migrationId: string,
+    destinationAddress: string,
+    parameters: DriverMigrationParameters,
+  ): Promise<void>;
+  /** Source: the migration's state; with waitMs, resolves early when the state or round changes. */
+  outgoingStatus(vmId: string, migrationId: string, waitMs: number): Promise<DriverOutgoingStatus>;
+  /** Source: new bandwidth cap (0: unchanged) and/or the switch to post-copy (migrate-start-postcopy). */
+  tuneOutgoing(
+    vmId: string,
+    migrationId: string,
+    tune: { bandwidthBytesPerSec?: number; startPostCopy?: boolean },
+  ): Promise<void>;
+  /** Source: lets a migration waiting in 'pre-switchover' finish (migrate-continue). */
+  switchOver(vmId: string, migrationId: string): Promise<void>;
+  /** Source: migrate_cancel and cancel the mirror jobs; the VM runs on here. 'invalid-state' after completion. */
+  cancelOutgoing(vmId: string, migrationId: string): Promise<void>;
+  /** Destination: waits up to timeoutMs for the incoming VM to run, stops the NBD server; an ordinary VM now. */
+  finishIncoming(vmId: string, migrationId: string, timeoutMs: number): Promise<DriverVmStatus>;
+  /** Destination: kills the incoming QEMU and removes its state (not its disk files). */
+  abortIncoming(vmId: string, migrationId: string): Promise<void>;
+  /** Source: after completion, stops the source QEMU (postmigrate) and removes the VM's state here. */
+  finishOutgoing(vmId: string, migrationId: string): Promise<void>;
   /** Releases connections and timers; VMs keep running. */
   close(): Promise<void>;
+}
+
+export interface DriverIncomingOptions {
+  migrationId: string;
+  /** Address the migration and NBD listeners bind to (the agent's migration address, e.g. 127.0.0.1). */
+  listenHost: string;
+  /** Disk ids (DriverDisk.id: the VBD ids) that arrive through NBD while the VM still runs on the source. */
+  receiveDiskIds: string[];
+  postCopy: boolean;
+}
+
+export interface DriverIncoming {
+  /** host:port the source sends memory to. */
+  migrationAddress: string;
+  /** host:port of the NBD server; absent when no disk is received. */
+  nbdAddress?: string;
+  /** Disk id → NBD export name. */
+  nbdExports: Record<string, string>;
+  status: DriverVmStatus;
+}
+
+export interface DriverMirrorTarget {
+  diskId: string;
+  nbdAddress: string;
+  exportName: string;
+}
+
+export interface DriverMigrationParameters {
+  downtimeLimitMs: number;
+  bandwidthBytesPerSec: number;
+  autoConverge: boolean;
+  postCopy: boolean;
+}
+
+export type DriverOutgoingState =
+  | 'mirroring'
+  | 'setup'
+  | 'active'
+  | 'pre-switchover'
+  | 'device'
+  | 'postcopy-active'
+  | 'completed'
+  | 'failed'
+  | 'cancelling'
+  | 'cancelled';
+
+export interface DriverOutgoingStatus {
+  state: DriverOutgoingState;
+  error?: string;
+  /** As the hypervisor measures them; 0 until known. */
+  totalTimeMs: number;
+  downtimeMs: number;
+  setupTimeMs: number;
+  expectedDowntimeMs: number;
+  memoryTotalBytes: number;
+  memoryTransferredBytes: number;
+  memoryRemainingBytes: number;
+  /** Memory and disks sent so far. */
+  bytesTransferred: number;
+  /** Completed passes over memory (QEMU's dirty-sync-count). */
+  rounds: number;
+  dirtyRateBytesPerSec: number;
+  transferRateBytesPerSec: number;
+  cpuThrottlePercent: number;
+  postCopyRequests: number;
+  disks: { diskId: string; totalBytes: number; doneBytes: number; ready: boolean; error?: string }[];
 }
 
 export class DriverError extends Error {

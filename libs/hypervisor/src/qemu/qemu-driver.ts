@@ -7,6 +7,8 @@ import {
   DriverConsole,
   DriverDisk,
   DriverError,
+  DriverIncoming,
+  DriverOutgoingStatus,
   DriverVmMetrics,
   DriverVmSpec,
   DriverVmStatus,
@@ -200,6 +202,7 @@ export class QemuDriver implements HypervisorDriver {
       pause: true,
       suspend: true,
       liveMigration: false,
+      postCopy: false,
       hotplugDisks: true,
       console: true,
     };
@@ -781,6 +784,38 @@ export class QemuDriver implements HypervisorDriver {
     const handle = await this.requireRunning(vmId);
     handle.console ??= new SerialConsoleHub(handle.dir.consoleSocket);
     return handle.console.attach();
+  }
+
+  // ---- Live migration: not built in this driver yet ----
+  prepareIncoming(): Promise<DriverIncoming> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  startDiskMirror(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  startOutgoing(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  outgoingStatus(): Promise<DriverOutgoingStatus> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  tuneOutgoing(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  switchOver(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  cancelOutgoing(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  finishIncoming(): Promise<DriverVmStatus> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  abortIncoming(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  finishOutgoing(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
   }
 
   async close(): Promise<void> {

@@ -4,6 +4,8 @@ import {
   DriverCapabilities,
   DriverConsole,
   DriverError,
+  DriverIncoming,
+  DriverOutgoingStatus,
   DriverVmMetrics,
   DriverVmSpec,
   DriverVmStatus,
@@ -52,6 +54,7 @@ export class SimDriver implements HypervisorDriver {
       pause: true,
       suspend: true,
       liveMigration: false,
+      postCopy: false,
       hotplugDisks: false,
       console: false,
     };
@@ -167,6 +170,38 @@ export class SimDriver implements HypervisorDriver {
   async attachConsole(vmId: string): Promise<DriverConsole> {
     this.get(vmId);
     throw new DriverError('unsupported', 'the sim driver runs no guest: it has no console');
+  }
+
+  // ---- Live migration: not built in this driver yet ----
+  prepareIncoming(): Promise<DriverIncoming> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  startDiskMirror(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  startOutgoing(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  outgoingStatus(): Promise<DriverOutgoingStatus> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  tuneOutgoing(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  switchOver(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  cancelOutgoing(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  finishIncoming(): Promise<DriverVmStatus> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  abortIncoming(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  }
+  finishOutgoing(): Promise<void> {
+    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
   }
 
   async close(): Promise<void> {
