@@ -1,6 +1,7 @@
 export * from './errors';
 export * from './host';
 export * from './image';
+export * from './migration';
 export * from './nics';
 export * from './operation';
 export * from './storage';

@@ -3,3 +3,4 @@ export * from './chain';
 export * from './names';
 export * from './sr';
 export * from './vdi';
+export * from './disk-migration';

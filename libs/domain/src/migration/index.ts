@@ -1,0 +1,3 @@
+export * from './convergence';
+export * from './options';
+export * from './precopy-model';
