@@ -18,6 +18,7 @@ import { AgentClients } from './hosts/agent-clients';
 import { HostReaper } from './hosts/host-reaper';
 import { HostRegistryService } from './hosts/host-registry.service';
 import { HostService } from './hosts/host.service';
+import { VmMigrationService } from './migrations/vm-migration.service';
 import { OperationRunner } from './operations/operation-runner';
 import { ComputeStore } from './persistence/compute-store';
 import { computeEntities } from './persistence/entities';
@@ -92,6 +93,7 @@ export async function startCompute(
         flavors: new FlavorService(store),
         operations,
         events: new EventStream(feed),
+        migrations: new VmMigrationService(store, placement, images, logger),
       }),
       address: config.FLOTILLA_COMPUTE_ADDRESS,
       areas: ['common', 'compute'],
@@ -101,6 +103,7 @@ export async function startCompute(
         'flotilla.compute.v1.FlavorService',
         'flotilla.compute.v1.EventService',
         'flotilla.compute.v1.HostRegistryService',
+        'flotilla.compute.v1.VmMigrationService',
         'flotilla.common.v1.OperationService',
       ],
       logger,

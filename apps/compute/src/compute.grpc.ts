@@ -191,7 +191,14 @@ export class HostGrpc implements computeV1.HostServiceController {
 
   @GrpcMethod('HostService', 'DisableHost')
   async disableHost(req: computeV1.DisableHostRequest, md: Metadata): Promise<computeV1.DisableHostResponse> {
-    return { host: await this.hosts.setAdminState(this.identity.caller(md), req.id, 'DISABLED') };
+    return {
+      host: await this.hosts.setAdminState(
+        this.identity.caller(md),
+        req.id,
+        req.maintenance ? 'MAINTENANCE' : 'DISABLED',
+        req.reason,
+      ),
+    };
   }
 }
 

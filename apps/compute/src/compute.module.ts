@@ -12,6 +12,8 @@ import { EventStream } from './events/event-stream';
 import { FlavorService } from './flavors/flavor.service';
 import { HostRegistryService } from './hosts/host-registry.service';
 import { HostService } from './hosts/host.service';
+import { VmMigrationGrpc } from './migrations/vm-migration.grpc';
+import { VmMigrationService } from './migrations/vm-migration.service';
 import { VmConsole } from './vms/vm-console';
 import { VmService } from './vms/vm.service';
 
@@ -25,6 +27,7 @@ export interface ComputeServices {
   flavors: FlavorService;
   operations: OperationService;
   events: EventStream;
+  migrations: VmMigrationService;
 }
 
 @Module({})
@@ -40,10 +43,19 @@ export class ComputeModule {
       { provide: OperationService, useValue: s.operations },
       { provide: OPERATION_CANCEL_HOOK, useValue: releaseCancelledVm },
       { provide: EventStream, useValue: s.events },
+      { provide: VmMigrationService, useValue: s.migrations },
     ];
     return {
       module: ComputeModule,
-      controllers: [VmGrpc, HostGrpc, HostRegistryGrpc, FlavorGrpc, OperationGrpc, EventGrpc],
+      controllers: [
+        VmGrpc,
+        HostGrpc,
+        HostRegistryGrpc,
+        FlavorGrpc,
+        OperationGrpc,
+        EventGrpc,
+        VmMigrationGrpc,
+      ],
       providers,
     };
   }

@@ -81,6 +81,33 @@ export function hostToProto(host: HostRow, allocation: HostAllocation): computeV
   };
 }
 
+/** A VM as a migration needs it. */
+export function migrationVmToProto(vm: VmRow): computeV1.MigrationVm {
+  return {
+    id: vm.id,
+    name: vm.name,
+    tenantId: vm.tenantId,
+    powerState: `POWER_STATE_${vm.powerState}` as computeV1.PowerState,
+    vcpus: vm.vcpus,
+    memoryMib: vm.memoryMib,
+    currentOperationId: vm.currentOperationId ?? '',
+    hostId: occupiesHost(vm.powerState) ? (vm.hostId ?? '') : '',
+  };
+}
+
+/** A host as a migration needs it. */
+export function migrationHostToProto(host: HostRow): computeV1.MigrationHost {
+  return {
+    id: host.id,
+    name: host.name,
+    address: host.address,
+    epoch: host.epoch,
+    state: `HOST_STATE_${hostState(host)}` as computeV1.HostState,
+    driver: host.driver,
+    accelerator: host.accelerator,
+  };
+}
+
 export function flavorToProto(f: FlavorRow): computeV1.Flavor {
   return {
     id: f.id,

@@ -4,7 +4,9 @@ import { HostRow, VmRow } from '../persistence/entities';
 
 /**
  * Marks hosts DOWN when their heartbeats stop, and their VMs UNKNOWN: a VM on a silent host is not known
- * to be running. Conditional updates make it safe to run in every compute replica.
+ * to be running. A VM a live migration holds is left to the migration, which rolls back or finishes and
+ * then ends it (EndVmMigration marks it UNKNOWN if its host is still DOWN). Conditional updates make it
+ * safe to run in every compute replica.
  */
 export class HostReaper {
   private timer?: NodeJS.Timeout;
@@ -50,7 +52,8 @@ export class HostReaper {
             .query(
               `UPDATE ${quotedTable(m, VmRow)} SET power_state = 'UNKNOWN', power_state_reason = $2,
                     version = version + 1, updated_at = now()
-              WHERE host_id = $1 AND power_state IN ('RUNNING', 'PAUSED') RETURNING id`,
+              WHERE host_id = $1 AND power_state IN ('RUNNING', 'PAUSED') AND migration_id IS NULL
+              RETURNING id`,
               [host.id, `host ${host.name} is DOWN (${reason})`],
             )
             .then(

@@ -55,7 +55,7 @@ export class HostRegistryService {
         memoryMib: req.memoryMib,
         labels,
         down: false,
-        stateReason: '',
+        stateReason: existing ? reasonOnReturn(existing) : '',
         lastHeartbeatAt: new Date(),
       };
       let host: HostRow;
@@ -118,7 +118,7 @@ export class HostRegistryService {
           HostRow,
           { kind: 'host', id: host.id, version: host.version },
           {
-            ...(host.down ? { down: false, stateReason: '' } : {}),
+            ...(host.down ? { down: false, stateReason: reasonOnReturn(host) } : {}),
             lastHeartbeatAt: new Date(),
             ...accelerator,
           },
@@ -143,7 +143,8 @@ export class HostRegistryService {
   }
 
   /**
-   * Brings VM records in line with what the host reports, for VMs without an operation in flight.
+   * Brings VM records in line with what the host reports, for VMs without an operation in flight (a VM
+   * a migration holds has the migration's: neither of its hosts' reports changes it).
    * Returns VMs the host runs that the pool does not place there: the agent destroys them.
    */
   private async reconcile(
@@ -180,6 +181,9 @@ export class HostRegistryService {
       const vm = recorded.get(status.vmId);
       if (!vm) {
         const elsewhere = known.get(status.vmId);
+        // A live migration runs the VM on both of its hosts (incoming PAUSED on the destination, the
+        // source's until its cleanup): the migration service owns it until EndVmMigration.
+        if (elsewhere?.migrationHostId === host.id) continue;
         const halted = fromProto(status.powerState) === 'HALTED';
         // Halted definitions of VMs the pool keeps halted (not placed anywhere) stay: their console
         // history is read from here until the VM is destroyed or started on another host.
@@ -230,6 +234,17 @@ export class HostRegistryService {
     await updateVersioned(m, VmRow, { kind: 'vm', id: vm.id, version: vm.version }, changes);
     emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id: vm.id })));
   }
+}
+
+/**
+ * A host's state_reason when its agent registers or reports again: an operator's reason for DISABLED or
+ * MAINTENANCE outlives an agent restart; a DOWN host's reason said why it was DOWN, which is over (the
+ * operator's own words were replaced then: MAINTENANCE says so in general).
+ */
+function reasonOnReturn(host: Pick<HostRow, 'down' | 'adminState' | 'stateReason'>): string {
+  if (host.adminState === 'ENABLED') return '';
+  if (!host.down) return host.stateReason;
+  return host.adminState === 'MAINTENANCE' ? 'maintenance' : '';
 }
 
 function fromProto(state: computeV1.PowerState): PowerState {

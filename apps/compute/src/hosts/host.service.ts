@@ -1,10 +1,20 @@
 import { EntityManager } from 'typeorm';
-import { DomainError, ErrorCode, failedPrecondition, isUuid, notFound, parsePage } from '@flotilla/domain';
+import {
+  DomainError,
+  ErrorCode,
+  failedPrecondition,
+  invalidArgument,
+  isUuid,
+  notFound,
+  parsePage,
+} from '@flotilla/domain';
 import { Caller, requireRole, updateVersioned, fetchPage } from '@flotilla/platform';
 import { computeV1 } from '@flotilla/contracts';
 import { hostToProto } from '../mappers';
 import { events, ComputeStore, noAllocation } from '../persistence/compute-store';
 import { HostRow } from '../persistence/entities';
+
+const maxReasonLength = 512;
 
 /** The pool's hosts as operators see them. */
 export class HostService {
@@ -42,18 +52,32 @@ export class HostService {
     return { hosts: rows.map((h) => hostToProto(h, allocations.get(h.id) ?? noAllocation)), nextPageToken };
   }
 
+  /**
+   * ENABLED lets the scheduler place VMs on the host again; DISABLED and MAINTENANCE keep it away (new
+   * VMs, starts, migrations to it) while its VMs keep running. `reason` is shown as state_reason
+   * (MAINTENANCE says "maintenance" without one); a DOWN host keeps saying why it is DOWN.
+   */
   async setAdminState(
     caller: Caller,
     idOrName: string,
-    adminState: 'ENABLED' | 'DISABLED',
+    adminState: 'ENABLED' | 'DISABLED' | 'MAINTENANCE',
+    reason = '',
   ): Promise<computeV1.Host> {
     requireRole(caller, 'pool-operator', adminState === 'ENABLED' ? 'enabling a host' : 'disabling a host');
+    if (reason.length > maxReasonLength)
+      throw invalidArgument('reason', `is ${reason.length} characters; at most ${maxReasonLength}`);
     // The event carries the host as the API shows it: that is also the answer.
     return this.store.tx(async (m, emit) => {
       const host = await this.find(m, idOrName);
       if (adminState === 'ENABLED' && host.down)
         throw failedPrecondition(`host ${host.name} is DOWN: it is enabled again once its agent reports`);
-      await updateVersioned(m, HostRow, { kind: 'host', id: host.id, version: host.version }, { adminState });
+      const stateReason = adminState === 'MAINTENANCE' ? reason || 'maintenance' : reason;
+      await updateVersioned(
+        m,
+        HostRow,
+        { kind: 'host', id: host.id, version: host.version },
+        { adminState, ...(host.down ? {} : { stateReason }) },
+      );
       const saved = await m.findOneByOrFail(HostRow, { id: host.id });
       const event = events.host('UPDATED', saved, (await this.store.allocations(m, [host.id])).get(host.id));
       emit(event);

@@ -34,14 +34,22 @@ export class ComputeStore extends TransactionalStore {
     return rows[0]?.host_id ?? null;
   }
 
-  /** vCPUs, memory and VM count held on each host by VMs that occupy it. */
-  async allocations(m: EntityManager, hostIds?: string[]): Promise<Map<string, HostAllocation>> {
+  /**
+   * vCPUs, memory and VM count held on each host by VMs that occupy it. A VM held by a live migration
+   * counts on both hosts of the move (migration_host_id is the other one) until the migration ends.
+   * `exceptVmId` leaves one VM out: a migration's check does not count the VM against itself.
+   */
+  async allocations(
+    m: EntityManager,
+    hostIds?: string[],
+    exceptVmId?: string,
+  ): Promise<Map<string, HostAllocation>> {
     const rows: Array<{ host_id: string; vcpus: string; memory_mib: string; vms: string }> = await m.query(
       `SELECT host_id, sum(vcpus)::text AS vcpus, sum(memory_mib)::text AS memory_mib, count(*)::text AS vms
-         FROM ${quotedTable(m, VmRow)}
-        WHERE host_id IS NOT NULL ${hostIds ? 'AND host_id = ANY($1)' : ''}
+         FROM (${vmsOnHosts(m)}) AS placed
+        WHERE ($1::uuid[] IS NULL OR host_id = ANY($1::uuid[])) AND id IS DISTINCT FROM $2::uuid
         GROUP BY host_id`,
-      hostIds ? [hostIds] : [],
+      [hostIds ?? null, exceptVmId ?? null],
     );
     return new Map(
       rows.map((r) => [
@@ -50,6 +58,18 @@ export class ComputeStore extends TransactionalStore {
       ]),
     );
   }
+}
+
+/**
+ * One row per VM and host it holds capacity on: its host, and the other host of a migration holding it.
+ * Columns: id, host_id, vcpus, memory_mib, anti_affinity_group.
+ */
+export function vmsOnHosts(m: EntityManager): string {
+  const vms = quotedTable(m, VmRow);
+  return `SELECT id, host_id, vcpus, memory_mib, anti_affinity_group FROM ${vms} WHERE host_id IS NOT NULL
+    UNION ALL
+    SELECT id, migration_host_id, vcpus, memory_mib, anti_affinity_group FROM ${vms}
+     WHERE migration_host_id IS NOT NULL`;
 }
 
 export const noAllocation: HostAllocation = { vcpus: 0, memoryMib: 0, vmCount: 0 };

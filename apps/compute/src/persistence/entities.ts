@@ -82,9 +82,21 @@ export class VmRow {
   @Column({ name: 'snapshot_of', type: 'uuid', nullable: true }) snapshotOf!: string | null;
   @Column({ name: 'snapshot_time', type: 'timestamptz', nullable: true }) snapshotTime!: Date | null;
   @Column({ name: 'request_id', type: 'text', nullable: true }) requestId!: string | null;
+  /** The live migration holding the VM (its current_operation_id is the migration's operation). */
+  @Column({ name: 'migration_id', type: 'uuid', nullable: true }) migrationId!: string | null;
+  /**
+   * The other host of the migration: the destination until the commit, the source after it. It holds the
+   * VM's vCPUs and memory too, until the migration ends.
+   */
+  @Column({ name: 'migration_host_id', type: 'uuid', nullable: true }) migrationHostId!: string | null;
+  /** Past the migration's commit: host_id is the destination. */
+  @Column({ name: 'migration_committed', type: 'boolean', default: false }) migrationCommitted!: boolean;
   @Column('int') version!: number;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt!: Date;
   @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' }) updatedAt!: Date;
 }
+
+/** The migration columns of a VM no migration holds. */
+export const notMigrating = { migrationId: null, migrationHostId: null, migrationCommitted: false } as const;
 
 export const computeEntities = [HostRow, FlavorRow, VmRow, OperationRow];

@@ -1,5 +1,6 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 import { CreateOutbox1764000000000, schemaOf, createOperationsTable } from '@flotilla/platform';
+import { ComputeVmMigration1765000000000 } from './vm-migration.migration';
 import { ComputeVmSnapshots1764700000000 } from './vm-snapshots.migration';
 
 export class ComputeInit1764000000001 implements MigrationInterface {
@@ -97,4 +98,5 @@ export const computeMigrations = [
   ComputeInit1764000000001,
   ComputeVmNics1764100000000,
   ComputeVmSnapshots1764700000000,
+  ComputeVmMigration1765000000000,
 ];

@@ -12,7 +12,7 @@ import {
   operationRow,
 } from '@flotilla/platform';
 import { ComputeStore } from '../persistence/compute-store';
-import { computeEntities, OperationRow, VmRow } from '../persistence/entities';
+import { computeEntities, notMigrating, OperationRow, VmRow } from '../persistence/entities';
 import { computeMigrations } from '../persistence/migrations';
 import { CreateBatcher, PreparedCreate } from './create-batcher';
 
@@ -49,6 +49,7 @@ function prepared(opts: {
     snapshotOf: null,
     snapshotTime: null,
     requestId: opts.requestId ?? null,
+    ...notMigrating,
     version: 1,
     createdAt: now,
     updatedAt: now,

@@ -1,9 +1,14 @@
-import { quotedTable } from '@flotilla/platform';
 import { EntityManager } from 'typeorm';
 import { DomainError, ErrorCode } from '@flotilla/domain';
-import { HostCandidate, placeOnce, PlacementPolicy, PlacementRequest } from '@flotilla/scheduler';
-import { ComputeStore } from '../persistence/compute-store';
-import { HostRow, VmRow } from '../persistence/entities';
+import {
+  HostCandidate,
+  placeOnce,
+  PlacementPolicy,
+  PlacementRequest,
+  PlacementResult,
+} from '@flotilla/scheduler';
+import { ComputeStore, vmsOnHosts } from '../persistence/compute-store';
+import { HostRow } from '../persistence/entities';
 import { hostState } from '../mappers';
 
 /**
@@ -13,34 +18,54 @@ import { hostState } from '../mappers';
 export class Placement {
   constructor(
     private readonly store: ComputeStore,
-    private readonly policy: PlacementPolicy,
+    readonly policy: PlacementPolicy,
   ) {}
 
   async choose(m: EntityManager, request: PlacementRequest): Promise<string> {
-    const hosts = await this.candidates(m);
-    const result = placeOnce(hosts, request, this.policy);
+    const result = await this.place(m, request);
     if (result.ok) return result.hostId;
     throw new DomainError(ErrorCode.ResourceExhausted, result.message, {
       metadata: Object.fromEntries(result.rejections.map((r) => [r.filter, String(r.hosts)])),
     });
   }
 
-  /** Re-checks one host inside the reserving transaction, with the host row locked. */
-  async stillFits(m: EntityManager, hostId: string, request: PlacementRequest): Promise<boolean> {
-    const hosts = await this.candidates(m, hostId);
-    return hosts.length === 1 && placeOnce(hosts, request, this.policy).ok;
+  /** The scheduler's answer now; `exceptVmId`'s own holdings are left out (a migration moving it). */
+  async place(m: EntityManager, request: PlacementRequest, exceptVmId?: string): Promise<PlacementResult> {
+    return placeOnce(await this.candidates(m, { exceptVmId }), request, this.policy);
   }
 
-  private async candidates(m: EntityManager, onlyHostId?: string): Promise<HostCandidate[]> {
+  /** Re-checks one host inside the reserving transaction, with the host row locked. */
+  async stillFits(m: EntityManager, hostId: string, request: PlacementRequest): Promise<boolean> {
+    const host = await this.candidate(m, hostId, { lock: true });
+    return host !== undefined && placeOnce([host], request, this.policy).ok;
+  }
+
+  /** One host as the scheduler sees it; `lock` holds its row until commit (reservations serialise on it). */
+  async candidate(
+    m: EntityManager,
+    hostId: string,
+    options: { lock?: boolean; exceptVmId?: string } = {},
+  ): Promise<HostCandidate | undefined> {
+    const [host] = await this.candidates(m, { onlyHostId: hostId, ...options });
+    return host;
+  }
+
+  private async candidates(
+    m: EntityManager,
+    options: { onlyHostId?: string; lock?: boolean; exceptVmId?: string },
+  ): Promise<HostCandidate[]> {
+    const { onlyHostId, exceptVmId } = options;
     const qb = m.createQueryBuilder(HostRow, 'h');
-    if (onlyHostId) qb.where('h.id = :id', { id: onlyHostId }).setLock('pessimistic_write');
+    if (onlyHostId) qb.where('h.id = :id', { id: onlyHostId });
+    if (options.lock) qb.setLock('pessimistic_write');
     const hosts = await qb.getMany();
-    const allocations = await this.store.allocations(m, onlyHostId ? [onlyHostId] : undefined);
+    const allocations = await this.store.allocations(m, onlyHostId ? [onlyHostId] : undefined, exceptVmId);
     const groups: Array<{ host_id: string; grp: string; n: string }> = await m.query(
-      `SELECT host_id, anti_affinity_group AS grp, count(*)::text AS n FROM ${quotedTable(m, VmRow)}
-        WHERE host_id IS NOT NULL AND anti_affinity_group <> '' ${onlyHostId ? 'AND host_id = $1' : ''}
+      `SELECT host_id, anti_affinity_group AS grp, count(*)::text AS n FROM (${vmsOnHosts(m)}) AS placed
+        WHERE anti_affinity_group <> '' AND ($1::uuid IS NULL OR host_id = $1::uuid)
+          AND id IS DISTINCT FROM $2::uuid
         GROUP BY 1, 2`,
-      onlyHostId ? [onlyHostId] : [],
+      [onlyHostId ?? null, exceptVmId ?? null],
     );
     const groupsByHost = new Map<string, Record<string, number>>();
     for (const g of groups)

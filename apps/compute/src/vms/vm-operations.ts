@@ -8,10 +8,11 @@ import { Emit, events, ComputeStore } from '../persistence/compute-store';
 import { HostRow, NicRow, OperationRow, VmRow } from '../persistence/entities';
 import { OperationRunner } from '../operations/operation-runner';
 import { OperationSuperseded, recordStep } from '../operations/operation-steps';
-import { ImageCatalogue, KernelBoot } from './image-catalogue';
+import { ImageCatalogue } from './image-catalogue';
 import { Placement } from './placement';
 import { VmDisks } from './vm-disks';
 import { VmSnapshotOperations } from './vm-snapshot-operations';
+import { kernelBootOf, vmSpecOf } from './vm-spec';
 
 /** A create's root disk could not be made; `releaseError` says whether what storage made was undone. */
 class RootDiskFailed extends Error {
@@ -117,7 +118,7 @@ export class VmOperations {
 
   private async start(op: OperationRow, vm: VmRow): Promise<void> {
     // Before the reservation: a VM whose image cannot boot fails without touching any host.
-    const boot = await this.kernelBoot(vm);
+    const boot = await kernelBootOf(this.images, vm);
     if (!vm.hostId) ({ vm, op } = await this.reserve(op, vm));
     const host = await this.placedHost(vm);
     // Resumed after a restart with the host already reserved: record the point of no return if needed.
@@ -138,52 +139,13 @@ export class VmOperations {
         { resource: `vm ${vm.id}` },
       );
     const { status } = await this.agents.call(host, (a) =>
-      a.startVm({
-        epoch: host.epoch,
-        spec: {
-          vmId: vm.id,
-          name: vm.name,
-          vcpus: vm.vcpus,
-          memoryMib: vm.memoryMib,
-          boot: {
-            image: vm.boot.image ?? '',
-            kernel: boot.kernel,
-            initrd: boot.initrd,
-            // The image's line, the VM's name (for guests that want to know it), then the VM's own line:
-            // a later option wins in Linux. VM names need no quoting (letters, digits, . _ -).
-            cmdline: boot.kernel
-              ? [boot.cmdline, `flotilla.name=${vm.name}`, vm.boot.cmdline ?? ''].filter(Boolean).join(' ')
-              : '',
-          },
-          nics: vm.nics.map((n) => ({
-            mac: n.mac,
-            forwards: n.forwards.map((f) => ({ guestPort: f.guestPort, hostAddress: '' })),
-          })),
-          kernelSha256: boot.kernelSha256,
-          initrdSha256: boot.initrdSha256,
-          disks,
-        },
-      }),
+      a.startVm({ epoch: host.epoch, spec: vmSpecOf(vm, boot, disks) }),
     );
     await this.succeed(
       op,
       vm,
       { powerState: 'RUNNING', powerStateReason: '', nics: withHostAddresses(vm.nics, status?.nics ?? []) },
       { host_id: host.id },
-    );
-  }
-
-  /** What the host boots: the KERNEL image's files, or nothing (firmware boot from the VM's disk). */
-  private async kernelBoot(vm: VmRow): Promise<KernelBoot> {
-    const none = { kernel: '', initrd: '', cmdline: '', kernelSha256: '', initrdSha256: '' };
-    // A VM created from a DISK image boots its own root disk: the image is not needed any more.
-    if (!vm.boot.image || vm.boot.fromDisk) return none;
-    const image = await this.images.resolve(vm.tenantId, vm.boot.image);
-    if (image.kind === 'KERNEL') return image;
-    throw new DomainError(
-      ErrorCode.FailedPrecondition,
-      `image ${image.name} is a DISK image and vm ${vm.name} has no root disk made from it: create a new VM with this image`,
-      { field: 'boot.image' },
     );
   }
 

@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import { EntityManager } from 'typeorm';
 import { computeV1 } from '@flotilla/contracts';
 import {
-  assertOperationAllowed,
   DomainError,
   ErrorCode,
   failedPrecondition,
@@ -21,9 +20,10 @@ import {
   updateVersioned,
 } from '@flotilla/platform';
 import { Emit, events, ComputeStore } from '../persistence/compute-store';
-import { VmRow } from '../persistence/entities';
+import { notMigrating, VmRow } from '../persistence/entities';
 import { OperationRunner } from '../operations/operation-runner';
 import { VmService } from './vm.service';
+import { assertVmOperationAllowed } from './vm-guard';
 
 /** What a VM snapshot keeps of its VM, and what a revert restores: the hardware, not the identity. */
 export const snapshotMetadata = (
@@ -89,7 +89,7 @@ export class VmSnapshots {
           );
         return { snapshot: made, operation: earlier, isNew: false };
       }
-      assertOperationAllowed(vm, 'SNAPSHOT');
+      assertVmOperationAllowed(vm, 'SNAPSHOT');
       const now = new Date();
       const name = req.name || defaultSnapshotName(vm.name, now);
       await this.assertNameFree(m, vm.tenantId, name);
@@ -108,6 +108,7 @@ export class VmSnapshots {
         snapshotOf: vm.id,
         snapshotTime: now,
         requestId: null,
+        ...notMigrating,
         version: 1,
         createdAt: now,
         updatedAt: now,
@@ -156,7 +157,7 @@ export class VmSnapshots {
           `vm ${snapshot.name} (${snapshot.id}) is not a snapshot: snapshot it first (SnapshotVm), then clone the snapshot`,
           { field: 'snapshot_id', resource: `vm ${snapshot.id}` },
         );
-      assertOperationAllowed(snapshot, 'CLONE');
+      assertVmOperationAllowed(snapshot, 'CLONE');
       await this.assertNameFree(m, snapshot.tenantId, name);
       const now = new Date();
       const operationId = randomUUID();
@@ -180,6 +181,7 @@ export class VmSnapshots {
         snapshotOf: null,
         snapshotTime: null,
         requestId: requestId ?? null,
+        ...notMigrating,
         version: 1,
         createdAt: now,
         updatedAt: now,
@@ -214,7 +216,7 @@ export class VmSnapshots {
       };
       const earlier = await this.operations.findByRequest(m, spec);
       if (earlier) return { operation: earlier, isNew: false };
-      assertOperationAllowed(vm, 'REVERT');
+      assertVmOperationAllowed(vm, 'REVERT');
       const snapshot = await this.vms.get(caller, req.snapshotId, m).catch((e: unknown) => {
         throw e instanceof DomainError && e.code === ErrorCode.NotFound
           ? new DomainError(e.code, e.message, { ...e.fields, field: 'snapshot_id' })

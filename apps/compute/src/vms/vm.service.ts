@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import { EntityManager } from 'typeorm';
 import { computeV1 } from '@flotilla/contracts';
 import {
-  assertOperationAllowed,
   DomainError,
   ErrorCode,
   invalidArgument,
@@ -27,11 +26,19 @@ import {
   operationRow,
 } from '@flotilla/platform';
 import { events, ComputeStore } from '../persistence/compute-store';
-import { BootRow, FlavorRow, OperationParams, OperationRow, VmRow } from '../persistence/entities';
+import {
+  BootRow,
+  FlavorRow,
+  notMigrating,
+  OperationParams,
+  OperationRow,
+  VmRow,
+} from '../persistence/entities';
 import { OperationRunner } from '../operations/operation-runner';
 import { CreateBatcher } from './create-batcher';
 import { ImageCatalogue } from './image-catalogue';
 import { VmSnapshots } from './vm-snapshots';
+import { assertVmOperationAllowed } from './vm-guard';
 
 const gib = 1024 ** 3;
 /** The largest VDI storage makes (64 TiB). */
@@ -129,6 +136,7 @@ export class VmService {
       snapshotOf: null,
       snapshotTime: null,
       requestId: requestId ?? null,
+      ...notMigrating,
       version: 1,
       createdAt: now,
       updatedAt: now,
@@ -244,7 +252,7 @@ export class VmService {
       };
       const earlier = await this.operations.findByRequest(m, spec);
       if (earlier) return { operation: earlier, isNew: false };
-      assertOperationAllowed(vm, op);
+      assertVmOperationAllowed(vm, op);
       const operation = await this.operations.create(m, emit, spec);
       await updateVersioned(
         m,
