@@ -1,5 +1,6 @@
 import { Column, CreateDateColumn, Entity, PrimaryColumn, UpdateDateColumn } from 'typeorm';
 import { OperationRow } from '@flotilla/platform';
+import { DiskMigrationRow } from '../vbds/disk-migration.entity';
 import { VbdRow } from '../vbds/vbd.entity';
 import type { SrHostAttachment, SrState, SrType, VdiState } from '@flotilla/domain';
 
@@ -121,4 +122,4 @@ export class VdiRow {
   @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' }) updatedAt!: Date;
 }
 
-export const storageEntities = [ImageRow, OperationRow, SrRow, VdiRow, VbdRow];
+export const storageEntities = [ImageRow, OperationRow, SrRow, VdiRow, VbdRow, DiskMigrationRow];

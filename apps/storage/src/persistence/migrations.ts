@@ -1,5 +1,6 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 import { CreateOutbox1764000000000, schemaOf, createOperationsTable } from '@flotilla/platform';
+import { CreateDiskMigrations1765000000000 } from '../vbds/disk-migration.migration';
 import { CreateVbds1764600000000 } from '../vbds/vbd.migration';
 
 /** The image catalogue and the storage service's operation records. */
@@ -140,4 +141,5 @@ export const storageMigrations = [
   StorageInit1764200000000,
   StorageSrsVdis1764500000000,
   CreateVbds1764600000000,
+  CreateDiskMigrations1765000000000,
 ];

@@ -17,7 +17,10 @@ export async function lockSr(m: EntityManager, id: string): Promise<SrRow> {
   return sr;
 }
 
-/** Virtual allocation (guest-writable VDIs) per SR. */
+/**
+ * Virtual allocation (guest-writable VDIs) per SR. A hidden writable CREATING node is a migration's target
+ * file (hidden nodes are otherwise read-only): it holds its VDI's size there until the commit moves the VDI.
+ */
 export async function virtualAllocations(
   m: EntityManager,
   srIds: readonly string[],
@@ -29,7 +32,7 @@ export async function virtualAllocations(
     .select('v.sr_id', 'sr_id')
     .addSelect('COALESCE(SUM(v.virtual_size_bytes), 0)', 'total')
     .where('v.sr_id IN (:...ids)', { ids: srIds })
-    .andWhere('v.managed AND NOT v.read_only')
+    .andWhere("NOT v.read_only AND (v.managed OR v.state = 'CREATING')")
     .groupBy('v.sr_id')
     .getRawMany();
   for (const r of rows) out.set(r.sr_id, Number(r.total));

@@ -2,8 +2,8 @@ import { Metadata } from '@grpc/grpc-js';
 import { Controller, Inject } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { storageV1 } from '@flotilla/contracts';
-import { DomainError, ErrorCode } from '@flotilla/domain';
 import { operationToProto, requireRole, ServiceIdentity } from '@flotilla/platform';
+import { VmDiskMigrations } from './disk-migration';
 import { vbdToProto } from './vbd.mapper';
 import { VbdService } from './vbd.service';
 import { VmDiskSnapshots } from './vm-disk-snapshots';
@@ -60,6 +60,7 @@ export class VmDiskGrpc implements storageV1.VmDiskServiceController {
     @Inject(ServiceIdentity) private readonly identity: ServiceIdentity,
     @Inject(VmDiskService) private readonly disks: VmDiskService,
     @Inject(VmDiskSnapshots) private readonly snapshots: VmDiskSnapshots,
+    @Inject(VmDiskMigrations) private readonly migrations: VmDiskMigrations,
   ) {}
 
   @GrpcMethod('VmDiskService', 'ProvisionRootDisk')
@@ -133,23 +134,50 @@ export class VmDiskGrpc implements storageV1.VmDiskServiceController {
     requireRole(caller, 'pool-admin', 'VmDiskService (internal to the pool: compute calls it)');
   }
 
-  // Storage migration: built with issue 6; until then UNIMPLEMENTED.
-  checkVmDiskMigration(): never {
-    throw notBuilt('CheckVmDiskMigration');
+  @GrpcMethod('VmDiskService', 'CheckVmDiskMigration')
+  async checkVmDiskMigration(
+    req: storageV1.CheckVmDiskMigrationRequest,
+    md: Metadata,
+  ): Promise<storageV1.CheckVmDiskMigrationResponse> {
+    this.service(md);
+    return this.migrations.check(req);
   }
-  prepareVmDiskMigration(): never {
-    throw notBuilt('PrepareVmDiskMigration');
+
+  @GrpcMethod('VmDiskService', 'PrepareVmDiskMigration')
+  async prepareVmDiskMigration(
+    req: storageV1.PrepareVmDiskMigrationRequest,
+    md: Metadata,
+  ): Promise<storageV1.PrepareVmDiskMigrationResponse> {
+    this.service(md);
+    return this.migrations.prepare(req);
   }
-  commitVmDiskMigration(): never {
-    throw notBuilt('CommitVmDiskMigration');
+
+  @GrpcMethod('VmDiskService', 'CommitVmDiskMigration')
+  async commitVmDiskMigration(
+    req: storageV1.CommitVmDiskMigrationRequest,
+    md: Metadata,
+  ): Promise<storageV1.CommitVmDiskMigrationResponse> {
+    this.service(md);
+    return { disks: await this.migrations.commit(req) };
   }
-  abortVmDiskMigration(): never {
-    throw notBuilt('AbortVmDiskMigration');
+
+  @GrpcMethod('VmDiskService', 'AbortVmDiskMigration')
+  async abortVmDiskMigration(
+    req: storageV1.AbortVmDiskMigrationRequest,
+    md: Metadata,
+  ): Promise<storageV1.AbortVmDiskMigrationResponse> {
+    this.service(md);
+    await this.migrations.abort(req);
+    return {};
   }
-  cleanUpVmDiskMigration(): never {
-    throw notBuilt('CleanUpVmDiskMigration');
+
+  @GrpcMethod('VmDiskService', 'CleanUpVmDiskMigration')
+  async cleanUpVmDiskMigration(
+    req: storageV1.CleanUpVmDiskMigrationRequest,
+    md: Metadata,
+  ): Promise<storageV1.CleanUpVmDiskMigrationResponse> {
+    this.service(md);
+    await this.migrations.cleanUp(req);
+    return {};
   }
 }
-
-const notBuilt = (rpc: string): DomainError =>
-  new DomainError(ErrorCode.Unimplemented, `VmDiskService.${rpc} is not built yet`);

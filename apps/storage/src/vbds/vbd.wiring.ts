@@ -1,6 +1,10 @@
 import type { Type } from '@nestjs/common';
 import { Logger, OperationService, TransactionalStore } from '@flotilla/platform';
+import { StorageAgents } from '../srs/agents';
 import { StorageRunner } from '../srs/operation-runner';
+import { SrHosts } from '../srs/sr-space';
+import { VdiService } from '../vdis/vdi.service';
+import { VmDiskMigrations } from './disk-migration';
 import { ComputeLink } from './compute-link';
 import { VbdReconciler } from './vbd-reconciler';
 import { VbdGrpc, VmDiskGrpc } from './vbd.grpc';
@@ -23,6 +27,12 @@ export function vbdContext(deps: {
   runner: StorageRunner;
   rootDisks: RootDiskVdis;
   snapshotVdis: VmSnapshotVdis;
+  /** What VM migrations use of VDIs, SRs and agents (their disks' files are moved between hosts). */
+  vdis: VdiService;
+  agents: StorageAgents;
+  srHosts: SrHosts;
+  /** Asks the chain keeper for a pass. */
+  afterChange: () => void;
   computeUrl: string;
   serviceToken: string;
   logger: Logger;
@@ -41,6 +51,17 @@ export function vbdContext(deps: {
       { provide: VbdService, useValue: vbds },
       { provide: VmDiskService, useValue: disks },
       { provide: VmDiskSnapshots, useValue: new VmDiskSnapshots(deps.store, deps.snapshotVdis, deps.logger) },
+      {
+        provide: VmDiskMigrations,
+        useValue: new VmDiskMigrations({
+          store: deps.store,
+          vdis: deps.vdis,
+          agents: deps.agents,
+          srHosts: deps.srHosts,
+          afterChange: deps.afterChange,
+          logger: deps.logger,
+        }),
+      },
     ],
     close: async () => {
       await reconciler.stop();

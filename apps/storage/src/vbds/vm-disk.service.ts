@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { In, Not } from 'typeorm';
+import { EntityManager, In, Not } from 'typeorm';
 import { storageV1 } from '@flotilla/contracts';
 import {
   DomainError,
@@ -124,39 +124,7 @@ export class VmDiskService {
   async attach(req: storageV1.AttachVmDisksRequest): Promise<storageV1.VmDisk[]> {
     const vmId = validateId('vm_id', req.vmId, 'VM');
     const hostId = validateId('host_id', req.hostId, 'host');
-    return this.store.tx(async (m, emit) => {
-      const vbds = await m.find(VbdRow, {
-        where: { vmId },
-        order: { devicePosition: 'ASC' },
-        lock: { mode: 'pessimistic_write' },
-      });
-      const devices = guestDeviceNames(vbds);
-      const disks: storageV1.VmDisk[] = [];
-      for (const [i, vbd] of vbds.entries()) {
-        if (vbd.vdiId) {
-          const source = await diskSource(m, vbd);
-          assertAttachableOn(source, hostId);
-          if (vbd.mode === 'RW' && !source.vdi.sharable) {
-            const other = await m.findOneBy(VbdRow, {
-              vdiId: vbd.vdiId,
-              vmId: Not(vmId),
-              mode: 'RW',
-              state: In(['ATTACHED', 'UNKNOWN']),
-            });
-            if (other)
-              throw failedPrecondition(
-                `vdi ${source.vdi.name} (${source.vdi.id}) is written by running vm ${other.vmId} and is not sharable: stop that VM or attach this disk read-only`,
-                { resource: `vdi ${source.vdi.id}` },
-              );
-          }
-          disks.push(vmDisk(vbd, source));
-        }
-        const attached = { state: 'ATTACHED' as const, hostId, device: devices[i], hotPlugged: false };
-        if (vbd.state !== 'ATTACHED' || vbd.hostId !== hostId || vbd.device !== devices[i] || vbd.hotPlugged)
-          await update(m, emit, vbd, attached);
-      }
-      return disks;
-    });
+    return this.store.tx((m, emit) => attachVmDisks(m, emit, vmId, hostId));
   }
 
   /** Marks the VM's VBDs DETACHED (those on host_id, or all when it is empty). Idempotent. */
@@ -260,6 +228,50 @@ export class VmDiskService {
       { field: 'sr_id' },
     );
   }
+}
+
+/**
+ * Marks every VBD of the VM ATTACHED on the host and returns its disks in device order, in the caller's
+ * transaction (AttachVmDisks, and a migration's commit). Refused when a VDI is not READY, not visible from
+ * the host, or written by another running VM.
+ */
+export async function attachVmDisks(
+  m: EntityManager,
+  emit: Emit,
+  vmId: string,
+  hostId: string,
+): Promise<storageV1.VmDisk[]> {
+  const vbds = await m.find(VbdRow, {
+    where: { vmId },
+    order: { devicePosition: 'ASC' },
+    lock: { mode: 'pessimistic_write' },
+  });
+  const devices = guestDeviceNames(vbds);
+  const disks: storageV1.VmDisk[] = [];
+  for (const [i, vbd] of vbds.entries()) {
+    if (vbd.vdiId) {
+      const source = await diskSource(m, vbd);
+      assertAttachableOn(source, hostId);
+      if (vbd.mode === 'RW' && !source.vdi.sharable) {
+        const other = await m.findOneBy(VbdRow, {
+          vdiId: vbd.vdiId,
+          vmId: Not(vmId),
+          mode: 'RW',
+          state: In(['ATTACHED', 'UNKNOWN']),
+        });
+        if (other)
+          throw failedPrecondition(
+            `vdi ${source.vdi.name} (${source.vdi.id}) is written by running vm ${other.vmId} and is not sharable: stop that VM or attach this disk read-only`,
+            { resource: `vdi ${source.vdi.id}` },
+          );
+      }
+      disks.push(vmDisk(vbd, source));
+    }
+    const attached = { state: 'ATTACHED' as const, hostId, device: devices[i], hotPlugged: false };
+    if (vbd.state !== 'ATTACHED' || vbd.hostId !== hostId || vbd.device !== devices[i] || vbd.hotPlugged)
+      await update(m, emit, vbd, attached);
+  }
+  return disks;
 }
 
 async function update(

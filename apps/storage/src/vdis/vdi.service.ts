@@ -350,6 +350,12 @@ export class VdiService {
         );
       if (snap.state !== 'READY')
         throw failedPrecondition(`snapshot ${snap.id} is ${snap.state}`, { resource: `vdi ${snap.id}` });
+      // A storage migration moved the VDI and left its snapshots behind: a new top must be in the same SR.
+      if (snap.srId !== vdi.srId)
+        throw failedPrecondition(
+          `snapshot ${snap.id} is on another SR than vdi ${vdi.name} (the VDI was moved by a migration): clone the snapshot instead`,
+          { resource: `vdi ${snap.id}` },
+        );
       checkVirtualAllocation(
         await srSpace(m, sr),
         snap.virtualSizeBytes - vdi.virtualSizeBytes,
