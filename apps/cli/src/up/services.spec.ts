@@ -17,6 +17,7 @@ describe('up service plan', () => {
       storage: 7402,
       network: 7403,
       migration: 7404,
+      migrationAdmin: 7484,
       adminHttp: 7480,
       db: 7490,
       agents: [7410, 7411],

@@ -34,6 +34,8 @@ export interface Ports {
   storage: number;
   network: number;
   migration: number;
+  /** The migration service's admin HTTP (/metrics). */
+  migrationAdmin: number;
   adminHttp: number;
   db: number;
   agents: number[];
@@ -49,6 +51,7 @@ export function portsFor(options: Pick<UpPlanOptions, 'basePort' | 'agents' | 'd
     storage: at(7402),
     network: at(7403),
     migration: at(7404),
+    migrationAdmin: at(7484),
     adminHttp: at(7480),
     db: options.dbPort ?? at(7490),
     // Agents sit between 7410 and the admin port: at most maxAgents of them.
@@ -67,6 +70,7 @@ export function portsToCheck(ports: Ports, embeddedDb: boolean): Array<{ port: n
     { port: ports.storage, what: 'storage' },
     { port: ports.network, what: 'network' },
     { port: ports.migration, what: 'migration' },
+    { port: ports.migrationAdmin, what: 'migration admin HTTP' },
     { port: ports.gateway, what: 'gateway gRPC' },
     { port: ports.adminHttp, what: 'gateway admin HTTP' },
     ...ports.agents.map((port, i) => ({ port, what: `host agent ${agentName(i)}` })),
@@ -150,6 +154,14 @@ export interface ServicePlan {
   agents: Array<ChildSpec & { port: number }>;
 }
 
+/**
+ * The migration service's own settings: its admin HTTP (/metrics). Its pool default bandwidth
+ * (FLOTILLA_MIGRATION_BANDWIDTH, 4 GiB/s) and per-host limits come from the caller's environment, if set.
+ */
+const migrationEnv = (ports: Ports): NodeJS.ProcessEnv => ({
+  FLOTILLA_MIGRATION_ADMIN_ADDRESS: address(ports.migrationAdmin),
+});
+
 export function servicePlan(options: UpPlanOptions, ports: Ports, env: NodeJS.ProcessEnv): ServicePlan {
   const spec = (app: string, name: string, port: number, phase: number, extra: NodeJS.ProcessEnv = {}) => ({
     name,
@@ -161,7 +173,7 @@ export function servicePlan(options: UpPlanOptions, ports: Ports, env: NodeJS.Pr
   });
   return {
     pool: (['compute', 'storage', 'network', 'migration'] as const).map((app) =>
-      spec(app, app, ports[app], stopPhase.pool),
+      spec(app, app, ports[app], stopPhase.pool, app === 'migration' ? migrationEnv(ports) : {}),
     ),
     gateway: spec('gateway', 'gateway', ports.gateway, stopPhase.edge),
     agents: ports.agents.map((port, i) =>

@@ -276,7 +276,7 @@ function banner(
   const lines = [
     'Flotilla is up: a private cloud on this machine.',
     `  gateway      ${endpoint} (gRPC), http://${address(ports.adminHttp)} (admin HTTP)`,
-    `  pool         compute ${address(ports.compute)}, storage ${address(ports.storage)}, network ${address(ports.network)}, migration ${address(ports.migration)}`,
+    `  pool         compute ${address(ports.compute)}, storage ${address(ports.storage)}, network ${address(ports.network)}, migration ${address(ports.migration)} (metrics http://${address(ports.migrationAdmin)}/metrics)`,
     `  hosts        ${agents || 'none (--agents 0)'}; driver ${plan.driver}`,
     `  database     ${o.externalDb ? 'DATABASE_URL' : `embedded PGlite on ${address(ports.db)}, data in ${path.join(plan.dataDir, 'db')}`}`,
     `  data         ${plan.dataDir}`,

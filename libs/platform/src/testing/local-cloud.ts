@@ -46,6 +46,7 @@ export interface LocalCloudOptions {
   computeEnv?: Record<string, string>;
   gatewayEnv?: Record<string, string>;
   storageEnv?: Record<string, string>;
+  migrationEnv?: Record<string, string>;
   /** Run compute as a child process that kill() can SIGKILL. */
   computeAsProcess?: boolean;
 }
@@ -93,7 +94,8 @@ export interface LocalCloud {
   gatewayAddress: string;
   compute: ComputeHandle;
   storageAddress: string;
-  schemas: { compute: string; storage: string; gateway: string };
+  migrationAddress: string;
+  schemas: { compute: string; storage: string; gateway: string; migration: string };
   /** The hosts' image catalogue directory (FLOTILLA_IMAGE_DIR of every agent). */
   imageDir: string;
   adminToken: string;
@@ -191,12 +193,14 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
     compute: `${options.schemaPrefix}_compute`,
     storage: `${options.schemaPrefix}_storage`,
     gateway: `${options.schemaPrefix}_gateway`,
+    migration: `${options.schemaPrefix}_migration`,
   };
   quoteIdent(schemas.compute);
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), `flotilla-${options.schemaPrefix}-`));
   const serviceToken = randomBytes(24).toString('base64url');
   const computeAddress = `127.0.0.1:${await freePort()}`;
   const storageAddress = `127.0.0.1:${await freePort()}`;
+  const migrationAddress = `127.0.0.1:${await freePort()}`;
   const imageDir = path.join(workDir, 'images');
   const common = {
     FLOTILLA_SERVICE_TOKEN: serviceToken,
@@ -206,7 +210,13 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
   // Run in reverse: agents, gateway, compute, then the schemas and the work directory go.
   const toStop: Array<() => Promise<void>> = [
     async () => fs.rmSync(workDir, { recursive: true, force: true }),
-    () => dropSchemas(options.databaseUrl, [schemas.compute, schemas.storage, schemas.gateway]),
+    () =>
+      dropSchemas(options.databaseUrl, [
+        schemas.compute,
+        schemas.storage,
+        schemas.gateway,
+        schemas.migration,
+      ]),
   ];
   const openClients: CloudClients[] = [];
   const agents: AgentHandle[] = [];
@@ -246,6 +256,23 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
     );
     toStop.push(() => storageApp.stop());
 
+    // The gateway relays migrations and asks the migration service for operations: a pool runs it.
+    const startMigration = loadApp('migration', 'migration.app', 'migrationConfigSpec', 'startMigration');
+    const migrationApp = await startMigration(
+      {
+        ...common,
+        FLOTILLA_MIGRATION_ADDRESS: migrationAddress,
+        FLOTILLA_MIGRATION_ADMIN_ADDRESS: `127.0.0.1:${await freePort()}`,
+        FLOTILLA_COMPUTE_URL: computeAddress,
+        FLOTILLA_STORAGE_URL: storageAddress,
+        FLOTILLA_DB_SCHEMA: schemas.migration,
+        ...options.migrationEnv,
+      },
+      createLogger('migration', logLevel),
+      { schema: schemas.migration },
+    );
+    toStop.push(() => migrationApp.stop());
+
     const gatewayAddress = `127.0.0.1:${await freePort()}`;
     const tokenFile = path.join(workDir, 'admin-token');
     const startGateway = loadApp('gateway', 'gateway.app', 'gatewayConfigSpec', 'startGateway');
@@ -255,6 +282,7 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
       FLOTILLA_ADMIN_HTTP_ADDRESS: `127.0.0.1:${await freePort()}`,
       FLOTILLA_COMPUTE_URL: computeAddress,
       FLOTILLA_STORAGE_URL: storageAddress,
+      FLOTILLA_MIGRATION_URL: migrationAddress,
       FLOTILLA_BOOTSTRAP_TOKEN_FILE: tokenFile,
       FLOTILLA_DB_SCHEMA: schemas.gateway,
       ...options.gatewayEnv,
@@ -334,6 +362,7 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
       gatewayAddress,
       compute: compute.handle,
       storageAddress,
+      migrationAddress,
       schemas,
       imageDir,
       adminToken,

@@ -1,0 +1,153 @@
+import { EntityManager, In, IsNull, Not } from 'typeorm';
+import { isTerminal, notFound } from '@flotilla/domain';
+import {
+  domainErrorFromGrpc,
+  Emit,
+  OperationRow,
+  OperationService,
+  TransactionalStore,
+  updateVersioned,
+} from '@flotilla/platform';
+import { MigrationPhaseName, MigrationRow, MigrationStateName } from '../persistence/entities';
+import { migrationEvent } from './migration.mapper';
+
+export const finishedStates: readonly MigrationStateName[] = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
+export const isFinished = (m: Pick<MigrationRow, 'state'>): boolean => finishedStates.includes(m.state);
+
+export type MigrationChanges = Partial<Omit<MigrationRow, 'id' | 'version' | 'createdAt' | 'updatedAt'>>;
+
+/** The phase list with the open phase closed and `phase` opened (unless it is already the open one). */
+export function withPhase(m: MigrationRow, phase: MigrationPhaseName, detail = '', now = new Date()) {
+  const phases = m.phases.map((p) => ({ ...p }));
+  const open = phases[phases.length - 1];
+  if (open && !open.endedAt && open.phase === phase) {
+    if (detail) open.detail = detail;
+    return { phase, phases };
+  }
+  if (open && !open.endedAt) open.endedAt = now.toISOString();
+  phases.push({
+    phase,
+    startedAt: now.toISOString(),
+    ...(phase === 'DONE' ? { endedAt: now.toISOString() } : {}),
+    detail,
+  });
+  return { phase, phases };
+}
+
+/** The phase list with the open phase's detail set. */
+export function withDetail(m: MigrationRow, detail: string): Pick<MigrationRow, 'phases'> {
+  const phases = m.phases.map((p) => ({ ...p }));
+  const open = phases[phases.length - 1];
+  if (open && !open.endedAt) open.detail = detail;
+  return { phases };
+}
+
+/**
+ * Reads and writes migration records. Every write locks the operation row, then the migration row (the
+ * order OperationService.cancel takes them in), so a cancel and a step of the run never both win.
+ */
+export class MigrationRecords {
+  constructor(
+    readonly store: TransactionalStore,
+    readonly operations: OperationService,
+  ) {}
+
+  async get(id: string, m: EntityManager = this.store.manager): Promise<MigrationRow> {
+    const row = await m.findOneBy(MigrationRow, { id });
+    if (!row) throw notFound('migration', id);
+    return row;
+  }
+
+  /**
+   * Applies `decide(fresh row)` in one transaction with its outbox event; the operation follows the
+   * migration's progress, step, point of no return and end. `decide` returning undefined changes nothing.
+   */
+  async change(id: string, decide: (m: MigrationRow) => MigrationChanges | undefined): Promise<MigrationRow> {
+    const { row, finishedOp } = await this.store.tx(async (tm, emit) => {
+      const current = await this.get(id, tm);
+      const op = await tm.findOne(OperationRow, {
+        where: { id: current.operationId },
+        lock: { mode: 'pessimistic_write' },
+      });
+      const locked = await tm.findOneOrFail(MigrationRow, {
+        where: { id },
+        lock: { mode: 'pessimistic_write' },
+      });
+      const changes = decide(locked);
+      if (!changes) return { row: locked, finishedOp: undefined };
+      const fresh = await this.write(tm, emit, locked, changes);
+      return { row: fresh, finishedOp: op ? await this.follow(tm, emit, op, fresh) : undefined };
+    });
+    if (finishedOp) this.operations.announce(finishedOp);
+    return row;
+  }
+
+  /** Writes the changes and the event inside the caller's transaction (the row must be locked or new). */
+  async write(
+    tm: EntityManager,
+    emit: Emit,
+    row: MigrationRow,
+    changes: MigrationChanges,
+  ): Promise<MigrationRow> {
+    await updateVersioned(tm, MigrationRow, { kind: 'migration', id: row.id, version: row.version }, changes);
+    const fresh = await tm.findOneByOrFail(MigrationRow, { id: row.id });
+    emit(migrationEvent('UPDATED', fresh));
+    return fresh;
+  }
+
+  /** Brings the operation in line with the migration; returns it when this write finished it. */
+  private async follow(
+    tm: EntityManager,
+    emit: Emit,
+    op: OperationRow,
+    m: MigrationRow,
+  ): Promise<OperationRow | undefined> {
+    if (isTerminal(op.state)) return undefined;
+    if (isFinished(m)) {
+      const state = m.state as 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
+      return this.operations.finish(tm, emit, op, {
+        state,
+        error: m.error ? domainErrorFromGrpc({ code: m.error.code, details: m.error.message }) : undefined,
+        result: {
+          vm_id: m.vmId,
+          migration_id: m.id,
+          host_id: m.state === 'SUCCEEDED' ? m.destinationHostId : m.sourceHostId,
+        },
+      });
+    }
+    const changes: Partial<OperationRow> = {};
+    const opState = m.state === 'QUEUED' ? 'PENDING' : 'RUNNING';
+    if (op.state !== opState) changes.state = opState;
+    if (Math.abs(op.progress - m.progress) > 1e-9) changes.progress = m.progress;
+    const step = m.phase.toLowerCase();
+    if (op.step !== step) changes.step = step;
+    if (m.pointOfNoReturnPassed && !op.pointOfNoReturn) changes.pointOfNoReturn = true;
+    if (Object.keys(changes).length) await this.operations.advance(tm, emit, op, changes);
+    return undefined;
+  }
+
+  /** Migrations not finished, oldest first. */
+  unfinished(): Promise<MigrationRow[]> {
+    return this.store.manager.find(MigrationRow, {
+      where: { finishedAt: IsNull() },
+      order: { createdAt: 'ASC' },
+    });
+  }
+
+  /** Finished migrations with calls still to make (an agent was down). */
+  withLeftovers(): Promise<MigrationRow[]> {
+    return this.store.manager
+      .createQueryBuilder(MigrationRow, 'm')
+      .where('m.finished_at IS NOT NULL')
+      .andWhere(`m.pending <> '[]'::jsonb`)
+      .orderBy('m.created_at')
+      .getMany();
+  }
+
+  /** Unfinished migrations of a VM (a VM moves by one migration at a time). */
+  activeForVm(vmId: string, m: EntityManager = this.store.manager): Promise<MigrationRow[]> {
+    return m.find(MigrationRow, {
+      where: { vmId, state: Not(In([...finishedStates])) },
+    });
+  }
+}

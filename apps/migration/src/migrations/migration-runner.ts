@@ -1,0 +1,1084 @@
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { computeV1, migrationV1, storageV1 } from '@flotilla/contracts';
+import { ConvergenceDetector, DomainError, ErrorCode } from '@flotilla/domain';
+import { grpcStatus as grpcStatusError, Logger } from '@flotilla/platform';
+import type {
+  HostRef,
+  MigrationPhaseName,
+  MigrationRow,
+  MigrationStatsRecord,
+  PendingAction,
+} from '../persistence/entities';
+import { remedy } from './convergence';
+import { MigrationRecords, isFinished, MigrationChanges, withDetail, withPhase } from './migration-records';
+import type { MigrationMetrics } from './migration-metrics';
+import { AgentCall, isUnavailable, MigrationPeers, peerError } from './peers';
+import { Preflight } from './preflight';
+import {
+  admit,
+  blockedBy,
+  cleanupActions,
+  isEssential,
+  overallProgress,
+  phaseOfStep,
+  reached,
+  resumeDecision,
+  rollbackActions,
+  SlotLimits,
+  Step,
+  type OutgoingView,
+} from './run-plan';
+import { blockersStatus, RunStatus, statusOf } from './statuses';
+
+const S = migrationV1.OutgoingState;
+/** Tries of a call before the point of no return whose peer does not answer, before rolling back. */
+const transientTries = 5;
+
+/** The service is stopping: the run ends without recording anything, as a crash would. */
+class Halt extends Error {}
+/** Cancel asked (the record says CANCELLING). */
+class CancelRequested extends Error {}
+/** The run cannot go on before the point of no return: roll back with this status. */
+export class RunFailure extends Error {
+  constructor(readonly status: RunStatus) {
+    super(status.message);
+  }
+}
+
+export interface RunnerSettings {
+  limits: SlotLimits;
+  /** GetOutgoingStatus long-poll wait; at most 10000. */
+  pollWaitMs: number;
+  /** Pause between retries of a call whose peer is unreachable. */
+  retryDelayMs: number;
+  /** How often the reconciler looks for work (unfinished runs not in flight, leftovers). */
+  reconcileEveryMs: number;
+  /** Progress and stats are written at most this often per migration. */
+  statsEveryMs: number;
+}
+
+const hostRef = (h: computeV1.MigrationHost | undefined): HostRef | null =>
+  h ? { id: h.id, name: h.name || h.id, address: h.address, epoch: h.epoch } : null;
+
+const disksCopied = (m: MigrationRow): boolean => m.diskPlan.some((d) => d.targetSrId);
+
+/**
+ * Runs migrations in this process: admits QUEUED ones within the per-host limits, drives each RUNNING one
+ * through its phases (every step recorded after it is done, every call idempotent by migration id, so a
+ * restart repeats the last one), rolls back before the point of no return and only ever finishes after it.
+ * A reconciler picks up runs that are not in flight (after a restart) and retries leftovers of finished ones.
+ */
+export class MigrationRunner {
+  private readonly inFlight = new Map<string, { run: Promise<void>; stop: AbortController }>();
+  /** Cut the current long poll of a run (a cancel arrived). */
+  private readonly pokes = new Map<string, AbortController>();
+  private readonly lastStatsWrite = new Map<string, number>();
+  private admitting: Promise<void> = Promise.resolve();
+  private reconciler?: NodeJS.Timeout;
+  private reconciling: Promise<void> = Promise.resolve();
+  private reconcilerBusy = false;
+  private stopping = false;
+  /** Runs found unfinished at start: they are resumed (asking the source where it stands), not continued. */
+  private readonly resuming = new Set<string>();
+
+  constructor(
+    private readonly records: MigrationRecords,
+    private readonly peers: MigrationPeers,
+    private readonly preflight: Preflight,
+    private readonly metrics: MigrationMetrics,
+    private readonly logger: Logger,
+    private readonly settings: RunnerSettings,
+  ) {}
+
+  /** Resumes every unfinished migration and starts the reconciler. */
+  async start(): Promise<void> {
+    for (const m of await this.records.unfinished()) {
+      if (m.state === 'QUEUED') continue;
+      this.resuming.add(m.id);
+      this.enqueue(m.id);
+    }
+    await this.admitQueued();
+    await this.retryLeftovers();
+    this.reconciler = setInterval(() => void this.reconcile(), this.settings.reconcileEveryMs);
+    this.reconciler.unref();
+  }
+
+  /** Stops as a crash would: runs are cut mid-step and nothing more is recorded. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.reconciler);
+    for (const f of this.inFlight.values()) f.stop.abort(new Halt('service stopping'));
+    await Promise.allSettled([...this.inFlight.values()].map((f) => f.run));
+    await this.reconciling;
+    await this.admitting;
+  }
+
+  runningCount(): number {
+    return this.inFlight.size;
+  }
+
+  /** A cancel arrived: the run notices at its next check instead of after its current long poll. */
+  poke(id: string): void {
+    this.pokes.get(id)?.abort(new CancelRequested());
+    if (!this.inFlight.has(id)) this.enqueue(id);
+  }
+
+  /** Starts the QUEUED migrations the per-host limits allow, oldest first (serialised in this process). */
+  admitQueued(): Promise<void> {
+    const next = this.admitting.then(async () => {
+      if (this.stopping) return;
+      const open = await this.records.unfinished();
+      const running = open.filter((m) => m.state !== 'QUEUED');
+      const queued = open.filter((m) => m.state === 'QUEUED');
+      for (const m of admit(running, queued, this.settings.limits)) {
+        const started = await this.records.change(m.id, (r) =>
+          r.state === 'QUEUED'
+            ? { state: 'RUNNING', stateReason: '', startedAt: new Date(), ...withPhase(r, 'PREFLIGHT') }
+            : undefined,
+        );
+        if (started.state === 'RUNNING') this.enqueue(m.id);
+      }
+      const stillQueued = queued.filter((q) => !admit(running, [q], this.settings.limits).length);
+      for (const q of stillQueued) {
+        const reason = queueReason(q, running, this.settings.limits);
+        if (q.stateReason !== reason)
+          await this.records.change(q.id, (r) =>
+            r.state === 'QUEUED' ? { stateReason: reason } : undefined,
+          );
+      }
+    });
+    this.admitting = next.catch((e: unknown) =>
+      this.logger.warn({ err: e }, 'admitting queued migrations failed'),
+    );
+    return this.admitting;
+  }
+
+  enqueue(id: string): void {
+    if (this.stopping || this.inFlight.has(id)) return;
+    const stop = new AbortController();
+    const run = (async () => {
+      await new Promise((r) => setImmediate(r));
+      try {
+        await this.drive(id, stop.signal);
+      } catch (e) {
+        if (stop.signal.aborted) return;
+        this.logger.warn({ err: e, migrationId: id }, 'migration run interrupted; the reconciler retries it');
+      } finally {
+        this.inFlight.delete(id);
+        this.pokes.delete(id);
+      }
+      if (!this.stopping) void this.admitQueued();
+    })();
+    this.inFlight.set(id, { run, stop });
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // The run
+
+  private async drive(id: string, signal: AbortSignal): Promise<void> {
+    let m = await this.records.get(id);
+    if (isFinished(m)) return;
+    if (m.state === 'QUEUED') return;
+    const resuming = this.resuming.delete(id);
+    let decision = resumeDecision({
+      state: m.state,
+      step: m.step,
+      pointOfNoReturnPassed: m.pointOfNoReturnPassed,
+      outgoing:
+        resuming && reached(m.step, 'mirror-started') ? await this.outgoingView(m, signal) : undefined,
+    });
+    if (!resuming && decision === 'wait') decision = 'continue';
+    if (decision === 'wait') {
+      // The source agent cannot say where its QEMU stands: ask again later (the timeout still applies).
+      if (this.timedOut(m)) decision = 'rollback';
+      else {
+        this.resuming.add(id);
+        await sleep(this.settings.retryDelayMs, signal);
+        throw new Error('source agent unreachable: resume later');
+      }
+    }
+    if (decision === 'rollback')
+      return this.rollback(m, this.timedOut(m) ? timeoutStatus(m) : lostTrackStatus(m), signal);
+    if (decision === 'continue') {
+      try {
+        m = await this.forward(m, signal);
+      } catch (e) {
+        if (signal.aborted || e instanceof Halt) throw e;
+        const fresh = await this.records.get(id);
+        if (fresh.pointOfNoReturnPassed) throw e;
+        if (e instanceof CancelRequested || fresh.state === 'CANCELLING')
+          return this.rollback(fresh, cancelledStatus(), signal);
+        const st =
+          e instanceof RunFailure
+            ? e.status
+            : statusOf(e instanceof DomainError ? e : peerError('migration', e));
+        this.logger.info(
+          { migrationId: id, reason: st.message },
+          'migration failed before its point of no return: rolling back',
+        );
+        return this.rollback(fresh, st, signal);
+      }
+    }
+    await this.finishAfterCommit(m, signal);
+  }
+
+  /** PREFLIGHT → PREPARE → MIRROR → TRANSFER, then the commit. Returns the row past the point of no return. */
+  private async forward(m: MigrationRow, signal: AbortSignal): Promise<MigrationRow> {
+    const id = m.id;
+    if (!reached(m.step, 'preflighted')) {
+      m = await this.enter(id, 'PREFLIGHT');
+      const pre = await this.preflight.run({
+        spec: specOf(m),
+        tenantId: m.tenantId,
+        migrationId: id,
+        otherMigration: async (vmId) =>
+          (await this.records.activeForVm(vmId)).find((o) => o.id !== id && o.state !== 'QUEUED')?.id,
+      });
+      if (!pre.check.migratable) throw new RunFailure(blockersStatus(pre.check.blockers));
+      m = await this.step(id, 'preflighted', {}, `${pre.check.warnings.length} warnings`);
+    }
+    let begin: computeV1.BeginVmMigrationResponse | undefined;
+    let disks: storageV1.PrepareVmDiskMigrationResponse | undefined;
+    const doBegin = () =>
+      this.retrying(signal, () =>
+        this.peers.compute((c) =>
+          c.beginVmMigration({
+            vmId: m.vmId,
+            tenantId: m.tenantId,
+            migrationId: id,
+            operationId: m.operationId,
+            destinationHostId: m.destinationHostId,
+          }),
+        ),
+      );
+    const doPrepareDisks = () =>
+      this.retrying(signal, () =>
+        this.peers.storage((s) =>
+          s.prepareVmDiskMigration({
+            vmId: m.vmId,
+            migrationId: id,
+            sourceHostId: m.sourceHostId,
+            destinationHostId: m.destinationHostId,
+            withStorage: m.withStorage,
+            vdiMap: m.requestedVdiMap,
+          }),
+        ),
+      );
+    if (!reached(m.step, 'begun')) {
+      m = await this.checkpoint(id);
+      begin = await doBegin();
+      const source = hostRef(begin.source);
+      const destination = hostRef(begin.destination);
+      m = await this.step(id, 'begun', {
+        sourceHost: source,
+        destinationHost: destination,
+        sourceHostId: source?.id ?? m.sourceHostId,
+        destinationHostId: destination?.id ?? m.destinationHostId,
+      });
+    }
+    if (!reached(m.step, 'disks-prepared')) {
+      m = await this.checkpoint(id);
+      disks = await doPrepareDisks();
+      const plan = disks.plan.map((d) => ({
+        vbdId: d.vbdId,
+        vdiId: d.vdiId,
+        srId: d.srId,
+        targetSrId: d.targetSrId,
+        sizeBytes: d.sizeBytes,
+      }));
+      const copied = plan.filter((d) => d.targetSrId);
+      m = await this.step(
+        id,
+        'disks-prepared',
+        {
+          diskPlan: plan,
+          vdiMap: Object.fromEntries(copied.map((d) => [d.vdiId, d.targetSrId])),
+          stats: { ...m.stats, storageTotalBytes: copied.reduce((n, d) => n + d.sizeBytes, 0) },
+        },
+        `${plan.length} disks, ${copied.length} to copy`,
+      );
+    }
+    if (!reached(m.step, 'incoming-prepared')) {
+      m = await this.checkpoint(id);
+      begin ??= await doBegin();
+      disks ??= await doPrepareDisks();
+      const spec = expectSpec(begin.spec);
+      const destDisks = disks.disks;
+      const res = await this.retrying(signal, () =>
+        this.peers.agent(dest(m), (a) =>
+          a.prepareIncoming({
+            epoch: dest(m).epoch,
+            migrationId: id,
+            spec: { ...spec, disks: destDisks },
+            receiveVbdIds: m.diskPlan.filter((d) => d.targetSrId).map((d) => d.vbdId),
+            postCopy: m.options.postCopy,
+          }),
+        ),
+      );
+      m = await this.step(
+        id,
+        'incoming-prepared',
+        {
+          incoming: {
+            migrationAddress: res.migrationAddress,
+            nbdAddress: res.nbdAddress,
+            nbdExports: res.nbdExports,
+            nics: res.status?.nics ?? [],
+          },
+        },
+        `incoming VM waits on ${dest(m).name} at ${res.migrationAddress}`,
+      );
+    }
+    if (disksCopied(m)) {
+      if (!reached(m.step, 'mirror-started')) {
+        m = await this.checkpoint(id);
+        const incoming = expectIncoming(m);
+        await this.retrying(signal, () =>
+          this.peers.agent(src(m), (a) =>
+            a.startDiskMirror({
+              epoch: src(m).epoch,
+              migrationId: id,
+              vmId: m.vmId,
+              targets: m.diskPlan
+                .filter((d) => d.targetSrId)
+                .map((d) => ({
+                  vbdId: d.vbdId,
+                  nbdAddress: incoming.nbdAddress,
+                  exportName: incoming.nbdExports[d.vbdId] ?? '',
+                })),
+              bandwidthBytesPerSec: m.bandwidthBytesPerSec,
+            }),
+          ),
+        );
+        m = await this.step(id, 'mirror-started');
+      }
+      if (!reached(m.step, 'mirror-ready')) {
+        await this.followMirror(m, signal);
+        m = await this.step(
+          id,
+          'mirror-ready',
+          {},
+          `${m.diskPlan.filter((d) => d.targetSrId).length} disks in sync`,
+        );
+      }
+    }
+    if (!reached(m.step, 'outgoing-started')) {
+      m = await this.checkpoint(id);
+      await this.retrying(signal, () =>
+        this.peers.agent(src(m), (a) =>
+          a.startOutgoing({
+            epoch: src(m).epoch,
+            migrationId: id,
+            vmId: m.vmId,
+            destinationAddress: expectIncoming(m).migrationAddress,
+            // Always explicit: QEMU's own defaults cap the link at 128 MiB/s (HOST-NOTES §4).
+            parameters: {
+              downtimeLimitMs: m.options.downtimeLimitMs,
+              bandwidthBytesPerSec: m.bandwidthBytesPerSec,
+              autoConverge: m.options.autoConverge,
+              postCopy: m.options.postCopy,
+            },
+          }),
+        ),
+      );
+      m = await this.step(id, 'outgoing-started', {
+        stats: { ...m.stats, setupTimeMs: Date.now() - (m.startedAt?.getTime() ?? Date.now()) },
+      });
+    }
+    const how = await this.followTransfer(m, signal);
+    return this.commit(m, how, signal);
+  }
+
+  /** MIRROR: waits until every copied disk is in sync. */
+  private async followMirror(m: MigrationRow, signal: AbortSignal): Promise<void> {
+    for (;;) {
+      m = await this.checkpoint(m.id);
+      const st = await this.pollOutgoing(m, signal);
+      if (!st) continue;
+      if (st.state === S.OUTGOING_STATE_FAILED || st.state === S.OUTGOING_STATE_CANCELLED)
+        throw new RunFailure({
+          code: grpcStatus.ABORTED,
+          message: `the disk mirror failed on the source: ${st.error || st.state}`,
+          details: [],
+        });
+      const failed = st.disks.find((d) => d.error);
+      if (failed)
+        throw new RunFailure({
+          code: grpcStatus.ABORTED,
+          message: `mirroring disk ${failed.vbdId} failed: ${failed.error}`,
+          details: [],
+        });
+      const total = st.disks.reduce((n, d) => n + d.totalBytes, 0);
+      const done = st.disks.reduce((n, d) => n + d.doneBytes, 0);
+      await this.progress(
+        m,
+        { storageTotalBytes: total, storageTransferredBytes: done },
+        total ? done / total : 0,
+      );
+      if (st.disks.length > 0 && st.disks.every((d) => d.ready)) return;
+    }
+  }
+
+  /** TRANSFER: follows pre-copy until the source waits for the switchover, or post-copy is due. */
+  private async followTransfer(m: MigrationRow, signal: AbortSignal): Promise<'switchover' | 'post-copy'> {
+    const detector = new ConvergenceDetector();
+    let lastRound = 0;
+    let previousThrottle = 0;
+    for (;;) {
+      m = await this.checkpoint(m.id);
+      const st = await this.pollOutgoing(m, signal);
+      if (!st) continue;
+      // The source is paused from PRE_SWITCHOVER on: nothing but the switch may happen before it
+      // (the statistics are recorded at completion).
+      if (
+        st.state === S.OUTGOING_STATE_PRE_SWITCHOVER ||
+        st.state === S.OUTGOING_STATE_DEVICE ||
+        st.state === S.OUTGOING_STATE_COMPLETED
+      )
+        return 'switchover';
+      await this.progress(m, statsOf(st, m.stats), transferFraction(st));
+      switch (st.state) {
+        case S.OUTGOING_STATE_FAILED:
+          throw new RunFailure({
+            code: grpcStatus.ABORTED,
+            message: `the source QEMU failed the migration: ${st.error || 'no reason given'} (the destination may have gone away)`,
+            details: [],
+          });
+        case S.OUTGOING_STATE_CANCELLING:
+        case S.OUTGOING_STATE_CANCELLED:
+          throw new RunFailure({
+            code: grpcStatus.ABORTED,
+            message: 'the source cancelled the migration',
+            details: [],
+          });
+        case S.OUTGOING_STATE_ACTIVE: {
+          if (st.rounds <= lastRound) break;
+          lastRound = st.rounds;
+          const verdict = detector.add({
+            rounds: st.rounds,
+            remainingBytes: st.memoryRemainingBytes,
+            dirtyRateBytesPerSec: st.dirtyRateBytesPerSec,
+            transferRateBytesPerSec: st.transferRateBytesPerSec || m.bandwidthBytesPerSec,
+            expectedDowntimeMs: st.expectedDowntimeMs,
+            downtimeLimitMs: m.options.downtimeLimitMs,
+          });
+          const r = remedy(
+            verdict,
+            {
+              rounds: st.rounds,
+              throttlePercent: st.cpuThrottlePercent,
+              previousThrottlePercent: previousThrottle,
+            },
+            m.options,
+          );
+          previousThrottle = st.cpuThrottlePercent;
+          if (r.action === 'post-copy') {
+            await this.records.change(m.id, (row) => withDetail(row, r.reason));
+            return 'post-copy';
+          }
+          if (r.action === 'give-up')
+            throw new RunFailure({ code: grpcStatus.ABORTED, message: r.reason, details: [] });
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+
+  /** The point of no return: recorded first (a cancel can no longer win), then compute, storage, the switch. */
+  private async commit(
+    m: MigrationRow,
+    how: 'switchover' | 'post-copy',
+    signal: AbortSignal,
+  ): Promise<MigrationRow> {
+    const now = new Date();
+    m = await this.records.change(m.id, (r) =>
+      r.state !== 'RUNNING' || r.pointOfNoReturnPassed
+        ? undefined
+        : {
+            pointOfNoReturnPassed: true,
+            pointOfNoReturnAt: now,
+            postCopyStarted: how === 'post-copy',
+            step: 'committing',
+            ...withPhase(r, 'SWITCHOVER', '', now),
+          },
+    );
+    if (!m.pointOfNoReturnPassed) throw new CancelRequested();
+    return this.switchOver(m, signal);
+  }
+
+  /** compute and storage commits, then SwitchOver (or post-copy): inside the guest's downtime, kept short. */
+  private async switchOver(m: MigrationRow, signal: AbortSignal): Promise<MigrationRow> {
+    const started = process.hrtime.bigint();
+    await this.untilDone(signal, () =>
+      this.peers.compute((c) =>
+        c.commitVmMigration({
+          vmId: m.vmId,
+          migrationId: m.id,
+          nics: (m.incoming?.nics ?? []) as computeV1.Nic[],
+        }),
+      ),
+    );
+    if (disksCopied(m))
+      await this.untilDone(signal, () =>
+        this.peers.storage((s) => s.commitVmDiskMigration({ vmId: m.vmId, migrationId: m.id })),
+      );
+    const ref = { epoch: src(m).epoch, migrationId: m.id, vmId: m.vmId };
+    // A refusal here (the source is no longer waiting) is sorted out by watching the source's state.
+    await this.untilDone(signal, () =>
+      this.peers
+        .agent(src(m), (a) =>
+          m.postCopyStarted
+            ? a.tuneOutgoing({ ...ref, bandwidthBytesPerSec: 0, startPostCopy: true })
+            : a.switchOver(ref),
+        )
+        .catch((e: unknown) => {
+          if (isUnavailable(e)) throw e;
+          this.logger.info(
+            { err: e, migrationId: m.id },
+            'switchover call refused; following the source state',
+          );
+        }),
+    );
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    return this.step(
+      m.id,
+      'switched',
+      {},
+      `${m.postCopyStarted ? 'post-copy started' : 'switchover sent'}; commit path ${ms.toFixed(1)} ms`,
+      m.postCopyStarted ? 'POST_COPY' : 'SWITCHOVER',
+    );
+  }
+
+  /** After the point of no return: the switch (if a restart interrupted it), completion, clean-up. */
+  private async finishAfterCommit(m: MigrationRow, signal: AbortSignal): Promise<void> {
+    if (m.step === 'lost') return;
+    if (!reached(m.step, 'switched')) m = await this.switchOver(m, signal);
+    if (!reached(m.step, 'completed')) {
+      const outcome = await this.waitCompleted(m, signal);
+      if (outcome === 'lost') return;
+      m = await this.records.get(m.id);
+    }
+    if (m.step !== 'cleaning-up')
+      m = await this.records.change(m.id, (r) => ({
+        step: 'cleaning-up',
+        pending:
+          r.step === 'completed-on-destination'
+            ? cleanupActions(disksCopied(r)).filter((a) => a !== 'FINISH_INCOMING')
+            : cleanupActions(disksCopied(r)),
+        progress: overallProgress('CLEANUP', 0, disksCopied(r)),
+        ...withPhase(r, 'CLEANUP'),
+      }));
+    m = await this.runPending(m, false, signal);
+    const finishedAt = new Date();
+    m = await this.records.change(m.id, (r) => ({
+      state: 'SUCCEEDED',
+      stateReason: '',
+      step: 'done',
+      progress: 1,
+      finishedAt,
+      stats: { ...r.stats, totalTimeMs: finishedAt.getTime() - (r.startedAt ?? r.createdAt).getTime() },
+      ...withPhase(withDetail(r, cleanupDetail(r)) as MigrationRow & typeof r, 'DONE', '', finishedAt),
+    }));
+    this.metrics.finished(m);
+  }
+
+  /** Waits for the source to report COMPLETED; 'lost' when post-copy lost the guest. */
+  private async waitCompleted(m: MigrationRow, signal: AbortSignal): Promise<'completed' | 'lost'> {
+    let unreachableSince = 0;
+    for (;;) {
+      if (signal.aborted) throw new Halt();
+      let st: migrationV1.OutgoingStatus | undefined;
+      try {
+        st = await this.pollOutgoing(m, signal, true);
+        unreachableSince = 0;
+      } catch (e) {
+        if (!isUnavailable(e) && !isNotFound(e)) throw e;
+        unreachableSince ||= Date.now();
+        // The source cannot say: the destination can, once its VM runs.
+        if (isNotFound(e) || Date.now() - unreachableSince > 10_000) {
+          if (await this.destinationRuns(m)) {
+            await this.step(
+              m.id,
+              'completed-on-destination',
+              {},
+              'the destination runs the VM; the source did not answer',
+            );
+            return 'completed';
+          }
+          if ((await this.peers.hostState(src(m).id)) === 'DOWN' && m.postCopyStarted)
+            return this.lose(m, `the source host ${src(m).name} went DOWN during post-copy`, signal);
+        }
+        await sleep(this.settings.retryDelayMs, signal);
+        continue;
+      }
+      if (!st) continue;
+      if (st.state === S.OUTGOING_STATE_COMPLETED) {
+        const last = st;
+        await this.records.change(m.id, (r) => ({
+          step: 'completed',
+          stats: { ...statsOf(last, r.stats), memoryRemainingBytes: 0 },
+          ...withDetail(
+            r,
+            `${r.phases[r.phases.length - 1]?.detail ?? ''}; downtime ${last.downtimeMs} ms as QEMU measured`,
+          ),
+        }));
+        return 'completed';
+      }
+      if (st.state === S.OUTGOING_STATE_PRE_SWITCHOVER) {
+        // Post-copy also pauses before its switchover; the point of no return is already recorded.
+        await this.peers
+          .agent(src(m), (a) => a.switchOver({ epoch: src(m).epoch, migrationId: m.id, vmId: m.vmId }))
+          .catch((e: unknown) => this.logger.info({ err: e, migrationId: m.id }, 'SwitchOver retry refused'));
+        continue;
+      }
+      await this.progress(m, statsOf(st, m.stats), 0.5);
+      if (st.state === S.OUTGOING_STATE_FAILED || st.state === S.OUTGOING_STATE_CANCELLED) {
+        if (await this.destinationRuns(m)) {
+          await this.step(m.id, 'completed-on-destination', {}, 'the destination runs the VM');
+          return 'completed';
+        }
+        return this.lose(m, `the migration failed after the switchover: ${st.error || st.state}`, signal);
+      }
+    }
+  }
+
+  /** Whether the destination's incoming VM runs (FinishIncoming answers once it does). */
+  private async destinationRuns(m: MigrationRow): Promise<boolean> {
+    try {
+      await this.peers.agent(dest(m), (a) =>
+        a.finishIncoming({ epoch: dest(m).epoch, migrationId: m.id, vmId: m.vmId, timeoutMs: 5000 }),
+      );
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Post-copy lost the guest: compute halts the VM naming this migration; the record says so. */
+  private async lose(m: MigrationRow, reason: string, signal: AbortSignal): Promise<'lost'> {
+    await this.untilDone(signal, () =>
+      this.peers.compute((c) => c.endVmMigration({ vmId: m.vmId, migrationId: m.id, lostReason: reason })),
+    );
+    const finishedAt = new Date();
+    const done = await this.records.change(m.id, (r) => ({
+      state: 'FAILED',
+      stateReason: reason,
+      step: 'lost',
+      finishedAt,
+      error: { code: grpcStatus.DATA_LOSS, message: `the VM was lost: ${reason}`, details: [] },
+      pending: ['ABORT_INCOMING', 'CANCEL_OUTGOING'] as PendingAction[],
+      ...withPhase(r, 'DONE', '', finishedAt),
+    }));
+    this.metrics.finished(done);
+    return 'lost';
+  }
+
+  /** ROLLBACK: undoes what was done, then FAILED or CANCELLED with the VM on the source. */
+  private async rollback(m: MigrationRow, reason: RunStatus, signal: AbortSignal): Promise<void> {
+    if (m.pointOfNoReturnPassed) return;
+    if (m.step !== 'rolling-back')
+      m = await this.records.change(m.id, (r) =>
+        r.step === 'rolling-back' || r.pointOfNoReturnPassed
+          ? undefined
+          : {
+              step: 'rolling-back',
+              pending: rollbackActions(r.step),
+              error: r.state === 'CANCELLING' ? cancelledStatus() : reason,
+              stateReason: r.state === 'CANCELLING' ? r.stateReason : reason.message,
+              progress: 0,
+              ...withPhase(r, 'ROLLBACK', reason.message),
+            },
+      );
+    m = await this.runPending(m, true, signal);
+    const finishedAt = new Date();
+    m = await this.records.change(m.id, (r) => {
+      const cancelled = r.state === 'CANCELLING';
+      return {
+        state: cancelled ? 'CANCELLED' : 'FAILED',
+        step: 'done',
+        finishedAt,
+        error: cancelled ? cancelledStatus() : (r.error ?? reason),
+        stateReason: cancelled ? 'cancelled by request' : (r.error?.message ?? reason.message),
+        ...withPhase(withDetail(r, cleanupDetail(r)) as MigrationRow, 'DONE', '', finishedAt),
+      };
+    });
+    this.metrics.finished(m);
+  }
+
+  /**
+   * Makes the pending calls in order. Essential ones (see run-plan) are retried until they succeed; the
+   * others get a few tries and are left to the reconciler. A peer's refusal (not an outage) is final: it
+   * is noted and dropped.
+   */
+  private async runPending(
+    m: MigrationRow,
+    rollingBack: boolean,
+    signal: AbortSignal,
+    { tries, insist }: { tries: number; insist: boolean } = { tries: 3, insist: true },
+  ): Promise<MigrationRow> {
+    for (let attempt = 1; ; attempt++) {
+      for (const action of [...m.pending]) {
+        if (signal.aborted) throw new Halt();
+        if (blockedBy(action, m.pending)) continue;
+        let note = '';
+        try {
+          await this.perform(m, action);
+        } catch (e) {
+          if (!isUnavailable(e)) note = `${action}: ${(e as Error).message}`;
+          else if (await this.hostGone(m, action)) note = `${action}: skipped, the host is DOWN`;
+          else continue;
+          this.logger.warn({ migrationId: m.id, action, reason: note }, 'migration clean-up call dropped');
+        }
+        m = await this.records.change(m.id, (r) => ({
+          pending: r.pending.filter((a) => a !== action),
+          ...(note
+            ? withDetail(r, [r.phases[r.phases.length - 1]?.detail, note].filter(Boolean).join('; '))
+            : {}),
+        }));
+      }
+      const essential = m.pending.filter((a) => isEssential(a, rollingBack));
+      if (!m.pending.length || ((!insist || !essential.length) && attempt >= tries)) return m;
+      await sleep(this.settings.retryDelayMs * Math.min(attempt, 5), signal);
+    }
+  }
+
+  private async hostGone(m: MigrationRow, action: PendingAction): Promise<boolean> {
+    const host = agentHostOf(m, action);
+    return host ? (await this.peers.hostState(host.id)) === 'DOWN' : false;
+  }
+
+  private async perform(m: MigrationRow, action: PendingAction): Promise<void> {
+    const ref = { migrationId: m.id, vmId: m.vmId };
+    const host = agentHostOf(m, action);
+    // No host recorded: the run never reached that host, so there is nothing to undo there.
+    const agent = (fn: (a: AgentCall, epoch: number) => Promise<unknown>) =>
+      host ? this.peers.agent(host, (a) => fn(a, host.epoch)) : Promise.resolve(undefined);
+    switch (action) {
+      case 'CANCEL_OUTGOING':
+        await agent((a, epoch) => a.cancelOutgoing({ epoch, ...ref }));
+        return;
+      case 'ABORT_INCOMING':
+        await agent((a, epoch) => a.abortIncoming({ epoch, ...ref }));
+        return;
+      case 'FINISH_INCOMING':
+        await agent((a, epoch) => a.finishIncoming({ epoch, ...ref, timeoutMs: 0 }));
+        return;
+      case 'FINISH_OUTGOING':
+        await agent((a, epoch) => a.finishOutgoing({ epoch, ...ref }));
+        return;
+      case 'ABORT_DISKS':
+        await this.peers.storage((s) => s.abortVmDiskMigration(ref));
+        return;
+      case 'CLEAN_UP_DISKS':
+        await this.peers.storage((s) => s.cleanUpVmDiskMigration(ref));
+        return;
+      case 'END_VM_MIGRATION':
+        await this.peers.compute((c) => c.endVmMigration({ ...ref, lostReason: '' }));
+        return;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Helpers
+
+  /** The fresh record; CancelRequested when a cancel arrived, RunFailure past the timeout. */
+  private async checkpoint(id: string): Promise<MigrationRow> {
+    const m = await this.records.get(id);
+    if (m.state === 'CANCELLING') throw new CancelRequested();
+    if (this.timedOut(m)) throw new RunFailure(timeoutStatus(m));
+    return m;
+  }
+
+  private timedOut(m: MigrationRow): boolean {
+    return (
+      !m.pointOfNoReturnPassed && !!m.startedAt && Date.now() - m.startedAt.getTime() > m.options.timeoutMs
+    );
+  }
+
+  /**
+   * One long poll of the source's status. Undefined when it should be asked again: a cancel cut it, or the
+   * source agent is unreachable (QEMU keeps migrating without it) and its host is not DOWN.
+   */
+  private async pollOutgoing(
+    m: MigrationRow,
+    signal: AbortSignal,
+    rethrow = false,
+  ): Promise<migrationV1.OutgoingStatus | undefined> {
+    const poke = new AbortController();
+    this.pokes.set(m.id, poke);
+    const onStop = () => poke.abort(new Halt());
+    signal.addEventListener('abort', onStop, { once: true });
+    try {
+      const res = await this.peers.agent(src(m), (a) =>
+        a.getOutgoingStatus(
+          { epoch: src(m).epoch, migrationId: m.id, vmId: m.vmId, waitMs: this.settings.pollWaitMs },
+          { signal: poke.signal, deadlineMs: this.settings.pollWaitMs + 15_000 },
+        ),
+      );
+      return res.status;
+    } catch (thrown) {
+      if (signal.aborted) throw new Halt();
+      if (poke.signal.aborted) return undefined;
+      // An agent that dies mid-call cuts the stream (CANCELLED, not by us): the same as unreachable.
+      const e = isCancelled(thrown)
+        ? peerError(`host ${src(m).name}`, grpcStatusError(grpcStatus.UNAVAILABLE, (thrown as Error).message))
+        : thrown;
+      if (rethrow) throw e;
+      if (isNotFound(e))
+        throw new RunFailure({
+          code: grpcStatus.ABORTED,
+          message: `host ${src(m).name} no longer knows this migration (its agent lost the record)`,
+          details: [],
+        });
+      if (!isUnavailable(e)) throw e;
+      if ((await this.peers.hostState(src(m).id)) === 'DOWN')
+        throw new RunFailure({
+          code: grpcStatus.UNAVAILABLE,
+          message: `the source host ${src(m).name} went DOWN before the switchover`,
+          details: [],
+        });
+      await sleep(this.settings.retryDelayMs, signal);
+      return undefined;
+    } finally {
+      signal.removeEventListener('abort', onStop);
+      if (this.pokes.get(m.id) === poke) this.pokes.delete(m.id);
+    }
+  }
+
+  private async outgoingView(m: MigrationRow, signal: AbortSignal): Promise<OutgoingView> {
+    if (!m.sourceHost) return { kind: 'gone' };
+    try {
+      const st = await this.pollOutgoing(m, signal, true);
+      return st ? { kind: 'state', state: st.state } : { kind: 'unreachable' };
+    } catch (e) {
+      if (isNotFound(e)) return { kind: 'gone' };
+      if (isUnavailable(e))
+        return (await this.peers.hostState(src(m).id)) === 'DOWN'
+          ? { kind: 'gone' }
+          : { kind: 'unreachable' };
+      throw e;
+    }
+  }
+
+  /** Before the point of no return: a peer that is briefly unreachable (restarting) gets a few more tries. */
+  private async retrying<T>(signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (!isUnavailable(e) || attempt >= transientTries) throw e;
+        await sleep(this.settings.retryDelayMs * attempt, signal);
+      }
+    }
+  }
+
+  /** Repeats a call that must happen (past the point of no return) until its peer answers. */
+  private async untilDone<T>(signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      if (signal.aborted) throw new Halt();
+      try {
+        return await fn();
+      } catch (e) {
+        if (!isUnavailable(e)) throw e;
+        this.logger.warn({ err: e, attempt }, 'peer unreachable past the point of no return: retrying');
+        await sleep(this.settings.retryDelayMs * Math.min(attempt, 5), signal);
+      }
+    }
+  }
+
+  private async enter(id: string, phase: MigrationPhaseName): Promise<MigrationRow> {
+    return this.records.change(id, (r) => (r.phase === phase ? undefined : withPhase(r, phase)));
+  }
+
+  /** Records a step passed (and the phase it leads into), with extra facts learnt. */
+  private step(
+    id: string,
+    step: Step,
+    extra: MigrationChanges = {},
+    detail = '',
+    phase?: MigrationPhaseName,
+  ): Promise<MigrationRow> {
+    return this.records.change(id, (r) => {
+      const copied = extra.diskPlan ? extra.diskPlan.some((d) => d.targetSrId) : disksCopied(r);
+      const from = r.phase;
+      const to = phase ?? (r.pointOfNoReturnPassed ? r.phase : phaseOfStep(step, copied));
+      const withDetailApplied = detail ? { ...r, ...withDetail(r, detail) } : r;
+      return {
+        ...extra,
+        step,
+        progress: Math.max(r.progress, overallProgress(to, 0, copied)),
+        ...(to !== from
+          ? withPhase(withDetailApplied as MigrationRow, to)
+          : detail
+            ? withDetail(r, detail)
+            : {}),
+      };
+    });
+  }
+
+  /** Progress and stats, written at most once per statsEveryMs per migration. */
+  private async progress(
+    m: MigrationRow,
+    stats: Partial<MigrationStatsRecord>,
+    within: number,
+  ): Promise<void> {
+    const now = Date.now();
+    if (now - (this.lastStatsWrite.get(m.id) ?? 0) < this.settings.statsEveryMs) return;
+    this.lastStatsWrite.set(m.id, now);
+    await this.records.change(m.id, (r) => ({
+      stats: { ...r.stats, ...stats },
+      progress: Math.max(r.progress, overallProgress(r.phase, within, disksCopied(r))),
+    }));
+  }
+
+  /** Leftover calls of finished migrations (an agent was down): one more try each. */
+  private async retryLeftovers(): Promise<void> {
+    for (const m of await this.records.withLeftovers()) {
+      if (this.stopping || this.inFlight.has(m.id)) continue;
+      const never = new AbortController();
+      await this.runPending(m, !m.pointOfNoReturnPassed, never.signal, { tries: 1, insist: false }).catch(
+        (e: unknown) =>
+          this.logger.warn({ err: e, migrationId: m.id }, 'retrying migration leftovers failed'),
+      );
+    }
+  }
+
+  private reconcile(): Promise<void> {
+    if (this.stopping || this.reconcilerBusy) return this.reconciling;
+    this.reconcilerBusy = true;
+    this.reconciling = this.reconcileOnce().finally(() => (this.reconcilerBusy = false));
+    return this.reconciling;
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    try {
+      for (const m of await this.records.unfinished())
+        if (m.state !== 'QUEUED' && !this.inFlight.has(m.id)) this.enqueue(m.id);
+      await this.admitQueued();
+      await this.retryLeftovers();
+    } catch (e) {
+      this.logger.warn({ err: e }, 'migration reconciler pass failed');
+    }
+  }
+}
+
+// -----------------------------------------------------------------------------------------------------
+
+const src = (m: MigrationRow): HostRef => {
+  if (!m.sourceHost)
+    throw new DomainError(ErrorCode.Internal, `migration ${m.id} has no recorded source host`);
+  return m.sourceHost;
+};
+const dest = (m: MigrationRow): HostRef => {
+  if (!m.destinationHost)
+    throw new DomainError(ErrorCode.Internal, `migration ${m.id} has no recorded destination host`);
+  return m.destinationHost;
+};
+
+function agentHostOf(m: MigrationRow, action: PendingAction): HostRef | null {
+  if (action === 'CANCEL_OUTGOING' || action === 'FINISH_OUTGOING') return m.sourceHost;
+  if (action === 'ABORT_INCOMING' || action === 'FINISH_INCOMING') return m.destinationHost;
+  return null;
+}
+
+function expectSpec(spec: computeV1.VmSpec | undefined): computeV1.VmSpec {
+  if (!spec)
+    throw new DomainError(ErrorCode.Internal, 'compute BeginVmMigration answered without the VM spec');
+  return spec;
+}
+
+function expectIncoming(m: MigrationRow) {
+  if (!m.incoming) throw new DomainError(ErrorCode.Internal, `migration ${m.id} has no incoming VM recorded`);
+  return m.incoming;
+}
+
+export function specOf(m: MigrationRow): migrationV1.MigrationSpec {
+  return {
+    vmId: m.vmId,
+    destinationHostId: m.destinationHostId,
+    mode: `MIGRATION_MODE_${m.mode}` as migrationV1.MigrationMode,
+    withStorage: m.withStorage,
+    vdiMap: m.requestedVdiMap,
+    options: { ...m.options },
+  };
+}
+
+function statsOf(st: migrationV1.OutgoingStatus, prev: MigrationStatsRecord): MigrationStatsRecord {
+  const disks = st.disks ?? [];
+  return {
+    ...prev,
+    downtimeMs: st.downtimeMs || prev.downtimeMs,
+    bytesTransferred: st.bytesTransferred,
+    memoryTotalBytes: st.memoryTotalBytes,
+    memoryRemainingBytes: st.memoryRemainingBytes,
+    storageTotalBytes: disks.length ? disks.reduce((n, d) => n + d.totalBytes, 0) : prev.storageTotalBytes,
+    storageTransferredBytes: disks.length
+      ? disks.reduce((n, d) => n + d.doneBytes, 0)
+      : prev.storageTransferredBytes,
+    rounds: st.rounds,
+    dirtyRateBytesPerSec: st.dirtyRateBytesPerSec || prev.dirtyRateBytesPerSec,
+    transferRateBytesPerSec: st.transferRateBytesPerSec || prev.transferRateBytesPerSec,
+    expectedDowntimeMs: st.expectedDowntimeMs,
+    cpuThrottlePercent: st.cpuThrottlePercent,
+    postCopyRequests: st.postCopyRequests,
+  };
+}
+
+function transferFraction(st: migrationV1.OutgoingStatus): number {
+  return st.memoryTotalBytes > 0
+    ? st.memoryTransferredBytes / (st.memoryTransferredBytes + st.memoryRemainingBytes)
+    : 0;
+}
+
+const isNotFound = (e: unknown): boolean => e instanceof DomainError && e.code === ErrorCode.NotFound;
+const isCancelled = (e: unknown): boolean => e instanceof DomainError && e.code === ErrorCode.Cancelled;
+
+const cancelledStatus = (): RunStatus => ({
+  code: grpcStatus.CANCELLED,
+  message: 'cancelled by request',
+  details: [],
+});
+
+const timeoutStatus = (m: MigrationRow): RunStatus => ({
+  code: grpcStatus.DEADLINE_EXCEEDED,
+  message: `the point of no return was not reached within options.timeout_ms (${m.options.timeoutMs} ms): rolled back`,
+  details: [],
+});
+
+const lostTrackStatus = (m: MigrationRow): RunStatus => ({
+  code: grpcStatus.ABORTED,
+  message: `the migration service restarted at step ${m.step} and the source no longer migrates: rolled back`,
+  details: [],
+});
+
+function cleanupDetail(m: MigrationRow): string {
+  const open = m.phases[m.phases.length - 1]?.detail ?? '';
+  if (!m.pending.length) return open;
+  return [open, `left for the reconciler: ${m.pending.join(', ')}`].filter(Boolean).join('; ');
+}
+
+function queueReason(q: MigrationRow, running: MigrationRow[], limits: SlotLimits): string {
+  if (running.some((r) => r.vmId === q.vmId)) return 'waiting for another migration of the same VM';
+  const out = running.filter((r) => r.sourceHostId === q.sourceHostId).length;
+  if (out >= limits.outgoing)
+    return `waiting for a slot: host ${q.sourceHostId} sends ${out} migrations (at most ${limits.outgoing} at once)`;
+  const inc = running.filter((r) => r.destinationHostId === q.destinationHostId).length;
+  return `waiting for a slot: host ${q.destinationHostId} receives ${inc} migrations (at most ${limits.incoming} at once)`;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(new Halt());
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(new Halt());
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

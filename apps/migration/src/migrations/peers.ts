@@ -1,0 +1,122 @@
+import { status } from '@grpc/grpc-js';
+import { computeV1, migrationV1, storageV1 } from '@flotilla/contracts';
+import { DomainError, ErrorCode } from '@flotilla/domain';
+import { domainErrorFromGrpc, GrpcClient, isGrpcStatus, md } from '@flotilla/platform';
+import type { HostRef } from '../persistence/entities';
+
+type Call<C> = GrpcClient<C>['call'];
+export type ComputeCall = Call<computeV1.VmMigrationServiceClient>;
+export type StorageCall = Call<storageV1.VmDiskServiceClient>;
+export type AgentCall = Call<migrationV1.MigrationAgentServiceClient>;
+
+/** A status from another service as a domain error naming who answered (UNAVAILABLE when unreachable). */
+export function peerError(who: string, e: unknown, hint = ''): DomainError {
+  if (e instanceof DomainError) return e;
+  if (isGrpcStatus(e, status.UNAVAILABLE) || isGrpcStatus(e, status.DEADLINE_EXCEEDED))
+    return new DomainError(
+      ErrorCode.Unavailable,
+      `${who} did not answer: ${(e as Error).message.replace(/^\d+ [A-Z_]+: /, '')}${hint}`,
+      { resource: who },
+    );
+  const err = domainErrorFromGrpc(e);
+  return new DomainError(err.code, `${who}: ${err.message.replace(/^\d+ [A-Z_]+: /, '')}`, err.fields);
+}
+
+export const isUnavailable = (e: unknown): boolean =>
+  e instanceof DomainError && (e.code === ErrorCode.Unavailable || e.code === ErrorCode.DeadlineExceeded);
+
+/**
+ * The services a migration talks to, with the service identity: compute (VmMigrationService for locks and
+ * placement, HostService for host states), storage (VmDiskService's disk-migration RPCs) and each host's
+ * agent (MigrationAgentService, one client per address). Every call is idempotent by migration id on the
+ * other side, so a caller that lost an answer repeats the call.
+ */
+export class MigrationPeers {
+  private readonly computeClient: GrpcClient<computeV1.VmMigrationServiceClient>;
+  private readonly hostClient: GrpcClient<computeV1.HostServiceClient>;
+  private readonly storageClient: GrpcClient<storageV1.VmDiskServiceClient>;
+  private readonly agents = new Map<string, GrpcClient<migrationV1.MigrationAgentServiceClient>>();
+
+  constructor(
+    private readonly urls: { compute: string; storage: string },
+    private readonly serviceToken: string,
+    private readonly deadlineMs = 30_000,
+  ) {
+    const meta = { [md.serviceToken]: serviceToken };
+    this.computeClient = new GrpcClient({
+      address: urls.compute,
+      service: 'flotilla.compute.v1.VmMigrationService',
+      defaultDeadlineMs: deadlineMs,
+      staticMetadata: meta,
+    });
+    this.hostClient = new GrpcClient({
+      address: urls.compute,
+      service: 'flotilla.compute.v1.HostService',
+      defaultDeadlineMs: 10_000,
+      staticMetadata: meta,
+    });
+    this.storageClient = new GrpcClient({
+      address: urls.storage,
+      service: 'flotilla.storage.v1.VmDiskService',
+      defaultDeadlineMs: deadlineMs,
+      staticMetadata: meta,
+    });
+  }
+
+  async compute<T>(fn: (c: ComputeCall) => Promise<T>): Promise<T> {
+    try {
+      return await fn(this.computeClient.call);
+    } catch (e) {
+      throw peerError(`compute (${this.urls.compute})`, e);
+    }
+  }
+
+  async storage<T>(fn: (c: StorageCall) => Promise<T>): Promise<T> {
+    try {
+      return await fn(this.storageClient.call);
+    } catch (e) {
+      throw peerError(`storage (${this.urls.storage})`, e);
+    }
+  }
+
+  /** The host's state as compute sees it now ("DOWN", "ENABLED", …); undefined when compute cannot say. */
+  async hostState(hostId: string): Promise<string | undefined> {
+    try {
+      const { host } = await this.hostClient.call.getHost({ id: hostId });
+      return host ? String(host.state).replace('HOST_STATE_', '') : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async agent<T>(host: HostRef, fn: (a: AgentCall) => Promise<T>): Promise<T> {
+    try {
+      return await fn(this.agentClient(host.address).call);
+    } catch (e) {
+      throw peerError(`host ${host.name} (${host.address})`, e, '; check that its host agent runs');
+    }
+  }
+
+  close(): void {
+    this.computeClient.close();
+    this.hostClient.close();
+    this.storageClient.close();
+    for (const c of this.agents.values()) c.close();
+    this.agents.clear();
+  }
+
+  private agentClient(address: string): GrpcClient<migrationV1.MigrationAgentServiceClient> {
+    let c = this.agents.get(address);
+    if (!c) {
+      c = new GrpcClient({
+        address,
+        service: 'flotilla.migration.v1.MigrationAgentService',
+        // Long polls of GetOutgoingStatus wait up to 10 s on the agent.
+        defaultDeadlineMs: this.deadlineMs,
+        staticMetadata: { [md.serviceToken]: this.serviceToken },
+      });
+      this.agents.set(address, c);
+    }
+    return c;
+  }
+}
