@@ -20,7 +20,6 @@ import {
   describeWithRealQemu,
 } from '@flotilla/hypervisor';
 import {
-  GiveUp,
   GrpcClient,
   LocalCloud,
   operationDone,
@@ -32,6 +31,7 @@ import {
   vmRequest,
   waitFor,
 } from '@flotilla/platform';
+import { GuestShell } from './guest-shell';
 
 describeWithRealQemu('disks of real VMs end to end', () => {
   const { OperationState: S } = commonV1;
@@ -206,62 +206,6 @@ describeWithRealQemu('disks of real VMs end to end', () => {
    * computes (`$((n*1))`), so its answer is never the echo of what was typed; the answer is what the
    * console printed between the command and that token (TICK lines may be mixed in).
    */
-  class GuestShell {
-    private output = '';
-    private n = 0;
-    private ended: string | undefined;
-    private readonly stream;
-
-    constructor(vmId: string) {
-      this.stream = tenant.clients.vms.duplex<
-        computeV1.AttachVmConsoleRequest,
-        computeV1.AttachVmConsoleResponse
-      >('AttachVmConsole');
-      this.stream.on('data', (r: computeV1.AttachVmConsoleResponse) => {
-        this.output += Buffer.from(r.data).toString();
-      });
-      this.stream.on('error', (e: Error) => (this.ended = `failed: ${e.message}`));
-      this.stream.on('end', () => (this.ended ??= 'ended by the server'));
-      this.stream.write({ id: vmId, data: Buffer.from('\r') });
-    }
-
-    /** The first keys after attaching may be swallowed: press Enter until the shell answers. */
-    async ready(): Promise<void> {
-      await waitFor(
-        'the guest shell to answer',
-        () => {
-          this.stream.write({ id: '', data: Buffer.from('\recho shell-$((6*7))\r') });
-          return this.output.includes('shell-42');
-        },
-        { timeoutMs: 60_000, intervalMs: 2000 },
-      );
-    }
-
-    /** Runs `command` once and returns what it printed. */
-    async run(command: string): Promise<string> {
-      const n = 1000 + ++this.n;
-      const from = this.output.length;
-      const end = `END-${n}-`;
-      this.stream.write({ id: '', data: Buffer.from(`${command}; echo ${end}$((${n}*1))\r`) });
-      return waitFor(
-        `the guest to run: ${command}`,
-        () => {
-          if (this.ended)
-            throw new GiveUp(`the console stream ${this.ended}; output: ${this.output.slice(from)}`);
-          const at = this.output.indexOf(`${end}${n}`, from);
-          if (at < 0)
-            throw new Error(`console so far: ${JSON.stringify(this.output.slice(from).slice(-300))}`);
-          return this.output.slice(from, at);
-        },
-        { timeoutMs: 60_000, intervalMs: 200 },
-      );
-    }
-
-    close(): void {
-      this.stream.cancel();
-    }
-  }
-
   /** The guest's disks as `name=serial` pairs (the qemu driver sets serial= to the VBD id's first 20). */
   const guestDisks = async () => {
     const out = await shell.run('for d in /sys/block/vd*; do echo "DISK=${d##*/}=$(cat $d/serial)"; done');
@@ -413,7 +357,7 @@ describeWithRealQemu('disks of real VMs end to end', () => {
     // Copy-on-write: the clone holds only what the guest wrote, far less than the image's 33 MiB.
     expect(Number(rootVdi.physicalUtilisationBytes)).toBeLessThan(demo.files.disk.sizeBytes);
 
-    shell = new GuestShell(vm.id);
+    shell = new GuestShell(tenant.clients.vms, vm.id);
     await shell.ready();
     // The guest sees the 2 GiB root disk (sizes in 512-byte sectors).
     expect(await shell.run('echo SIZE=$(cat /sys/block/vda/size)')).toContain(`SIZE=${(2 * GiB) / 512}\r`);

@@ -1,5 +1,13 @@
 import { InvalidArgumentError } from 'commander';
-import { collectFilter, collectKeyValues, collectList, intInRange, looksLikeId, parseKeyValue } from './args';
+import {
+  bandwidthArg,
+  collectFilter,
+  collectKeyValues,
+  collectList,
+  intInRange,
+  looksLikeId,
+  parseKeyValue,
+} from './args';
 
 describe('key=value arguments', () => {
   it('splits at the first equals sign so values may contain one', () => {
@@ -52,5 +60,20 @@ describe('other argument parsers', () => {
   it('tells ids from names', () => {
     expect(looksLikeId('0b6f3a9e-2c1d-4e5f-8a7b-9c0d1e2f3a4b')).toBe(true);
     expect(looksLikeId('web-1')).toBe(false);
+  });
+});
+
+describe('bandwidth arguments', () => {
+  it.each<[string, number]>([
+    ['1G/s', 1024 ** 3],
+    ['500M/s', 500 * 1024 ** 2],
+    ['1G', 1024 ** 3],
+    ['2048', 2048],
+  ])('reads %j as %d bytes per second', (raw, bytes) => {
+    expect(bandwidthArg(raw)).toBe(bytes);
+  });
+
+  it.each(['fast', '1G/min', '0/s', '-1G/s'])('refuses %j, saying what a bandwidth looks like', (raw) => {
+    expect(() => bandwidthArg(raw)).toThrow(/expected a bandwidth such as 1G\/s or 500M\/s/);
   });
 });

@@ -61,3 +61,16 @@ export function sizeArg(raw: string): number {
   if ('error' in r) throw new InvalidArgumentError(r.error);
   return r.bytes;
 }
+
+/**
+ * A commander option parser for a bandwidth: a size per second, "1G/s", "500M/s" or "1G" (the "/s" may be
+ * left out), in bytes per second.
+ */
+export function bandwidthArg(raw: string): number {
+  const r = parseSize(raw.trim().replace(/\/s$/i, ''));
+  if ('error' in r)
+    throw new InvalidArgumentError(
+      `expected a bandwidth such as 1G/s or 500M/s (bytes per second; K, M, G are powers of 1024), got "${raw}"`,
+    );
+  return r.bytes;
+}

@@ -1,6 +1,6 @@
 import { Metadata } from '@grpc/grpc-js';
 import { GrpcClient } from '@flotilla/platform';
-import { commonV1, computeV1, gatewayV1, storageV1 } from '@flotilla/contracts';
+import { commonV1, computeV1, gatewayV1, migrationV1, storageV1 } from '@flotilla/contracts';
 import { CliError, ExitCode } from './errors';
 import type { Connection } from './profile';
 
@@ -33,6 +33,12 @@ export class Cloud {
   }
   get vbds(): GrpcClient<storageV1.VbdServiceClient> {
     return this.client('flotilla.storage.v1.VbdService');
+  }
+  get migrations(): GrpcClient<migrationV1.MigrationServiceClient> {
+    return this.client('flotilla.migration.v1.MigrationService');
+  }
+  get evacuations(): GrpcClient<migrationV1.EvacuationServiceClient> {
+    return this.client('flotilla.migration.v1.EvacuationService');
   }
   get operations(): GrpcClient<commonV1.OperationServiceClient> {
     return this.client('flotilla.common.v1.OperationService');

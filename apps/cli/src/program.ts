@@ -1,6 +1,8 @@
 import { Command, Option } from 'commander';
 import { adminCommands } from './commands/admin';
+import { evacuationCommand } from './commands/evacuation';
 import { imageCommand } from './commands/image';
+import { migrationCommand } from './commands/migration';
 import { opCommand } from './commands/op';
 import { flavorCommand, hostCommand } from './commands/pool';
 import { snapshotCommand } from './commands/snapshot';
@@ -57,6 +59,8 @@ Errors print one line, "flotilla: <message>", on stderr.`,
   program.addCommand(vdiCommand());
   program.addCommand(snapshotCommand());
   program.addCommand(vbdCommand());
+  program.addCommand(migrationCommand());
+  program.addCommand(evacuationCommand());
   program.addCommand(opCommand());
   program.addCommand(watchCommand());
   for (const c of adminCommands()) program.addCommand(c);

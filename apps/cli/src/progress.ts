@@ -49,3 +49,21 @@ export function fractionBar(out: Output, label: string): { update(fraction: numb
     stop: () => bar.stop(),
   };
 }
+
+/** One status line on stderr, rewritten in place (a migration's phase and rates); silent unless interactive. */
+export function statusLine(out: Output): { update(text: string): void; stop(): void } {
+  if (!out.interactive) return { update: () => undefined, stop: () => undefined };
+  let shown = 0;
+  return {
+    update(text: string) {
+      const width = process.stderr.columns ? process.stderr.columns - 1 : 120;
+      const line = text.length > width ? `${text.slice(0, width - 1)}…` : text;
+      process.stderr.write(`\r${line.padEnd(shown)}`);
+      shown = line.length;
+    },
+    stop() {
+      if (shown) process.stderr.write('\n');
+      shown = 0;
+    },
+  };
+}

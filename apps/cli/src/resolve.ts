@@ -36,6 +36,23 @@ export async function hostNames(cloud: Cloud): Promise<Map<string, string>> {
   }
 }
 
+/** VM id → name, for tables of migrations; empty when VMs cannot be read. */
+export async function vmNames(cloud: Cloud): Promise<Map<string, string>> {
+  try {
+    const { vms } = await cloud.vms.call.listVms({ page: { pageSize: 1000, pageToken: '', filter: '' } });
+    return new Map(vms.map((v) => [v.id, v.name]));
+  } catch {
+    return new Map();
+  }
+}
+
+/** A host by id or name (HostService answers both), as its id. */
+export async function findHostId(cloud: Cloud, ref: string): Promise<string> {
+  const { host } = await cloud.hosts.call.getHost({ id: ref });
+  if (!host) throw new CliError(`no host ${ref} (see \`flotilla host list\`)`, ExitCode.NotFound);
+  return host.id;
+}
+
 /**
  * Finds a VDI (snapshots included) by id, or by name through ListVdis. Names are not unique: several
  * matches are a usage error listing their ids. `what` names the kind in messages ("VDI", "snapshot").

@@ -17,7 +17,8 @@ export type GatewayConfig = ConfigOf<typeof gatewayConfigSpec>;
 /**
  * Pool services the gateway relays today; the others answer UNIMPLEMENTED until they are built. Services
  * internal to a pool are never here: they take a service identity, not a consumer's token (compute's
- * HostRegistryService and AgentService, storage's VmDiskService and StorageAgentService).
+ * HostRegistryService, AgentService and VmMigrationService, storage's VmDiskService and
+ * StorageAgentService, the agents' MigrationAgentService).
  */
 export const relayedServices = [
   'flotilla.compute.v1.VmService',
@@ -28,9 +29,15 @@ export const relayedServices = [
   'flotilla.storage.v1.SrService',
   'flotilla.storage.v1.VdiService',
   'flotilla.storage.v1.VbdService',
+  'flotilla.migration.v1.MigrationService',
+  'flotilla.migration.v1.EvacuationService',
+  'flotilla.migration.v1.MigrationEventService',
 ];
-/** Pool services that run operations: OperationRouter asks them in this order (see operation-router.ts). */
-const operationAreas = ['compute', 'storage'];
+/**
+ * Pool services that run operations: OperationRouter asks them in this order (see operation-router.ts).
+ * The migration service's are "vm.migrate" and "host.evacuate".
+ */
+export const operationAreas = ['compute', 'storage', 'migration'];
 
 @Module({})
 class GatewayModule {
@@ -111,7 +118,7 @@ export async function startGateway(
       address: config.FLOTILLA_GATEWAY_ADDRESS,
       areas: ['gateway'],
       rawServices: {
-        areas: ['common', 'compute', 'storage'],
+        areas: ['common', 'compute', 'storage', 'migration'],
         register: (server) => {
           relay.register(relayedServices, server);
           operations.register(server);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { computeV1 } from '@flotilla/contracts';
+import { computeV1, migrationV1 } from '@flotilla/contracts';
 import {
   GrpcClient,
   LocalCloud,
@@ -15,7 +15,7 @@ import {
 
 describe.each(testDatabases())('host agent on %s', (_db, url) => {
   let cloud: LocalCloud;
-  const clients: Array<GrpcClient<computeV1.AgentServiceClient>> = [];
+  const clients: Array<GrpcClient<unknown>> = [];
 
   beforeAll(async () => {
     cloud = await startLocalCloud({ databaseUrl: url, schemaPrefix: uniqueSchema('agent') });
@@ -31,7 +31,7 @@ describe.each(testDatabases())('host agent on %s', (_db, url) => {
       service: 'flotilla.compute.v1.AgentService',
       staticMetadata: serviceToken ? { [md.serviceToken]: serviceToken } : {},
     });
-    clients.push(c);
+    clients.push(c as GrpcClient<unknown>);
     return c.call;
   };
   const epoch = async () => (await cloud.hostsReady())[0].epoch;
@@ -78,5 +78,25 @@ describe.each(testDatabases())('host agent on %s', (_db, url) => {
     expect(again.status).toEqual(first.status);
     await call.destroyVm({ epoch: current, vmId });
     expect(await rejection(call.getVmStatus({ vmId }))).toMatchObject({ code: 'NOT_FOUND' });
+  });
+
+  it('serves MigrationAgentService for the migration service, with the same epoch check', async () => {
+    const c = new GrpcClient<migrationV1.MigrationAgentServiceClient>({
+      address: cloud.agents[0].address,
+      service: 'flotilla.migration.v1.MigrationAgentService',
+      staticMetadata: { [md.serviceToken]: cloud.serviceToken },
+    });
+    clients.push(c as GrpcClient<unknown>);
+    const current = await epoch();
+    const stale = await rejection(
+      c.call.switchOver({ epoch: current - 1, migrationId: randomUUID(), vmId: randomUUID() }),
+    );
+    expect(stale.code).toBe('FAILED_PRECONDITION');
+    expect(stale.message).toContain(`this host is at epoch ${current}`);
+    // The sim driver reports what it cannot do rather than pretending: never OK for an unknown migration.
+    const unknown = await rejection(
+      c.call.getOutgoingStatus({ epoch: current, migrationId: randomUUID(), vmId: randomUUID(), waitMs: 0 }),
+    );
+    expect(['NOT_FOUND', 'UNIMPLEMENTED']).toContain(unknown.code);
   });
 });

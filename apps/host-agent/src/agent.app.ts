@@ -12,7 +12,7 @@ import {
 } from '@flotilla/platform';
 import type { Server } from 'node:http';
 import { AgentModule } from './agent.module';
-import { agentConfigSpec } from './config';
+import { agentConfigSpec, migrationHost } from './config';
 import { createDriver } from './driver.factory';
 import { HostRegistration } from './host-state';
 import { HostImageCatalogue } from './image-catalogue';
@@ -49,10 +49,15 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       driver,
       catalogue: new HostImageCatalogue(catalogueDir(config), config.FLOTILLA_AGENT_NAME),
       srPaths: new SrPaths(srRoots(config)),
+      migrationHost: migrationHost(config),
     }),
     address: config.FLOTILLA_AGENT_ADDRESS,
-    areas: ['common', 'compute', 'storage'],
-    healthServices: ['flotilla.compute.v1.AgentService', 'flotilla.storage.v1.StorageAgentService'],
+    areas: ['common', 'compute', 'storage', 'migration'],
+    healthServices: [
+      'flotilla.compute.v1.AgentService',
+      'flotilla.storage.v1.StorageAgentService',
+      'flotilla.migration.v1.MigrationAgentService',
+    ],
     logger,
   });
   let admin: Server | undefined;

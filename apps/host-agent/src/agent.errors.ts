@@ -1,5 +1,5 @@
 import { DomainError, ErrorCode } from '@flotilla/domain';
-import type { DriverError } from '@flotilla/hypervisor';
+import { DriverError } from '@flotilla/hypervisor';
 
 /** The driver's errors in the domain's vocabulary: one mapping for the agent's VM and storage services. */
 export function fromDriverError(e: DriverError): DomainError {
@@ -13,4 +13,13 @@ export function fromDriverError(e: DriverError): DomainError {
     timeout: ErrorCode.DeadlineExceeded,
   }[e.kind];
   return new DomainError(code, e.message);
+}
+
+/** Runs driver work, its DriverErrors turned into domain errors (the gRPC edge maps those). */
+export async function withDriverErrors<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (e) {
+    throw e instanceof DriverError ? fromDriverError(e) : e;
+  }
 }

@@ -1,38 +1,38 @@
 import { Metadata } from '@grpc/grpc-js';
-import { Controller, Inject } from '@nestjs/common';
+import { Controller, Inject, Optional } from '@nestjs/common';
 import { GrpcMethod, GrpcStreamMethod } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
-import { computeV1, storageV1 } from '@flotilla/contracts';
+import { computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, invalidArgument, validateIntRange } from '@flotilla/domain';
-import {
-  DriverBoot,
-  DriverConsole,
-  DriverDisk,
-  DriverError,
-  DriverVmStatus,
-  HypervisorDriver,
-} from '@flotilla/hypervisor';
+import { DriverConsole, DriverVmStatus, HypervisorDriver } from '@flotilla/hypervisor';
 import { ServiceIdentity } from '@flotilla/platform';
-import { fromDriverError } from './agent.errors';
+import { withDriverErrors } from './agent.errors';
 import { HostRegistration, PerVmQueue } from './host-state';
 import { HostImageCatalogue } from './image-catalogue';
 import { SrPaths } from './sr-paths';
+import { VmSpecResolver } from './vm-spec';
 
 export const HYPERVISOR_DRIVER = 'HYPERVISOR_DRIVER';
 
 /** Commands from compute, carried out by the driver one at a time per VM. */
 @Controller()
 export class AgentGrpc implements computeV1.AgentServiceController {
-  private readonly queue = new PerVmQueue();
+  private readonly queue: PerVmQueue;
+  private readonly specs: VmSpecResolver;
 
   constructor(
     @Inject(ServiceIdentity) private readonly identity: ServiceIdentity,
     @Inject(HostRegistration) private readonly registration: HostRegistration,
     @Inject(HYPERVISOR_DRIVER) private readonly driver: HypervisorDriver,
-    @Inject(HostImageCatalogue) private readonly catalogue: HostImageCatalogue,
+    @Inject(HostImageCatalogue) catalogue: HostImageCatalogue,
     /** Checks every disk file against FLOTILLA_SR_ROOTS and the SR marker; absent: disks are refused. */
-    @Inject(SrPaths) private readonly srPaths: SrPaths,
-  ) {}
+    @Inject(SrPaths) srPaths: SrPaths,
+    /** Shared with MigrationAgentGrpc, so that a VM's migration steps never interleave with its commands. */
+    @Optional() @Inject(PerVmQueue) queue?: PerVmQueue,
+  ) {
+    this.specs = new VmSpecResolver(catalogue, srPaths);
+    this.queue = queue ?? new PerVmQueue();
+  }
 
   @GrpcMethod('AgentService', 'StartVm')
   startVm(
@@ -43,20 +43,7 @@ export class AgentGrpc implements computeV1.AgentServiceController {
     if (!spec?.vmId)
       throw new DomainError(ErrorCode.InvalidArgument, 'spec.vm_id: is required', { field: 'spec.vm_id' });
     return this.command(md, req.epoch, spec.vmId, async () => ({
-      status: toProto(
-        await this.driver.start({
-          vmId: spec.vmId,
-          name: spec.name,
-          vcpus: validateIntRange('spec.vcpus', spec.vcpus, 1, 4096),
-          memoryMib: validateIntRange('spec.memory_mib', spec.memoryMib, 16, 64 * 1024 * 1024),
-          boot: this.boot(spec),
-          disks: this.vmDisks(spec),
-          nics: spec.nics.map((n) => ({
-            mac: n.mac,
-            forwards: n.forwards.map((f) => ({ guestPort: f.guestPort })),
-          })),
-        }),
-      ),
+      status: toProto(await this.driver.start(this.specs.vmSpec(spec))),
     }));
   }
 
@@ -161,7 +148,7 @@ export class AgentGrpc implements computeV1.AgentServiceController {
     return this.command(md, req.epoch, req.vmId, async () => {
       if (!req.disk) throw invalidArgument('disk', 'is required');
       this.requireHotplug();
-      const { device } = await this.driver.plugDisk(req.vmId, this.driverDisk(req.disk, 'disk'));
+      const { device } = await this.driver.plugDisk(req.vmId, this.specs.disk(req.disk, 'disk'));
       return { device };
     });
   }
@@ -234,34 +221,6 @@ export class AgentGrpc implements computeV1.AgentServiceController {
     return { status: toProto(status) };
   }
 
-  /**
-   * The VM's disks in device order (the guest names them in that order); for a disk boot the bootable one
-   * goes first, so it is vda and the firmware's boot disk.
-   */
-  private vmDisks(spec: computeV1.VmSpec): DriverDisk[] {
-    const disks = spec.disks
-      .map((d, i) => ({ d, i }))
-      .sort((a, b) => a.d.devicePosition - b.d.devicePosition)
-      .map(({ d, i }) => this.driverDisk(d, `spec.disks[${i}]`));
-    if (spec.boot?.kernel) return disks;
-    const bootable = disks.findIndex((d) => d.bootable);
-    return bootable > 0 ? [disks[bootable], ...disks.filter((_, i) => i !== bootable)] : disks;
-  }
-
-  /** A VmDisk as the driver's disk: the file only through SrPaths (roots, SR marker, plain name). */
-  private driverDisk(d: storageV1.VmDisk, field: string): DriverDisk & { id: string } {
-    if (!d.vbdId) throw invalidArgument(`${field}.vbd_id`, 'is required');
-    validateIntRange(`${field}.device_position`, d.devicePosition, 0, 15);
-    return {
-      id: d.vbdId,
-      // VDIs are qcow2 files, always: the format is stated, never probed.
-      path: this.srPaths.file(d.srId, d.srPath, d.file, `${field}.file`, `${field}.sr_path`),
-      format: 'qcow2',
-      ...(d.readOnly ? { readOnly: true } : {}),
-      ...(d.bootable ? { bootable: true } : {}),
-    };
-  }
-
   private requireHotplug(): void {
     if (!this.driver.capabilities().hotplugDisks)
       throw new DomainError(
@@ -270,37 +229,16 @@ export class AgentGrpc implements computeV1.AgentServiceController {
       );
   }
 
-  private boot(spec: computeV1.VmSpec): DriverBoot {
-    const boot = spec.boot;
-    if (!boot?.kernel) return { kind: 'disk' };
-    return {
-      kind: 'kernel',
-      kernel: this.catalogue.resolve('spec.boot.kernel', boot.kernel, spec.kernelSha256),
-      ...(boot.initrd
-        ? { initrd: this.catalogue.resolve('spec.boot.initrd', boot.initrd, spec.initrdSha256) }
-        : {}),
-      cmdline: boot.cmdline,
-    };
-  }
-
   /** Reads that need no epoch: driver errors become domain errors. */
-  private async read<T>(work: () => Promise<T>): Promise<T> {
-    try {
-      return await work();
-    } catch (e) {
-      throw e instanceof DriverError ? fromDriverError(e) : e;
-    }
+  private read<T>(work: () => Promise<T>): Promise<T> {
+    return withDriverErrors(work);
   }
 
   private async command<T>(md: Metadata, epoch: number, vmId: string, work: () => Promise<T>): Promise<T> {
     this.identity.verify(md);
     this.registration.checkEpoch(epoch);
     if (!vmId) throw new DomainError(ErrorCode.InvalidArgument, 'vm_id: is required', { field: 'vm_id' });
-    try {
-      return await this.queue.run(vmId, work);
-    } catch (e) {
-      throw e instanceof DriverError ? fromDriverError(e) : e;
-    }
+    return withDriverErrors(() => this.queue.run(vmId, work));
   }
 }
 

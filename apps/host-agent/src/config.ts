@@ -31,6 +31,17 @@ export const agentConfigSpec = {
     schema: listenAddress(),
     default: '',
   },
+  FLOTILLA_MIGRATION_HOST: {
+    description:
+      "host name or IP address the migration and NBD listeners of incoming VMs bind to; the source host's QEMU connects there (empty: the host part of FLOTILLA_AGENT_ADVERTISE_ADDRESS, else of FLOTILLA_AGENT_ADDRESS)",
+    schema: z
+      .string()
+      .regex(
+        /^([A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\])$/,
+        'must be a host name or IP address without a port (IPv6 in brackets), e.g. 10.0.0.5',
+      ),
+    default: '',
+  },
   FLOTILLA_AGENT_NAME: {
     description: 'the host name registered with the pool (unique in the pool)',
     schema: z
@@ -102,3 +113,14 @@ export const agentConfigSpec = {
     default: {} as Record<string, string>,
   },
 } satisfies ConfigSpec;
+
+/** FLOTILLA_MIGRATION_HOST, else the host part of the address compute reaches the agent on. */
+export function migrationHost(config: {
+  FLOTILLA_MIGRATION_HOST: string;
+  FLOTILLA_AGENT_ADDRESS: string;
+  FLOTILLA_AGENT_ADVERTISE_ADDRESS: string;
+}): string {
+  if (config.FLOTILLA_MIGRATION_HOST) return config.FLOTILLA_MIGRATION_HOST;
+  const address = config.FLOTILLA_AGENT_ADVERTISE_ADDRESS || config.FLOTILLA_AGENT_ADDRESS;
+  return address.slice(0, address.lastIndexOf(':'));
+}

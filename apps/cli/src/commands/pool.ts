@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { computeV1 } from '@flotilla/contracts';
 import { action, type CommandContext } from '../context';
 import { age, labels, mebibytes, timestamp, word } from '../format';
+import { addEvacuateCommand } from './evacuation';
 import { listWith, noteMore, withListOptions, type ListOptions } from './list-options';
 
 const hostState = (h: Pick<computeV1.Host, 'state'>): string => word(h.state, 'HOST_STATE_');
@@ -17,7 +18,54 @@ export function hostCommand(): Command {
     .description('show one host')
     .argument('<host>', 'host id or name')
     .action(action(showHost));
+  host
+    .command('enable')
+    .description('let the scheduler place VMs on a disabled host, or one in maintenance, again')
+    .argument('<host>', 'host id or name')
+    .action(action(enableHost));
+  host
+    .command('disable')
+    .description('keep the scheduler away from a host; its VMs keep running (see also `host maintenance`)')
+    .argument('<host>', 'host id or name')
+    .option('--reason <text>', 'why, shown as the state reason')
+    .action(
+      action((ctx: CommandContext, ref: string, o: { reason?: string }) => disableHost(ctx, ref, o, false)),
+    );
+  host
+    .command('maintenance')
+    .description(
+      'put a host in maintenance: the scheduler keeps away (new VMs, starts, migrations to it) until `host enable`; ' +
+        'its VMs keep running (`host evacuate` moves them)',
+    )
+    .argument('<host>', 'host id or name')
+    .option('--reason <text>', 'why, shown as the state reason (default "maintenance")')
+    .action(
+      action((ctx: CommandContext, ref: string, o: { reason?: string }) => disableHost(ctx, ref, o, true)),
+    );
+  addEvacuateCommand(host);
   return host;
+}
+
+async function enableHost(ctx: CommandContext, ref: string): Promise<void> {
+  const { host } = await ctx.cloud().hosts.call.enableHost({ id: ref });
+  if (ctx.out.json) return ctx.out.printJson({ host });
+  if (host) ctx.out.line(`host ${host.name} is ${hostState(host)}`);
+}
+
+async function disableHost(
+  ctx: CommandContext,
+  ref: string,
+  o: { reason?: string },
+  maintenance: boolean,
+): Promise<void> {
+  const { host } = await ctx.cloud().hosts.call.disableHost({ id: ref, maintenance, reason: o.reason ?? '' });
+  if (ctx.out.json) return ctx.out.printJson({ host });
+  if (!host) return;
+  ctx.out.line(`host ${host.name} is ${hostState(host)}${host.stateReason ? ` (${host.stateReason})` : ''}`);
+  if (host.vmCount && ctx.out.interactive)
+    ctx.out.note(
+      `its ${host.vmCount} VM${host.vmCount === 1 ? '' : 's'} keep running: \`flotilla host evacuate ${host.name}\` moves them`,
+    );
 }
 
 export function flavorCommand(): Command {

@@ -4,8 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { storageV1 } from '@flotilla/contracts';
 import { LocalCloud, startLocalCloud, testDatabases, uniqueSchema } from '@flotilla/platform';
-import { describeError } from '../errors';
-import { buildProgram } from '../program';
+import { cliFor } from '../cli.testing';
 
 // Real: the `flotilla` command tree (run in this process), the gateway (relaying SrService, VdiService,
 // VbdService, ImportVdi's client stream and ExportVdi's server stream), storage, compute, two host agents
@@ -13,49 +12,14 @@ import { buildProgram } from '../program';
 
 const MiB = 1024 * 1024;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 describe.each(testDatabases().slice(0, 1))('the storage commands against a local cloud on %s', (_db, url) => {
   let cloud: LocalCloud;
   let work: string;
   let srRoot: string;
   const savedConfig = process.env.FLOTILLA_CONFIG;
 
-  /** `flotilla <args>` with the admin token, as main() runs it: output captured, errors as exit codes. */
-  async function flotilla(...args: string[]): Promise<Run> {
-    let stdout = '';
-    let stderr = '';
-    const out = jest.spyOn(process.stdout, 'write').mockImplementation((s) => ((stdout += String(s)), true));
-    const err = jest.spyOn(process.stderr, 'write').mockImplementation((s) => ((stderr += String(s)), true));
-    try {
-      await buildProgram().parseAsync([
-        'node',
-        'flotilla',
-        '--endpoint',
-        cloud.gatewayAddress,
-        '--token',
-        cloud.adminToken,
-        ...args,
-      ]);
-      return { code: 0, stdout, stderr };
-    } catch (e) {
-      const { exitCode, message } = describeError(e);
-      return { code: exitCode, stdout, stderr: `${stderr}flotilla: ${message}\n` };
-    } finally {
-      out.mockRestore();
-      err.mockRestore();
-    }
-  }
-
-  async function json<T>(...args: string[]): Promise<T> {
-    const r = await flotilla(...args, '--json');
-    if (r.code !== 0) throw new Error(`flotilla ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-    return JSON.parse(r.stdout) as T;
-  }
+  /** `flotilla <args>` with the admin token. */
+  const { flotilla, json } = cliFor(() => ({ endpoint: cloud.gatewayAddress, token: cloud.adminToken }));
 
   beforeAll(async () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-cli-storage-'));

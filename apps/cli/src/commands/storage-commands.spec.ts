@@ -1,7 +1,7 @@
-import { Command, CommanderError } from 'commander';
+import { CommanderError } from 'commander';
 import { storageV1 } from '@flotilla/contracts';
 import { CliError, ExitCode } from '../errors';
-import { buildProgram } from '../program';
+import { parseCli } from '../cli.testing';
 import { scanSummary, srSpace } from './sr';
 import { joinFilter, vdiFlags } from './vdi-common';
 
@@ -12,19 +12,8 @@ const GiB = 1024 ** 3;
 
 /** Runs `flotilla <args>` in-process and returns what it threw, with commander's error output captured. */
 async function run(...args: string[]): Promise<{ error: unknown; stderr: string }> {
-  const program = buildProgram();
-  let stderr = '';
-  const capture = (c: Command) => {
-    c.configureOutput({ writeErr: (s) => (stderr += s), writeOut: (s) => (stderr += s) });
-    c.commands.forEach(capture);
-  };
-  capture(program);
-  try {
-    await program.parseAsync(['node', 'flotilla', '--endpoint', '127.0.0.1:1', '--token', 't', ...args]);
-    return { error: undefined, stderr };
-  } catch (error) {
-    return { error, stderr };
-  }
+  const { error, output } = await parseCli(args);
+  return { error, stderr: output };
 }
 
 describe('storage command flags', () => {

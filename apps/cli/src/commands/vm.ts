@@ -9,6 +9,7 @@ import { age, labels, mebibytes, timestamp, word } from '../format';
 import { settle } from '../operations';
 import { findVm, hostNames } from '../resolve';
 import { listWith, noteMore, withListOptions, type ListOptions } from './list-options';
+import { addMigrateCommand } from './migration';
 import { disksOfVm } from './vbd';
 import { addGuestCommands } from './vm-console';
 
@@ -195,6 +196,7 @@ export function vmCommand(): Command {
     'stop a VM if needed and delete it with everything it owns',
     (cloud, id, requestId) => cloud.vms.call.destroyVm({ id, requestId }),
   );
+  addMigrateCommand(vm);
   addGuestCommands(vm);
   return vm;
 }

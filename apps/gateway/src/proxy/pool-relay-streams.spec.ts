@@ -373,13 +373,16 @@ describe('PoolRelay, server streams (ExportVdi)', () => {
 });
 
 describe('the services the gateway relays', () => {
-  it('include the storage services consumers use, and none of the pool’s internal ones', () => {
+  it('include the storage and migration services consumers use, and none of the pool’s internal ones', () => {
     expect(relayedServices).toEqual(
       expect.arrayContaining([
         'flotilla.storage.v1.SrService',
         'flotilla.storage.v1.VdiService',
         'flotilla.storage.v1.VbdService',
         'flotilla.storage.v1.ImageService',
+        'flotilla.migration.v1.MigrationService',
+        'flotilla.migration.v1.EvacuationService',
+        'flotilla.migration.v1.MigrationEventService',
       ]),
     );
     for (const internal of [
@@ -387,6 +390,8 @@ describe('the services the gateway relays', () => {
       'flotilla.storage.v1.StorageAgentService',
       'flotilla.compute.v1.HostRegistryService',
       'flotilla.compute.v1.AgentService',
+      'flotilla.compute.v1.VmMigrationService',
+      'flotilla.migration.v1.MigrationAgentService',
     ])
       expect(relayedServices).not.toContain(internal);
   });
