@@ -187,7 +187,8 @@ export function buildQemuArgv(
     argv.push('-device', `virtio-net-pci,id=nic${i},netdev=net${i},mac=${nic.mac}`);
   });
 
-  // Resume from saved state: QEMU waits for migrate-incoming on QMP.
+  // Resume from saved state, or the destination of a live migration: QEMU waits for migrate-incoming on QMP
+  // and starts the guest by itself once the state is loaded (no -S).
   if (options.incoming) argv.push('-incoming', 'defer');
   return argv;
 }

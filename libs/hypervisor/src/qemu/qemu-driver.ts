@@ -1,5 +1,4 @@
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
@@ -8,6 +7,9 @@ import {
   DriverDisk,
   DriverError,
   DriverIncoming,
+  DriverIncomingOptions,
+  DriverMigrationParameters,
+  DriverMirrorTarget,
   DriverOutgoingStatus,
   DriverVmMetrics,
   DriverVmSpec,
@@ -45,6 +47,8 @@ import {
   supportsDirectIo,
 } from './qemu-disks';
 import { diskMetrics, readProcessCpuTimeNs, readResidentMemoryBytes } from './qemu-metrics';
+import { freeTcpPort, userfaultfdAvailable } from './qemu-migration-qmp';
+import { MigrationHost, QemuMigrations } from './qemu-migration';
 import {
   adoptQemu,
   findLiveQemu,
@@ -126,16 +130,7 @@ function describeExit(exit: QemuExit | undefined): string {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** A loopback port nobody listens on right now (the kernel picks it). */
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
+const freeLoopbackPort = (): Promise<number> => freeTcpPort('127.0.0.1');
 
 /**
  * Real VMs: one detached `qemu-system-x86_64` per VM, controlled over QMP, with everything the host holds for
@@ -152,6 +147,8 @@ export class QemuDriver implements HypervisorDriver {
   private readonly binary: string;
   private readonly log: (line: string) => void;
   private closed = false;
+  private readonly postCopy = userfaultfdAvailable();
+  private readonly migrations: QemuMigrations<VmHandle>;
 
   private constructor(
     private readonly options: QemuDriverOptions,
@@ -161,6 +158,7 @@ export class QemuDriver implements HypervisorDriver {
   ) {
     this.binary = options.binary ?? QEMU_BINARY;
     this.log = options.log ?? (() => undefined);
+    this.migrations = new QemuMigrations(this.migrationHost());
   }
 
   /** Checks the options, chooses the accelerator (probe or override) and returns a driver; call recover() next. */
@@ -201,8 +199,8 @@ export class QemuDriver implements HypervisorDriver {
       acceleratorReason: this.accel.reason,
       pause: true,
       suspend: true,
-      liveMigration: false,
-      postCopy: false,
+      liveMigration: true,
+      postCopy: this.postCopy,
       hotplugDisks: true,
       console: true,
     };
@@ -277,7 +275,7 @@ export class QemuDriver implements HypervisorDriver {
       case 'finish-migrate':
         // An interrupted resume (the image was not loaded) or a suspend whose image is complete: the saved
         // state is the VM. Otherwise the QEMU still holds the only copy of the guest: keep it.
-        if (dir.hasSavedState() || status === 'inmigrate') {
+        if (dir.readMigration()?.role !== 'incoming' && (dir.hasSavedState() || status === 'inmigrate')) {
           await this.stopQemu(handle);
           return this.record(dir, dir.hasSavedState() ? 'SUSPENDED' : 'HALTED', 'interrupted resume');
         }
@@ -303,19 +301,7 @@ export class QemuDriver implements HypervisorDriver {
         throw new DriverError('invalid-state', `vm ${valid.vmId} is ${status.powerState}, not HALTED`);
       }
       if (dir.hasSavedState()) return this.resumeLocked(dir);
-      // Disks without an id are named by their position now, once: later plugs and unplugs shift positions.
-      const vm: DriverVmSpec = {
-        ...valid,
-        disks: valid.disks.map((d, i) => ({ ...d, id: d.id ?? `disk${i}` })),
-        nics: await this.resolveHostPorts(valid.nics),
-      };
-      const launch: QemuLaunchSpec = {
-        vm,
-        uuid: vmUuid(valid.vmId),
-        accelerator: this.accel.accelerator,
-        rootPorts: initialRootPorts(vm, this.options.spareDiskPorts ?? SPARE_DISK_PORTS),
-        disks: initialDiskLayout(vm, (d) => this.diskFiles(d)),
-      };
+      const launch = await this.newLaunch(valid);
       const argv = buildQemuArgv(launch, dir.runtimePaths);
       dir.create();
       dir.writeSpec(launch);
@@ -491,17 +477,7 @@ export class QemuDriver implements HypervisorDriver {
   async destroy(vmId: string): Promise<void> {
     validateVmId(vmId);
     return this.withLock(vmId, async () => {
-      const dir = new VmDirectory(this.options.stateDir, vmId);
-      const handle = this.handles.get(vmId) ?? (await this.adoptLive(dir).catch(() => undefined));
-      if (handle) await this.stopQemu(handle);
-      // A QEMU that would not even answer QMP (adoptLive failed) is still found by its pidfile.
-      const launch = dir.readSpec();
-      const pid = launch && findLiveQemu(dir, launch.uuid);
-      if (pid && launch) {
-        signalQemu(pid, launch.uuid, 'SIGKILL');
-        await waitForProcessExit(pid, 5000);
-      }
-      dir.remove();
+      await this.removeVmHere(new VmDirectory(this.options.stateDir, vmId));
     });
   }
 
@@ -786,36 +762,87 @@ export class QemuDriver implements HypervisorDriver {
     return handle.console.attach();
   }
 
-  // ---- Live migration: not built in this driver yet ----
-  prepareIncoming(): Promise<DriverIncoming> {
-    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  // ---- Live migration: qemu-migration.ts, with this driver's lock and QEMUs ----
+
+  prepareIncoming(spec: DriverVmSpec, options: DriverIncomingOptions): Promise<DriverIncoming> {
+    return this.migrations.prepareIncoming(spec, options);
   }
-  startDiskMirror(): Promise<void> {
-    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  startDiskMirror(
+    vmId: string,
+    migrationId: string,
+    targets: DriverMirrorTarget[],
+    bandwidthBytesPerSec: number,
+  ): Promise<void> {
+    return this.migrations.startDiskMirror(vmId, migrationId, targets, bandwidthBytesPerSec);
   }
-  startOutgoing(): Promise<void> {
-    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  startOutgoing(
+    vmId: string,
+    migrationId: string,
+    destinationAddress: string,
+    parameters: DriverMigrationParameters,
+  ): Promise<void> {
+    return this.migrations.startOutgoing(vmId, migrationId, destinationAddress, parameters);
   }
-  outgoingStatus(): Promise<DriverOutgoingStatus> {
-    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  outgoingStatus(vmId: string, migrationId: string, waitMs: number): Promise<DriverOutgoingStatus> {
+    return this.migrations.outgoingStatus(vmId, migrationId, waitMs);
   }
-  tuneOutgoing(): Promise<void> {
-    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  tuneOutgoing(
+    vmId: string,
+    migrationId: string,
+    tune: { bandwidthBytesPerSec?: number; startPostCopy?: boolean },
+  ): Promise<void> {
+    return this.migrations.tuneOutgoing(vmId, migrationId, tune);
   }
-  switchOver(): Promise<void> {
-    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  switchOver(vmId: string, migrationId: string): Promise<void> {
+    return this.migrations.switchOver(vmId, migrationId);
   }
-  cancelOutgoing(): Promise<void> {
-    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  cancelOutgoing(vmId: string, migrationId: string): Promise<void> {
+    return this.migrations.cancelOutgoing(vmId, migrationId);
   }
-  finishIncoming(): Promise<DriverVmStatus> {
-    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  finishIncoming(vmId: string, migrationId: string, timeoutMs: number): Promise<DriverVmStatus> {
+    return this.migrations.finishIncoming(vmId, migrationId, timeoutMs);
   }
-  abortIncoming(): Promise<void> {
-    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  abortIncoming(vmId: string, migrationId: string): Promise<void> {
+    return this.migrations.abortIncoming(vmId, migrationId);
   }
-  finishOutgoing(): Promise<void> {
-    return Promise.reject(new DriverError('unsupported', 'live migration is not built yet'));
+  finishOutgoing(vmId: string, migrationId: string): Promise<void> {
+    return this.migrations.finishOutgoing(vmId, migrationId);
+  }
+
+  /** What the migration methods may use of this driver. */
+  private migrationHost(): MigrationHost<VmHandle> {
+    return {
+      stateDir: this.options.stateDir,
+      postCopy: this.postCopy,
+      log: (line) => this.log(line),
+      withLock: (vmId, fn) => this.withLock(vmId, fn),
+      handle: async (dir) => this.handles.get(dir.vmId) ?? (await this.adoptLive(dir)),
+      requireRunning: (vmId) => this.requireRunning(vmId),
+      launchIncoming: async (dir, spec) => {
+        await this.probeIfGuestArrived();
+        const launch = await this.newLaunch(spec);
+        dir.writeSpec(launch);
+        dir.writeState('PAUSED');
+        return this.launch(dir, launch, buildQemuArgv(launch, dir.runtimePaths, { incoming: true }));
+      },
+      stopQemu: (handle) => this.stopQemu(handle),
+      removeVm: (dir) => this.removeVmHere(dir),
+      statusOf: (handle) => this.statusOf(handle),
+    };
+  }
+
+  /** Stops the VM's QEMU (a planned exit) and removes its directory; disk files are not in it. */
+  private async removeVmHere(dir: VmDirectory): Promise<void> {
+    const handle = this.handles.get(dir.vmId) ?? (await this.adoptLive(dir).catch(() => undefined));
+    if (handle) await this.stopQemu(handle);
+    // A QEMU that would not even answer QMP (adoptLive failed) is still found by its pidfile.
+    const launch = dir.readSpec();
+    const pid = launch && findLiveQemu(dir, launch.uuid);
+    if (pid && launch) {
+      signalQemu(pid, launch.uuid, 'SIGKILL');
+      await waitForProcessExit(pid, 5000);
+    }
+    dir.remove();
   }
 
   async close(): Promise<void> {
@@ -920,6 +947,23 @@ export class QemuDriver implements HypervisorDriver {
     }
   }
 
+  /** A first launch of a validated spec: disk ids, host ports, PCIe ports and chains fixed now, once. */
+  private async newLaunch(valid: DriverVmSpec): Promise<QemuLaunchSpec> {
+    // Disks without an id are named by their position now, once: later plugs and unplugs shift positions.
+    const vm: DriverVmSpec = {
+      ...valid,
+      disks: valid.disks.map((d, i) => ({ ...d, id: d.id ?? `disk${i}` })),
+      nics: await this.resolveHostPorts(valid.nics),
+    };
+    return {
+      vm,
+      uuid: vmUuid(valid.vmId),
+      accelerator: this.accel.accelerator,
+      rootPorts: initialRootPorts(vm, this.options.spareDiskPorts ?? SPARE_DISK_PORTS),
+      disks: initialDiskLayout(vm, (d) => this.diskFiles(d)),
+    };
+  }
+
   private async resolveHostPorts(nics: DriverVmSpec['nics']): Promise<DriverVmSpec['nics']> {
     const out: DriverVmSpec['nics'] = [];
     for (const nic of nics) {
@@ -998,6 +1042,12 @@ export class QemuDriver implements HypervisorDriver {
       this.log(`vm ${vmId}: ${reason}`);
       if (qemuStillRuns) await this.stopQemu(handle);
       else this.forget(handle);
+      // The source still runs the VM when an incoming QEMU ends (QEMU exits when the source cancels or
+      // the stream breaks): the migration failed, not the VM; abortIncoming cleans up.
+      if (handle.dir.readMigration()?.role === 'incoming') {
+        this.record(handle.dir, 'HALTED', `incoming migration ended: ${reason}`);
+        return;
+      }
       const status = this.record(handle.dir, 'HALTED', reason);
       for (const l of this.listeners) l(status);
     }).catch((e: unknown) => this.log(`vm ${vmId}: handling "${reason}" failed: ${(e as Error).message}`));

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DriverError, DriverPowerState } from '../driver';
+import { DriverError, DriverMigrationParameters, DriverPowerState } from '../driver';
 import { QemuLaunchSpec, QemuRuntimePaths } from './qemu-command';
 import { validateVmId } from './vm-spec-validation';
 
@@ -11,6 +11,40 @@ export interface VmStateRecord {
   intended: DriverPowerState;
   reason?: string;
   updatedAt: string;
+}
+
+/**
+ * The live migration this host takes part in for the VM (`migration.json`), so that a restarted agent
+ * re-attaches to it: which side this host is, the migration's id, and what it set up in QEMU. Written
+ * before QEMU is changed: a crash in between leaves a record that a repeated call completes or cleans up.
+ */
+export type MigrationRecord = IncomingMigrationRecord | OutgoingMigrationRecord;
+
+export interface IncomingMigrationRecord {
+  role: 'incoming';
+  migrationId: string;
+  postCopy: boolean;
+  /** host:port QEMU listens on for the memory stream; absent until migrate-incoming was sent. */
+  migrationAddress?: string;
+  nbdAddress?: string;
+  /** Disk id → NBD export name (also the block export's id). */
+  nbdExports: Record<string, string>;
+}
+
+export interface OutgoingMigrationRecord {
+  role: 'outgoing';
+  migrationId: string;
+  /** One per mirrored disk: the job and the NBD client node it writes into. */
+  mirrors: { diskId: string; jobId: string; targetNode: string }[];
+  /** Set once `migrate` is about to be sent. */
+  destinationAddress?: string;
+  parameters?: DriverMigrationParameters;
+  /** Whether the guest ran when memory started to move: a cancel runs it again only then. */
+  wasRunning?: boolean;
+  /** switchOver sent migrate-continue: past the point of no return unless QEMU reports a failure. */
+  switchedOver?: boolean;
+  /** Cancelled by cancelOutgoing: nothing is in flight any more. */
+  cancelled?: boolean;
 }
 
 /** Longest unix socket path Linux accepts (sun_path is 108 bytes with the NUL). */
@@ -48,6 +82,8 @@ export class VmDirectory {
   readonly qemuLog: string;
   /** Memory and device state while SUSPENDED. */
   readonly savedState: string;
+  /** The migration in progress, if any (MigrationRecord). */
+  readonly migrationFile: string;
   /** Where QEMU sends or receives the saved state during suspend/resume. */
   readonly migrationSocket: string;
   /** The directory holding the sockets: `dir`, or a short one when `dir` is too deep for socket paths. */
@@ -70,6 +106,7 @@ export class VmDirectory {
     this.qemuLog = path.join(this.dir, 'qemu.log');
     this.savedState = path.join(this.dir, 'saved-state.bin');
     this.migrationSocket = path.join(this.socketDir, 'migrate.sock');
+    this.migrationFile = path.join(this.dir, 'migration.json');
     if (!fits(this.socketDir))
       throw new DriverError(
         'invalid-spec',
@@ -109,6 +146,22 @@ export class VmDirectory {
 
   writeState(intended: DriverPowerState, reason?: string): void {
     writeJsonAtomically(this.stateFile, { intended, reason, updatedAt: new Date().toISOString() });
+  }
+
+  readMigration(): MigrationRecord | undefined {
+    return readJson<MigrationRecord>(this.migrationFile);
+  }
+
+  /**
+   * `durable: false` skips the fsync (about 2 ms here) where the guest is paused waiting for the write: the
+   * record still survives the agent dying (the page cache keeps it), and a host crash takes QEMU along.
+   */
+  writeMigration(record: MigrationRecord, options: { durable?: boolean } = {}): void {
+    writeJsonAtomically(this.migrationFile, record, options.durable ?? true);
+  }
+
+  removeMigration(): void {
+    fs.rmSync(this.migrationFile, { force: true });
   }
 
   hasSavedState(): boolean {
@@ -172,12 +225,12 @@ function readJson<T>(file: string): T | undefined {
 }
 
 /** Write-then-rename (with fsync): a crash leaves the old file or the new one, never half of one. */
-export function writeJsonAtomically(file: string, value: unknown): void {
+export function writeJsonAtomically(file: string, value: unknown, durable = true): void {
   const tmp = `${file}.${process.pid}.tmp`;
   const fd = fs.openSync(tmp, 'w', 0o600);
   try {
     fs.writeSync(fd, JSON.stringify(value, null, 2));
-    fs.fsyncSync(fd);
+    if (durable) fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
   }
