@@ -4,7 +4,7 @@
 // they do not assert them: this exits non-zero only when a benchmark crashes (or the build fails).
 //
 //   npm run bench                 every benchmark
-//   npm run bench -- rpc          only those named (scheduler, rpc, boot, storage)
+//   npm run bench -- rpc          only those named (scheduler, rpc, boot, storage, migration)
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -18,6 +18,7 @@ const benchmarks = [
   { name: 'rpc', file: 'dist/bench/rpc/rpc.bench.js' },
   { name: 'boot', file: 'dist/bench/boot/boot.bench.js' },
   { name: 'storage', file: 'dist/bench/storage/storage.bench.js' },
+  { name: 'migration', file: 'dist/bench/migration/migration.bench.js' },
 ];
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -169,6 +169,11 @@ export interface HypervisorDriver {
    * runs by itself once the source switches over. Reports the incoming VM (PAUSED, with its forwards).
    */
   prepareIncoming(spec: DriverVmSpec, options: DriverIncomingOptions): Promise<DriverIncoming>;
+  /**
+   * Source: how the running VM's devices sit (ports, disks hot-plugged since boot), opaque outside the
+   * driver; prepareIncoming on the destination rebuilds the same machine from it. '' when nothing to say.
+   */
+  deviceLayout(vmId: string): Promise<string>;
   /** Source: mirrors disks into the destination's NBD exports (blockdev-mirror, write-blocking). */
   startDiskMirror(
     vmId: string,
@@ -215,6 +220,8 @@ export interface DriverIncomingOptions {
   /** Disk ids (DriverDisk.id: the VBD ids) that arrive through NBD while the VM still runs on the source. */
   receiveDiskIds: string[];
   postCopy: boolean;
+  /** deviceLayout() of the source; absent or '': the layout a fresh start would have. */
+  sourceDeviceLayout?: string;
 }
 
 export interface DriverIncoming {

@@ -252,6 +252,7 @@ describe('host agent MigrationAgentService', () => {
       ]),
       receiveVbdIds: ['vbd-root', 'vbd-data'],
       postCopy: false,
+      sourceDeviceLayout: '',
     });
     const [call] = driver.calls;
     expect(call.method).toBe('prepareIncoming');
@@ -273,6 +274,7 @@ describe('host agent MigrationAgentService', () => {
         listenHost: LISTEN_HOST,
         receiveDiskIds: ['vbd-root', 'vbd-data'],
         postCopy: false,
+        sourceDeviceLayout: '',
       },
     ]);
     expect(answer).toEqual({
@@ -299,6 +301,7 @@ describe('host agent MigrationAgentService', () => {
         spec: spec([vmDisk({ srId: 'sr-other' })]),
         receiveVbdIds: [],
         postCopy: false,
+        sourceDeviceLayout: '',
       }),
       'FAILED_PRECONDITION',
       /marker of SR sr-local/,
@@ -311,6 +314,7 @@ describe('host agent MigrationAgentService', () => {
         spec: spec([vmDisk({})]),
         receiveVbdIds: ['vbd-nope'],
         postCopy: false,
+        sourceDeviceLayout: '',
       }),
       'INVALID_ARGUMENT',
       /^receive_vbd_ids\[0\]: "vbd-nope" is not the vbd_id/,
@@ -323,19 +327,34 @@ describe('host agent MigrationAgentService', () => {
         spec: { ...spec([]), vmId: '' },
         receiveVbdIds: [],
         postCopy: false,
+        sourceDeviceLayout: '',
       }),
       'INVALID_ARGUMENT',
       /vm_id: is required/,
     ],
     [
       'a migration id that could not be one',
-      () => ({ epoch: EPOCH, migrationId: '../x', spec: spec([]), receiveVbdIds: [], postCopy: false }),
+      () => ({
+        epoch: EPOCH,
+        migrationId: '../x',
+        spec: spec([]),
+        receiveVbdIds: [],
+        postCopy: false,
+        sourceDeviceLayout: '',
+      }),
       'INVALID_ARGUMENT',
       /^migration_id:/,
     ],
     [
       'post-copy on a host that cannot do it',
-      () => ({ epoch: EPOCH, migrationId: 'mig-1', spec: spec([]), receiveVbdIds: [], postCopy: true }),
+      () => ({
+        epoch: EPOCH,
+        migrationId: 'mig-1',
+        spec: spec([]),
+        receiveVbdIds: [],
+        postCopy: true,
+        sourceDeviceLayout: '',
+      }),
       'FAILED_PRECONDITION',
       /post-copy/,
     ],

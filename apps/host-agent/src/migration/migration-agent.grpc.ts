@@ -70,6 +70,7 @@ export class MigrationAgentGrpc implements migrationV1.MigrationAgentServiceCont
         listenHost: this.listenHost,
         receiveDiskIds: [...new Set(req.receiveVbdIds)],
         postCopy: req.postCopy,
+        sourceDeviceLayout: deviceLayout(req.sourceDeviceLayout),
       });
       return {
         migrationAddress: incoming.migrationAddress,
@@ -77,6 +78,17 @@ export class MigrationAgentGrpc implements migrationV1.MigrationAgentServiceCont
         nbdExports: incoming.nbdExports,
         status: toProto(incoming.status),
       };
+    });
+  }
+
+  @GrpcMethod('MigrationAgentService', 'GetVmDeviceLayout')
+  getVmDeviceLayout(
+    req: migrationV1.GetVmDeviceLayoutRequest,
+    md: Metadata,
+  ): Promise<migrationV1.GetVmDeviceLayoutResponse> {
+    return this.command(md, req, req.vmId, async () => {
+      this.requireLiveMigration();
+      return { deviceLayout: await this.driver.deviceLayout(req.vmId) };
     });
   }
 
@@ -270,6 +282,16 @@ export class MigrationAgentGrpc implements migrationV1.MigrationAgentServiceCont
  * An address the destination agent answered: non-empty, printable, no spaces. Its form is the driver's
  * (QEMU: host:port; sim: a sim address), and the driver refuses one it did not make with 'invalid-spec'.
  */
+/** A source's device layout is the source driver's JSON: bounded here, read by the driver. */
+function deviceLayout(value: string): string {
+  if (value.length > 64 * 1024)
+    throw invalidArgument(
+      'source_device_layout',
+      `is ${value.length} characters; at most 65536: pass GetVmDeviceLayout's answer unchanged`,
+    );
+  return value;
+}
+
 function peerAddress(field: string, value: string): string {
   if (!value || value.length > 300 || !/^[\x21-\x7e]+$/.test(value))
     throw invalidArgument(

@@ -304,6 +304,12 @@ export class MigrationRunner {
       disks ??= await doPrepareDisks();
       const spec = expectSpec(begin.spec);
       const destDisks = disks.disks;
+      // The destination rebuilds the source's machine (disks hot-plugged since boot sit elsewhere).
+      const { deviceLayout } = await this.retrying(signal, () =>
+        this.peers.agent(src(m), (a) =>
+          a.getVmDeviceLayout({ epoch: src(m).epoch, migrationId: id, vmId: m.vmId }),
+        ),
+      );
       const res = await this.retrying(signal, () =>
         this.peers.agent(dest(m), (a) =>
           a.prepareIncoming({
@@ -312,6 +318,7 @@ export class MigrationRunner {
             spec: { ...spec, disks: destDisks },
             receiveVbdIds: m.diskPlan.filter((d) => d.targetSrId).map((d) => d.vbdId),
             postCopy: m.options.postCopy,
+            sourceDeviceLayout: deviceLayout,
           }),
         ),
       );
@@ -508,7 +515,7 @@ export class MigrationRunner {
     return this.switchOver(m, signal);
   }
 
-  /** compute and storage commits, then SwitchOver (or post-copy): inside the guest's downtime, kept short. */
+  /** compute's commit, then SwitchOver (or post-copy): inside the guest's downtime, kept short. */
   private async switchOver(m: MigrationRow, signal: AbortSignal): Promise<MigrationRow> {
     const started = process.hrtime.bigint();
     await this.untilDone(signal, () =>
@@ -520,10 +527,6 @@ export class MigrationRunner {
         }),
       ),
     );
-    if (disksCopied(m))
-      await this.untilDone(signal, () =>
-        this.peers.storage((s) => s.commitVmDiskMigration({ vmId: m.vmId, migrationId: m.id })),
-      );
     const ref = { epoch: src(m).epoch, migrationId: m.id, vmId: m.vmId };
     // A refusal here (the source is no longer waiting) is sorted out by watching the source's state.
     await this.untilDone(signal, () =>
@@ -565,8 +568,8 @@ export class MigrationRunner {
         step: 'cleaning-up',
         pending:
           r.step === 'completed-on-destination'
-            ? cleanupActions(disksCopied(r)).filter((a) => a !== 'FINISH_INCOMING')
-            : cleanupActions(disksCopied(r)),
+            ? cleanupActions().filter((a) => a !== 'FINISH_INCOMING')
+            : cleanupActions(),
         progress: overallProgress('CLEANUP', 0, disksCopied(r)),
         ...withPhase(r, 'CLEANUP'),
       }));
@@ -770,6 +773,9 @@ export class MigrationRunner {
         return;
       case 'ABORT_DISKS':
         await this.peers.storage((s) => s.abortVmDiskMigration(ref));
+        return;
+      case 'COMMIT_DISKS':
+        await this.peers.storage((s) => s.commitVmDiskMigration(ref));
         return;
       case 'CLEAN_UP_DISKS':
         await this.peers.storage((s) => s.cleanUpVmDiskMigration(ref));

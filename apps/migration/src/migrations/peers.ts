@@ -22,6 +22,10 @@ export function peerError(who: string, e: unknown, hint = ''): DomainError {
   return new DomainError(err.code, `${who}: ${err.message.replace(/^\d+ [A-Z_]+: /, '')}`, err.fields);
 }
 
+/** An agent's refusal of a command carrying an epoch older than its current registration. */
+const isStaleEpoch = (e: unknown): boolean =>
+  isGrpcStatus(e) && e.code === status.FAILED_PRECONDITION && /stale host epoch/.test(e.details ?? e.message);
+
 export const isUnavailable = (e: unknown): boolean =>
   e instanceof DomainError && (e.code === ErrorCode.Unavailable || e.code === ErrorCode.DeadlineExceeded);
 
@@ -36,6 +40,8 @@ export class MigrationPeers {
   private readonly hostClient: GrpcClient<computeV1.HostServiceClient>;
   private readonly storageClient: GrpcClient<storageV1.VmDiskServiceClient>;
   private readonly agents = new Map<string, GrpcClient<migrationV1.MigrationAgentServiceClient>>();
+  /** Epochs of hosts whose agents registered again since a migration recorded them. */
+  private readonly epochs = new Map<string, number>();
 
   constructor(
     private readonly urls: { compute: string; storage: string },
@@ -89,11 +95,50 @@ export class MigrationPeers {
     }
   }
 
+  /**
+   * One call to a host's agent. The request's `epoch` is the host's latest known epoch: an agent that restarted
+   * registered again at a new epoch and refuses the old one, which only says this record is stale — so on
+   * that refusal the host is re-read from compute and the call made once more.
+   */
   async agent<T>(host: HostRef, fn: (a: AgentCall) => Promise<T>): Promise<T> {
+    const attempt = () => fn(this.withEpoch(this.agentClient(host.address).call, host));
     try {
-      return await fn(this.agentClient(host.address).call);
+      try {
+        return await attempt();
+      } catch (e) {
+        if (!isStaleEpoch(e) || !(await this.refreshEpoch(host))) throw e;
+        return await attempt();
+      }
     } catch (e) {
       throw peerError(`host ${host.name} (${host.address})`, e, '; check that its host agent runs');
+    }
+  }
+
+  /** The agent's calls with every request's epoch replaced by the host's latest known one. */
+  private withEpoch(call: AgentCall, host: HostRef): AgentCall {
+    const epoch = () => Math.max(host.epoch, this.epochs.get(host.id) ?? 0);
+    return new Proxy(call, {
+      get: (target, method: string) => {
+        const original = (target as unknown as Record<string, (req: object, ...rest: unknown[]) => unknown>)[
+          method
+        ];
+        return typeof original === 'function'
+          ? (req: object, ...rest: unknown[]) => original.call(target, { ...req, epoch: epoch() }, ...rest)
+          : original;
+      },
+    });
+  }
+
+  /** Re-reads the host's epoch from compute; false when compute cannot say or it did not change. */
+  private async refreshEpoch(host: HostRef): Promise<boolean> {
+    try {
+      const { host: now } = await this.hostClient.call.getHost({ id: host.id });
+      const epoch = Number(now?.epoch ?? 0);
+      if (epoch <= Math.max(host.epoch, this.epochs.get(host.id) ?? 0)) return false;
+      this.epochs.set(host.id, epoch);
+      return true;
+    } catch {
+      return false;
     }
   }
 

@@ -44,13 +44,16 @@ describe('rollback actions', () => {
 
 describe('clean-up after the switchover', () => {
   it('hands the VM to the destination first and deletes old disk files only once the source QEMU is gone', () => {
-    expect(cleanupActions(true)).toEqual([
+    expect(cleanupActions()).toEqual([
+      'COMMIT_DISKS',
       'FINISH_INCOMING',
       'FINISH_OUTGOING',
       'CLEAN_UP_DISKS',
       'END_VM_MIGRATION',
     ]);
-    expect(cleanupActions(false)).not.toContain('CLEAN_UP_DISKS');
+    expect(blockedBy('CLEAN_UP_DISKS', ['COMMIT_DISKS', 'CLEAN_UP_DISKS'])).toBe('COMMIT_DISKS');
+    expect(blockedBy('END_VM_MIGRATION', ['COMMIT_DISKS', 'END_VM_MIGRATION'])).toBe('COMMIT_DISKS');
+    expect(isEssential('COMMIT_DISKS', false)).toBe(true);
     expect(blockedBy('CLEAN_UP_DISKS', ['FINISH_OUTGOING', 'CLEAN_UP_DISKS'])).toBe('FINISH_OUTGOING');
     expect(blockedBy('END_VM_MIGRATION', ['FINISH_INCOMING', 'END_VM_MIGRATION'])).toBe('FINISH_INCOMING');
     // A dead source host must not keep the VM locked in compute: only the destination side is essential.

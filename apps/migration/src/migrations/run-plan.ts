@@ -22,7 +22,7 @@ export const steps = [
   'mirror-ready',
   // source StartOutgoing: memory moves.
   'outgoing-started',
-  // The point of no return: compute and storage commits, then the destination runs the VM.
+  // The point of no return: compute's commit (the host lease moves), then the destination runs the VM.
   'committing',
   'committed',
   // SwitchOver sent (or post-copy started): the destination has the VM.
@@ -57,14 +57,13 @@ export function rollbackActions(step: string): PendingAction[] {
   return out;
 }
 
-/** Clean-up calls after the switchover, in order. */
-export function cleanupActions(disksCopied: boolean): PendingAction[] {
-  return [
-    'FINISH_INCOMING',
-    'FINISH_OUTGOING',
-    ...(disksCopied ? (['CLEAN_UP_DISKS'] as const) : []),
-    'END_VM_MIGRATION',
-  ];
+/**
+ * Clean-up calls after the switchover, in order. Storage's commit (the VBDs attached on the destination, the
+ * copied VDIs in their new files) comes first, for every migration: it is a record past the point of no
+ * return, so it waits for the switch-over instead of adding to the guest's downtime.
+ */
+export function cleanupActions(): PendingAction[] {
+  return ['COMMIT_DISKS', 'FINISH_INCOMING', 'FINISH_OUTGOING', 'CLEAN_UP_DISKS', 'END_VM_MIGRATION'];
 }
 
 /**
@@ -75,7 +74,7 @@ export function cleanupActions(disksCopied: boolean): PendingAction[] {
 export function isEssential(action: PendingAction, rollingBack: boolean): boolean {
   return rollingBack
     ? action === 'CANCEL_OUTGOING' || action === 'END_VM_MIGRATION'
-    : action === 'FINISH_INCOMING' || action === 'END_VM_MIGRATION';
+    : action === 'COMMIT_DISKS' || action === 'FINISH_INCOMING' || action === 'END_VM_MIGRATION';
 }
 
 /** An action waits for another one of the same list (old disk files go once the source QEMU is gone). */
@@ -83,7 +82,9 @@ export function blockedBy(
   action: PendingAction,
   pending: readonly PendingAction[],
 ): PendingAction | undefined {
+  if (action === 'CLEAN_UP_DISKS' && pending.includes('COMMIT_DISKS')) return 'COMMIT_DISKS';
   if (action === 'CLEAN_UP_DISKS' && pending.includes('FINISH_OUTGOING')) return 'FINISH_OUTGOING';
+  if (action === 'END_VM_MIGRATION' && pending.includes('COMMIT_DISKS')) return 'COMMIT_DISKS';
   // Compute releases the VM once the side it ends on has it (the source QEMU stopped, or the destination's
   // incoming VM taken over).
   if (action === 'END_VM_MIGRATION' && pending.includes('CANCEL_OUTGOING')) return 'CANCEL_OUTGOING';

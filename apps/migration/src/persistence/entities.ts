@@ -68,6 +68,7 @@ export type PendingAction =
   | 'END_VM_MIGRATION'
   | 'FINISH_OUTGOING'
   | 'FINISH_INCOMING'
+  | 'COMMIT_DISKS'
   | 'CLEAN_UP_DISKS';
 
 /**

@@ -488,7 +488,11 @@ export class FakeAgents {
           throw err(code, `injected failure of ${method}`);
         }
       }
-      if (req.epoch !== host().epoch) throw err(grpc.status.FAILED_PRECONDITION, `stale epoch ${req.epoch}`);
+      if (req.epoch !== host().epoch)
+        throw err(
+          grpc.status.FAILED_PRECONDITION,
+          `stale host epoch ${req.epoch} (this host is at epoch ${host().epoch})`,
+        );
     };
     const out = (req: { migrationId: string }) => {
       const o = this.outgoing.get(req.migrationId);
@@ -496,6 +500,10 @@ export class FakeAgents {
       return o;
     };
     return {
+      getVmDeviceLayout: (req: migrationV1.GetVmDeviceLayoutRequest) => {
+        guard('getVmDeviceLayout', req);
+        return { deviceLayout: `{"vm":"${req.vmId}"}` };
+      },
       prepareIncoming: (req: migrationV1.PrepareIncomingRequest) => {
         guard('prepareIncoming', req);
         const vmId = req.spec?.vmId ?? '';

@@ -61,6 +61,7 @@ import {
   waitForProcessExit,
 } from './qemu-process';
 import { QemuRunState, QmpClient, QmpConnectionError, QmpError } from './qmp-client';
+import { describeLayout, withSourceLayout } from './device-layout';
 import { restoreVmState, saveVmState } from './saved-state';
 import { SerialConsoleHub, tailFile, trimLogFile } from './serial-console';
 import { VmDirectory } from './vm-directory';
@@ -767,6 +768,12 @@ export class QemuDriver implements HypervisorDriver {
   prepareIncoming(spec: DriverVmSpec, options: DriverIncomingOptions): Promise<DriverIncoming> {
     return this.migrations.prepareIncoming(spec, options);
   }
+  deviceLayout(vmId: string): Promise<string> {
+    return this.withLock(vmId, async () => {
+      const handle = await this.requireRunning(vmId);
+      return describeLayout(handle.launch.rootPorts ?? 0, this.layoutOf(handle.launch));
+    });
+  }
   startDiskMirror(
     vmId: string,
     migrationId: string,
@@ -818,9 +825,9 @@ export class QemuDriver implements HypervisorDriver {
       withLock: (vmId, fn) => this.withLock(vmId, fn),
       handle: async (dir) => this.handles.get(dir.vmId) ?? (await this.adoptLive(dir)),
       requireRunning: (vmId) => this.requireRunning(vmId),
-      launchIncoming: async (dir, spec) => {
+      launchIncoming: async (dir, spec, sourceLayout) => {
         await this.probeIfGuestArrived();
-        const launch = await this.newLaunch(spec);
+        const launch = withSourceLayout(await this.newLaunch(spec), sourceLayout);
         dir.writeSpec(launch);
         dir.writeState('PAUSED');
         return this.launch(dir, launch, buildQemuArgv(launch, dir.runtimePaths, { incoming: true }));

@@ -59,7 +59,7 @@ export interface MigrationHost<V extends MigrationVm> {
   /** The VM's live QEMU; DriverError('invalid-state') when it does not run here. */
   requireRunning(vmId: string): Promise<V>;
   /** Writes spec.json for a first launch of `spec` and starts its QEMU with `-incoming defer`. */
-  launchIncoming(dir: VmDirectory, spec: DriverVmSpec): Promise<V>;
+  launchIncoming(dir: VmDirectory, spec: DriverVmSpec, sourceLayout: string): Promise<V>;
   /** Quits the QEMU: a planned exit, never reported as the VM stopping. */
   stopQemu(vm: V): Promise<void>;
   /** Stops the VM's QEMU if it runs and removes its directory (not its disk files). */
@@ -123,7 +123,7 @@ export class QemuMigrations<V extends MigrationVm> {
       dir.writeMigration({ role: 'incoming', migrationId, postCopy: options.postCopy, nbdExports: {} });
       handle = undefined;
       try {
-        handle = await this.host.launchIncoming(dir, valid);
+        handle = await this.host.launchIncoming(dir, valid, options.sourceDeviceLayout ?? '');
         const disks = handle.launch.vm.disks;
         const exports = receive.map((diskId) => {
           const disk = disks[ids.indexOf(diskId)];

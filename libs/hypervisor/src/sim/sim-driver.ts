@@ -212,6 +212,12 @@ export class SimDriver implements HypervisorDriver {
   // separate processes with no link between them, so the destination trusts the caller: the migration
   // service calls finishIncoming only after the source reported 'completed' (or 'postcopy-active').
 
+  /** A simulated VM's devices are its spec: nothing to hand over. */
+  async deviceLayout(vmId: string): Promise<string> {
+    if (!this.vms.has(vmId)) throw new DriverError('not-found', `vm ${vmId} is not defined on this host`);
+    return '';
+  }
+
   async prepareIncoming(spec: DriverVmSpec, options: DriverIncomingOptions): Promise<DriverIncoming> {
     const existing = this.vms.get(spec.vmId);
     if (existing?.incomingMigrationId === options.migrationId) return this.incomingOf(existing, options);

@@ -56,6 +56,18 @@ export interface PrepareIncomingRequest {
   /** Disks (by VBD id) that arrive from the source through NBD while the VM runs there. */
   receiveVbdIds: string[];
   postCopy: boolean;
+  /** GetVmDeviceLayout of the source; empty: the layout a fresh start would have. */
+  sourceDeviceLayout: string;
+}
+
+export interface GetVmDeviceLayoutRequest {
+  epoch: number;
+  migrationId: string;
+  vmId: string;
+}
+
+export interface GetVmDeviceLayoutResponse {
+  deviceLayout: string;
 }
 
 export interface PrepareIncomingResponse {
@@ -232,6 +244,14 @@ export interface MigrationAgentServiceClient {
   prepareIncoming(request: PrepareIncomingRequest, metadata?: Metadata): Observable<PrepareIncomingResponse>;
 
   /**
+   * Source: how the VM's devices sit in its hypervisor now (PCIe ports, disks hot-plugged since boot), as
+   * the driver writes it and only a driver reads it: the destination must build the same machine for the
+   * device state to load, so PrepareIncoming gets it. Errors: FAILED_PRECONDITION (VM not running here).
+   */
+
+  getVmDeviceLayout(request: GetVmDeviceLayoutRequest, metadata?: Metadata): Observable<GetVmDeviceLayoutResponse>;
+
+  /**
    * Source: mirrors each target disk into the destination's NBD export (blockdev-mirror, sync full,
    * write-blocking so that a disk stays in sync once READY). Progress in GetOutgoingStatus.disks.
    * Errors: FAILED_PRECONDITION (VM not running here), NOT_FOUND (a vbd_id the VM has not plugged).
@@ -333,6 +353,17 @@ export interface MigrationAgentServiceController {
     request: PrepareIncomingRequest,
     metadata?: Metadata,
   ): Promise<PrepareIncomingResponse> | Observable<PrepareIncomingResponse> | PrepareIncomingResponse;
+
+  /**
+   * Source: how the VM's devices sit in its hypervisor now (PCIe ports, disks hot-plugged since boot), as
+   * the driver writes it and only a driver reads it: the destination must build the same machine for the
+   * device state to load, so PrepareIncoming gets it. Errors: FAILED_PRECONDITION (VM not running here).
+   */
+
+  getVmDeviceLayout(
+    request: GetVmDeviceLayoutRequest,
+    metadata?: Metadata,
+  ): Promise<GetVmDeviceLayoutResponse> | Observable<GetVmDeviceLayoutResponse> | GetVmDeviceLayoutResponse;
 
   /**
    * Source: mirrors each target disk into the destination's NBD export (blockdev-mirror, sync full,
@@ -441,6 +472,7 @@ export function MigrationAgentServiceControllerMethods() {
   return function (constructor: Function) {
     const grpcMethods: string[] = [
       "prepareIncoming",
+      "getVmDeviceLayout",
       "startDiskMirror",
       "startOutgoing",
       "getOutgoingStatus",

@@ -1,0 +1,598 @@
+/**
+ * Live migration of real VMs, as an operator runs it: `flotilla up --driver qemu` (every service and both
+ * host agents their own processes, supervised: a process killed with SIGKILL is started again), the demo
+ * appliance running its memory-dirtying workload, migrations through the public API and the CLI, and
+ * faults injected for real — SIGKILL of the destination agent, the source agent and the migration
+ * service, and the QEMU-to-QEMU TCP stream cut with `ss -K` — in the middle of the memory transfer.
+ * After each: the VM runs exactly once (one QEMU with its uuid on the machine), on the host its record
+ * names, the migration's record says what happened, and the guest never restarted.
+ * Evidence comes from the guest itself: its TICK counter (seconds since it booted) continues on the
+ * destination without a second DEMO-READY, its HTTP server answers on the destination's forwarded port,
+ * and bytes it wrote to its disk before the switchover read back the same after it.
+ * Real: everything (PGlite, gRPC, agents, QEMU under TCG, qemu-img, NBD). Fake: nothing.
+ */
+import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { commonV1, computeV1, migrationV1 } from '@flotilla/contracts';
+import { DEMO_READY_MARKER, demoImageForTests, describeWithRealQemu, vmUuid } from '@flotilla/hypervisor';
+import { cloudClients, CloudClients, GrpcClient, operationDone, vmRequest } from '@flotilla/platform';
+import { GuestShell } from './guest-shell';
+
+const root = path.resolve(__dirname, '../..');
+const bin = path.join(root, 'bin/flotilla.js');
+const MiB = 1024 * 1024;
+const { MigrationState: MS, MigrationPhase: MP } = migrationV1;
+
+describeWithRealQemu('live migration of real VMs, with faults', () => {
+  jest.setTimeout(420_000);
+  const basePort = 25000 + Math.floor(Math.random() * 60) * 100;
+  let dir: string;
+  let up: ChildProcess;
+  let upOutput = '';
+  let env: NodeJS.ProcessEnv;
+  let admin: CloudClients;
+  let migrations: GrpcClient<migrationV1.MigrationServiceClient>;
+  let evacuations: GrpcClient<migrationV1.EvacuationServiceClient>;
+  let hosts: computeV1.Host[];
+  const shells: GuestShell[] = [];
+
+  // ---- the cloud and its processes ----
+
+  interface CliResult {
+    code: number;
+    stdout: string;
+    stderr: string;
+  }
+  const cli = (...args: string[]): Promise<CliResult> =>
+    new Promise((resolve) =>
+      execFile(process.execPath, [bin, ...args], { env, timeout: 300_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+      ),
+    );
+  const cliOk = async (...args: string[]): Promise<string> => {
+    const r = await cli(...args);
+    if (r.code !== 0) throw new Error(`flotilla ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
+    return r.stdout;
+  };
+
+  const until = async <T>(
+    what: string,
+    probe: () => Promise<T | undefined> | T | undefined,
+    timeoutMs = 120_000,
+    everyMs = 200,
+  ): Promise<T> => {
+    const deadline = Date.now() + timeoutMs;
+    let last: unknown;
+    while (Date.now() < deadline) {
+      try {
+        const v = await probe();
+        if (v !== undefined) return v;
+      } catch (e) {
+        last = e;
+      }
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+    throw new Error(
+      `timed out waiting for ${what}: ${last instanceof Error ? last.message : String(last ?? '')}\n` +
+        `--- flotilla up (last lines) ---\n${upOutput.slice(-5000)}`,
+    );
+  };
+
+  const procFile = (pid: string | number, file: string) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/${file}`, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  /** Pids of this cloud's processes whose command line contains `needle` (and whose env has `envHas`). */
+  const pidsOf = (needle: string, envHas?: string): number[] => {
+    const marker = `FLOTILLA_DATA_DIR=${path.join(dir, 'var')}`;
+    return fs
+      .readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        const environ = procFile(p, 'environ').split('\0');
+        return (
+          environ.includes(marker) &&
+          (!envHas || environ.includes(envHas)) &&
+          procFile(p, 'cmdline').replace(/\0/g, ' ').includes(needle)
+        );
+      })
+      .map(Number);
+  };
+  const agentPid = (host: computeV1.Host) => {
+    const [pid] = pidsOf('host-agent', `FLOTILLA_AGENT_NAME=${host.name}`);
+    if (!pid) throw new Error(`no agent process for ${host.name}`);
+    return pid;
+  };
+  const servicePid = (app: string) => {
+    const [pid] = pidsOf(`apps/${app}/src/main.js`);
+    if (!pid) throw new Error(`no ${app} process`);
+    return pid;
+  };
+  /** Every QEMU on the machine running this VM (its -uuid), wherever it was started from. */
+  const qemusOf = (vmId: string): { pid: number; cmdline: string }[] =>
+    fs
+      .readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .map((p) => ({ pid: Number(p), cmdline: procFile(p, 'cmdline').replace(/\0/g, ' ') }))
+      .filter((q) => q.cmdline.includes('qemu-system') && q.cmdline.includes(vmUuid(vmId)));
+  /** The host whose agent state directory the QEMU's pidfile is in. */
+  const hostOfQemu = (cmdline: string) =>
+    hosts.find((h) => cmdline.includes(path.join(dir, 'var', 'agents', h.name) + path.sep));
+
+  const sigkill = async (pid: number) => {
+    process.kill(pid, 'SIGKILL');
+    await until(`pid ${pid} gone`, () => (fs.existsSync(`/proc/${pid}`) ? undefined : true), 10_000, 50);
+  };
+
+  // ---- VMs and the guest's evidence ----
+
+  const getVm = async (id: string) => (await admin.vms.call.getVm({ id })).vm!;
+  const consoleOf = async (id: string) =>
+    Buffer.from((await admin.vms.call.getVmConsoleLog({ id, maxBytes: 0 })).data).toString();
+  const ticks = (text: string) => [...text.matchAll(/^TICK (\d+)\s*$/gm)].map((m) => Number(m[1]));
+  const httpGet = (address: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const [host, port] = address.split(':');
+      const req = http.get({ host, port: Number(port), path: '/', timeout: 10_000 }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve(body));
+      });
+      req.on('timeout', () => req.destroy(new Error('HTTP timeout')));
+      req.on('error', reject);
+    });
+  const forwardOf = (vm: computeV1.Vm) => vm.nics[0]?.forwards[0]?.hostAddress ?? '';
+
+  const createVm = async (
+    name: string,
+    o: { memoryMib?: number; dirtyMiB?: number; start?: boolean } = {},
+  ): Promise<computeV1.Vm> => {
+    const { vm, operation } = await admin.vms.call.createVm(
+      vmRequest({
+        name,
+        vcpus: 1,
+        memoryMib: o.memoryMib ?? 256,
+        boot: {
+          image: 'demo',
+          kernel: '',
+          initrd: '',
+          cmdline: o.dirtyMiB ? `demo.dirty=${o.dirtyMiB}` : '',
+        },
+        nics: [{ mac: '', forwards: [{ guestPort: 80, hostAddress: '' }] }],
+        start: o.start ?? true,
+      }),
+    );
+    const done = await operationDone(admin.operations, operation!.id, 180_000);
+    expect(done.error?.message ?? '').toBe('');
+    if (o.start !== false) await guestReady(vm!.id, o.dirtyMiB ?? 0);
+    return getVm(vm!.id);
+  };
+  const guestReady = (vmId: string, dirtyMiB: number) =>
+    until(
+      'the guest ready',
+      async () => {
+        const text = await consoleOf(vmId);
+        return text.includes(DEMO_READY_MARKER) &&
+          (!dirtyMiB || text.includes('DEMO-DIRTY')) &&
+          ticks(text).length
+          ? true
+          : undefined;
+      },
+      180_000,
+      500,
+    );
+  const destroyVm = async (id: string) => {
+    const { operation } = await admin.vms.call.destroyVm({ id, requestId: '' });
+    if (operation) await operationDone(admin.operations, operation.id, 120_000);
+  };
+  /** A FILE SR of the host (its local disk directory), created the first time. */
+  const fileSr = async (host: computeV1.Host) => {
+    const name = `file-${host.name}`;
+    if ((await cli('sr', 'show', name)).code !== 0)
+      await cliOk(
+        'sr',
+        'create',
+        name,
+        '--type',
+        'file',
+        '--host',
+        host.name,
+        '--path',
+        path.join(dir, 'var', 'sr', name),
+      );
+    return name;
+  };
+  const otherHost = (hostId: string) => hosts.find((h) => h.id !== hostId)!;
+
+  // ---- migrations ----
+
+  const liveOptions = (o: Partial<migrationV1.MigrationOptions> = {}): migrationV1.MigrationOptions => ({
+    downtimeLimitMs: 0,
+    bandwidthBytesPerSec: 0,
+    autoConverge: false,
+    postCopy: false,
+    postCopyAfterRounds: 0,
+    timeoutMs: 0,
+    shutdownTimeoutMs: 0,
+    ...o,
+  });
+  const spec = (
+    vm: computeV1.Vm,
+    to: computeV1.Host | undefined,
+    o: Partial<migrationV1.MigrationOptions> = {},
+    withStorage = false,
+  ): migrationV1.MigrationSpec => ({
+    vmId: vm.id,
+    destinationHostId: to?.id ?? '',
+    mode: migrationV1.MigrationMode.MIGRATION_MODE_LIVE,
+    withStorage,
+    vdiMap: {},
+    options: liveOptions(o),
+  });
+  const startMigration = async (s: migrationV1.MigrationSpec) =>
+    (await migrations.call.createMigration({ requestId: randomUUID(), name: '', labels: {}, spec: s }))
+      .migration!;
+  const getMigration = async (id: string) => (await migrations.call.getMigration({ id })).migration!;
+  const finished = (id: string, timeoutMs = 300_000) =>
+    until(
+      'the migration to finish',
+      async () => {
+        const m = await getMigration(id);
+        return m.phase === MP.MIGRATION_PHASE_DONE ? m : undefined;
+      },
+      timeoutMs,
+      250,
+    );
+  const inPhase = (id: string, phase: migrationV1.MigrationPhase) =>
+    until(
+      `the migration in ${MP[phase]}`,
+      async () => {
+        const m = await getMigration(id);
+        if (m.phase === MP.MIGRATION_PHASE_DONE)
+          throw new Error(`finished already: ${MS[m.state]} ${m.error?.message}`);
+        return m.phase === phase ? m : undefined;
+      },
+      120_000,
+      50,
+    );
+
+  /**
+   * What must hold after any migration, whatever happened to it: one QEMU runs the VM, on the host the
+   * VM's record names; the record is RUNNING with no operation in flight; the migration's operation is
+   * finished; and the guest kept counting (no reboot) and answers HTTP.
+   */
+  const consistentAfter = async (m: migrationV1.Migration, ticksBefore: number) => {
+    const vm = await until('the VM settled', async () => {
+      const v = await getVm(m.vmId);
+      return v.currentOperationId === '' && qemusOf(m.vmId).length === 1 ? v : undefined;
+    });
+    const [qemu] = qemusOf(m.vmId);
+    expect(hostOfQemu(qemu.cmdline)?.id).toBe(vm.hostId);
+    expect(vm.powerState).toBe(computeV1.PowerState.POWER_STATE_RUNNING);
+    const expectedHost = m.state === MS.MIGRATION_STATE_SUCCEEDED ? m.destinationHostId : m.sourceHostId;
+    expect(vm.hostId).toBe(expectedHost);
+    const op = await operationDone(admin.operations, m.operationId, 60_000);
+    expect([
+      commonV1.OperationState.OPERATION_STATE_SUCCEEDED,
+      commonV1.OperationState.OPERATION_STATE_FAILED,
+      commonV1.OperationState.OPERATION_STATE_CANCELLED,
+    ]).toContain(op.state);
+    const text = await until('the guest to count on', async () => {
+      const t = await consoleOf(m.vmId);
+      return Math.max(0, ...ticks(t)) > ticksBefore ? t : undefined;
+    });
+    if (m.state === MS.MIGRATION_STATE_SUCCEEDED) expect(text).not.toContain(DEMO_READY_MARKER);
+    const answer = await httpGet(forwardOf(vm)).catch(async (e: Error) => {
+      throw new Error(
+        `${e.message} at ${forwardOf(vm)}; migration ${JSON.stringify(await getMigration(m.id))}; qemu ${qemu.cmdline}`,
+      );
+    });
+    expect(answer).toContain('demo');
+    return vm;
+  };
+
+  beforeAll(async () => {
+    const demo = await demoImageForTests();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-migration-e2e-'));
+    env = {
+      PATH: process.env.PATH,
+      HOME: dir,
+      FLOTILLA_CONFIG: path.join(dir, 'config.json'),
+      FLOTILLA_LOG_LEVEL: 'info',
+    };
+    up = spawn(
+      process.execPath,
+      [bin, 'up', '--data-dir', path.join(dir, 'var'), '--base-port', String(basePort), '--driver', 'qemu'],
+      { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    up.stdout!.on('data', (d: Buffer) => (upOutput = (upOutput + d.toString()).slice(-200_000)));
+    up.stderr!.on('data', (d: Buffer) => (upOutput = (upOutput + d.toString()).slice(-200_000)));
+    await until('the profile `up` writes', () => (fs.existsSync(env.FLOTILLA_CONFIG!) ? true : undefined));
+    const token = fs.readFileSync(path.join(dir, 'var/admin-token'), 'utf8').trim();
+    const gateway = `127.0.0.1:${basePort}`;
+    admin = cloudClients(gateway, token);
+    const client = <C>(service: string) =>
+      new GrpcClient<C>({
+        address: gateway,
+        service: `flotilla.migration.v1.${service}`,
+        staticMetadata: { authorization: `Bearer ${token}` },
+        defaultDeadlineMs: 30_000,
+      });
+    migrations = client('MigrationService');
+    evacuations = client('EvacuationService');
+    hosts = await until('two ENABLED hosts', async () => {
+      const { hosts: all } = await admin.hosts.call.listHosts({
+        page: { pageSize: 10, pageToken: '', filter: '' },
+      });
+      const ready = all.filter(
+        (h) => h.state === computeV1.HostState.HOST_STATE_ENABLED && h.driver === 'qemu',
+      );
+      return ready.length === 2 ? ready.sort((a, b) => a.name.localeCompare(b.name)) : undefined;
+    });
+    // The build is cached per machine; copied in, `image build-demo` only reads its manifest and registers.
+    fs.cpSync(demo.dir, path.join(dir, 'var', 'images', 'demo'), { recursive: true });
+    await cliOk('image', 'build-demo');
+  }, 600_000);
+
+  afterAll(async () => {
+    for (const s of shells) s.close();
+    if (admin) for (const c of Object.values(admin)) c.close();
+    migrations?.close();
+    evacuations?.close();
+    if (up && up.exitCode === null) {
+      const exited = new Promise((r) => up.once('exit', r));
+      up.kill('SIGINT');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+      for (const pid of pidsOf('')) process.kill(pid, 'SIGKILL');
+    }
+    // No QEMU of this suite outlives it.
+    for (const p of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)))
+      if (procFile(p, 'cmdline').includes(dir)) process.kill(Number(p), 'SIGKILL');
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  it('preflight (--dry-run) lists every blocker at once, from compute and from storage', async () => {
+    const vm = await createVm('pre-1');
+    const to = otherHost(vm.hostId);
+    // A data disk on a FILE SR of the VM's host, and the destination in maintenance: two blockers.
+    const here = hosts.find((h) => h.id === vm.hostId)!;
+    await fileSr(here);
+    await cliOk('vdi', 'create', 'pre-1-data', '--size', '64M', '--sr', `file-${here.name}`);
+    await cliOk('vbd', 'create', 'pre-1', 'pre-1-data');
+    await cliOk('vbd', 'plug', 'pre-1:0');
+    await cliOk('host', 'maintenance', to.name, '--reason', 'e2e: firmware update');
+    try {
+      const { check } = await migrations.call.preflightMigration({ spec: spec(vm, to) });
+      expect(check!.migratable).toBe(false);
+      const kinds = check!.blockers.map((b) => migrationV1.BlockerKind[b.kind]);
+      expect(kinds).toEqual(
+        expect.arrayContaining(['BLOCKER_KIND_DESTINATION_HOST_STATE', 'BLOCKER_KIND_LOCAL_STORAGE']),
+      );
+      const dry = await cli('vm', 'migrate', 'pre-1', '--to', to.name, '--dry-run');
+      expect(dry.code).not.toBe(0);
+      expect(dry.stdout + dry.stderr).toMatch(/maintenance/i);
+      expect(dry.stdout + dry.stderr).toMatch(/with-storage|local/i);
+      // Creating it is refused with the same blockers, and nothing changes.
+      await expect(startMigration(spec(vm, to))).rejects.toMatchObject({ code: 9 /* FAILED_PRECONDITION */ });
+      expect((await getVm(vm.id)).hostId).toBe(vm.hostId);
+    } finally {
+      await cliOk('host', 'enable', to.name);
+      await destroyVm(vm.id);
+    }
+  });
+
+  it('moves a running, memory-dirtying VM with its local disk: counter, HTTP and disk bytes carry over', async () => {
+    const vm = await getVm((await createVm('live-1', { dirtyMiB: 16, start: true })).id);
+    const here = hosts.find((h) => h.id === vm.hostId)!;
+    const to = otherHost(vm.hostId);
+    const srName = `file-${here.name}`;
+    await fileSr(here);
+    await fileSr(to);
+    await cliOk('vdi', 'create', 'live-1-data', '--size', '64M', '--sr', srName);
+    await cliOk('vbd', 'create', 'live-1', 'live-1-data');
+    await cliOk('vbd', 'plug', 'live-1:0');
+    const attach = async () => {
+      const sh = new GuestShell(admin.vms, vm.id);
+      shells.push(sh);
+      await sh.ready();
+      return sh;
+    };
+    let shell = await attach();
+    // 8 MiB the guest writes past the TICK sector, and their checksum as the guest computes it.
+    const sum = async () =>
+      (await shell.run('dd if=/dev/vda bs=1M skip=1 count=8 2>/dev/null | md5sum')).match(
+        /\b[0-9a-f]{32}\b/,
+      )![0];
+    await shell.run('dd if=/dev/urandom of=/dev/vda bs=1M seek=1 count=8 conv=fsync 2>/dev/null');
+    const before = await sum();
+    const ticksBefore = Math.max(...ticks(await consoleOf(vm.id)));
+
+    const out = await cliOk('vm', 'migrate', 'live-1', '--to', to.name, '--with-storage', '--json');
+    const { migration } = JSON.parse(out) as { migration: { id: string } };
+    const m = await finished(migration.id);
+    expect({ state: MS[m.state], error: m.error?.message ?? '' }).toEqual({
+      state: 'MIGRATION_STATE_SUCCEEDED',
+      error: '',
+    });
+    expect(m.pointOfNoReturnPassed).toBe(true);
+    const phases = m.phases.map((p) => MP[p.phase]);
+    expect(phases).toEqual(
+      expect.arrayContaining([
+        'MIGRATION_PHASE_PREFLIGHT',
+        'MIGRATION_PHASE_PREPARE',
+        'MIGRATION_PHASE_MIRROR',
+        'MIGRATION_PHASE_TRANSFER',
+        'MIGRATION_PHASE_SWITCHOVER',
+        'MIGRATION_PHASE_CLEANUP',
+        'MIGRATION_PHASE_DONE',
+      ]),
+    );
+    for (const p of m.phases.slice(0, -1)) expect(p.endedAt).toBeDefined();
+    const s = m.stats!;
+    expect(Number(s.downtimeMs)).toBeGreaterThan(0);
+    expect(Number(s.totalTimeMs)).toBeGreaterThan(0);
+    expect(Number(s.bytesTransferred)).toBeGreaterThan(64 * MiB);
+    expect(s.rounds).toBeGreaterThanOrEqual(1);
+    expect(Number(s.storageTransferredBytes)).toBeGreaterThan(0);
+
+    const moved = await consistentAfter(m, ticksBefore);
+    expect(moved.hostId).toBe(to.id);
+    // The console ended with the source QEMU (as a console on any hypervisor does): attach again, to the
+    // destination. The bytes the guest wrote before the switch, read by the guest on the destination's copy.
+    shell.close();
+    shell = await attach();
+    expect(await sum()).toBe(before);
+    const { vdi } = JSON.parse(await cliOk('vdi', 'show', 'live-1-data', '--json')) as {
+      vdi: { srId: string };
+    };
+    const { sr } = JSON.parse(await cliOk('sr', 'show', `file-${to.name}`, '--json')) as {
+      sr: { id: string };
+    };
+    expect(vdi.srId).toBe(sr.id);
+
+    // The statistics, as the CLI shows them.
+    const shown = await cliOk('migration', 'show', m.id);
+    expect(shown).toMatch(/downtime/i);
+    expect(shown).toMatch(/rounds/i);
+    shell.close();
+    await destroyVm(vm.id);
+  });
+
+  const slowMigration = async (name: string) => {
+    const vm = await createVm(name);
+    const ticksBefore = Math.max(...ticks(await consoleOf(vm.id)));
+    // 256 MiB at 24 MiB/s: about ten seconds of transfer, time to hurt it in the middle.
+    const m = await startMigration(spec(vm, otherHost(vm.hostId), { bandwidthBytesPerSec: 24 * MiB }));
+    await inPhase(m.id, MP.MIGRATION_PHASE_TRANSFER);
+    await new Promise((r) => setTimeout(r, 1500));
+    return { vm, m, ticksBefore };
+  };
+
+  it('survives SIGKILL of the destination agent during the transfer', async () => {
+    const { vm, m, ticksBefore } = await slowMigration('fault-dst');
+    await sigkill(agentPid(otherHost(vm.hostId)));
+    const end = await finished(m.id);
+    await consistentAfter(end, ticksBefore);
+    await destroyVm(vm.id);
+  });
+
+  it('survives SIGKILL of the source agent during the transfer', async () => {
+    const { vm, m, ticksBefore } = await slowMigration('fault-src');
+    await sigkill(agentPid(hosts.find((h) => h.id === vm.hostId)!));
+    const end = await finished(m.id);
+    await consistentAfter(end, ticksBefore);
+    await destroyVm(vm.id);
+  });
+
+  it('resumes after SIGKILL of the migration service during the transfer', async () => {
+    const { vm, m, ticksBefore } = await slowMigration('fault-svc');
+    await sigkill(servicePid('migration'));
+    const end = await finished(m.id);
+    expect(MS[end.state]).toBe('MIGRATION_STATE_SUCCEEDED');
+    await consistentAfter(end, ticksBefore);
+    await destroyVm(vm.id);
+  });
+
+  it('rolls back when the TCP stream between the QEMUs is cut: the VM runs on at the source', async () => {
+    const { vm, m, ticksBefore } = await slowMigration('fault-tcp');
+    // The destination QEMU's listening ports (migration, NBD) other than its forwarded guest port.
+    const [dest] = qemusOf(vm.id).filter((q) => hostOfQemu(q.cmdline)?.id !== vm.hostId);
+    const listening = execFileSync('ss', ['-Hltnp'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(`pid=${dest.pid},`))
+      .map((l) => Number(l.split(/\s+/)[3].split(':').pop()));
+    const guestPort = Number(forwardOf(await getVm(vm.id)).split(':')[1]);
+    let cut = 0;
+    for (const port of listening.filter((p) => p !== guestPort)) {
+      const out = execFileSync(
+        'ss',
+        ['-HKtn', 'state', 'established', `( sport = :${port} or dport = :${port} )`],
+        {
+          encoding: 'utf8',
+        },
+      );
+      cut += out.split('\n').filter(Boolean).length;
+    }
+    expect(cut).toBeGreaterThan(0);
+    const end = await finished(m.id);
+    expect(MS[end.state]).toBe('MIGRATION_STATE_FAILED');
+    expect(end.pointOfNoReturnPassed).toBe(false);
+    expect(end.error?.message).toBeTruthy();
+    expect(end.phases.map((p) => MP[p.phase])).toContain('MIGRATION_PHASE_ROLLBACK');
+    await consistentAfter(end, ticksBefore);
+    await destroyVm(vm.id);
+  });
+
+  it('cancels on request before the point of no return: the VM stays where it was', async () => {
+    const { vm, m, ticksBefore } = await slowMigration('cancel-1');
+    const r = await cli('migration', 'cancel', m.id);
+    expect(r.code).toBe(0);
+    const end = await finished(m.id);
+    expect(MS[end.state]).toBe('MIGRATION_STATE_CANCELLED');
+    await consistentAfter(end, ticksBefore);
+    await destroyVm(vm.id);
+  });
+
+  it('detects a guest that out-dirties the link within 3 rounds: refused with the numbers, or post-copy', async () => {
+    const vm = await createVm('busy-1', { dirtyMiB: 64 });
+    const ticksBefore = Math.max(...ticks(await consoleOf(vm.id)));
+    const slow = { bandwidthBytesPerSec: 64 * MiB };
+    const refused = await finished((await startMigration(spec(vm, otherHost(vm.hostId), slow))).id);
+    expect(MS[refused.state]).toBe('MIGRATION_STATE_FAILED');
+    expect(refused.stats!.rounds).toBeLessThanOrEqual(5);
+    expect(refused.error?.message).toMatch(/\d/);
+    await consistentAfter(refused, ticksBefore);
+
+    const post = await finished(
+      (await startMigration(spec(await getVm(vm.id), otherHost(vm.hostId), { ...slow, postCopy: true }))).id,
+    );
+    expect({ state: MS[post.state], error: post.error?.message ?? '' }).toEqual({
+      state: 'MIGRATION_STATE_SUCCEEDED',
+      error: '',
+    });
+    expect(post.phases.map((p) => MP[p.phase])).toContain('MIGRATION_PHASE_POST_COPY');
+    await consistentAfter(post, Math.max(...ticks(await consoleOf(vm.id)), 0) - 1);
+    await destroyVm(vm.id);
+  });
+
+  it('evacuates a host for maintenance and keeps the scheduler away until it ends', async () => {
+    const [h1, h2] = hosts;
+    const vms: computeV1.Vm[] = [];
+    for (let i = 0; i < 3; i++) vms.push(await createVm(`evac-${i}`, { memoryMib: 128 }));
+    for (const vm of vms)
+      if (vm.hostId !== h1.id)
+        expect(MS[(await finished((await startMigration(spec(vm, h1))).id)).state]).toBe(
+          'MIGRATION_STATE_SUCCEEDED',
+        );
+    const out = await cliOk('host', 'evacuate', h1.name, '--maintenance', '--max-parallel', '2', '--json');
+    const { evacuation } = JSON.parse(out) as { evacuation: { id: string } };
+    const e = await until(
+      'the evacuation',
+      async () => {
+        const got = (await evacuations.call.getEvacuation({ id: evacuation.id })).evacuation!;
+        return got.state === migrationV1.EvacuationState.EVACUATION_STATE_RUNNING ? undefined : got;
+      },
+      300_000,
+      500,
+    );
+    expect(migrationV1.EvacuationState[e.state]).toBe('EVACUATION_STATE_SUCCEEDED');
+    expect(e.vms.map((v) => migrationV1.EvacuationVmOutcome[v.outcome])).toEqual(
+      vms.map(() => 'EVACUATION_VM_OUTCOME_MIGRATED'),
+    );
+    for (const vm of vms) expect((await getVm(vm.id)).hostId).toBe(h2.id);
+    const host1 = (await admin.hosts.call.getHost({ id: h1.id })).host!;
+    expect(computeV1.HostState[host1.state]).toBe('HOST_STATE_MAINTENANCE');
+    // The scheduler keeps away: a new VM lands on the other host.
+    const fresh = await createVm('evac-new', { memoryMib: 128 });
+    expect(fresh.hostId).toBe(h2.id);
+    await cliOk('host', 'enable', h1.name);
+    for (const vm of [...vms, fresh]) await destroyVm(vm.id);
+  });
+});
