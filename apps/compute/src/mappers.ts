@@ -78,6 +78,8 @@ export function hostToProto(host: HostRow, allocation: HostAllocation): computeV
     vmCount: allocation.vmCount,
     lastHeartbeatAt: host.lastHeartbeatAt,
     epoch: host.epoch,
+    cpuModel: host.cpuModel,
+    cpuFlags: host.cpuFlags,
   };
 }
 

@@ -99,7 +99,7 @@ export class Registrar {
       name: this.options.name,
       address: this.options.address,
       driver: this.driver.name,
-      accelerator: this.accelerator(),
+      ...this.hypervisor(),
       cpus: capacity.cpus,
       memoryMib: Math.max(0, capacity.memoryMib - this.options.reservedMemoryMib),
       labels: this.options.labels,
@@ -112,9 +112,14 @@ export class Registrar {
     await this.destroy(res.destroyVmIds);
   }
 
-  private accelerator(): string {
+  /** The accelerator and the CPU guests get with it: a late probe may change both (compute follows). */
+  private hypervisor(): Pick<computeV1.RegisterHostRequest, 'accelerator' | 'cpuModel' | 'cpuFlags'> {
     const caps = this.driver.capabilities();
-    return `${caps.accelerator} (${caps.acceleratorReason})`;
+    return {
+      accelerator: `${caps.accelerator} (${caps.acceleratorReason})`,
+      cpuModel: caps.cpuModel,
+      cpuFlags: caps.cpuFlags,
+    };
   }
 
   private async heartbeat(): Promise<void> {
@@ -122,7 +127,7 @@ export class Registrar {
       hostId: this.registration.hostId,
       epoch: this.registration.epoch,
       vms: (await this.driver.list()).map(toProto),
-      accelerator: this.accelerator(),
+      ...this.hypervisor(),
     });
     this.intervalMs = res.heartbeatIntervalMs || this.intervalMs;
     await this.destroy(res.destroyVmIds);

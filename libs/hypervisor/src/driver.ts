@@ -73,6 +73,13 @@ export interface DriverCapabilities {
   accelerator: 'kvm' | 'tcg' | 'sim';
   /** Why the accelerator was chosen (probe result, override). */
   acceleratorReason: string;
+  /**
+   * The CPU model guests get ("qemu64", "host: <model name>", "sim") and the feature flags they see (empty
+   * where the model fixes them). Follows the accelerator: a running guest moves live only to a host that
+   * gives it the same CPU or, with flags, a superset of them.
+   */
+  cpuModel: string;
+  cpuFlags: string[];
   pause: boolean;
   suspend: boolean;
   liveMigration: boolean;

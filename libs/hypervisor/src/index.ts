@@ -5,6 +5,7 @@ export * from './qemu/qemu-driver';
 export * from './qemu/qmp-client';
 export * from './qemu/qemu-command';
 export * from './qemu/accel-probe';
+export * from './qemu/guest-cpu';
 export { validateDriverVmSpec, VM_SPEC_LIMITS } from './qemu/vm-spec-validation';
 export { findOnPath, realQemuMissing } from './qemu/real-qemu';
 export { describeWithRealQemu } from './qemu/real-qemu.testing';

@@ -115,6 +115,11 @@ async function showHost(ctx: CommandContext, ref: string): Promise<void> {
     ['address', host.address],
     ['driver', host.driver],
     ['accelerator', host.accelerator],
+    // What running VMs keep: a live migration needs a host giving the same (flags listed by --json).
+    [
+      'guest cpu',
+      `${host.cpuModel || 'not reported'}${host.cpuFlags.length ? ` (${host.cpuFlags.length} flags)` : ''}`,
+    ],
     ['cpus', `${host.cpus} (overcommit ${host.cpuOvercommitRatio}x, ${host.vcpusAllocated} vCPUs allocated)`],
     [
       'memory',

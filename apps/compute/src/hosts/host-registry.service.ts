@@ -44,6 +44,7 @@ export class HostRegistryService {
     validateIntRange('cpus', req.cpus, 1, 4096);
     validateIntRange('memory_mib', req.memoryMib, 64, 64 * 1024 * 1024, ' MiB');
     const labels = validateLabels('labels', req.labels);
+    const cpu = validateHostCpu(req);
     const { host, destroyVmIds } = await this.store.tx(async (m, emit) => {
       const existing = await m.findOne(HostRow, { where: { name }, lock: { mode: 'pessimistic_write' } });
       const fields = {
@@ -51,6 +52,7 @@ export class HostRegistryService {
         pool: this.policy.pool,
         driver: req.driver || 'sim',
         accelerator: req.accelerator || '',
+        ...cpu,
         cpus: req.cpus,
         memoryMib: req.memoryMib,
         labels,
@@ -112,7 +114,13 @@ export class HostRegistryService {
         );
       const accelerator =
         req.accelerator && req.accelerator !== host.accelerator ? { accelerator: req.accelerator } : {};
-      if (host.down || accelerator.accelerator) {
+      const reported = req.cpuModel ? validateHostCpu(req) : undefined;
+      const cpu: Partial<Pick<HostRow, 'cpuModel' | 'cpuFlags'>> =
+        reported &&
+        (reported.cpuModel !== host.cpuModel || reported.cpuFlags.join(' ') !== host.cpuFlags.join(' '))
+          ? reported
+          : {};
+      if (host.down || accelerator.accelerator || cpu.cpuModel !== undefined) {
         await updateVersioned(
           m,
           HostRow,
@@ -121,6 +129,7 @@ export class HostRegistryService {
             ...(host.down ? { down: false, stateReason: reasonOnReturn(host) } : {}),
             lastHeartbeatAt: new Date(),
             ...accelerator,
+            ...cpu,
           },
         );
         const back = await m.findOneByOrFail(HostRow, { id: host.id });
@@ -130,6 +139,11 @@ export class HostRegistryService {
           this.logger.info(
             { host: host.name, accelerator: accelerator.accelerator },
             'host accelerator changed',
+          );
+        if (cpu.cpuModel !== undefined)
+          this.logger.info(
+            { host: host.name, cpuModel: cpu.cpuModel, cpuFlags: cpu.cpuFlags?.length },
+            'host CPU changed',
           );
       } else {
         // Liveness only: no version bump or event, or every heartbeat would flood Watch streams.
@@ -241,6 +255,26 @@ export class HostRegistryService {
  * MAINTENANCE outlives an agent restart; a DOWN host's reason said why it was DOWN, which is over (the
  * operator's own words were replaced then: MAINTENANCE says so in general).
  */
+const cpuModelMax = 256;
+const cpuFlagsMax = 1024;
+
+/** The CPU an agent reports (cpu_model, cpu_flags), bounded: it is stored and compared at every check. */
+function validateHostCpu(
+  req: Pick<computeV1.RegisterHostRequest, 'cpuModel' | 'cpuFlags'>,
+): Pick<HostRow, 'cpuModel' | 'cpuFlags'> {
+  if (req.cpuModel.length > cpuModelMax)
+    throw invalidArgument('cpu_model', `is ${req.cpuModel.length} characters; at most ${cpuModelMax}`);
+  if (req.cpuFlags.length > cpuFlagsMax)
+    throw invalidArgument('cpu_flags', `has ${req.cpuFlags.length} flags; at most ${cpuFlagsMax}`);
+  const bad = req.cpuFlags.find((f) => !/^[A-Za-z0-9_.-]{1,64}$/.test(f));
+  if (bad !== undefined)
+    throw invalidArgument(
+      'cpu_flags',
+      `has ${JSON.stringify(bad.slice(0, 80))}: flags are /proc/cpuinfo names (letters, digits, _ . -; at most 64)`,
+    );
+  return { cpuModel: req.cpuModel, cpuFlags: req.cpuFlags };
+}
+
 function reasonOnReturn(host: Pick<HostRow, 'down' | 'adminState' | 'stateReason'>): string {
   if (host.adminState === 'ENABLED') return '';
   if (!host.down) return host.stateReason;

@@ -45,7 +45,14 @@ describe.each(testDatabases())('reports that predate a change, on %s', (_db, url
   });
 
   const report = (vms: computeV1.VmStatus[]) =>
-    registry.call.heartbeat({ hostId: host.id, epoch: host.epoch, vms, accelerator: '' });
+    registry.call.heartbeat({
+      hostId: host.id,
+      epoch: host.epoch,
+      vms,
+      accelerator: '',
+      cpuModel: '',
+      cpuFlags: [],
+    });
   const running = (vmId: string): computeV1.VmStatus => ({
     vmId,
     powerState: P.POWER_STATE_RUNNING,

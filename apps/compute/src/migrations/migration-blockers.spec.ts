@@ -22,6 +22,8 @@ const host = (id: string, over: Partial<BlockerHost> = {}): BlockerHost => ({
   stateReason: '',
   driver: 'qemu',
   accelerator: 'tcg (no /dev/kvm)',
+  cpuModel: 'qemu64',
+  cpuFlags: [],
   ...over,
 });
 const view = (id: string, over: Partial<HostCandidate> = {}) =>
@@ -116,6 +118,37 @@ describe('migration blockers', () => {
     expect(reasons({ destination: other })).toEqual([]);
     const kvm = { host: host('dst', { accelerator: 'kvm' }), view: view('dst') };
     expect(reasons({ destination: kvm })).toEqual(['ACCELERATOR_MISMATCH']);
+  });
+
+  it('blocks a running VM from a host giving another CPU, after the filters, but not a HALTED one', () => {
+    const kvm = { accelerator: 'kvm (probe passed)', cpuModel: 'host: New' };
+    const source = host('src', { ...kvm, cpuFlags: ['sse4_2', 'avx2'] });
+    const older = host('dst', { ...kvm, cpuModel: 'host: Old', cpuFlags: ['sse4_2'] });
+    const [state, cpu] = check({
+      source,
+      destination: { host: { ...older, state: 'DISABLED' }, view: view('dst', { state: 'DISABLED' }) },
+    });
+    expect([state.reason, cpu.reason]).toEqual(['DESTINATION_HOST_STATE', 'CPU_INCOMPATIBLE']);
+    expect(cpu).toMatchObject({
+      field: 'destination_host_id',
+      metadata: { resource_kind: 'host', resource_id: 'dst' },
+      description: expect.stringContaining(
+        'lacks 1 CPU flag that vm web-1 sees on host src (host: New): avx2;',
+      ),
+    });
+    expect(
+      reasons({
+        vm: { ...vm, powerState: 'HALTED' },
+        holdsCapacity: false,
+        source,
+        destination: { host: older, view: view('dst') },
+      }),
+    ).toEqual([]);
+  });
+
+  it('reports a driver or accelerator mismatch without a CPU blocker on top', () => {
+    const other = host('dst', { accelerator: 'kvm', cpuModel: 'host: Any', cpuFlags: [] });
+    expect(reasons({ destination: { host: other, view: view('dst') } })).toEqual(['ACCELERATOR_MISMATCH']);
   });
 
   it('answers SAME_HOST alone when the destination is the source', () => {

@@ -6,10 +6,12 @@ import {
   type FilterName,
   type PlacementRequest,
 } from '@flotilla/scheduler';
+import { cpuIncompatibility } from './cpu-compatibility';
 
 /**
  * Compute's side of a migration's preflight, as a pure function of a snapshot: what compute alone knows
- * (the VM's state and lock, both hosts' state, capacity and placement constraints, driver and accelerator).
+ * (the VM's state and lock, both hosts' state, capacity and placement constraints, driver, accelerator and
+ * the CPU guests get).
  * Every blocker is listed, never only the first. Blockers are ErrorDetails: reason the BlockerKind name
  * without its prefix, description what is wrong and what to do, metadata resource_kind and resource_id.
  *
@@ -29,6 +31,7 @@ export type BlockerKind =
   | 'INSUFFICIENT_CPU'
   | 'DRIVER_MISMATCH'
   | 'ACCELERATOR_MISMATCH'
+  | 'CPU_INCOMPATIBLE'
   | 'PLACEMENT_CONSTRAINT';
 
 /** Blockers that only capacity lifts: a begin refused for these alone is RESOURCE_EXHAUSTED. */
@@ -58,6 +61,9 @@ export interface BlockerHost {
   stateReason: string;
   driver: string;
   accelerator: string;
+  /** As the agent reports them (RegisterHostRequest); '' not reported. */
+  cpuModel: string;
+  cpuFlags: string[];
 }
 
 export interface BlockerInputs {
@@ -204,6 +210,10 @@ function destinationBlockers(
         field,
       ),
     );
+  } else if (source && holdsCapacity) {
+    // A running guest keeps its CPU; a HALTED VM boots with the destination's.
+    const why = cpuIncompatibility(vm.name, source, host);
+    if (why) out.push(blocker('CPU_INCOMPATIBLE', why, ref, field));
   }
   return out;
 }

@@ -27,6 +27,7 @@ import {
   placementRequestOf,
   sameHypervisor,
 } from './migration-blockers';
+import { cpuIncompatibility } from './cpu-compatibility';
 
 /** Most hosts a check may exclude: the list is echoed nowhere, but it is held in memory. */
 const excludeMax = 1000;
@@ -210,7 +211,8 @@ export class VmMigrationService {
 
   /**
    * The scheduler's pick for the VM: never its source nor an excluded host, and only hosts of the source's
-   * driver and accelerator. NO_DESTINATION with each filter's rejection count when nothing fits.
+   * driver and accelerator that give a running VM its CPU. NO_DESTINATION with each filter's rejection
+   * count when nothing fits, and how many hosts were left out for their hypervisor or CPU.
    */
   private async schedule(
     m: EntityManager,
@@ -218,17 +220,29 @@ export class VmMigrationService {
     source: HostRow | undefined,
     exclude: string[],
   ): Promise<{ host: HostRow } | { blocker: commonV1.ErrorDetail }> {
-    const unlike = source ? (await m.find(HostRow)).filter((h) => !sameHypervisor(h, source)) : [];
-    const excluded = new Set([...exclude, ...(source ? [source.id] : []), ...unlike.map((h) => h.id)]);
+    const { unlike, cpuUnlike } = source
+      ? await this.unlikeHosts(m, vm, source)
+      : { unlike: [], cpuUnlike: [] };
+    const excluded = new Set([
+      ...exclude,
+      ...(source ? [source.id] : []),
+      ...[...unlike, ...cpuUnlike].map((h) => h.id),
+    ]);
     const result = await this.placement.place(
       m,
       { ...placementRequestOf(vm), excludeHostIds: [...excluded] },
       vm.id,
     );
     if (result.ok) return { host: await m.findOneByOrFail(HostRow, { id: result.hostId }) };
-    const note = unlike.length
-      ? ` (${unlike.length} of the excluded hosts run another driver or accelerator than host ${source?.name ?? ''})`
-      : '';
+    const notes = [
+      unlike.length
+        ? `${unlike.length} run another driver or accelerator than host ${source?.name ?? ''}`
+        : '',
+      cpuUnlike.length
+        ? `${cpuUnlike.length} lack the CPU model or flags vm ${vm.name} sees on host ${source?.name ?? ''}`
+        : '',
+    ].filter(Boolean);
+    const note = notes.length ? ` (of the excluded hosts, ${notes.join('; ')})` : '';
     return {
       blocker: blocker(
         'NO_DESTINATION',
@@ -236,6 +250,20 @@ export class VmMigrationService {
         { kind: 'vm', id: vm.id },
       ),
     };
+  }
+
+  /** Hosts the VM cannot move to from `source`: another hypervisor, or (VM running) another CPU. */
+  private async unlikeHosts(
+    m: EntityManager,
+    vm: VmRow,
+    source: HostRow,
+  ): Promise<{ unlike: HostRow[]; cpuUnlike: HostRow[] }> {
+    const others = (await m.find(HostRow)).filter((h) => h.id !== source.id);
+    const unlike = others.filter((h) => !sameHypervisor(h, source));
+    const cpuUnlike = occupiesHost(vm.powerState)
+      ? others.filter((h) => sameHypervisor(h, source) && cpuIncompatibility(vm.name, source, h))
+      : [];
+    return { unlike, cpuUnlike };
   }
 
   /** A begin repeated for the migration that holds the VM: its state as it is, nothing re-checked. */
@@ -316,6 +344,8 @@ function blockerHost(h: HostRow): BlockerHost {
     stateReason: h.stateReason,
     driver: h.driver,
     accelerator: h.accelerator,
+    cpuModel: h.cpuModel,
+    cpuFlags: h.cpuFlags,
   };
 }
 

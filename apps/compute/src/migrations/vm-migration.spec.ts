@@ -122,11 +122,19 @@ describe.each(testDatabases())('VmMigrationService on %s', (_db, url) => {
     });
   const end = (vmId: string, migrationId: string, lostReason = '') =>
     migrations.call.endVmMigration({ vmId, migrationId, lostReason });
-  const report = (h: 'a' | 'b' | 'c', vms: Array<[string, computeV1.PowerState]>) =>
+  const report = (
+    h: 'a' | 'b' | 'c',
+    vms: Array<[string, computeV1.PowerState]>,
+    hypervisor: Pick<computeV1.HeartbeatRequest, 'accelerator' | 'cpuModel' | 'cpuFlags'> = {
+      accelerator: '',
+      cpuModel: '',
+      cpuFlags: [],
+    },
+  ) =>
     registry.call.heartbeat({
       hostId: hosts[h].id,
       epoch: hosts[h].epoch,
-      accelerator: '',
+      ...hypervisor,
       vms: vms.map(([vmId, powerState]) => ({ vmId, powerState, reason: '', nics: [] })),
     });
   const setState = async (h: 'a' | 'b' | 'c', state: 'ENABLED' | 'MAINTENANCE' | 'DISABLED', reason = '') => {
@@ -237,6 +245,8 @@ describe.each(testDatabases())('VmMigrationService on %s', (_db, url) => {
         address: '127.0.0.1:1',
         driver,
         accelerator,
+        cpuModel: accelerator.startsWith('kvm') ? 'host: Test CPU' : 'qemu64',
+        cpuFlags: [],
         cpus: 2,
         memoryMib: 2048,
         labels: {},
@@ -256,6 +266,80 @@ describe.each(testDatabases())('VmMigrationService on %s', (_db, url) => {
       'DESTINATION_HOST_STATE',
       'ACCELERATOR_MISMATCH',
     ]);
+  });
+
+  it("blocks a running VM from a host whose CPU lacks flags its guest sees, with the destination's other blockers, and the pick skips such hosts", async () => {
+    // The sim agents report the sim driver's CPU; here they report as KVM hosts would, in their names.
+    expect(hosts.a).toMatchObject({ cpuModel: 'sim', cpuFlags: [] });
+    const onB = await startedOn('b', { memoryMib: 1024 });
+    const vm = await startedOn('a', { memoryMib: 1536 });
+    const newer = ['fpu', 'sse4_2', 'avx', 'avx2', 'bmi2', 'adx', 'sha_ni', 'avx512f', 'avx512dq'];
+    const newerStill = [...newer, 'avx512bw', 'avx512vl', 'avx512_vnni', 'vaes', 'gfni'];
+    const kvm = (model: string, cpuFlags: string[]) => ({
+      accelerator: 'kvm (probe passed)',
+      cpuModel: `host: ${model}`,
+      cpuFlags,
+    });
+    const running = (id: string): Array<[string, computeV1.PowerState]> => [[id, P.POWER_STATE_RUNNING]];
+    await report('a', running(vm.id), kvm('Intel Xeon Platinum 8380', newerStill));
+    await report('b', running(onB.id), kvm('Intel Xeon E5-2690', ['fpu', 'sse4_2', 'avx']));
+    await report('c', [], kvm('Intel Xeon Platinum 8480', [...newerStill, 'amx_tile']));
+    await setState('b', 'MAINTENANCE', 'disk swap');
+    try {
+      expect(await host('b')).toMatchObject({
+        accelerator: 'kvm (probe passed)',
+        cpuModel: 'host: Intel Xeon E5-2690',
+        cpuFlags: ['fpu', 'sse4_2', 'avx'],
+      });
+
+      const { blockers } = await check(vm.id, { destinationHostId: hosts.b.id });
+      expect(blockers.map((b) => b.reason)).toEqual([
+        'DESTINATION_HOST_STATE',
+        'INSUFFICIENT_MEMORY',
+        'CPU_INCOMPATIBLE',
+      ]);
+      expect(blockers[2]).toEqual({
+        reason: 'CPU_INCOMPATIBLE',
+        field: 'destination_host_id',
+        description: `host mig-b (host: Intel Xeon E5-2690) lacks 11 CPU flags that vm ${vm.name} sees on host mig-a (host: Intel Xeon Platinum 8380): avx2, bmi2, adx, sha_ni, avx512f, avx512dq, avx512bw, avx512vl, avx512_vnni, vaes (first 10 of 11); a running guest may use any of them. Choose a host of the same CPU family, or restart the VM on host mig-b (shut it down, then start it there: it boots with that host's CPU)`,
+        metadata: { resource_kind: 'host', resource_id: hosts.b.id },
+      });
+      const refusal = await refused(begin(vm.id, 'b'));
+      expect(refusal.code).toBe(status.FAILED_PRECONDITION);
+      expect(refusal.details.map((d) => d.reason)).toContain('CPU_INCOMPATIBLE');
+
+      // With room on mig-b again, the scheduler still passes it over for the newer CPU of the family
+      // (every flag and more), and finds nothing once that is excluded.
+      await setState('b', 'ENABLED');
+      const { operation } = await tenant.clients.vms.call.destroyVm({ id: onB.id, requestId: '' });
+      await operationDone(tenant.clients.operations, operation!.id);
+      expect(await check(vm.id)).toMatchObject({ destination: { id: hosts.c.id }, blockers: [] });
+      const none = await check(vm.id, { excludeHostIds: [hosts.c.id] });
+      expect(none.destination).toBeFalsy();
+      expect(none.blockers.map((b) => b.reason)).toEqual(['NO_DESTINATION']);
+      expect(none.blockers[0].description).toMatch(
+        new RegExp(`of the excluded hosts, .*lack the CPU model or flags vm ${vm.name} sees on host mig-a`),
+      );
+    } finally {
+      await setState('b', 'ENABLED');
+      const agent = (h: 'a' | 'b' | 'c') => ({
+        accelerator: hosts[h].accelerator,
+        cpuModel: hosts[h].cpuModel,
+        cpuFlags: hosts[h].cpuFlags,
+      });
+      await report('a', running(vm.id), agent('a'));
+      await report('b', [], agent('b'));
+      await report('c', [], agent('c'));
+    }
+  });
+
+  it('refuses a CPU report whose flags are not /proc/cpuinfo names, naming the field', async () => {
+    const bad = await refused(
+      report('c', [], { accelerator: '', cpuModel: 'host: Any', cpuFlags: ['avx2', 'a flag; DROP'] }),
+    );
+    expect(bad.code).toBe(status.INVALID_ARGUMENT);
+    expect(bad.message).toMatch(/^cpu_flags: has "a flag; DROP": flags are \/proc\/cpuinfo names/);
+    expect((await host('c')).cpuModel).toBe('sim');
   });
 
   it('holds the VM from begin to end: its vCPUs and memory count on both hosts, the destination owns it after the commit', async () => {
@@ -465,6 +549,8 @@ describe.each(testDatabases())('VmMigrationService on %s', (_db, url) => {
       address: '127.0.0.1:1',
       driver: 'sim',
       accelerator: 'sim',
+      cpuModel: 'sim',
+      cpuFlags: [],
       cpus: 2,
       memoryMib: 2048,
       labels: {},

@@ -20,6 +20,9 @@ export class HostRow {
   @Column({ name: 'state_reason', type: 'text', default: '' }) stateReason!: string;
   @Column('text') driver!: string;
   @Column('text') accelerator!: string;
+  /** What guests get here, as the agent reports it (RegisterHostRequest.cpu_model); '' not reported. */
+  @Column({ name: 'cpu_model', type: 'text', default: '' }) cpuModel!: string;
+  @Column({ name: 'cpu_flags', type: 'jsonb', default: [] }) cpuFlags!: string[];
   @Column('int') cpus!: number;
   @Column({ name: 'memory_mib', type: 'bigint', transformer: int8 }) memoryMib!: number;
   @Column({ name: 'cpu_overcommit_ratio', type: 'double precision' }) cpuOvercommitRatio!: number;

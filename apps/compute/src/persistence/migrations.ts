@@ -1,5 +1,6 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 import { CreateOutbox1764000000000, schemaOf, createOperationsTable } from '@flotilla/platform';
+import { ComputeHostCpu1765100000000 } from './host-cpu.migration';
 import { ComputeVmMigration1765000000000 } from './vm-migration.migration';
 import { ComputeVmSnapshots1764700000000 } from './vm-snapshots.migration';
 
@@ -99,4 +100,5 @@ export const computeMigrations = [
   ComputeVmNics1764100000000,
   ComputeVmSnapshots1764700000000,
   ComputeVmMigration1765000000000,
+  ComputeHostCpu1765100000000,
 ];

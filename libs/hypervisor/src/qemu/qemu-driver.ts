@@ -19,6 +19,7 @@ import {
   ShutdownOptions,
 } from '../driver';
 import { AcceleratorChoice, AcceleratorVerdict, chooseAccelerator, ProbeGuest } from './accel-probe';
+import { guestCpuOf, HostCpu, parseCpuinfo } from './guest-cpu';
 import {
   buildQemuArgv,
   initialDiskLayout,
@@ -99,6 +100,8 @@ export interface QemuDriverOptions {
   spareDiskPorts?: number;
   /** How long streamDisk waits for its block-stream job. Default 1 h. */
   diskJobTimeoutMs?: number;
+  /** /proc/cpuinfo's text (what guests see under KVM); replaced in tests. Read once, at create. */
+  readCpuinfo?: () => string;
   log?: (line: string) => void;
 }
 
@@ -117,6 +120,15 @@ interface VmHandle {
 const REASON_GUEST_SHUTDOWN = 'guest shut down';
 const REASON_GUEST_PANIC = 'guest crashed (kernel panic)';
 const REASON_GONE_UNWATCHED = 'QEMU process ended while no agent was watching (killed or crashed)';
+
+/** Empty where there is none (not Linux): guests then report an unknown model and no flags. */
+function readProcCpuinfo(): string {
+  try {
+    return fs.readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return '';
+  }
+}
 
 async function probeGuestOf(options: QemuDriverOptions): Promise<ProbeGuest | undefined> {
   return typeof options.probeGuest === 'function' ? options.probeGuest() : options.probeGuest;
@@ -156,6 +168,7 @@ export class QemuDriver implements HypervisorDriver {
     private accel: AcceleratorVerdict,
     /** Set while the verdict was taken without a probe guest and one may still come. */
     private probeLater: boolean,
+    private readonly hostCpu: HostCpu,
   ) {
     this.binary = options.binary ?? QEMU_BINARY;
     this.log = options.log ?? (() => undefined);
@@ -176,7 +189,7 @@ export class QemuDriver implements HypervisorDriver {
     options.log?.(`qemu driver: accelerator ${verdict.accelerator} (${verdict.reason})`);
     const later =
       !guest && typeof options.probeGuest === 'function' && (options.accelerator ?? 'auto') === 'auto';
-    return new QemuDriver(options, verdict, later);
+    return new QemuDriver(options, verdict, later, parseCpuinfo((options.readCpuinfo ?? readProcCpuinfo)()));
   }
 
   /** Probes now if the first verdict had no guest to probe with and one has arrived since. */
@@ -195,9 +208,13 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   capabilities(): DriverCapabilities {
+    // Computed at each call: a late probe may change the accelerator, and the CPU guests get with it.
+    const cpu = guestCpuOf(this.accel.accelerator, this.hostCpu);
     return {
       accelerator: this.accel.accelerator,
       acceleratorReason: this.accel.reason,
+      cpuModel: cpu.model,
+      cpuFlags: cpu.flags,
       pause: true,
       suspend: true,
       liveMigration: true,

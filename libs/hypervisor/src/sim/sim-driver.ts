@@ -82,6 +82,8 @@ export class SimDriver implements HypervisorDriver {
     return {
       accelerator: 'sim',
       acceleratorReason: 'sim driver: no guest runs',
+      cpuModel: 'sim',
+      cpuFlags: [],
       pause: true,
       suspend: true,
       liveMigration: true,

@@ -20,6 +20,19 @@ export interface RegisterHostRequest {
   memoryMib: number;
   labels: { [key: string]: string };
   vms: VmStatus[];
+  /**
+   * The CPU model the driver gives guests: "qemu64" under TCG (every TCG host gives the same), "host:
+   * <model name in /proc/cpuinfo>" under KVM (-cpu host passes the host's CPU through), "sim" for the sim
+   * driver. A running guest keeps the CPU it booted with, so a live migration needs a destination that
+   * gives the same (compute's CPU_INCOMPATIBLE blocker). Empty: not reported (an older agent).
+   */
+  cpuModel: string;
+  /**
+   * The CPU feature flags guests see ("sse4_2", "avx2", ...; /proc/cpuinfo names): under KVM the host's,
+   * empty where the model fixes them (TCG, sim). Under KVM a destination must have every flag of the
+   * source's.
+   */
+  cpuFlags: string[];
 }
 
 export interface RegisterHostRequest_LabelsEntry {
@@ -47,6 +60,12 @@ export interface HeartbeatRequest {
    * arrived). Empty: unchanged.
    */
   accelerator: string;
+  /**
+   * As in RegisterHostRequest, sent with the accelerator since the CPU guests get follows it (KVM passes
+   * the host's through, TCG emulates qemu64). Empty cpu_model: both unchanged.
+   */
+  cpuModel: string;
+  cpuFlags: string[];
 }
 
 export interface HeartbeatResponse {

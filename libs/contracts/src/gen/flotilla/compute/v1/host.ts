@@ -50,6 +50,12 @@ export interface Host {
     | undefined;
   /** Incremented at every registration: commands carry it so that a stale agent cannot act. */
   epoch: number;
+  /**
+   * Output only. The CPU model guests get here and its feature flags, as the agent reports them
+   * (RegisterHostRequest.cpu_model, cpu_flags): a running VM moves live only to a host giving the same.
+   */
+  cpuModel: string;
+  cpuFlags: string[];
 }
 
 export interface Host_LabelsEntry {
