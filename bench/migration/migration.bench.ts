@@ -44,8 +44,11 @@ import {
 } from '@flotilla/platform';
 import { envInt, exitHooks, f0, f2, machineDescription, median, sleep, table, tempDirs, x } from '../harness';
 
-const root = path.resolve(__dirname, '../..');
-const bin = path.join(root, 'bin/flotilla.js');
+// Run from dist/bench/migration (built) or bench/migration (ts-node): the repository's bin either way.
+const root = [path.resolve(__dirname, '../..'), path.resolve(__dirname, '../../..')].find((d) =>
+  fs.existsSync(path.join(d, 'bin/flotilla.js')),
+);
+const bin = path.join(root ?? process.cwd(), 'bin/flotilla.js');
 const MiB = 1024 * 1024;
 const ROUNDS = envInt('MIGRATION_BENCH_ROUNDS', 3);
 const MEMORY_MIB = envInt('MIGRATION_BENCH_MEMORY_MIB', 512);
@@ -133,15 +136,24 @@ async function startCloud(): Promise<Cloud> {
     (d: Buffer) => (output = (output + d.toString()).slice(-20_000)),
   );
   exitHooks.add(() => {
+    // VMs outlive their control plane by design: kill this run's QEMUs (their paths name the directory).
+    for (const p of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+      try {
+        if (fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir)) process.kill(Number(p), 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
     try {
       if (up.pid) process.kill(-up.pid, 'SIGKILL');
     } catch {
       // already gone
     }
   });
-  await until('the profile `up` writes', 120_000, async () =>
-    fs.existsSync(path.join(dir, 'config.json')) ? true : undefined,
-  );
+  await until('the profile `up` writes', 120_000, async () => {
+    if (up.exitCode !== null) throw new Error(`flotilla up exited ${up.exitCode}:\n${output.slice(-3000)}`);
+    return fs.existsSync(path.join(dir, 'config.json')) ? true : undefined;
+  });
   const token = fs.readFileSync(path.join(dir, 'var/admin-token'), 'utf8').trim();
   const gateway = `127.0.0.1:${basePort}`;
   const admin = cloudClients(gateway, token);
@@ -303,8 +315,13 @@ async function qemuByHand(
   const qmp = await until(
     'a QMP socket',
     30_000,
-    async () =>
-      fs.existsSync(paths.qmpSocket) ? QmpClient.connect({ socketPath: paths.qmpSocket }) : undefined,
+    async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null)
+        throw new Error(
+          `QEMU by hand exited (${proc.exitCode ?? proc.signalCode}): ${fs.readFileSync(path.join(dir, 'qemu.log'), 'utf8').slice(-800)}`,
+        );
+      return fs.existsSync(paths.qmpSocket) ? QmpClient.connect({ socketPath: paths.qmpSocket }) : undefined;
+    },
     2,
   );
   return { proc, qmp, serialLog: paths.serialLog };
@@ -325,8 +342,8 @@ type QueryMigrate = {
 async function migrateByHand(template: QemuLaunchSpec, workDir: string, dirtyMiB: number): Promise<Sample> {
   const vmId = randomUUID();
   const spec: QemuLaunchSpec = { ...template, uuid: vmUuid(vmId), vm: { ...template.vm, vmId } };
-  const dir = path.join(workDir, vmId);
-  const source = await qemuByHand(spec, path.join(dir, 'source'), false);
+  const dir = path.join(workDir, vmId.slice(0, 8));
+  const source = await qemuByHand(spec, path.join(dir, 'src'), false);
   let destination: Awaited<ReturnType<typeof qemuByHand>> | undefined;
   try {
     await until('the hand-started guest ready', 120_000, async () => {
@@ -337,7 +354,7 @@ async function migrateByHand(template: QemuLaunchSpec, workDir: string, dirtyMiB
     });
     await sleep(1000);
     const started = process.hrtime.bigint();
-    destination = await qemuByHand(spec, path.join(dir, 'destination'), true);
+    destination = await qemuByHand(spec, path.join(dir, 'dst'), true);
     const port = await freePort();
     await destination.qmp.executeRaw('migrate-set-capabilities', {
       capabilities: [{ capability: 'events', state: true }],
@@ -400,14 +417,16 @@ async function main(): Promise<void> {
   );
   const cloud = await startCloud();
   const [h1, h2] = cloud.hosts;
-  const handDir = fs.mkdtempSync(path.join(cloud.dir, 'by-hand-'));
+  // Short: QMP and console sockets must fit a unix socket path.
+  const handDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fmb-'));
+  tempDirs.add(handDir);
   const lines: string[][] = [];
   let idleFlotillaWall = NaN;
   try {
     // ---- (a) and (b) ----
     for (const dirty of DIRTY) {
       const vm = await createVm(cloud, `bench-d${dirty}`, MEMORY_MIB, dirty);
-      let here = ((await vmOf(cloud.admin, vm.id)).hostId) === h1.id ? h1 : h2;
+      let here = (await vmOf(cloud.admin, vm.id)).hostId === h1.id ? h1 : h2;
       const other = () => (here.id === h1.id ? h2 : h1);
       const template = JSON.parse(
         fs.readFileSync(path.join(stateDirOf(cloud, here), 'qemu', vm.id, 'spec.json'), 'utf8'),

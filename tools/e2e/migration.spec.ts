@@ -139,8 +139,10 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
   const ticks = (text: string) => [...text.matchAll(/^TICK (\d+)\s*$/gm)].map((m) => Number(m[1]));
   const httpGet = (address: string): Promise<string> =>
     new Promise((resolve, reject) => {
-      const [host, port] = address.split(':');
-      const req = http.get({ host, port: Number(port), path: '/', timeout: 10_000 }, (res) => {
+      const [hostPort, ...rest] = address.split('/');
+      const [host, port] = hostPort.split(':');
+      const at = `/${rest.join('/')}`;
+      const req = http.get({ host, port: Number(port), path: at, timeout: 10_000 }, (res) => {
         let body = '';
         res.on('data', (d: Buffer) => (body += d.toString()));
         res.on('end', () => resolve(body));
@@ -461,6 +463,10 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
     const shown = await cliOk('migration', 'show', m.id);
     expect(shown).toMatch(/downtime/i);
     expect(shown).toMatch(/rounds/i);
+    // And as Prometheus reads them from the migration service's admin endpoint (`up`: base port + 84).
+    const metrics = await httpGet(`127.0.0.1:${basePort + 84}/metrics`);
+    expect(metrics).toMatch(/flotilla_migrations_total\{[^}]*outcome="succeeded"[^}]*\} [1-9]/);
+    expect(metrics).toMatch(/flotilla_migration_downtime_seconds_count\{[^}]*\} [1-9]/);
     shell.close();
     await destroyVm(vm.id);
   });

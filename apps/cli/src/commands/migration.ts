@@ -61,7 +61,10 @@ export function addMigrateCommand(vm: Command): void {
       '--dry-run',
       'only check: print every reason the VM cannot move now, warnings and estimates (exit 3, or 7 for capacity, when it cannot)',
     )
-    .option('--offline', 'shut the VM down, move it and start it there (the whole move is downtime)')
+    .option(
+      '--offline',
+      'shut the VM down, move it and start it there (the whole move is downtime); not built yet: the server answers UNIMPLEMENTED',
+    )
     .option('--with-storage', 'also copy disks that are on a local (file) SR of the source host')
     .option(
       '--map <vdi=sr>',

@@ -6,6 +6,9 @@ import { AUTO_CONVERGE, CONVERGENCE_DECISION_ROUNDS, type ConvergenceVerdict } f
  * left to auto-converge while QEMU still raises the throttle, or given up with the numbers, instead of
  * looping until the timeout (HOST-NOTES §4: with QEMU's defaults a busy guest never converges).
  */
+/** Rounds auto-converge gets to start throttling before its absence counts as failure. */
+export const AUTO_CONVERGE_GRACE_ROUNDS = 10 * CONVERGENCE_DECISION_ROUNDS;
+
 export interface RemedyPolicy {
   autoConverge: boolean;
   postCopy: boolean;
@@ -32,11 +35,12 @@ export function remedy(verdict: ConvergenceVerdict, round: RoundView, policy: Re
   if (verdict.state !== 'not-converging') return { action: 'wait' };
   if (policy.postCopy) return { action: 'wait' };
   if (policy.autoConverge) {
-    // QEMU raises the throttle by itself each round the guest outpaces the link: give it room until it
-    // stops rising or reaches its ceiling.
-    const starting = round.throttlePercent === 0 && round.rounds < 2 * CONVERGENCE_DECISION_ROUNDS;
-    const rising = round.throttlePercent > round.previousThrottlePercent || starting;
-    if (rising && round.throttlePercent < AUTO_CONVERGE.maxPercent) return { action: 'wait' };
+    // QEMU raises the throttle by itself, once per second of a guest outpacing the link (not per round: rounds
+    // of a small guest are much shorter), up to its ceiling: give up only when the throttle is at the ceiling
+    // and the guest still outpaces the link, or when QEMU never started throttling over many rounds.
+    const maxedOut = round.throttlePercent >= AUTO_CONVERGE.maxPercent;
+    const neverThrottled = round.throttlePercent === 0 && round.rounds >= AUTO_CONVERGE_GRACE_ROUNDS;
+    if (!maxedOut && !neverThrottled) return { action: 'wait' };
     return {
       action: 'give-up',
       reason: `pre-copy does not converge even with the vCPUs throttled ${round.throttlePercent}%: ${verdict.message}`,

@@ -60,6 +60,9 @@ export interface RunnerSettings {
 const hostRef = (h: computeV1.MigrationHost | undefined): HostRef | null =>
   h ? { id: h.id, name: h.name || h.id, address: h.address, epoch: h.epoch } : null;
 
+/** How long CreateMigration's preflight stands for the run that starts right after it. */
+const FRESH_PREFLIGHT_MS = 1000;
+
 const disksCopied = (m: MigrationRow): boolean => m.diskPlan.some((d) => d.targetSrId);
 
 /**
@@ -225,6 +228,12 @@ export class MigrationRunner {
   /** PREFLIGHT → PREPARE → MIRROR → TRANSFER, then the commit. Returns the row past the point of no return. */
   private async forward(m: MigrationRow, signal: AbortSignal): Promise<MigrationRow> {
     const id = m.id;
+    if (!reached(m.step, 'preflighted') && this.checkedAtCreate(m)) {
+      // CreateMigration ran the same checks a moment ago, and BeginVmMigration and PrepareVmDiskMigration
+      // check again, atomically: a second round trip would only lengthen the migration.
+      m = await this.enter(id, 'PREFLIGHT');
+      m = await this.step(id, 'preflighted', {}, 'checked when the migration was created');
+    }
     if (!reached(m.step, 'preflighted')) {
       m = await this.enter(id, 'PREFLIGHT');
       const pre = await this.preflight.run({
@@ -722,22 +731,19 @@ export class MigrationRunner {
     { tries, insist }: { tries: number; insist: boolean } = { tries: 3, insist: true },
   ): Promise<MigrationRow> {
     for (let attempt = 1; ; attempt++) {
-      for (const action of [...m.pending]) {
+      // The calls no other pending call must precede run together (different hosts and services); a pass
+      // ends when nothing more could run.
+      for (;;) {
         if (signal.aborted) throw new Halt();
-        if (blockedBy(action, m.pending)) continue;
-        let note = '';
-        try {
-          await this.perform(m, action);
-        } catch (e) {
-          if (!isUnavailable(e)) note = `${action}: ${(e as Error).message}`;
-          else if (await this.hostGone(m, action)) note = `${action}: skipped, the host is DOWN`;
-          else continue;
-          this.logger.warn({ migrationId: m.id, action, reason: note }, 'migration clean-up call dropped');
-        }
+        const ready = m.pending.filter((a) => !blockedBy(a, m.pending));
+        const outcomes = await Promise.all(ready.map((action) => this.attempt(m, action)));
+        const settled = outcomes.filter((o) => o.settled);
+        if (!settled.length) break;
+        const notes = settled.map((o) => o.note).filter(Boolean);
         m = await this.records.change(m.id, (r) => ({
-          pending: r.pending.filter((a) => a !== action),
-          ...(note
-            ? withDetail(r, [r.phases[r.phases.length - 1]?.detail, note].filter(Boolean).join('; '))
+          pending: r.pending.filter((a) => !settled.some((o) => o.action === a)),
+          ...(notes.length
+            ? withDetail(r, [r.phases[r.phases.length - 1]?.detail, ...notes].filter(Boolean).join('; '))
             : {}),
         }));
       }
@@ -745,6 +751,32 @@ export class MigrationRunner {
       if (!m.pending.length || ((!insist || !essential.length) && attempt >= tries)) return m;
       await sleep(this.settings.retryDelayMs * Math.min(attempt, 5), signal);
     }
+  }
+
+  /**
+   * One pending call: settled when it succeeded or was refused (noted and dropped: a refusal is final), or
+   * when its host is DOWN; not settled when its peer is unreachable for now.
+   */
+  private async attempt(
+    m: MigrationRow,
+    action: PendingAction,
+  ): Promise<{ action: PendingAction; settled: boolean; note: string }> {
+    try {
+      await this.perform(m, action);
+      return { action, settled: true, note: '' };
+    } catch (e) {
+      let note: string;
+      if (!isUnavailable(e)) note = `${action}: ${(e as Error).message}`;
+      else if (await this.hostGone(m, action)) note = `${action}: skipped, the host is DOWN`;
+      else return { action, settled: false, note: '' };
+      this.logger.warn({ migrationId: m.id, action, reason: note }, 'migration clean-up call dropped');
+      return { action, settled: true, note };
+    }
+  }
+
+  /** Started straight after CreateMigration's own preflight (not queued, not resumed after a restart). */
+  private checkedAtCreate(m: MigrationRow): boolean {
+    return Date.now() - m.createdAt.getTime() < FRESH_PREFLIGHT_MS && m.step === 'queued';
   }
 
   private async hostGone(m: MigrationRow, action: PendingAction): Promise<boolean> {

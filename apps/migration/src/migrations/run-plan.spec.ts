@@ -182,6 +182,16 @@ describe('remedy for a pre-copy that does not converge', () => {
     expect(remedy(stuck, { rounds: 4, throttlePercent: 30, previousThrottlePercent: 20 }, p).action).toBe(
       'wait',
     );
+    // QEMU throttles once a second, not once a round: a throttle that did not move this round is not the end.
+    expect(remedy(stuck, { rounds: 12, throttlePercent: 30, previousThrottlePercent: 30 }, p).action).toBe(
+      'wait',
+    );
+    expect(remedy(stuck, { rounds: 8, throttlePercent: 0, previousThrottlePercent: 0 }, p).action).toBe(
+      'wait',
+    );
+    expect(remedy(stuck, { rounds: 30, throttlePercent: 0, previousThrottlePercent: 0 }, p).action).toBe(
+      'give-up',
+    );
     expect(remedy(stuck, { rounds: 9, throttlePercent: 99, previousThrottlePercent: 99 }, p).action).toBe(
       'give-up',
     );

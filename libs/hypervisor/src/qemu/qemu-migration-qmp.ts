@@ -440,7 +440,8 @@ export async function watchOutgoingStatus(
   const offClose = qmp.on('close', onEvent);
   try {
     const first = await readOutgoingStatus(qmp, record);
-    if (FINAL.includes(first.state)) return first;
+    // A source waiting in pre-switchover waits for the caller: answer at once, the guest is paused.
+    if (FINAL.includes(first.state) || first.state === 'pre-switchover') return first;
     const before = statusKey(first);
     const deadline = Date.now() + waitMs;
     for (;;) {

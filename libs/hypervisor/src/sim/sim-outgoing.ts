@@ -215,7 +215,8 @@ export class SimOutgoing {
 
   /** Resolves when the state or the round changes, or after `ms`. */
   waitForChange(ms: number): Promise<void> {
-    if (ms <= 0 || !this.inFlight) return Promise.resolve();
+    // A source waiting in pre-switchover waits for the caller: answer at once (as the qemu driver does).
+    if (ms <= 0 || !this.inFlight || this.currentState === 'pre-switchover') return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         cancel();
