@@ -107,6 +107,15 @@ export const agentConfigSpec = {
     schema: z.coerce.number().int().min(0, 'must be 0..60000').max(60_000, 'must be 0..60000'),
     default: 20,
   },
+  FLOTILLA_SIM_MIGRATION_TIME_SCALE: {
+    description:
+      "real time per modelled time of the sim driver's live migrations: 1 runs the pre-copy model in real time, 0.01 makes a migration take 1% of its modelled time (for evacuations of many simulated hosts)",
+    schema: z.coerce
+      .number()
+      .positive('must be more than 0 and at most 1, e.g. 0.01')
+      .max(1, 'must be more than 0 and at most 1, e.g. 0.01'),
+    default: 1,
+  },
   FLOTILLA_HOST_LABELS: {
     description: 'labels of this host for placement, e.g. "zone=a,ssd=true"',
     schema: labelList,

@@ -52,6 +52,7 @@ export async function createDriver(
     stateDir: path.join(stateDir, 'sim'),
     capacity: { cpus: config.FLOTILLA_SIM_CPUS, memoryMib: config.FLOTILLA_SIM_MEMORY_MIB },
     operationLatencyMs: config.FLOTILLA_SIM_LATENCY_MS,
+    migrationTimeScale: config.FLOTILLA_SIM_MIGRATION_TIME_SCALE,
   });
   logger.info(
     { driver: driver.name, requested: config.FLOTILLA_DRIVER },

@@ -185,6 +185,8 @@ export class FakeMigrations implements MigrationPort {
   readonly noRoom = new Set<string>();
   /** VMs whose migration fails and rolls back. */
   readonly failing = new Set<string>();
+  /** VMs whose next N migrations find their destination filled up meanwhile (RESOURCE_EXHAUSTED). */
+  readonly destinationFull = new Map<string, number>();
   /** VMs whose migration passes its point of no return at once (cancel refused). */
   readonly committed = new Set<string>();
   /** VMs whose first start answer is lost (UNAVAILABLE after creating the migration). */
@@ -288,6 +290,17 @@ export class FakeMigrations implements MigrationPort {
 
   private end(m: FakeMigration): void {
     const vm = this.compute.vms.get(m.migration.vmId);
+    const full = this.destinationFull.get(m.migration.vmId) ?? 0;
+    if (full > 0) {
+      this.destinationFull.set(m.migration.vmId, full - 1);
+      m.migration.state = migrationV1.MigrationState.MIGRATION_STATE_FAILED;
+      m.migration.error = {
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        message: `the migration cannot start: INSUFFICIENT_MEMORY: host ${m.migration.destinationHostId} has 0 MiB of memory free`,
+        details: [],
+      };
+      return;
+    }
     if (this.failing.has(m.migration.vmId) || !vm) {
       m.migration.state = migrationV1.MigrationState.MIGRATION_STATE_FAILED;
       m.migration.error = {

@@ -20,6 +20,8 @@ import { evacuationEnd, evacuationProgress, isEvacuationFinished, vmsToStart } f
 import type { HostControl } from './host-control';
 
 const { MigrationState: M } = migrationV1;
+/** Times a VM's migration is started again after its destination filled up before it could hold room. */
+const destinationFullRestarts = 3;
 const finishedMigration = new Set<string>([
   M.MIGRATION_STATE_SUCCEEDED,
   M.MIGRATION_STATE_FAILED,
@@ -282,7 +284,7 @@ export class EvacuationRunner implements EvacuationKicker {
     let migration: migrationV1.Migration;
     try {
       migration = await this.deps.migrations.start({
-        requestId: `evacuation:${row.id}:${vm.vmId}`,
+        requestId: `evacuation:${row.id}:${vm.vmId}${vm.restarts ? `:${vm.restarts}` : ''}`,
         evacuationId: row.id,
         spec: {
           vmId: vm.vmId,
@@ -465,8 +467,17 @@ function settle(row: EvacuationRow, vmId: string, migration: migrationV1.Migrati
     case M.MIGRATION_STATE_FAILED:
       vm.outcome = 'FAILED';
       vm.error = migration.error ?? null;
-      if (migration.error?.code === status.RESOURCE_EXHAUSTED && row.state === 'RUNNING' && !row.error)
-        noCapacity(row, migration.error.message);
+      if (migration.error?.code === status.RESOURCE_EXHAUSTED && row.state === 'RUNNING' && !row.error) {
+        // The scheduler picked its destination when it was asked; other migrations (of this evacuation or
+        // others) took the room there before it could hold it. That host is full, not the pool: a new
+        // migration lets the scheduler pick again, and its start is refused if no host has room.
+        if ((vm.restarts ?? 0) < destinationFullRestarts) {
+          vm.outcome = 'PENDING';
+          vm.restarts = (vm.restarts ?? 0) + 1;
+          vm.migrationId = '';
+          vm.destinationHostId = '';
+        } else noCapacity(row, migration.error.message);
+      }
       break;
     default:
       break;

@@ -27,6 +27,11 @@ export interface EvacuationVmRecord {
   cancelAsked: boolean;
   /** The clean shutdown was asked of compute (with a request id derived from the evacuation's). */
   shutdownAsked: boolean;
+  /**
+   * Migrations started again after one found its destination full (absent: none). Each start's request id
+   * carries it, so that a repeated ask returns that attempt's migration.
+   */
+  restarts?: number;
 }
 
 /**

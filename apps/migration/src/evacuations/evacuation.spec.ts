@@ -392,6 +392,33 @@ describe.each(testDatabases())('host evacuation on %s', (_db, url) => {
     expect(migrations.migrations.size).toBe(0);
   });
 
+  it('starts a migration again when its destination filled up before it held room there', async () => {
+    const [a, b] = [compute.addVm(source, 'a'), compute.addVm(source, 'b')];
+    migrations.destinationFull.set(a.id, 2);
+    const { evacuation } = await evacuate({ maxParallel: 1 });
+    const done = await finished(evacuation.id);
+    expect(done.state).toBe(S.EVACUATION_STATE_SUCCEEDED);
+    expect(outcomes(done)).toEqual({
+      [a.id]: O.EVACUATION_VM_OUTCOME_MIGRATED,
+      [b.id]: O.EVACUATION_VM_OUTCOME_MIGRATED,
+    });
+    expect(migrations.migrations.size).toBe(4);
+  });
+
+  it('ends FAILED when a VM finds its destination full at every restart', async () => {
+    const [a, b] = [compute.addVm(source, 'a'), compute.addVm(source, 'b')];
+    migrations.destinationFull.set(a.id, 100);
+    const { evacuation } = await evacuate({ maxParallel: 1 });
+    const done = await finished(evacuation.id);
+    expect(done.state).toBe(S.EVACUATION_STATE_FAILED);
+    expect(done.error?.code).toBe(8); // RESOURCE_EXHAUSTED
+    expect(outcomes(done)).toEqual({
+      [a.id]: O.EVACUATION_VM_OUTCOME_FAILED,
+      [b.id]: O.EVACUATION_VM_OUTCOME_SKIPPED,
+    });
+    expect(migrations.migrations.size).toBe(4);
+  });
+
   it('ends FAILED when the host goes DOWN, starting nothing more', async () => {
     const vms = [compute.addVm(source, 'a'), compute.addVm(source, 'b')];
     migrations.hold = true;

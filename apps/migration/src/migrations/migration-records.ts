@@ -134,6 +134,22 @@ export class MigrationRecords {
     });
   }
 
+  /**
+   * Destinations of unfinished migrations still in PREFLIGHT (queued or checking): compute holds no room
+   * for them there yet, so the scheduler does not count them.
+   */
+  async destinationsNotHeld(): Promise<string[]> {
+    const rows = await this.store.manager
+      .createQueryBuilder(MigrationRow, 'm')
+      .select('DISTINCT m.destination_host_id', 'id')
+      .where('m.finished_at IS NULL')
+      .andWhere(`m.phase = 'PREFLIGHT'`)
+      // Compute takes at most 1000 hosts to exclude.
+      .limit(1000)
+      .getRawMany<{ id: string }>();
+    return rows.map((r) => r.id).filter(Boolean);
+  }
+
   /** Finished migrations with calls still to make (an agent was down). */
   withLeftovers(): Promise<MigrationRow[]> {
     return this.store.manager

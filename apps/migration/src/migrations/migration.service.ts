@@ -84,7 +84,7 @@ export class MigrationService implements MigrationPort {
       const earlier = await this.byRequest(requestKey);
       if (earlier) return earlier;
     }
-    const pre = await this.checks.run(this.preflightInput(caller, input.spec));
+    const pre = await this.preflightForCreate(caller, input.spec);
     if (!pre.check.migratable) throw grpcErrorOf(blockersStatus(pre.check.blockers));
     const spec = expectPresent(input.spec, 'spec checked by the preflight');
     const vm = expectPresent(pre.vm, 'compute CheckVmMigration answered without the VM');
@@ -267,6 +267,25 @@ export class MigrationService implements MigrationPort {
   }
 
   // ----
+
+  /**
+   * With no destination named, the scheduler's pick avoids hosts other migrations are about to move to
+   * (picked, room not held yet): concurrent starts (an evacuation's, several evacuations') would otherwise
+   * all pick the same emptiest host, queue behind its incoming limit and find it full. Without room elsewhere
+   * they may still go there.
+   */
+  private async preflightForCreate(caller: Caller, spec: migrationV1.MigrationSpec | undefined) {
+    const input = this.preflightInput(caller, spec);
+    const pending = spec && !spec.destinationHostId ? await this.records.destinationsNotHeld() : [];
+    if (pending.length) {
+      const pre = await this.checks.run({ ...input, excludeHostIds: pending });
+      const noDestination = pre.check.blockers.some(
+        (b) => b.kind === migrationV1.BlockerKind.BLOCKER_KIND_NO_DESTINATION,
+      );
+      if (!noDestination) return pre;
+    }
+    return this.checks.run(input);
+  }
 
   private preflightInput(caller: Caller, spec: migrationV1.MigrationSpec | undefined): PreflightInput {
     return {

@@ -36,6 +36,8 @@ export interface PreflightInput {
   recentDirtyRate?: (vmId: string) => Promise<number>;
   /** Another unfinished migration of the VM, if any (a VM moves by one migration at a time). */
   otherMigration?: (vmId: string) => Promise<string | undefined>;
+  /** Hosts the scheduler should not pick (when the spec names no destination). */
+  excludeHostIds?: string[];
 }
 
 /** The mode of a spec (UNSPECIFIED means LIVE); OFFLINE is not built yet and says so. */
@@ -107,7 +109,7 @@ export class Preflight {
         vmId,
         tenantId: input.tenantId,
         destinationHostId: spec.destinationHostId ?? '',
-        excludeHostIds: [],
+        excludeHostIds: input.excludeHostIds ?? [],
         migrationId: input.migrationId ?? '',
       }),
     );

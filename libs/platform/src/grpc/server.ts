@@ -154,6 +154,20 @@ export interface GrpcServiceOptions {
   rawServices?: { areas: ProtoArea[]; register(server: Pick<grpc.Server, 'addService'>): void };
 }
 
+const reflections = new Map<string, ReflectionService>();
+
+/**
+ * One reflection service per set of areas and process: building one decodes every file descriptor (about
+ * half a second of CPU), which many servers in one process (a local cloud of a hundred sim agents) would
+ * otherwise pay each, blocking the event loop. It keeps no per-server state.
+ */
+function reflectionOf(areas: ProtoArea[], load: () => protoLoader.PackageDefinition): ReflectionService {
+  const key = [...areas].sort().join(',');
+  let reflection = reflections.get(key);
+  if (!reflection) reflections.set(key, (reflection = new ReflectionService(load())));
+  return reflection;
+}
+
 /** Longest service name the health service looks up: its NOT_FOUND answer echoes the name in a header. */
 const healthServiceNameMax = 200;
 
@@ -172,10 +186,10 @@ export async function startGrpcService(options: GrpcServiceOptions): Promise<INe
     loader: loaderOptions,
     onLoadPackageDefinition: (pkg, server: Pick<grpc.Server, 'addService'>) => {
       const raw = options.rawServices;
-      const described = raw
-        ? protoLoader.loadSync(protoFiles(...new Set([...options.areas, ...raw.areas])), loaderOptions)
-        : pkg;
-      new ReflectionService(described).addToServer(server);
+      const areas = [...new Set([...options.areas, ...(raw?.areas ?? [])])];
+      reflectionOf(areas, () =>
+        raw ? protoLoader.loadSync(protoFiles(...areas), loaderOptions) : pkg,
+      ).addToServer(server);
       health.addToServer(boundedHealthNames(server));
       raw?.register(server);
     },

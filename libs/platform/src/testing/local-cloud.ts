@@ -42,6 +42,8 @@ export interface LocalCloudOptions {
   agents?: number | AgentOptions[];
   /** Latency of each sim power operation (FLOTILLA_SIM_LATENCY_MS). Default 0. */
   simLatencyMs?: number;
+  /** Real time per modelled time of sim live migrations (FLOTILLA_SIM_MIGRATION_TIME_SCALE). Default 1. */
+  simMigrationTimeScale?: number;
   /** Extra compute configuration, e.g. { FLOTILLA_HOST_DOWN_AFTER_MS: '1500' }. */
   computeEnv?: Record<string, string>;
   gatewayEnv?: Record<string, string>;
@@ -118,7 +120,7 @@ interface Stoppable {
   stop(): Promise<void>;
 }
 /** startCompute, startGateway, startAgent: validated config in, a running service out. */
-type StartFn = (config: never, logger: Logger, options?: { schema?: string }) => Promise<Stoppable>;
+type StartFn = (config: never, logger: Logger, options?: Record<string, unknown>) => Promise<Stoppable>;
 
 const repoRoot = path.resolve(__dirname, '../../../..');
 const distRoot = path.basename(repoRoot) === 'dist' ? repoRoot : path.join(repoRoot, 'dist');
@@ -130,8 +132,15 @@ function loadApp(app: string, file: string, specName: string, startName: string)
   if (!spec || typeof start !== 'function')
     throw new Error(`apps/${app}: ${specName} or ${startName} not found`);
   /** Validates `env` with the app's own config schema, as its main does, and starts it. */
-  return (env: Record<string, string>, logger: Logger, options?: { schema?: string }) =>
+  return (env: Record<string, string>, logger: Logger, options?: Record<string, unknown>) =>
     start(parseConfig(spec, env) as never, logger, options);
+}
+
+/** Something an app's main passes besides its config (the migration service's extensions: host evacuation). */
+function loadExport(app: string, file: string, name: string): unknown {
+  const value = require(path.join(repoRoot, 'apps', app, 'src', file))[name] as unknown;
+  if (value === undefined) throw new Error(`apps/${app}/src/${file}: ${name} not found`);
+  return value;
 }
 
 export async function freePort(): Promise<number> {
@@ -256,7 +265,8 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
     );
     toStop.push(() => storageApp.stop());
 
-    // The gateway relays migrations and asks the migration service for operations: a pool runs it.
+    // The gateway relays migrations and asks the migration service for operations: a pool runs it, with
+    // the extensions its main starts (EvacuationService), as `flotilla up` does.
     const startMigration = loadApp('migration', 'migration.app', 'migrationConfigSpec', 'startMigration');
     const migrationApp = await startMigration(
       {
@@ -269,7 +279,7 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
         ...options.migrationEnv,
       },
       createLogger('migration', logLevel),
-      { schema: schemas.migration },
+      { schema: schemas.migration, extensions: loadExport('migration', 'extensions', 'extensions') },
     );
     toStop.push(() => migrationApp.stop());
 
@@ -318,6 +328,7 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
         FLOTILLA_SIM_CPUS: String(o.cpus ?? 8),
         FLOTILLA_SIM_MEMORY_MIB: String(o.memoryMib ?? 16384),
         FLOTILLA_SIM_LATENCY_MS: String(options.simLatencyMs ?? 0),
+        FLOTILLA_SIM_MIGRATION_TIME_SCALE: String(options.simMigrationTimeScale ?? 1),
         FLOTILLA_HOST_LABELS: Object.entries(o.labels ?? {})
           .map(([k, v]) => `${k}=${v}`)
           .join(','),
