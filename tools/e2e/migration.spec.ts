@@ -471,14 +471,74 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
     await destroyVm(vm.id);
   });
 
-  const slowMigration = async (name: string) => {
+  interface DiskEvidence {
+    vdi: string;
+    /** The guest's md5 of the 8 MiB it wrote, read by the guest now. */
+    sum: () => Promise<string>;
+    before: string;
+    /** The files of each host's FILE SR before the migration. */
+    files: Record<string, string[]>;
+  }
+  const srFiles = (host: computeV1.Host) =>
+    fs.readdirSync(path.join(dir, 'var', 'sr', `file-${host.name}`)).filter((f) => !f.startsWith('.'));
+
+  /**
+   * A migration slow enough to hurt in the middle of its memory transfer. With `disk`, the VM also has a data
+   * disk on its host's FILE SR holding 8 MiB the guest wrote, moved with storage (mirrored first).
+   */
+  const slowMigration = async (name: string, disk = false) => {
     const vm = await createVm(name);
+    let data: DiskEvidence | undefined;
+    if (disk) {
+      const here = hosts.find((h) => h.id === vm.hostId)!;
+      await fileSr(here);
+      await fileSr(otherHost(vm.hostId));
+      await cliOk('vdi', 'create', `${name}-data`, '--size', '32M', '--sr', `file-${here.name}`);
+      await cliOk('vbd', 'create', name, `${name}-data`);
+      await cliOk('vbd', 'plug', `${name}:0`);
+      const sum = async () => {
+        const sh = new GuestShell(admin.vms, vm.id);
+        shells.push(sh);
+        await sh.ready();
+        const out = await sh.run('dd if=/dev/vda bs=1M skip=1 count=8 2>/dev/null | md5sum');
+        sh.close();
+        return out.match(/\b[0-9a-f]{32}\b/)![0];
+      };
+      const sh = new GuestShell(admin.vms, vm.id);
+      shells.push(sh);
+      await sh.ready();
+      await sh.run('dd if=/dev/urandom of=/dev/vda bs=1M seek=1 count=8 conv=fsync 2>/dev/null');
+      sh.close();
+      data = {
+        vdi: `${name}-data`,
+        sum,
+        before: await sum(),
+        files: Object.fromEntries(hosts.map((h) => [h.name, srFiles(h)])),
+      };
+    }
     const ticksBefore = Math.max(...ticks(await consoleOf(vm.id)));
     // 256 MiB at 24 MiB/s: about ten seconds of transfer, time to hurt it in the middle.
-    const m = await startMigration(spec(vm, otherHost(vm.hostId), { bandwidthBytesPerSec: 24 * MiB }));
+    const m = await startMigration(spec(vm, otherHost(vm.hostId), { bandwidthBytesPerSec: 24 * MiB }, disk));
     await inPhase(m.id, MP.MIGRATION_PHASE_TRANSFER);
     await new Promise((r) => setTimeout(r, 1500));
-    return { vm, m, ticksBefore };
+    return { vm, m, ticksBefore, data };
+  };
+
+  /** The data disk after a migration: on the SR of the host the VM ended on, the guest's bytes unchanged. */
+  const diskConsistent = async (end: migrationV1.Migration, data: DiskEvidence) => {
+    const vm = await getVm(end.vmId);
+    const host = hosts.find((h) => h.id === vm.hostId)!;
+    const other = otherHost(vm.hostId);
+    const { vdi } = JSON.parse(await cliOk('vdi', 'show', data.vdi, '--json')) as { vdi: { srId: string } };
+    const { sr } = JSON.parse(await cliOk('sr', 'show', `file-${host.name}`, '--json')) as {
+      sr: { id: string };
+    };
+    expect(vdi.srId).toBe(sr.id);
+    expect(await data.sum()).toBe(data.before);
+    // Nothing new is left on the other host's SR: neither the copy (rolled back) nor the original (moved).
+    await until(`no leftover file on ${other.name}'s SR`, () =>
+      srFiles(other).every((f) => data.files[other.name].includes(f)) ? true : undefined,
+    );
   };
 
   it('survives SIGKILL of the destination agent during the transfer', async () => {
@@ -497,17 +557,18 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
     await destroyVm(vm.id);
   });
 
-  it('resumes after SIGKILL of the migration service during the transfer', async () => {
-    const { vm, m, ticksBefore } = await slowMigration('fault-svc');
+  it('resumes after SIGKILL of the migration service during the transfer, disks and all', async () => {
+    const { vm, m, ticksBefore, data } = await slowMigration('fault-svc', true);
     await sigkill(servicePid('migration'));
     const end = await finished(m.id);
     expect(MS[end.state]).toBe('MIGRATION_STATE_SUCCEEDED');
     await consistentAfter(end, ticksBefore);
+    await diskConsistent(end, data!);
     await destroyVm(vm.id);
   });
 
-  it('rolls back when the TCP stream between the QEMUs is cut: the VM runs on at the source', async () => {
-    const { vm, m, ticksBefore } = await slowMigration('fault-tcp');
+  it('rolls back when the TCP stream between the QEMUs is cut: the VM and its disk stay at the source', async () => {
+    const { vm, m, ticksBefore, data } = await slowMigration('fault-tcp', true);
     // The destination QEMU's listening ports (migration, NBD) other than its forwarded guest port.
     const [dest] = qemusOf(vm.id).filter((q) => hostOfQemu(q.cmdline)?.id !== vm.hostId);
     const listening = execFileSync('ss', ['-Hltnp'], { encoding: 'utf8' })
@@ -533,6 +594,7 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
     expect(end.error?.message).toBeTruthy();
     expect(end.phases.map((p) => MP[p.phase])).toContain('MIGRATION_PHASE_ROLLBACK');
     await consistentAfter(end, ticksBefore);
+    await diskConsistent(end, data!);
     await destroyVm(vm.id);
   });
 
