@@ -133,7 +133,25 @@ export class QemuImg {
     return qemuImgLimits(work, virtualSizeBytes, this.policy);
   }
 
-  run(run: QemuImgRun): Promise<QemuImgResult> {
+  /**
+   * Runs qemu-img once; an image still locked is tried again for a few seconds: a QEMU that is letting go of
+   * it (a disk just unplugged, a VM just stopped or migrated away) releases its lock a moment after saying
+   * so, and under load that moment can be long. A VM that really holds the image still fails, later.
+   */
+  async run(run: QemuImgRun): Promise<QemuImgResult> {
+    const giveUpAt = Date.now() + LOCK_PATIENCE_MS;
+    for (;;) {
+      try {
+        return await this.runOnce(run);
+      } catch (e) {
+        if (!(e instanceof QemuImgError) || e.failure !== 'locked' || Date.now() >= giveUpAt) throw e;
+        if (run.signal?.aborted) throw new QemuImgError('cancelled', `qemu-img ${run.args[0]} cancelled`);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    }
+  }
+
+  private runOnce(run: QemuImgRun): Promise<QemuImgResult> {
     try {
       assertExplicitFormat(run.args);
     } catch (e) {
@@ -199,6 +217,9 @@ export class QemuImg {
     });
   }
 }
+
+/** How long an image locked by another process is tried again (see QemuImg.run). */
+const LOCK_PATIENCE_MS = 8000;
 
 function assertExplicitFormat(args: string[]): void {
   const needed = formatOption[args[0]];
