@@ -266,7 +266,8 @@ describeWithRealQemu('qemu driver disks on real QEMU', () => {
       await until(
         'file closed',
         async () => ((await driver.openDiskFiles(vmId)).includes(late) ? undefined : true),
-        60_000,
+        // A TCG guest on a loaded machine takes its time to eject the device once it runs again.
+        120_000,
       );
       expect((await shell.run(`test -e /sys/block/${device}`)).code).not.toBe(0);
     });

@@ -152,6 +152,9 @@ const freeLoopbackPort = (): Promise<number> => freeTcpPort('127.0.0.1');
  * Truth comes from QEMU (`query-status`, the process); state.json only records what the agent intended and
  * why a VM halted, to explain a QEMU that is no longer there. Operations on one VM are serialised.
  */
+/** Background attempts at releasing block nodes QEMU kept after a guest released a disk (see releaseLater). */
+const RELEASE_RETRIES = 8;
+
 export class QemuDriver implements HypervisorDriver {
   readonly name = 'qemu' as const;
   private readonly handles = new Map<string, VmHandle>();
@@ -964,11 +967,30 @@ export class QemuDriver implements HypervisorDriver {
     for (const place of [...this.layoutOf(handle.launch)]) {
       if (devices.has(diskDeviceId(place.id))) continue;
       const left = await releaseDiskNodes(handle.qmp, place.id);
-      if (left.held.length)
+      if (left.held.length) {
         this.log(`vm ${handle.dir.vmId}: QEMU keeps ${left.held.join(', ')} open: ${left.reason}`);
+        this.releaseLater(handle, place.id, RELEASE_RETRIES);
+      }
       this.dropDisk(handle, place.id);
       this.log(`vm ${handle.dir.vmId}: disk ${place.id} was released by the guest`);
     }
+  }
+
+  /**
+   * Block nodes QEMU still kept after the guest released their disk (a loaded host lets go late): released
+   * in the background, a few more times, so that the file is not held open for the VM's lifetime.
+   */
+  private releaseLater(handle: VmHandle, diskId: string, triesLeft: number): void {
+    if (triesLeft <= 0) return;
+    const vmId = handle.dir.vmId;
+    setTimeout(() => {
+      void this.withLock(vmId, async () => {
+        if (this.handles.get(vmId) !== handle || handle.expectExit) return;
+        const left = await releaseDiskNodes(handle.qmp, diskId);
+        if (left.held.length) this.releaseLater(handle, diskId, triesLeft - 1);
+        else this.log(`vm ${vmId}: QEMU let go of disk ${diskId} at last`);
+      }).catch((err: unknown) => this.log(`vm ${vmId}: releasing disk ${diskId}: ${(err as Error).message}`));
+    }, 2000).unref();
   }
 
   /** A first launch of a validated spec: disk ids, host ports, PCIe ports and chains fixed now, once. */
