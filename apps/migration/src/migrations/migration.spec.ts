@@ -5,6 +5,7 @@ import {
   freePort,
   GrpcClient,
   md,
+  errorDetailsOf,
   parseConfig,
   rejection,
   testDatabases,
@@ -15,7 +16,6 @@ import {
 import { migrationConfigSpec } from '../config';
 import { MigrationApp, startMigration } from '../migration.app';
 import { FakeDisk, FakePool } from '../testing/fake-pool';
-import { detailsOfError } from './statuses';
 
 // Real: the migration service (its gRPC edge, runner and reconciler), the database (PGlite, and PostgreSQL
 // when TEST_DATABASE_URL is set), gRPC on loopback to every peer. Stand-ins: compute, storage and the host
@@ -214,7 +214,7 @@ describe.each(testDatabases())('migration service on %s', (_db, url) => {
     const refused = await create(spec(vmC)).catch((e: grpc.ServiceError) => e);
     expect((refused as grpc.ServiceError).code).toBe(grpc.status.FAILED_PRECONDITION);
     expect(
-      detailsOfError(refused as grpc.ServiceError)
+      errorDetailsOf(refused)
         .map((d) => d.reason)
         .sort(),
     ).toEqual(kinds);

@@ -1,17 +1,10 @@
-import { Metadata } from '@grpc/grpc-js';
 import { commonV1, migrationV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode } from '@flotilla/domain';
-import { grpcCodeOf, GrpcStatusError, toGrpcStatus } from '@flotilla/platform';
+import { grpcCodeOf, GrpcStatusError, statusWithDetails } from '@flotilla/platform';
 import { refusalCode } from './run-plan';
 
 /** A flotilla.common.v1.Status as a migration records it (FAILED or CANCELLED). */
 export type RunStatus = commonV1.Status;
-
-/**
- * Trailing metadata key carrying a refusal's ErrorDetails: the flotilla.common.v1.Status as JSON (UTF-8,
- * binary header); the message lists every blocker too, for clients that do not read it.
- */
-export const errorDetailsKey = 'x-flotilla-error-details-bin';
 
 export const blockerKindName = (kind: migrationV1.BlockerKind | string): string =>
   String(kind).replace('BLOCKER_KIND_', '');
@@ -46,17 +39,8 @@ export function statusOf(e: DomainError): RunStatus {
   };
 }
 
-/** The gRPC error for a status with details: the message, and the details in trailing metadata. */
+/** The gRPC error for a refusal by blockers (blockersStatus): its message, its details in the trailer. */
 export function grpcErrorOf(s: RunStatus): GrpcStatusError {
-  const metadata = new Metadata();
-  metadata.set(errorDetailsKey, Buffer.from(JSON.stringify(s), 'utf8'));
-  const base = toGrpcStatus(new DomainError(ErrorCode.FailedPrecondition, s.message));
-  return Object.assign(base, { code: s.code, metadata });
-}
-
-/** Reads the details a refusal carried (for clients and tests). */
-export function detailsOfError(e: { metadata?: Metadata }): commonV1.ErrorDetail[] {
-  const raw = e.metadata?.get(errorDetailsKey)[0];
-  if (!raw || typeof raw === 'string') return [];
-  return (JSON.parse(raw.toString('utf8')) as RunStatus).details;
+  const code = s.code === 8 ? ErrorCode.ResourceExhausted : ErrorCode.FailedPrecondition;
+  return statusWithDetails(new DomainError(code, s.message), s.details);
 }
