@@ -219,7 +219,7 @@ export class QemuImg {
 }
 
 /** How long an image locked by another process is tried again (see QemuImg.run). */
-const LOCK_PATIENCE_MS = 8000;
+const LOCK_PATIENCE_MS = 30_000;
 
 function assertExplicitFormat(args: string[]): void {
   const needed = formatOption[args[0]];

@@ -153,7 +153,7 @@ const freeLoopbackPort = (): Promise<number> => freeTcpPort('127.0.0.1');
  * why a VM halted, to explain a QEMU that is no longer there. Operations on one VM are serialised.
  */
 /** Background attempts at releasing block nodes QEMU kept after a guest released a disk (see releaseLater). */
-const RELEASE_RETRIES = 8;
+const RELEASE_RETRIES = 30;
 
 export class QemuDriver implements HypervisorDriver {
   readonly name = 'qemu' as const;
@@ -639,11 +639,7 @@ export class QemuDriver implements HypervisorDriver {
                 : '') +
               '; the request stays pending and completes when the guest releases the disk',
           );
-        const left = await releaseDiskNodes(handle.qmp, diskId);
-        if (left.held.length)
-          this.log(
-            `vm ${vmId}: disk ${diskId} unplugged; QEMU keeps ${left.held.join(', ')} open: ${left.reason}`,
-          );
+        await this.releaseDisk(handle, diskId);
       } catch (e) {
         throw asDriverError(e, `vm ${vmId}: unplug of disk ${diskId} failed`);
       }
@@ -966,14 +962,25 @@ export class QemuDriver implements HypervisorDriver {
     const devices = await peripheralIds(handle.qmp);
     for (const place of [...this.layoutOf(handle.launch)]) {
       if (devices.has(diskDeviceId(place.id))) continue;
-      const left = await releaseDiskNodes(handle.qmp, place.id);
-      if (left.held.length) {
-        this.log(`vm ${handle.dir.vmId}: QEMU keeps ${left.held.join(', ')} open: ${left.reason}`);
-        this.releaseLater(handle, place.id, RELEASE_RETRIES);
-      }
+      await this.releaseDisk(handle, place.id);
       this.dropDisk(handle, place.id);
       this.log(`vm ${handle.dir.vmId}: disk ${place.id} was released by the guest`);
     }
+  }
+
+  /**
+   * Closes the block nodes of a disk whose device is gone. QEMU frees a removed device's drive only after an
+   * RCU grace period, which a loaded TCG host can stretch to many seconds: what it still holds after
+   * releaseDiskNodes' patience is released in the background (releaseLater) rather than kept open for the
+   * VM's lifetime.
+   */
+  private async releaseDisk(handle: VmHandle, diskId: string): Promise<void> {
+    const left = await releaseDiskNodes(handle.qmp, diskId);
+    if (!left.held.length) return;
+    this.log(
+      `vm ${handle.dir.vmId}: disk ${diskId}: QEMU keeps ${left.held.join(', ')} open: ${left.reason}`,
+    );
+    this.releaseLater(handle, diskId, RELEASE_RETRIES);
   }
 
   /**
@@ -986,11 +993,11 @@ export class QemuDriver implements HypervisorDriver {
     setTimeout(() => {
       void this.withLock(vmId, async () => {
         if (this.handles.get(vmId) !== handle || handle.expectExit) return;
-        const left = await releaseDiskNodes(handle.qmp, diskId);
+        const left = await releaseDiskNodes(handle.qmp, diskId, 0);
         if (left.held.length) this.releaseLater(handle, diskId, triesLeft - 1);
         else this.log(`vm ${vmId}: QEMU let go of disk ${diskId} at last`);
       }).catch((err: unknown) => this.log(`vm ${vmId}: releasing disk ${diskId}: ${(err as Error).message}`));
-    }, 2000).unref();
+    }, 1000).unref();
   }
 
   /** A first launch of a validated spec: disk ids, host ports, PCIe ports and chains fixed now, once. */
