@@ -5,5 +5,6 @@
 
 /* eslint-disable */
 
-export * from "./flotilla/gateway/v1/tenant";
 export * from "./flotilla/gateway/v1/token";
+export * from "./flotilla/gateway/v1/credential";
+export * from "./flotilla/gateway/v1/tenant";

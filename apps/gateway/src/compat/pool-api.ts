@@ -1,0 +1,71 @@
+import { Metadata } from '@grpc/grpc-js';
+import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
+import { GrpcClient, md } from '@flotilla/platform';
+import type { Principal } from '../auth/token-auth';
+
+export interface PoolApiOptions {
+  computeAddress: string;
+  storageAddress: string;
+  serviceToken: string;
+  deadlineMs: number;
+}
+
+/**
+ * The pool's gRPC services as the compatibility fronts (EC2, OpenStack) call them: the same RPCs the gateway
+ * relays for gRPC consumers, on behalf of an authenticated principal (its tenant and role travel in the
+ * metadata, exactly as PoolRelay sends them). The fronts keep no model of VMs, images or flavors of their
+ * own: every answer comes from these services.
+ */
+export class PoolApi {
+  readonly vms: GrpcClient<computeV1.VmServiceClient>;
+  readonly flavors: GrpcClient<computeV1.FlavorServiceClient>;
+  readonly hosts: GrpcClient<computeV1.HostServiceClient>;
+  /** The compute service's operations (VM creates and power operations). */
+  readonly computeOperations: GrpcClient<commonV1.OperationServiceClient>;
+  readonly images: GrpcClient<storageV1.ImageServiceClient>;
+  readonly vdis: GrpcClient<storageV1.VdiServiceClient>;
+  readonly srs: GrpcClient<storageV1.SrServiceClient>;
+  /** The storage service's operations (VDI imports and copies). */
+  readonly storageOperations: GrpcClient<commonV1.OperationServiceClient>;
+
+  constructor(options: PoolApiOptions) {
+    const client = <C>(address: string, service: string) =>
+      new GrpcClient<C>({
+        address,
+        service,
+        defaultDeadlineMs: options.deadlineMs,
+        staticMetadata: { [md.serviceToken]: options.serviceToken },
+      });
+    this.vms = client(options.computeAddress, 'flotilla.compute.v1.VmService');
+    this.flavors = client(options.computeAddress, 'flotilla.compute.v1.FlavorService');
+    this.hosts = client(options.computeAddress, 'flotilla.compute.v1.HostService');
+    this.computeOperations = client(options.computeAddress, 'flotilla.common.v1.OperationService');
+    this.images = client(options.storageAddress, 'flotilla.storage.v1.ImageService');
+    this.vdis = client(options.storageAddress, 'flotilla.storage.v1.VdiService');
+    this.srs = client(options.storageAddress, 'flotilla.storage.v1.SrService');
+    this.storageOperations = client(options.storageAddress, 'flotilla.common.v1.OperationService');
+  }
+
+  /** Call options acting as principal; requestId (≤ 128 chars) is logged by every service on the way. */
+  as(principal: Principal, requestId?: string): { metadata: Metadata } {
+    const metadata = new Metadata();
+    metadata.set(md.tenantId, principal.tenantId);
+    metadata.set(md.role, principal.role);
+    if (requestId) metadata.set(md.requestId, requestId.slice(0, 128));
+    return { metadata };
+  }
+
+  close(): void {
+    for (const c of [
+      this.vms,
+      this.flavors,
+      this.hosts,
+      this.computeOperations,
+      this.images,
+      this.vdis,
+      this.srs,
+      this.storageOperations,
+    ])
+      c.close();
+  }
+}
