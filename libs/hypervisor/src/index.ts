@@ -8,7 +8,7 @@ export * from './qemu/accel-probe';
 export * from './qemu/guest-cpu';
 export { validateDriverVmSpec, VM_SPEC_LIMITS } from './qemu/vm-spec-validation';
 export { findOnPath, realQemuMissing } from './qemu/real-qemu';
-export { describeWithRealQemu } from './qemu/real-qemu.testing';
+export { describeWhenAvailable, describeWithRealQemu } from './qemu/real-qemu.testing';
 export * from './images/image-inspector';
 export { isProcessAlive } from './qemu/qemu-process';
 export * from './disks';

@@ -30,12 +30,20 @@ export function serveAdminHttp(address: string, routes: AdminRoutes, logger: Log
       send(res, textResponse(500, 'internal error\n'));
     });
   });
+  return listenHttp(server, address);
+}
+
+/** Starts an HTTP server on host:port ("[::1]:80" too); rejects when the port cannot be had. */
+export function listenHttp(server: http.Server, address: string): Promise<http.Server> {
   const i = address.lastIndexOf(':');
   const host = address.slice(0, i).replace(/^\[|\]$/g, '');
   const port = Number(address.slice(i + 1));
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => resolve(server));
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve(server);
+    });
   });
 }
 
