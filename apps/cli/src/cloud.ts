@@ -49,6 +49,9 @@ export class Cloud {
   get tokens(): GrpcClient<gatewayV1.TokenServiceClient> {
     return this.client('flotilla.gateway.v1.TokenService');
   }
+  get credentials(): GrpcClient<gatewayV1.CredentialServiceClient> {
+    return this.client('flotilla.gateway.v1.CredentialService');
+  }
 
   /** Metadata for calls made on a client's raw grpc-js stub (client streams): the bearer token. */
   authMetadata(): Metadata {

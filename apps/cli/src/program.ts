@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { adminCommands } from './commands/admin';
+import { credentialCommand } from './commands/credential';
 import { evacuationCommand } from './commands/evacuation';
 import { imageCommand } from './commands/image';
 import { migrationCommand } from './commands/migration';
@@ -64,6 +65,7 @@ Errors print one line, "flotilla: <message>", on stderr.`,
   program.addCommand(opCommand());
   program.addCommand(watchCommand());
   for (const c of adminCommands()) program.addCommand(c);
+  program.addCommand(credentialCommand());
   inheritSettings(program);
   return program;
 }

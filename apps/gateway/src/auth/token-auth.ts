@@ -19,6 +19,16 @@ export function newSecret(): { secret: string; hash: string; prefix: string } {
   return { secret, hash: hashSecret(secret), prefix: secret.slice(0, 10) };
 }
 
+/** The principal a token or credential row acts as: pool-admin and pool-operator act across tenants. */
+export function principalOf(row: Pick<TokenRow, 'id' | 'tenantId' | 'role'>): Principal {
+  return {
+    tokenId: row.id,
+    tenantId: row.tenantId,
+    role: row.role,
+    crossTenant: row.role === 'pool-admin' || row.role === 'pool-operator',
+  };
+}
+
 /** The secret has 256 random bits, so one sha256 is enough; it is what the database keeps. */
 export function hashSecret(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');
@@ -51,12 +61,7 @@ export class TokenAuth {
     const row = await this.dataSource.manager.findOneBy(TokenRow, { secretHash: hash });
     if (!row || row.revoked || (row.expiresAt && row.expiresAt.getTime() <= now))
       throw new DomainError(ErrorCode.Unauthenticated, 'the bearer token is unknown, revoked or expired');
-    const principal: Principal = {
-      tokenId: row.id,
-      tenantId: row.tenantId,
-      role: row.role,
-      crossTenant: row.role === 'pool-admin' || row.role === 'pool-operator',
-    };
+    const principal = principalOf(row);
     this.cache.set(hash, {
       principal,
       expiresAt: row.expiresAt?.getTime() ?? Infinity,

@@ -80,11 +80,11 @@ export class AdminService {
 
   async getTenant(p: Principal, idOrName: string): Promise<TenantRow> {
     if (p.role !== 'pool-admin') {
-      const own = await this.findTenant(this.dataSource.manager, p.tenantId);
+      const own = await findTenant(this.dataSource.manager, p.tenantId);
       if (own.id === idOrName || own.name === idOrName) return own;
       requireRole(p, 'pool-admin', 'reading another tenant');
     }
-    return this.findTenant(this.dataSource.manager, idOrName);
+    return findTenant(this.dataSource.manager, idOrName);
   }
 
   async listTenants(
@@ -101,7 +101,7 @@ export class AdminService {
 
   async deleteTenant(p: Principal, idOrName: string): Promise<void> {
     requireRole(p, 'pool-admin', 'deleting a tenant');
-    const tenant = await this.findTenant(this.dataSource.manager, idOrName);
+    const tenant = await findTenant(this.dataSource.manager, idOrName);
     if (tenant.id === p.tenantId)
       throw failedPrecondition('you cannot delete the tenant of the token you are using');
     const vms = await this.countVms(tenant.id);
@@ -133,7 +133,7 @@ export class AdminService {
           'a token was already created with this request_id; its secret was shown then and cannot be shown again',
           { field: 'request_id' },
         );
-      const tenant = await this.findTenant(m, req.tenantId, 'tenant_id');
+      const tenant = await findTenant(m, req.tenantId, 'tenant_id');
       return this.insertToken(m, { name, tenantId: tenant.id, role, ttlSeconds, requestId });
     });
   }
@@ -220,19 +220,20 @@ export class AdminService {
     });
     return { token: await m.findOneByOrFail(TokenRow, { id }), secret };
   }
+}
 
-  private async findTenant(m: EntityManager, idOrName: string, field = 'id'): Promise<TenantRow> {
-    const tenant = isUuid(idOrName)
-      ? await m.findOneBy(TenantRow, { id: idOrName.toLowerCase() })
-      : idOrName
-        ? await m.findOneBy(TenantRow, { name: idOrName })
-        : null;
-    if (!tenant) {
-      const e = notFound('tenant', idOrName);
-      throw new DomainError(e.code, e.message, { ...e.fields, field });
-    }
-    return tenant;
+/** A tenant by id or name; NOT_FOUND naming `field` otherwise. */
+export async function findTenant(m: EntityManager, idOrName: string, field = 'id'): Promise<TenantRow> {
+  const tenant = isUuid(idOrName)
+    ? await m.findOneBy(TenantRow, { id: idOrName.toLowerCase() })
+    : idOrName
+      ? await m.findOneBy(TenantRow, { name: idOrName })
+      : null;
+  if (!tenant) {
+    const e = notFound('tenant', idOrName);
+    throw new DomainError(e.code, e.message, { ...e.fields, field });
   }
+  return tenant;
 }
 
 export function roleFromProto(role: gatewayV1.Role | string): Role {
