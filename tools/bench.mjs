@@ -4,7 +4,7 @@
 // they do not assert them: this exits non-zero only when a benchmark crashes (or the build fails).
 //
 //   npm run bench                 every benchmark
-//   npm run bench -- rpc          only those named (scheduler, rpc, boot, storage, migration)
+//   npm run bench -- rpc          only those named (scheduler, rpc, boot, storage, migration, sigv4)
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -19,6 +19,7 @@ const benchmarks = [
   { name: 'boot', file: 'dist/bench/boot/boot.bench.js' },
   { name: 'storage', file: 'dist/bench/storage/storage.bench.js' },
   { name: 'migration', file: 'dist/bench/migration/migration.bench.js' },
+  { name: 'sigv4', file: 'dist/bench/ec2/sigv4.bench.js' },
 ];
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -1,0 +1,123 @@
+import type { Metadata } from '@grpc/grpc-js';
+import type { DataSource } from 'typeorm';
+import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
+import type { Logger, Role } from '@flotilla/platform';
+import type { Principal } from '../auth/token-auth';
+import type { PoolApi } from '../compat/pool-api';
+import type { Params } from './params';
+import type { Xml } from './xml';
+
+/** What the EC2 front knows of its installation (from its deps). */
+export interface Ec2Site {
+  pool: PoolApi;
+  dataSource: DataSource;
+  region: string;
+  zone: string;
+  endpointUrl: string;
+  logger: Logger;
+}
+
+/** One authenticated request, as an action handler sees it. */
+export interface Ec2Context {
+  site: Ec2Site;
+  principal: Principal;
+  requestId: string;
+  params: Params;
+  /** Call options acting as the principal. */
+  call: { metadata: Metadata };
+  /** Lookups cached for the request's duration. */
+  lookups: PoolLookups;
+}
+
+export interface Ec2Action {
+  /** The least role that may run it (DryRun answers UnauthorizedOperation below it). */
+  role: Role;
+  /** Mutating actions run once per signature (the replay guard claims it first). */
+  mutating: boolean;
+  /** The response body after <requestId>, in order; undefined members are left out. */
+  handle(ctx: Ec2Context): Promise<Array<Xml | undefined>>;
+}
+
+const page = (pageToken: string) => ({ pageSize: 1000, pageToken, filter: '' });
+
+/** Timestamps arrive from grpc-js as {seconds, nanos} (ts-proto types them as Date). */
+export function wireDate(t: unknown): Date | undefined {
+  if (t instanceof Date) return t;
+  if (t && typeof t === 'object' && 'seconds' in t) {
+    const { seconds, nanos } = t as { seconds: number | string; nanos?: number };
+    return new Date(Number(seconds) * 1000 + Math.floor((nanos ?? 0) / 1e6));
+  }
+  return undefined;
+}
+
+/**
+ * The pool's lists as one request needs them: every VM, image and flavor the principal sees, each fetched
+ * at most once per request, and the kinds of the operations in flight.
+ */
+export class PoolLookups {
+  private vms?: Promise<computeV1.Vm[]>;
+  private images?: Promise<storageV1.Image[]>;
+  private flavors?: Promise<computeV1.Flavor[]>;
+
+  constructor(
+    private readonly pool: PoolApi,
+    private readonly call: { metadata: Metadata },
+    private readonly tenantId: string,
+  ) {}
+
+  /** Every VM (not snapshots) of the principal's tenant: cross-tenant roles still see one account here. */
+  allVms(): Promise<computeV1.Vm[]> {
+    this.vms ??= this.all(async (token) => {
+      const r = await this.pool.vms.call.listVms({ page: page(token) }, this.call);
+      return { items: r.vms, next: r.nextPageToken };
+    }).then((vms) => vms.filter((vm) => vm.tenantId === this.tenantId && !vm.isSnapshot));
+    return this.vms;
+  }
+
+  allImages(): Promise<storageV1.Image[]> {
+    this.images ??= this.all(async (token) => {
+      const r = await this.pool.images.call.listImages({ page: page(token) }, this.call);
+      return { items: r.images, next: r.nextPageToken };
+    });
+    return this.images;
+  }
+
+  allFlavors(): Promise<computeV1.Flavor[]> {
+    this.flavors ??= this.all(async (token) => {
+      const r = await this.pool.flavors.call.listFlavors({ page: page(token) }, this.call);
+      return { items: r.flavors, next: r.nextPageToken };
+    });
+    return this.flavors;
+  }
+
+  /** The kind of the VM's operation in flight ("vm.start", …), undefined when none is (or it just ended). */
+  async inFlightKind(vm: Pick<computeV1.Vm, 'currentOperationId'>): Promise<string | undefined> {
+    if (!vm.currentOperationId) return undefined;
+    try {
+      const { operation } = await this.pool.computeOperations.call.getOperation(
+        { id: vm.currentOperationId },
+        this.call,
+      );
+      const done = [
+        commonV1.OperationState.OPERATION_STATE_SUCCEEDED,
+        commonV1.OperationState.OPERATION_STATE_FAILED,
+        commonV1.OperationState.OPERATION_STATE_CANCELLED,
+      ];
+      return operation && !done.includes(operation.state) ? operation.kind : undefined;
+    } catch {
+      // The operation was purged or is not readable: the power state alone decides.
+      return undefined;
+    }
+  }
+
+  private async all<T>(fetch: (token: string) => Promise<{ items: T[]; next: string }>): Promise<T[]> {
+    const out: T[] = [];
+    let token = '';
+    do {
+      const { items, next } = await fetch(token);
+      out.push(...items);
+      token = next;
+    } while (token);
+    return out;
+  }
+}

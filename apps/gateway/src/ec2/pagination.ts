@@ -1,0 +1,41 @@
+import { Ec2Error } from './errors';
+
+/**
+ * Server-side pages over a list sorted by a stable key: NextToken carries the last key returned, so items
+ * added or removed between pages never shift the rest. An empty or absent nextToken ends the list.
+ */
+
+export function encodeToken(lastKey: string): string {
+  return Buffer.from(JSON.stringify({ after: lastKey })).toString('base64url');
+}
+
+export function decodeToken(token: string): string {
+  try {
+    const parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { after?: unknown };
+    if (typeof parsed.after === 'string') return parsed.after;
+  } catch {
+    // fall through: not one of ours
+  }
+  throw new Ec2Error(
+    'InvalidParameterValue',
+    `Value (${token.slice(0, 100)}) for parameter NextToken is invalid. Use the nextToken of the previous page.`,
+  );
+}
+
+/** One page of `sorted` (ascending by keyOf) after the token's key; nextToken only when more remain. */
+export function pageOf<T>(
+  sorted: T[],
+  keyOf: (item: T) => string,
+  page: { maxResults: number | undefined; nextToken: string | undefined },
+): { items: T[]; nextToken: string | undefined } {
+  let start = 0;
+  if (page.nextToken) {
+    const after = decodeToken(page.nextToken);
+    start = sorted.findIndex((item) => keyOf(item) > after);
+    if (start < 0) start = sorted.length;
+  }
+  if (page.maxResults === undefined) return { items: sorted.slice(start), nextToken: undefined };
+  const items = sorted.slice(start, start + page.maxResults);
+  const more = start + page.maxResults < sorted.length;
+  return { items, nextToken: more ? encodeToken(keyOf(items[items.length - 1])) : undefined };
+}

@@ -1,0 +1,50 @@
+import { XMLParser } from 'fast-xml-parser';
+import { el, errorDocument, escapeXml, items, leaf, responseDocument } from './xml';
+
+describe('EC2 XML', () => {
+  it('escapes markup and quotes in text', () => {
+    expect(escapeXml(`<a href="x">'&'</a>`)).toBe('&lt;a href=&quot;x&quot;&gt;&apos;&amp;&apos;&lt;/a&gt;');
+  });
+
+  it('replaces characters XML cannot carry, so the document stays parseable', () => {
+    expect(escapeXml('a\u0000b\u001bc\uD800d')).toBe('a\uFFFDb\uFFFDc\uFFFDd');
+  });
+
+  it('writes a success document in the 2016-11-15 namespace with requestId first', () => {
+    const xml = responseDocument('CreateTags', 'req-1', [leaf('return', true)]);
+    expect(xml).toBe(
+      '<?xml version="1.0" encoding="UTF-8"?>\n<CreateTagsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>req-1</requestId><return>true</return></CreateTagsResponse>',
+    );
+  });
+
+  it('keeps element order as written and writes empty lists as empty elements', () => {
+    const xml = el(
+      'x',
+      items('instancesSet', [[leaf('currentState', 'a'), leaf('previousState', 'b')]]),
+      items('groupSet', []),
+    ).raw;
+    expect(xml).toBe(
+      '<x><instancesSet><item><currentState>a</currentState><previousState>b</previousState></item></instancesSet><groupSet/></x>',
+    );
+  });
+
+  it('leaves out absent members', () => {
+    expect(el('x', leaf('nextToken', undefined)).raw).toBe('<x/>');
+  });
+
+  it('cannot be broken out of by a user-supplied tag value', () => {
+    const evil = '</value></item></tagSet><injected>1</injected><tagSet><item><value>';
+    const doc = responseDocument('DescribeTags', 'r', [
+      items('tagSet', [[leaf('key', 'k'), leaf('value', evil)]]),
+    ]);
+    const parsed = new XMLParser().parse(doc);
+    expect(parsed.DescribeTagsResponse.tagSet.item.value).toBe(evil);
+    expect(parsed.DescribeTagsResponse.injected).toBeUndefined();
+  });
+
+  it('writes errors in EC2 shape with a capitalised RequestID, escaping the message', () => {
+    expect(errorDocument('InvalidAction', 'The action <X> is not valid', 'r-1')).toBe(
+      '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>InvalidAction</Code><Message>The action &lt;X&gt; is not valid</Message></Error></Errors><RequestID>r-1</RequestID></Response>',
+    );
+  });
+});

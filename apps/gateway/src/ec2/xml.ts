@@ -1,0 +1,80 @@
+/**
+ * A tiny XML writer for EC2 responses: element order stays exactly as written (some clients judge a reply by
+ * the first <name> in document order), and every text value is escaped, so nothing a user supplied (names,
+ * tags, user data) can change the document's structure.
+ */
+
+export const ec2Namespace = 'http://ec2.amazonaws.com/doc/2016-11-15/';
+
+/** Markup already escaped: only el/leaf/items make it, so a plain string can never be inserted unescaped. */
+export class Xml {
+  constructor(readonly raw: string) {}
+}
+
+type Child = Xml | undefined | null | false;
+
+// XML 1.0 forbids most control characters and lone surrogates even escaped: they become U+FFFD.
+const forbidden =
+  // eslint-disable-next-line no-control-regex
+  /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+const entities: Record<string, string> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  "'": '&apos;',
+};
+
+export function escapeXml(text: string): string {
+  return text.replace(forbidden, '\uFFFD').replace(/[&<>"']/g, (c) => entities[c]);
+}
+
+/** <name>children</name>; <name/> when it has none. */
+export function el(name: string, ...children: Child[]): Xml {
+  const inner = children.map((c) => (c ? c.raw : '')).join('');
+  return new Xml(inner ? `<${name}>${inner}</${name}>` : `<${name}/>`);
+}
+
+/** <name>escaped value</name>; nothing when the value is undefined or null (AWS omits absent members). */
+export function leaf(name: string, value: string | number | boolean): Xml;
+export function leaf(name: string, value: string | number | boolean | undefined | null): Xml | undefined;
+export function leaf(name: string, value: string | number | boolean | undefined | null): Xml | undefined {
+  if (value === undefined || value === null) return undefined;
+  const text = escapeXml(String(value));
+  return new Xml(text ? `<${name}>${text}</${name}>` : `<${name}/>`);
+}
+
+/** An EC2 list: <name><item>…</item>…</name> (<name/> when empty). */
+export function items(name: string, entries: Array<Xml | Child[]>): Xml {
+  return el(name, ...entries.map((e) => (e instanceof Xml ? el('item', e) : el('item', ...e))));
+}
+
+/** A list of plain values: <name><item>v</item>…</name>. */
+export function valueItems(name: string, values: string[]): Xml {
+  return el(name, ...values.map((v) => leaf('item', v)));
+}
+
+/** EC2 times: ISO 8601 with milliseconds, UTC ("2024-05-01T12:00:00.000Z"). */
+export function ec2Time(date: Date): string {
+  return date.toISOString();
+}
+
+/** A success document: <ActionResponse xmlns=…><requestId/>…</ActionResponse>. */
+export function responseDocument(action: string, requestId: string, body: Child[]): string {
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${el(
+    `${action}Response`,
+    leaf('requestId', requestId),
+    ...body,
+  ).raw.replace(`<${action}Response>`, `<${action}Response xmlns="${ec2Namespace}">`)}`;
+}
+
+/** An error document in EC2's shape (RequestID capitalised, unlike successes). */
+export function errorDocument(code: string, message: string, requestId: string): string {
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${
+    el(
+      'Response',
+      el('Errors', el('Error', leaf('Code', code), leaf('Message', message))),
+      leaf('RequestID', requestId),
+    ).raw
+  }`;
+}
