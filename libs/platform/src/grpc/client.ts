@@ -105,6 +105,31 @@ export class GrpcClient<C> {
     return s as grpc.ClientReadableStream<R> & AsyncIterable<R>;
   }
 
+  /**
+   * Opens a client stream (uploads); `callback` gets the single response. Without deadlineMs it stays open
+   * until ended or cancelled.
+   */
+  clientStream<Q, R>(
+    method: string,
+    callback: (err: grpc.ServiceError | null, res?: R) => void,
+    opts: CallOptions = {},
+  ): grpc.ClientWritableStream<Q> {
+    const fn = (this.raw as unknown as Record<string, AnyFn>)[method] as unknown as (
+      metadata: grpc.Metadata,
+      options: grpc.CallOptions,
+      cb: (err: grpc.ServiceError | null, res?: R) => void,
+    ) => grpc.ClientWritableStream<Q>;
+    if (typeof fn !== 'function') throw new Error(`${this.options.service} has no method ${method}`);
+    const s = fn.call(
+      this.raw,
+      this.metadata(opts),
+      opts.deadlineMs ? { deadline: this.deadline(opts) } : {},
+      callback,
+    );
+    opts.signal?.addEventListener('abort', () => s.cancel(), { once: true });
+    return s;
+  }
+
   /** Opens a bidirectional stream (consoles). Without deadlineMs it stays open until cancelled. */
   duplex<Q, R>(method: string, opts: CallOptions = {}): grpc.ClientDuplexStream<Q, R> & AsyncIterable<R> {
     const fn = (this.raw as unknown as Record<string, AnyFn>)[method] as unknown as (
