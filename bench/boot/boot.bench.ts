@@ -266,9 +266,16 @@ async function startServices(dataDir: string, catalogueDir: string, dbUrl: strin
   for (const app of ['compute', 'storage', 'gateway', 'host-agent'])
     if (!fs.existsSync(mainOf(app)))
       throw new Error(`${mainOf(app)} is missing: build first (node tools/build.mjs)`);
-  const [gatewayPort, computePort, storagePort, adminPort, agentPort, agentAdminPort] = await Promise.all(
-    Array.from({ length: 6 }, () => freePort()),
-  );
+  const [
+    gatewayPort,
+    computePort,
+    storagePort,
+    adminPort,
+    agentPort,
+    agentAdminPort,
+    ec2Port,
+    openstackPort,
+  ] = await Promise.all(Array.from({ length: 8 }, () => freePort()));
   const tokenFile = path.join(dataDir, 'admin-token');
   // Unix socket paths are limited to 108 bytes: the agent's state directory is short (/tmp/flb-XXXXXX/a).
   const agentStateDir = path.join(dataDir, 'a');
@@ -304,6 +311,8 @@ async function startServices(dataDir: string, catalogueDir: string, dbUrl: strin
       ...base,
       FLOTILLA_GATEWAY_ADDRESS: `127.0.0.1:${gatewayPort}`,
       FLOTILLA_ADMIN_HTTP_ADDRESS: `127.0.0.1:${adminPort}`,
+      FLOTILLA_EC2_ADDRESS: `127.0.0.1:${ec2Port}`,
+      FLOTILLA_OPENSTACK_ADDRESS: `127.0.0.1:${openstackPort}`,
       FLOTILLA_COMPUTE_URL: compute,
       FLOTILLA_STORAGE_URL: storage,
       FLOTILLA_BOOTSTRAP_TOKEN_FILE: tokenFile,

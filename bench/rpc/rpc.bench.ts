@@ -503,12 +503,9 @@ async function benchRealPath(opts: {
       nodeArgs: nodeArgsFromEnv('RPC_BENCH_NODE_ARGS'),
     });
     if (db.fresh) await dropSchemas(db.url, ['compute', 'gateway']);
-    const [gatewayPort, computePort, adminPort, agentPort] = await Promise.all([
-      freePort(),
-      freePort(),
-      freePort(),
-      freePort(),
-    ]);
+    const [gatewayPort, computePort, adminPort, agentPort, ec2Port, openstackPort] = await Promise.all(
+      Array.from({ length: 6 }, () => freePort()),
+    );
     const tokenFile = path.join(dataDir, 'admin-token');
     // Only this benchmark's settings: a FLOTILLA_* of the caller (a schema, a port, a CLI token) would
     // change what is measured or make the services collide.
@@ -523,6 +520,8 @@ async function benchRealPath(opts: {
       FLOTILLA_COMPUTE_URL: `127.0.0.1:${computePort}`,
       FLOTILLA_GATEWAY_ADDRESS: `127.0.0.1:${gatewayPort}`,
       FLOTILLA_ADMIN_HTTP_ADDRESS: `127.0.0.1:${adminPort}`,
+      FLOTILLA_EC2_ADDRESS: `127.0.0.1:${ec2Port}`,
+      FLOTILLA_OPENSTACK_ADDRESS: `127.0.0.1:${openstackPort}`,
       FLOTILLA_BOOTSTRAP_TOKEN_FILE: tokenFile,
       FLOTILLA_AGENT_ADDRESS: `127.0.0.1:${agentPort}`,
       FLOTILLA_AGENT_NAME: 'bench-host-1',

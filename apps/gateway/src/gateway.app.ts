@@ -1,6 +1,7 @@
 import { DynamicModule, INestMicroservice, Module } from '@nestjs/common';
 import { Metadata } from '@grpc/grpc-js';
 import * as http from 'node:http';
+import * as path from 'node:path';
 import { computeV1 } from '@flotilla/contracts';
 import { ConfigOf, GrpcClient, Logger, md, openDatabase, startGrpcService } from '@flotilla/platform';
 import { TokenAuth } from './auth/token-auth';
@@ -11,6 +12,11 @@ import { OperationRouter } from './proxy/operation-router';
 import { PoolRelay } from './proxy/pool-relay';
 import { AdminService } from './tenants/admin.service';
 import { TenantGrpc, TokenGrpc } from './tenants/admin.grpc';
+import { CredentialAdmin } from './credentials/credential-admin.service';
+import { CredentialGrpc } from './credentials/credential.grpc';
+import { DbCredentialStore } from './credentials/db-credential-store';
+import { loadOrCreateSecretKey, SecretBox } from './credentials/secret-key';
+import { startCompatFronts, type CompatFronts } from './compat/compat-fronts';
 
 export type GatewayConfig = ConfigOf<typeof gatewayConfigSpec>;
 
@@ -41,13 +47,14 @@ export const operationAreas = ['compute', 'storage', 'migration'];
 
 @Module({})
 class GatewayModule {
-  static with(deps: { auth: TokenAuth; admin: AdminService }): DynamicModule {
+  static with(deps: { auth: TokenAuth; admin: AdminService; credentials: CredentialAdmin }): DynamicModule {
     return {
       module: GatewayModule,
-      controllers: [TenantGrpc, TokenGrpc],
+      controllers: [TenantGrpc, TokenGrpc, CredentialGrpc],
       providers: [
         { provide: TokenAuth, useValue: deps.auth },
         { provide: AdminService, useValue: deps.admin },
+        { provide: CredentialAdmin, useValue: deps.credentials },
       ],
     };
   }
@@ -63,6 +70,10 @@ export async function startGateway(
   logger: Logger,
   options: { schema?: string } = {},
 ): Promise<GatewayApp> {
+  // Read before the database opens: a wrong key file stops the gateway at once, naming the fix.
+  const secretKey = loadOrCreateSecretKey(
+    config.FLOTILLA_SECRET_KEY_FILE || path.join(config.FLOTILLA_DATA_DIR, 'gateway-secret.key'),
+  );
   const db = await openDatabase({
     url: config.DATABASE_URL,
     dataDir: config.FLOTILLA_DATA_DIR,
@@ -87,6 +98,9 @@ export async function startGateway(
   };
   const admin = new AdminService(db.dataSource, auth, countVms);
   await admin.bootstrap(logger, config.FLOTILLA_BOOTSTRAP_TOKEN_FILE);
+  const ec2Secrets = new SecretBox(secretKey, 'ec2-secret');
+  const credentialStore = new DbCredentialStore(db.dataSource, ec2Secrets);
+  const credentials = new CredentialAdmin(db.dataSource, ec2Secrets, credentialStore);
   const metrics = new GatewayMetrics();
   const relay = new PoolRelay(
     {
@@ -112,9 +126,10 @@ export async function startGateway(
   );
   let app: INestMicroservice | undefined;
   let httpServer: http.Server | undefined;
+  let fronts: CompatFronts | undefined;
   try {
     app = await startGrpcService({
-      module: GatewayModule.with({ auth, admin }),
+      module: GatewayModule.with({ auth, admin, credentials }),
       address: config.FLOTILLA_GATEWAY_ADDRESS,
       areas: ['gateway'],
       rawServices: {
@@ -129,6 +144,7 @@ export async function startGateway(
         'flotilla.common.v1.OperationService',
         'flotilla.gateway.v1.TenantService',
         'flotilla.gateway.v1.TokenService',
+        'flotilla.gateway.v1.CredentialService',
       ],
       logger,
       observe: metrics.observe,
@@ -147,18 +163,30 @@ export async function startGateway(
       },
       logger,
     );
+    fronts = await startCompatFronts(
+      config,
+      { dataSource: db.dataSource, credentials: credentialStore, secretKey },
+      logger,
+    );
   } catch (e) {
+    await new Promise((r) => (httpServer ? httpServer.close(r) : r(undefined)));
     await app?.close();
     await db.close();
     throw e;
   }
   logger.info(
-    { address: config.FLOTILLA_GATEWAY_ADDRESS, adminHttp: config.FLOTILLA_ADMIN_HTTP_ADDRESS },
+    {
+      address: config.FLOTILLA_GATEWAY_ADDRESS,
+      adminHttp: config.FLOTILLA_ADMIN_HTTP_ADDRESS,
+      ec2: config.FLOTILLA_EC2_ADDRESS,
+      openstack: config.FLOTILLA_OPENSTACK_ADDRESS,
+    },
     'gateway ready',
   );
   return {
     async stop() {
       await new Promise((r) => httpServer?.close(r));
+      await fronts?.close();
       await app?.close();
       relay.close();
       vmCounter.close();

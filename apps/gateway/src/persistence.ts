@@ -9,6 +9,8 @@ import {
 } from 'typeorm';
 import { CreateOutbox1764000000000, schemaOf } from '@flotilla/platform';
 import type { Role } from '@flotilla/platform';
+import { ec2Entities, ec2Migrations } from './ec2/ec2-front';
+import { credentialEntities, credentialMigrations } from './credentials/credential.entity';
 
 @Entity({ name: 'tenants' })
 export class TenantRow {
@@ -76,5 +78,10 @@ export class GatewayInit1764000000002 implements MigrationInterface {
   }
 }
 
-export const gatewayEntities = [TenantRow, TokenRow];
-export const gatewayMigrations = [CreateOutbox1764000000000, GatewayInit1764000000002];
+export const gatewayEntities = [TenantRow, TokenRow, ...credentialEntities, ...ec2Entities];
+export const gatewayMigrations = [
+  CreateOutbox1764000000000,
+  GatewayInit1764000000002,
+  ...credentialMigrations,
+  ...ec2Migrations,
+];

@@ -24,8 +24,8 @@ export function upCommand(): Command {
     )
     .option(
       '--base-port <port>',
-      'gateway gRPC port; every other port keeps its distance (compute +1 … migration +4, agents +10…, admin HTTP +80, database +90)',
-      intInRange(1024, 65535 - 90),
+      'gateway gRPC port; every other port keeps its distance (compute +1 … migration +4, agents +10…, admin HTTP +80, database +90, EC2 API +1373, OpenStack API +1374)',
+      intInRange(1024, 65535 - 1374),
       defaultBasePort,
     )
     .addOption(

@@ -19,6 +19,8 @@ describe('up service plan', () => {
       migration: 7404,
       migrationAdmin: 7484,
       adminHttp: 7480,
+      ec2: 8773,
+      openstack: 8774,
       db: 7490,
       agents: [7410, 7411],
       agentAdmin: [7500, 7501],
@@ -27,8 +29,8 @@ describe('up service plan', () => {
 
   it('shifts every port with --base-port', () => {
     const ports = portsFor({ ...options, basePort: 8400, agents: 3 });
-    expect([ports.gateway, ports.compute, ports.adminHttp, ports.db, ...ports.agents]).toEqual([
-      8400, 8401, 8480, 8490, 8410, 8411, 8412,
+    expect([ports.gateway, ports.compute, ports.adminHttp, ports.db, ...ports.agents, ports.ec2]).toEqual([
+      8400, 8401, 8480, 8490, 8410, 8411, 8412, 9773,
     ]);
   });
 
@@ -58,6 +60,8 @@ describe('up service plan', () => {
       FLOTILLA_COMPUTE_URL: '127.0.0.1:7401',
       FLOTILLA_GATEWAY_ADDRESS: '127.0.0.1:7400',
       FLOTILLA_ADMIN_HTTP_ADDRESS: '127.0.0.1:7480',
+      FLOTILLA_EC2_ADDRESS: '127.0.0.1:8773',
+      FLOTILLA_OPENSTACK_ADDRESS: '127.0.0.1:8774',
       FLOTILLA_BOOTSTRAP_TOKEN_FILE: '/data/admin-token',
     });
     expect(env.FLOTILLA_TOKEN).toBeUndefined();

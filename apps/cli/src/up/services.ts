@@ -14,7 +14,7 @@ export interface UpPlanOptions {
   distDir: string;
   /** Absolute. */
   dataDir: string;
-  /** The gateway's gRPC port; every other port keeps its distance from it (7400 → 7401, 7410, 7480, 7490). */
+  /** The gateway's gRPC port; every other port keeps its distance from it (7400 → 7401, 7410, 7480, 7490, 8773). */
   basePort: number;
   agents: number;
   driver: Driver;
@@ -37,6 +37,9 @@ export interface Ports {
   /** The migration service's admin HTTP (/metrics). */
   migrationAdmin: number;
   adminHttp: number;
+  /** The gateway's EC2 Query API and OpenStack API subset (HTTP). */
+  ec2: number;
+  openstack: number;
   db: number;
   agents: number[];
   /** Each agent's admin HTTP (/metrics), from 7500. */
@@ -53,6 +56,8 @@ export function portsFor(options: Pick<UpPlanOptions, 'basePort' | 'agents' | 'd
     migration: at(7404),
     migrationAdmin: at(7484),
     adminHttp: at(7480),
+    ec2: at(8773),
+    openstack: at(8774),
     db: options.dbPort ?? at(7490),
     // Agents sit between 7410 and the admin port: at most maxAgents of them.
     agents: Array.from({ length: options.agents }, (_, i) => at(7410 + i)),
@@ -73,6 +78,8 @@ export function portsToCheck(ports: Ports, embeddedDb: boolean): Array<{ port: n
     { port: ports.migrationAdmin, what: 'migration admin HTTP' },
     { port: ports.gateway, what: 'gateway gRPC' },
     { port: ports.adminHttp, what: 'gateway admin HTTP' },
+    { port: ports.ec2, what: 'gateway EC2 API' },
+    { port: ports.openstack, what: 'gateway OpenStack API' },
     ...ports.agents.map((port, i) => ({ port, what: `host agent ${agentName(i)}` })),
     ...ports.agentAdmin.map((port, i) => ({ port, what: `host agent ${agentName(i)} admin HTTP` })),
   ];
@@ -103,6 +110,8 @@ export function sharedEnv(
     FLOTILLA_MIGRATION_ADDRESS: address(ports.migration),
     FLOTILLA_GATEWAY_ADDRESS: address(ports.gateway),
     FLOTILLA_ADMIN_HTTP_ADDRESS: address(ports.adminHttp),
+    FLOTILLA_EC2_ADDRESS: address(ports.ec2),
+    FLOTILLA_OPENSTACK_ADDRESS: address(ports.openstack),
     FLOTILLA_COMPUTE_URL: address(ports.compute),
     FLOTILLA_STORAGE_URL: address(ports.storage),
     FLOTILLA_NETWORK_URL: address(ports.network),

@@ -276,6 +276,8 @@ function banner(
   const lines = [
     'Flotilla is up: a private cloud on this machine.',
     `  gateway      ${endpoint} (gRPC), http://${address(ports.adminHttp)} (admin HTTP)`,
+    `  EC2 API      http://${address(ports.ec2)}  (aws --endpoint-url; keys: npx flotilla credential create --ec2)`,
+    `  OpenStack    http://${address(ports.openstack)}/identity/v3  (OS_AUTH_URL; npx flotilla credential create --openstack)`,
     `  pool         compute ${address(ports.compute)}, storage ${address(ports.storage)}, network ${address(ports.network)}, migration ${address(ports.migration)} (metrics http://${address(ports.migrationAdmin)}/metrics)`,
     `  hosts        ${agents || 'none (--agents 0)'}; driver ${plan.driver}`,
     `  database     ${o.externalDb ? 'DATABASE_URL' : `embedded PGlite on ${address(ports.db)}, data in ${path.join(plan.dataDir, 'db')}`}`,

@@ -94,6 +94,9 @@ export interface ComputeHandle {
 
 export interface LocalCloud {
   gatewayAddress: string;
+  /** The gateway's EC2 Query API and OpenStack API (HTTP, host:port). */
+  ec2Address: string;
+  openstackAddress: string;
   compute: ComputeHandle;
   storageAddress: string;
   migrationAddress: string;
@@ -284,12 +287,16 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
     toStop.push(() => migrationApp.stop());
 
     const gatewayAddress = `127.0.0.1:${await freePort()}`;
+    const ec2Address = `127.0.0.1:${await freePort()}`;
+    const openstackAddress = `127.0.0.1:${await freePort()}`;
     const tokenFile = path.join(workDir, 'admin-token');
     const startGateway = loadApp('gateway', 'gateway.app', 'gatewayConfigSpec', 'startGateway');
     const gatewayEnv = {
       ...common,
       FLOTILLA_GATEWAY_ADDRESS: gatewayAddress,
       FLOTILLA_ADMIN_HTTP_ADDRESS: `127.0.0.1:${await freePort()}`,
+      FLOTILLA_EC2_ADDRESS: ec2Address,
+      FLOTILLA_OPENSTACK_ADDRESS: openstackAddress,
       FLOTILLA_COMPUTE_URL: computeAddress,
       FLOTILLA_STORAGE_URL: storageAddress,
       FLOTILLA_MIGRATION_URL: migrationAddress,
@@ -371,6 +378,8 @@ export async function startLocalCloud(options: LocalCloudOptions): Promise<Local
 
     return {
       gatewayAddress,
+      ec2Address,
+      openstackAddress,
       compute: compute.handle,
       storageAddress,
       migrationAddress,
