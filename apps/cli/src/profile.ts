@@ -11,6 +11,9 @@ export interface Profile {
   token?: string;
   /** The hosts' image catalogue directory of a local cloud (written by `flotilla up`; used by build-demo). */
   imageDir?: string;
+  /** The gateway's EC2 Query API and OpenStack API URLs (written by `flotilla up`; shown by credential create). */
+  ec2Url?: string;
+  openstackUrl?: string;
 }
 
 /** The CLI's config file: named profiles and the one used by default. */
@@ -62,20 +65,25 @@ export function parseConfig(text: string): CliConfig | string {
   const out: CliConfig = { profiles: {} };
   if (current) out.current = current;
   for (const [name, p] of Object.entries((profiles ?? {}) as Record<string, unknown>)) {
-    const { endpoint, token, imageDir } = (p ?? {}) as {
+    const { endpoint, token, imageDir, ec2Url, openstackUrl } = (p ?? {}) as {
       endpoint?: unknown;
       token?: unknown;
       imageDir?: unknown;
+      ec2Url?: unknown;
+      openstackUrl?: unknown;
     };
     if (typeof endpoint !== 'string' || !endpoint) return `profile "${name}" needs an "endpoint" string`;
     if (token !== undefined && typeof token !== 'string')
       return `profile "${name}": "token" must be a string`;
-    if (imageDir !== undefined && typeof imageDir !== 'string')
-      return `profile "${name}": "imageDir" must be a string`;
+    for (const [key, value] of Object.entries({ imageDir, ec2Url, openstackUrl }))
+      if (value !== undefined && typeof value !== 'string')
+        return `profile "${name}": "${key}" must be a string`;
     out.profiles[name] = {
       endpoint,
       ...(token === undefined ? {} : { token }),
-      ...(imageDir === undefined ? {} : { imageDir }),
+      ...(imageDir === undefined ? {} : { imageDir: imageDir as string }),
+      ...(ec2Url === undefined ? {} : { ec2Url: ec2Url as string }),
+      ...(openstackUrl === undefined ? {} : { openstackUrl: openstackUrl as string }),
     };
   }
   return out;

@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { storageV1 } from '@flotilla/contracts';
+import { drained } from '@flotilla/platform';
 import { CliError, ExitCode } from './errors';
 
 /**
@@ -230,19 +231,6 @@ async function syncDirectory(dir: string): Promise<void> {
   } finally {
     await d.close();
   }
-}
-
-/** Resolves when a writable takes more, or is gone. */
-function drained(w: NodeJS.EventEmitter): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      w.off('drain', done);
-      w.off('close', done);
-      resolve();
-    };
-    w.on('drain', done);
-    w.on('close', done);
-  });
 }
 
 /** The image format flag values, as the CLI takes them. */

@@ -4,6 +4,7 @@ import { gatewayV1 } from '@flotilla/contracts';
 import { intInRange, looksLikeId } from '../args';
 import { action, type CommandContext } from '../context';
 import { CliError, ExitCode } from '../errors';
+import { configPath, readConfig } from '../profile';
 import { age, enumValue, timestamp, word } from '../format';
 import { listWith, noteMore, withListOptions, type ListOptions } from './list-options';
 
@@ -84,7 +85,7 @@ async function createCredential(ctx: CommandContext, o: CreateOptions): Promise<
   });
   if (ctx.out.json) return ctx.out.printJson(res);
   const c = res.credential;
-  const host = hostOf(ctx.connection().endpoint);
+  const urls = frontUrls(ctx);
   const what = o.ec2 ? `EC2 access key ${c?.accessKeyId}` : `OpenStack user ${c?.name}`;
   ctx.out.note(
     `${what} (credential ${c?.id}) created for tenant ${o.tenant} with role ${c ? role(c.role) : o.role}` +
@@ -95,8 +96,8 @@ async function createCredential(ctx: CommandContext, o: CreateOptions): Promise<
     ctx.out.line(`export AWS_ACCESS_KEY_ID=${c?.accessKeyId}`);
     ctx.out.line(`export AWS_SECRET_ACCESS_KEY=${res.secret}`);
     ctx.out.note(
-      `then: aws ec2 describe-instances --endpoint-url http://${host}:${defaultEc2Port} --region ${defaultRegion}` +
-        " (the gateway's EC2 API at its default port and region; see docs/compat.md)",
+      `then: aws ec2 describe-instances --endpoint-url ${urls.ec2} --region ${defaultRegion}` +
+        ` (${urls.where}; see docs/compat.md)`,
     );
     return;
   }
@@ -110,8 +111,8 @@ async function createCredential(ctx: CommandContext, o: CreateOptions): Promise<
   ctx.out.line('export OS_USER_DOMAIN_NAME=Default');
   ctx.out.line('export OS_PROJECT_DOMAIN_NAME=Default');
   ctx.out.note(
-    `then: export OS_AUTH_URL=http://${host}:${defaultOpenStackPort}/identity/v3 OS_IDENTITY_API_VERSION=3 ` +
-      `OS_REGION_NAME=${defaultRegion} (the gateway's OpenStack API at its default port and region; see docs/compat.md)`,
+    `then: export OS_AUTH_URL=${urls.openstack}/identity/v3 OS_IDENTITY_API_VERSION=3 ` +
+      `OS_REGION_NAME=${defaultRegion} (${urls.where}; see docs/compat.md)`,
   );
 }
 
@@ -149,6 +150,20 @@ async function revokeCredential(ctx: CommandContext, id: string): Promise<void> 
 }
 
 /** The host of a gRPC endpoint ("h:7400", "[::1]:7400"): the fronts listen beside it. */
+/** The fronts' URLs: those `flotilla up` wrote to the profile, else the defaults on the gateway's host. */
+function frontUrls(ctx: CommandContext): { ec2: string; openstack: string; where: string } {
+  const { endpoint, profile } = ctx.connection();
+  const saved = profile ? readConfig(configPath()).profiles[profile] : undefined;
+  if (saved?.ec2Url && saved.openstackUrl)
+    return { ec2: saved.ec2Url, openstack: saved.openstackUrl, where: `the URLs of profile ${profile}` };
+  const host = hostOf(endpoint);
+  return {
+    ec2: `http://${host}:${defaultEc2Port}`,
+    openstack: `http://${host}:${defaultOpenStackPort}`,
+    where: "the gateway's default ports and region",
+  };
+}
+
 function hostOf(endpoint: string): string {
   const colon = endpoint.lastIndexOf(':');
   return colon > 0 && !endpoint.endsWith(']') ? endpoint.slice(0, colon) : endpoint;

@@ -258,7 +258,18 @@ function banner(
   let profileLine: string;
   if (token) {
     try {
-      saveProfile(profileFile, 'local', { endpoint, token, imageDir: o.imageDir }, { makeCurrent: true });
+      saveProfile(
+        profileFile,
+        'local',
+        {
+          endpoint,
+          token,
+          imageDir: o.imageDir,
+          ec2Url: `http://${address(ports.ec2)}`,
+          openstackUrl: `http://${address(ports.openstack)}`,
+        },
+        { makeCurrent: true },
+      );
       profileLine = `local (now current) in ${profileFile}`;
     } catch (e) {
       // A broken config file must not take the running cloud down with it.
