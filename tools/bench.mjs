@@ -4,7 +4,7 @@
 // they do not assert them: this exits non-zero only when a benchmark crashes (or the build fails).
 //
 //   npm run bench                 every benchmark
-//   npm run bench -- rpc          only those named (scheduler, rpc, boot, storage, migration, sigv4)
+//   npm run bench -- rpc          only those named (scheduler, rpc, boot, storage, migration, sigv4, ec2-front)
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -20,6 +20,7 @@ const benchmarks = [
   { name: 'storage', file: 'dist/bench/storage/storage.bench.js' },
   { name: 'migration', file: 'dist/bench/migration/migration.bench.js' },
   { name: 'sigv4', file: 'dist/bench/ec2/sigv4.bench.js' },
+  { name: 'ec2-front', file: 'dist/bench/ec2/ec2-front.bench.js' },
 ];
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
