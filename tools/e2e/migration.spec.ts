@@ -11,29 +11,25 @@
  * and bytes it wrote to its disk before the switchover read back the same after it.
  * Real: everything (PGlite, gRPC, agents, QEMU under TCG, qemu-img, NBD). Fake: nothing.
  */
-import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { commonV1, computeV1, migrationV1 } from '@flotilla/contracts';
-import { DEMO_READY_MARKER, demoImageForTests, describeWithRealQemu, vmUuid } from '@flotilla/hypervisor';
-import { cloudClients, CloudClients, GrpcClient, operationDone, vmRequest } from '@flotilla/platform';
+import { DEMO_READY_MARKER, describeWithRealQemu, vmUuid } from '@flotilla/hypervisor';
+import { CloudClients, GrpcClient, operationDone, vmRequest } from '@flotilla/platform';
 import { GuestShell } from './guest-shell';
+import { procFile, startUpCloud, type UpCloud } from './up-cloud';
 
-const root = path.resolve(__dirname, '../..');
-const bin = path.join(root, 'bin/flotilla.js');
 const MiB = 1024 * 1024;
 const { MigrationState: MS, MigrationPhase: MP } = migrationV1;
 
 describeWithRealQemu('live migration of real VMs, with faults', () => {
   jest.setTimeout(420_000);
   const basePort = 25000 + Math.floor(Math.random() * 60) * 100;
+  let cloud: UpCloud;
   let dir: string;
-  let up: ChildProcess;
-  let upOutput = '';
-  let env: NodeJS.ProcessEnv;
   let admin: CloudClients;
   let migrations: GrpcClient<migrationV1.MigrationServiceClient>;
   let evacuations: GrpcClient<migrationV1.EvacuationServiceClient>;
@@ -42,53 +38,11 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
 
   // ---- the cloud and its processes ----
 
-  interface CliResult {
-    code: number;
-    stdout: string;
-    stderr: string;
-  }
-  const cli = (...args: string[]): Promise<CliResult> =>
-    new Promise((resolve) =>
-      execFile(process.execPath, [bin, ...args], { env, timeout: 300_000 }, (err, stdout, stderr) =>
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
-      ),
-    );
-  const cliOk = async (...args: string[]): Promise<string> => {
-    const r = await cli(...args);
-    if (r.code !== 0) throw new Error(`flotilla ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
-    return r.stdout;
-  };
+  const cli = (...args: string[]) => cloud.cli(...args);
+  const cliOk = (...args: string[]) => cloud.cliOk(...args);
+  const until: UpCloud['until'] = (what, probe, timeoutMs, everyMs) =>
+    cloud.until(what, probe, timeoutMs, everyMs);
 
-  const until = async <T>(
-    what: string,
-    probe: () => Promise<T | undefined> | T | undefined,
-    timeoutMs = 120_000,
-    everyMs = 200,
-  ): Promise<T> => {
-    const deadline = Date.now() + timeoutMs;
-    let last: unknown;
-    while (Date.now() < deadline) {
-      try {
-        const v = await probe();
-        if (v !== undefined) return v;
-      } catch (e) {
-        last = e;
-      }
-      await new Promise((r) => setTimeout(r, everyMs));
-    }
-    throw new Error(
-      `timed out waiting for ${what}: ${last instanceof Error ? last.message : String(last ?? '')}\n` +
-        `--- flotilla up (last lines) ---\n${upOutput.slice(-5000)}`,
-    );
-  };
-
-  const procFile = (pid: string | number, file: string) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/${file}`, 'utf8');
-    } catch {
-      return '';
-    }
-  };
   /** Pids of this cloud's processes whose command line contains `needle` (and whose env has `envHas`). */
   const pidsOf = (needle: string, envHas?: string): number[] => {
     const marker = `FLOTILLA_DATA_DIR=${path.join(dir, 'var')}`;
@@ -301,63 +255,31 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
   };
 
   beforeAll(async () => {
-    const demo = await demoImageForTests();
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-migration-e2e-'));
-    env = {
-      PATH: process.env.PATH,
-      HOME: dir,
-      FLOTILLA_CONFIG: path.join(dir, 'config.json'),
-      FLOTILLA_LOG_LEVEL: 'info',
-    };
-    up = spawn(
-      process.execPath,
-      [bin, 'up', '--data-dir', path.join(dir, 'var'), '--base-port', String(basePort), '--driver', 'qemu'],
-      { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    up.stdout!.on('data', (d: Buffer) => (upOutput = (upOutput + d.toString()).slice(-200_000)));
-    up.stderr!.on('data', (d: Buffer) => (upOutput = (upOutput + d.toString()).slice(-200_000)));
-    await until('the profile `up` writes', () => (fs.existsSync(env.FLOTILLA_CONFIG!) ? true : undefined));
-    const token = fs.readFileSync(path.join(dir, 'var/admin-token'), 'utf8').trim();
-    const gateway = `127.0.0.1:${basePort}`;
-    admin = cloudClients(gateway, token);
+    cloud = await startUpCloud({
+      driver: 'qemu',
+      agents: 2,
+      demoImage: true,
+      basePort,
+      dirPrefix: 'flotilla-migration-e2e-',
+    });
+    ({ dir, admin, hosts } = cloud);
     const client = <C>(service: string) =>
       new GrpcClient<C>({
-        address: gateway,
+        address: `127.0.0.1:${basePort}`,
         service: `flotilla.migration.v1.${service}`,
-        staticMetadata: { authorization: `Bearer ${token}` },
+        staticMetadata: { authorization: `Bearer ${cloud.adminToken}` },
         defaultDeadlineMs: 30_000,
       });
     migrations = client('MigrationService');
     evacuations = client('EvacuationService');
-    hosts = await until('two ENABLED hosts', async () => {
-      const { hosts: all } = await admin.hosts.call.listHosts({
-        page: { pageSize: 10, pageToken: '', filter: '' },
-      });
-      const ready = all.filter(
-        (h) => h.state === computeV1.HostState.HOST_STATE_ENABLED && h.driver === 'qemu',
-      );
-      return ready.length === 2 ? ready.sort((a, b) => a.name.localeCompare(b.name)) : undefined;
-    });
-    // The build is cached per machine; copied in, `image build-demo` only reads its manifest and registers.
-    fs.cpSync(demo.dir, path.join(dir, 'var', 'images', 'demo'), { recursive: true });
-    await cliOk('image', 'build-demo');
   }, 600_000);
 
   afterAll(async () => {
     for (const s of shells) s.close();
-    if (admin) for (const c of Object.values(admin)) c.close();
     migrations?.close();
     evacuations?.close();
-    if (up && up.exitCode === null) {
-      const exited = new Promise((r) => up.once('exit', r));
-      up.kill('SIGINT');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
-      for (const pid of pidsOf('')) process.kill(pid, 'SIGKILL');
-    }
-    // No QEMU of this suite outlives it.
-    for (const p of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)))
-      if (procFile(p, 'cmdline').includes(dir)) process.kill(Number(p), 'SIGKILL');
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    // Stops up, then kills whatever of this cloud is left (its QEMUs too) and removes its directory.
+    await cloud?.stop();
   }, 60_000);
 
   it('preflight (--dry-run) lists every blocker at once, from compute and from storage', async () => {

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { demoImageForTests, realQemuMissing } from '@flotilla/hypervisor';
+import { until } from './up-cloud';
 
 const root = path.resolve(__dirname, '../..');
 const bin = path.join(root, 'bin/flotilla.js');
@@ -40,22 +41,12 @@ async function json<T>(...args: string[]): Promise<T> {
   return JSON.parse(r.stdout) as T;
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  throw new Error(
-    `timed out waiting for ${what}: ${String(last ?? '')}\n--- up output ---\n${upOutput.slice(-4000)}`,
-  );
-}
+const waitFor = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> =>
+  until(what, probe, {
+    timeoutMs,
+    everyMs: 300,
+    context: () => `--- up output ---\n${upOutput.slice(-4000)}`,
+  });
 
 /** Pids of processes started for this test's cloud (their environment names its data directory). */
 function cloudPids(): number[] {

@@ -3,13 +3,14 @@
  * host agent its own supervised process, the embedded PGlite) in a temporary directory with its own ports,
  * the CLI run as a child process with the profile `up` wrote, and the demo appliance registered.
  */
-import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { ChildProcessByStdio, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { Readable } from 'node:stream';
 import { computeV1 } from '@flotilla/contracts';
 import { demoImageForTests } from '@flotilla/hypervisor';
-import { cloudClients, CloudClients } from '@flotilla/platform';
+import { cloudClients, CloudClients, waitFor } from '@flotilla/platform';
 
 const root = path.resolve(__dirname, '../..');
 const bin = path.join(root, 'bin/flotilla.js');
@@ -20,6 +21,40 @@ export interface CliResult {
   stderr: string;
 }
 
+/**
+ * Polls probe until it returns something other than undefined (a throw counts as "not yet"); `context` adds
+ * to the timeout error (up's last lines). Unlike waitFor, whose loop it uses, false and 0 are answers too.
+ */
+export async function until<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  o: { timeoutMs?: number; everyMs?: number; context?: () => string } = {},
+): Promise<T> {
+  try {
+    const answer = await waitFor(
+      what,
+      async () => {
+        const v = await probe();
+        return v === undefined ? undefined : { v };
+      },
+      { timeoutMs: o.timeoutMs ?? 120_000, intervalMs: o.everyMs ?? 200 },
+    );
+    return answer.v;
+  } catch (e) {
+    if (!o.context) throw e;
+    throw new Error(`${e instanceof Error ? e.message : String(e)}\n${o.context()}`);
+  }
+}
+
+/** The contents of /proc/<pid>/<file>, or '' once the process is gone (or not readable). */
+export function procFile(pid: string | number, file: string): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/${file}`, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 export interface UpCloud {
   dir: string;
   /** The gateway's gRPC port; the others keep their distance from it (EC2 +1373, OpenStack +1374). */
@@ -28,31 +63,46 @@ export interface UpCloud {
   env: NodeJS.ProcessEnv;
   admin: CloudClients;
   adminToken: string;
+  /** The ENABLED hosts, by name. */
+  hosts: computeV1.Host[];
   cli(...args: string[]): Promise<CliResult>;
   /** Runs the CLI and returns its stdout; a non-zero exit throws with what it printed. */
   cliOk(...args: string[]): Promise<string>;
   /** Polls probe until it returns something other than undefined; the timeout error shows up's last lines. */
-  until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs?: number): Promise<T>;
+  until<T>(
+    what: string,
+    probe: () => Promise<T | undefined> | T | undefined,
+    timeoutMs?: number,
+    everyMs?: number,
+  ): Promise<T>;
   output(): string;
   stop(): Promise<void>;
 }
 
 export async function startUpCloud(options: {
   driver: 'qemu' | 'sim';
+  /** Host agents (1 unless said). */
   agents?: number;
   /** Registers the demo appliance (`image build-demo`) once the hosts are up. */
   demoImage?: boolean;
+  /** The gateway's port; by default one of 20000, 20100, … 24900 (suites running together pick apart). */
+  basePort?: number;
+  /** Names the temporary directory (default "flotilla-e2e-"). */
+  dirPrefix?: string;
 }): Promise<UpCloud> {
-  const basePort = 20000 + Math.floor(Math.random() * 50) * 100;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-e2e-'));
+  const agents = options.agents ?? 1;
+  const basePort = options.basePort ?? 20000 + Math.floor(Math.random() * 50) * 100;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), options.dirPrefix ?? 'flotilla-e2e-'));
+  const profile = path.join(dir, 'config.json');
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: dir,
-    FLOTILLA_CONFIG: path.join(dir, 'config.json'),
+    FLOTILLA_CONFIG: profile,
     FLOTILLA_LOG_LEVEL: 'info',
   };
   let upOutput = '';
-  const up: ChildProcess = spawn(
+  // Typed by its stdio: both output streams are pipes.
+  const up: ChildProcessByStdio<null, Readable, Readable> = spawn(
     process.execPath,
     [
       bin,
@@ -64,13 +114,13 @@ export async function startUpCloud(options: {
       '--driver',
       options.driver,
       '--agents',
-      String(options.agents ?? 1),
+      String(agents),
     ],
     { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const keep = (d: Buffer) => (upOutput = (upOutput + d.toString()).slice(-200_000));
-  up.stdout!.on('data', keep);
-  up.stderr!.on('data', keep);
+  up.stdout.on('data', keep);
+  up.stderr.on('data', keep);
 
   const cli = (...args: string[]): Promise<CliResult> =>
     new Promise((resolve) =>
@@ -83,27 +133,17 @@ export async function startUpCloud(options: {
     if (r.code !== 0) throw new Error(`flotilla ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
     return r.stdout;
   };
-  const until = async <T>(
+  const upUntil = <T>(
     what: string,
     probe: () => Promise<T | undefined> | T | undefined,
-    timeoutMs = 120_000,
-  ): Promise<T> => {
-    const deadline = Date.now() + timeoutMs;
-    let last: unknown;
-    while (Date.now() < deadline) {
-      try {
-        const v = await probe();
-        if (v !== undefined) return v;
-      } catch (e) {
-        last = e;
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    throw new Error(
-      `timed out waiting for ${what}: ${last instanceof Error ? last.message : String(last ?? '')}\n` +
-        `--- flotilla up (last lines) ---\n${upOutput.slice(-5000)}`,
-    );
-  };
+    timeoutMs?: number,
+    everyMs?: number,
+  ): Promise<T> =>
+    until(what, probe, {
+      timeoutMs,
+      everyMs,
+      context: () => `--- flotilla up (last lines) ---\n${upOutput.slice(-5000)}`,
+    });
 
   let admin: CloudClients | undefined;
   const stop = async () => {
@@ -111,32 +151,33 @@ export async function startUpCloud(options: {
     if (up.exitCode === null) {
       const exited = new Promise((r) => up.once('exit', r));
       up.kill('SIGINT');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+      // unref: the timer left behind once up has exited must not keep jest's process alive.
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000).unref())]);
     }
-    // Nothing of this cloud outlives it: VMs outlive the control plane by design, so they go by hand.
-    for (const p of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-      let cmdline = '';
-      try {
-        cmdline = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
-      } catch {
-        continue;
-      }
-      if (cmdline.includes(dir)) process.kill(Number(p), 'SIGKILL');
-    }
+    // Nothing of this cloud outlives it: a process `up` did not stop in time (its environment names the data
+    // directory), and VMs, which outlive the control plane by design (their command line names it).
+    const marker = `FLOTILLA_DATA_DIR=${path.join(dir, 'var')}`;
+    for (const p of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)))
+      if (procFile(p, 'environ').split('\0').includes(marker) || procFile(p, 'cmdline').includes(dir))
+        try {
+          process.kill(Number(p), 'SIGKILL');
+        } catch {
+          // Gone on its own meanwhile.
+        }
     fs.rmSync(dir, { recursive: true, force: true });
   };
 
   try {
-    await until('the profile `up` writes', () => (fs.existsSync(env.FLOTILLA_CONFIG!) ? true : undefined));
+    await upUntil('the profile `up` writes', () => (fs.existsSync(profile) ? true : undefined));
     const adminToken = fs.readFileSync(path.join(dir, 'var/admin-token'), 'utf8').trim();
     admin = cloudClients(`127.0.0.1:${basePort}`, adminToken);
     const clients = admin;
-    await until(`${options.agents ?? 1} ENABLED host(s)`, async () => {
-      const { hosts } = await clients.hosts.call.listHosts({
+    const hosts = await upUntil(`${agents} ENABLED host(s)`, async () => {
+      const { hosts: all } = await clients.hosts.call.listHosts({
         page: { pageSize: 100, pageToken: '', filter: '' },
       });
-      const ready = hosts.filter((h) => h.state === computeV1.HostState.HOST_STATE_ENABLED);
-      return ready.length === (options.agents ?? 1) ? ready : undefined;
+      const ready = all.filter((h) => h.state === computeV1.HostState.HOST_STATE_ENABLED);
+      return ready.length === agents ? ready.sort((a, b) => a.name.localeCompare(b.name)) : undefined;
     });
     if (options.demoImage) {
       // The build is cached per machine; copied in, `image build-demo` only reads its manifest and registers.
@@ -150,9 +191,10 @@ export async function startUpCloud(options: {
       env,
       admin: clients,
       adminToken,
+      hosts,
       cli,
       cliOk,
-      until,
+      until: upUntil,
       output: () => upOutput,
       stop,
     };

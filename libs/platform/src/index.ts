@@ -7,6 +7,7 @@ export * from './grpc/metadata';
 export * from './grpc/proto';
 export * from './grpc/server';
 export * from './grpc/status';
+export * from './grpc/streams';
 export * from './grpc/error-details';
 export * from './persistence/data-source';
 export * from './persistence/embedded-postgres';

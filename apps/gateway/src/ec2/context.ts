@@ -3,6 +3,7 @@ import type { DataSource } from 'typeorm';
 import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
 import type { Logger, Role } from '@flotilla/platform';
 import type { Principal } from '../auth/token-auth';
+import { listAllFlavors, listAllImages, listAllVms } from '../compat/list-all';
 import type { PoolApi } from '../compat/pool-api';
 import type { Params } from './params';
 import type { Xml } from './xml';
@@ -38,18 +39,6 @@ export interface Ec2Action {
   handle(ctx: Ec2Context): Promise<Array<Xml | undefined>>;
 }
 
-const page = (pageToken: string) => ({ pageSize: 1000, pageToken, filter: '' });
-
-/** Timestamps arrive from grpc-js as {seconds, nanos} (ts-proto types them as Date). */
-export function wireDate(t: unknown): Date | undefined {
-  if (t instanceof Date) return t;
-  if (t && typeof t === 'object' && 'seconds' in t) {
-    const { seconds, nanos } = t as { seconds: number | string; nanos?: number };
-    return new Date(Number(seconds) * 1000 + Math.floor((nanos ?? 0) / 1e6));
-  }
-  return undefined;
-}
-
 /**
  * The pool's lists as one request needs them: every VM, image and flavor the principal sees, each fetched
  * at most once per request, and the kinds of the operations in flight.
@@ -67,26 +56,19 @@ export class PoolLookups {
 
   /** Every VM (not snapshots) of the principal's tenant: cross-tenant roles still see one account here. */
   allVms(): Promise<computeV1.Vm[]> {
-    this.vms ??= this.all(async (token) => {
-      const r = await this.pool.vms.call.listVms({ page: page(token) }, this.call);
-      return { items: r.vms, next: r.nextPageToken };
-    }).then((vms) => vms.filter((vm) => vm.tenantId === this.tenantId && !vm.isSnapshot));
+    this.vms ??= listAllVms(this.pool, this.call).then((vms) =>
+      vms.filter((vm) => vm.tenantId === this.tenantId && !vm.isSnapshot),
+    );
     return this.vms;
   }
 
   allImages(): Promise<storageV1.Image[]> {
-    this.images ??= this.all(async (token) => {
-      const r = await this.pool.images.call.listImages({ page: page(token) }, this.call);
-      return { items: r.images, next: r.nextPageToken };
-    });
+    this.images ??= listAllImages(this.pool, this.call);
     return this.images;
   }
 
   allFlavors(): Promise<computeV1.Flavor[]> {
-    this.flavors ??= this.all(async (token) => {
-      const r = await this.pool.flavors.call.listFlavors({ page: page(token) }, this.call);
-      return { items: r.flavors, next: r.nextPageToken };
-    });
+    this.flavors ??= listAllFlavors(this.pool, this.call);
     return this.flavors;
   }
 
@@ -108,16 +90,5 @@ export class PoolLookups {
       // The operation was purged or is not readable: the power state alone decides.
       return undefined;
     }
-  }
-
-  private async all<T>(fetch: (token: string) => Promise<{ items: T[]; next: string }>): Promise<T[]> {
-    const out: T[] = [];
-    let token = '';
-    do {
-      const { items, next } = await fetch(token);
-      out.push(...items);
-      token = next;
-    } while (token);
-    return out;
   }
 }

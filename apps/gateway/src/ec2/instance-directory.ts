@@ -1,6 +1,6 @@
 import { computeV1, storageV1 } from '@flotilla/contracts';
 import type { Ec2Context } from './context';
-import { wireDate } from './context';
+import { wireDate } from '../compat/wire-date';
 import { amiIdOf, instancesNotFound } from './ids';
 import { InstanceMap } from './instance-map';
 import { ec2State, ec2StateOf } from './instance-state';

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { DataSource, In, IsNull } from 'typeorm';
 import type { computeV1 } from '@flotilla/contracts';
-import { wireDate } from './context';
+import { wireDate } from '../compat/wire-date';
 import { derivedInstanceIdOf } from './ids';
 import { Ec2InstanceRow } from './persistence';
 

@@ -1,5 +1,6 @@
 import { storageV1 } from '@flotilla/contracts';
-import { diskFormatLabel, glanceIdOf, sizeLabel, toDate } from './pool-lists';
+import { wireDate } from '../compat/wire-date';
+import { diskFormatLabel, glanceIdOf, sizeLabel } from './pool-lists';
 
 /** An image created with POST /v2/images whose data has not been uploaded yet (Glance's "queued"). */
 export interface QueuedImage {
@@ -29,7 +30,7 @@ export const exportFormats: Record<string, storageV1.DiskFormat> = {
 };
 
 const glanceTime = (t: unknown) => {
-  const d = toDate(t);
+  const d = wireDate(t);
   return d ? d.toISOString().replace(/\.\d{3}Z$/, 'Z') : null;
 };
 

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { storageV1 } from '@flotilla/contracts';
 import type { Logger } from '@flotilla/platform';
+import { listAllImages } from '../compat/list-all';
 import type { PoolApi } from '../compat/pool-api';
 import { OpenStackError, notFound } from './errors';
 import {
@@ -13,7 +14,7 @@ import {
 } from './glance-documents';
 import { storeImageData } from './glance-upload';
 import { pageAfter, parseLimit } from './paging';
-import { diskFormatLabel, glanceIdOf, listAllImages } from './pool-lists';
+import { diskFormatLabel, glanceIdOf } from './pool-lists';
 import { AuthedCtx, isObject, isUuid, json, readJson, Reply } from './request';
 import { exportVdi } from './vdi-streams';
 

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { computeV1, storageV1 } from '@flotilla/contracts';
+import { wireDate } from '../compat/wire-date';
 import { atLeast, Microversion } from './microversion';
 import { defaultNetwork } from './neutron-documents';
-import { glanceIdOf, toDate } from './pool-lists';
+import { glanceIdOf } from './pool-lists';
 
 /** Where links point: `base` is the versioned compute URL the client used, `bookmark` the unversioned one. */
 export interface LinkBase {
@@ -96,7 +97,7 @@ export function serverState(f: Pick<ServerFacts, 'vm' | 'operationKind' | 'faile
 
 /** Nova's times: seconds, UTC, "Z". */
 export function novaTime(t: unknown): string | null {
-  const d = toDate(t);
+  const d = wireDate(t);
   return d ? d.toISOString().replace(/\.\d{3}Z$/, 'Z') : null;
 }
 

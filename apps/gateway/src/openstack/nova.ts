@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
+import { listAllFlavors, listAllImages, listAllVms } from '../compat/list-all';
 import type { PoolApi } from '../compat/pool-api';
 import { OpenStackError, notFound } from './errors';
 import { atLeast, format, maxMicroversion, Microversion, minMicroversion } from './microversion';
@@ -18,14 +19,7 @@ import {
 import { runServerAction } from './nova-actions';
 import { parseCreateServer } from './nova-create-request';
 import { nameMatcher, nextHref, pageAfter, parseLimit } from './paging';
-import {
-  findImageByGlanceId,
-  glanceIdOf,
-  isTerminal,
-  listAllFlavors,
-  listAllImages,
-  listAllVms,
-} from './pool-lists';
+import { findImageByGlanceId, glanceIdOf, isTerminal } from './pool-lists';
 import { AuthedCtx, isUuid, json, readJson, Reply } from './request';
 
 const { PowerState: P } = computeV1;

@@ -1,39 +1,9 @@
 import type { Metadata } from '@grpc/grpc-js';
-import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
+import { commonV1, storageV1 } from '@flotilla/contracts';
+import { listAllImages } from '../compat/list-all';
 import type { PoolApi } from '../compat/pool-api';
 
 type Call = { metadata: Metadata };
-const pageSize = 1000;
-
-/** Follows next_page_token to the end: OpenStack's limit/marker pages are cut from the whole list. */
-async function listAll<T>(page: (token: string) => Promise<{ items: T[]; next: string }>): Promise<T[]> {
-  const out: T[] = [];
-  let token = '';
-  do {
-    const { items, next } = await page(token);
-    out.push(...items);
-    token = next;
-  } while (token);
-  return out;
-}
-
-export const listAllVms = (pool: PoolApi, call: Call): Promise<computeV1.Vm[]> =>
-  listAll(async (pageToken) => {
-    const r = await pool.vms.call.listVms({ page: { pageSize, pageToken, filter: '' } }, call);
-    return { items: r.vms ?? [], next: r.nextPageToken };
-  });
-
-export const listAllFlavors = (pool: PoolApi, call: Call): Promise<computeV1.Flavor[]> =>
-  listAll(async (pageToken) => {
-    const r = await pool.flavors.call.listFlavors({ page: { pageSize, pageToken, filter: '' } }, call);
-    return { items: r.flavors ?? [], next: r.nextPageToken };
-  });
-
-export const listAllImages = (pool: PoolApi, call: Call): Promise<storageV1.Image[]> =>
-  listAll(async (pageToken) => {
-    const r = await pool.images.call.listImages({ page: { pageSize, pageToken, filter: '' } }, call);
-    return { items: r.images ?? [], next: r.nextPageToken };
-  });
 
 /**
  * The label that keeps the id a Glance client chose at POST /v2/images: the catalogue gives the registered
@@ -59,14 +29,4 @@ export async function findImageByGlanceId(
   id: string,
 ): Promise<storageV1.Image | undefined> {
   return (await listAllImages(pool, call)).find((i) => glanceIdOf(i) === id);
-}
-
-/** Timestamps arrive as Dates (ts-proto types) or, from proto-loader, as {seconds, nanos}. */
-export function toDate(value: unknown): Date | undefined {
-  if (value instanceof Date) return value;
-  if (value && typeof value === 'object' && 'seconds' in value) {
-    const { seconds, nanos } = value as { seconds: number | string; nanos?: number };
-    return new Date(Number(seconds) * 1000 + (nanos ?? 0) / 1e6);
-  }
-  return undefined;
 }

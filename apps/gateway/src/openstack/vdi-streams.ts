@@ -2,7 +2,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { createHash } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import { storageV1 } from '@flotilla/contracts';
-import type { GrpcClient } from '@flotilla/platform';
+import { drained, type GrpcClient } from '@flotilla/platform';
 
 /**
  * Image bytes between HTTP and VdiService's streams (as apps/cli/src/vdi-transfer.ts does between files and
@@ -116,17 +116,4 @@ export async function exportVdi(o: {
   } finally {
     o.sink.off('close', closed);
   }
-}
-
-/** Resolves when a writable takes more, or is gone. */
-function drained(w: NodeJS.EventEmitter): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      w.off('drain', done);
-      w.off('close', done);
-      resolve();
-    };
-    w.on('drain', done);
-    w.on('close', done);
-  });
 }

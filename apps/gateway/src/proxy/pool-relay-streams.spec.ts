@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { md } from '@flotilla/platform';
+import { drained, md } from '@flotilla/platform';
 import { Principal, TokenAuth } from '../auth/token-auth';
 import { relayedServices } from '../gateway.app';
 import { PoolRelay } from './pool-relay';
@@ -110,19 +110,6 @@ function pump(stream: grpc.ClientWritableStream<Buffer>, total: number, chunk: n
     return hash.digest('hex');
   })();
   return { progress, finished };
-}
-
-/** Resolves when a writable takes more, or is gone. */
-function drained(w: NodeJS.EventEmitter): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      w.off('drain', done);
-      w.off('close', done);
-      resolve();
-    };
-    w.on('drain', done);
-    w.on('close', done);
-  });
 }
 
 const failure = (p: Promise<unknown>) =>

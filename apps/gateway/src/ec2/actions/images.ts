@@ -1,6 +1,6 @@
 import { storageV1 } from '@flotilla/contracts';
 import type { Ec2Action } from '../context';
-import { wireDate } from '../context';
+import { wireDate } from '../../compat/wire-date';
 import { Ec2Error } from '../errors';
 import { compileFilters, isTagFilter, tagFilterValues } from '../filters';
 import { accountIdOf, amiIdOf, checkAmiIds, publicImageOwnerId } from '../ids';
