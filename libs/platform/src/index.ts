@@ -12,6 +12,7 @@ export * from './grpc/error-details';
 export * from './persistence/data-source';
 export * from './persistence/embedded-postgres';
 export * from './persistence/event-feed';
+export * from './persistence/watch-stream';
 export * from './persistence/outbox';
 export * from './persistence/paging';
 export * from './persistence/versioned';
