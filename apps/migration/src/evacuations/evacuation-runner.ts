@@ -1,7 +1,15 @@
 import { status } from '@grpc/grpc-js';
 import { EntityManager, In } from 'typeorm';
 import { migrationV1 } from '@flotilla/contracts';
-import { DomainError, ErrorCode, isTerminal } from '@flotilla/domain';
+import {
+  DomainError,
+  ErrorCode,
+  isTerminal,
+  evacuationEnd,
+  evacuationProgress,
+  isEvacuationFinished,
+  vmsToStart,
+} from '@flotilla/domain';
 import {
   domainErrorFromGrpc,
   errorDetailsOf,
@@ -16,7 +24,6 @@ import { isUnavailable, peerError } from '../migrations/peers';
 import { EvacuationRow, EvacuationVmRecord } from './evacuation.entity';
 import { statusOf } from './evacuation.errors';
 import { evacuationEvent, EvacuationKicker } from './evacuation.service';
-import { evacuationEnd, evacuationProgress, isEvacuationFinished, vmsToStart } from './evacuation-plan';
 import type { HostControl } from './host-control';
 
 const { MigrationState: M } = migrationV1;

@@ -5,7 +5,7 @@ import type {
   EvacuationBlockedPolicy,
   EvacuationState,
   EvacuationVmOutcome,
-} from './evacuation-plan';
+} from '@flotilla/domain';
 
 /** One VM of an evacuation: what the plan decided and what happened (the `vms` jsonb column). */
 export interface EvacuationVmRecord {

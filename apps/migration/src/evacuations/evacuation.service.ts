@@ -14,6 +14,12 @@ import {
   validateLabels,
   validateName,
   validateRequestId,
+  EvacuationBlockedPolicy,
+  EvacuationState,
+  isEvacuationFinished,
+  planEvacuation,
+  validateMaxParallel,
+  type EvacuationBlocker,
 } from '@flotilla/domain';
 import {
   Caller,
@@ -31,14 +37,6 @@ import type { MigrationPort } from '../migrations/migration-port';
 import { peerError } from '../migrations/peers';
 import { EvacuationRow, EvacuationVmRecord } from './evacuation.entity';
 import { blockedPolicyOf, evacuationToProto } from './evacuation.mapper';
-import {
-  EvacuationBlockedPolicy,
-  EvacuationState,
-  isEvacuationFinished,
-  planEvacuation,
-  validateMaxParallel,
-  type EvacuationBlocker,
-} from './evacuation-plan';
 import { EvacuationRefused } from './evacuation.errors';
 import type { HostControl, HostView, ResidentVmView } from './host-control';
 

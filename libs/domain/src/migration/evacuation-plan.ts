@@ -1,4 +1,4 @@
-import { invalidArgument } from '@flotilla/domain';
+import { invalidArgument } from '../errors';
 
 /**
  * Host evacuation as pure decisions: which resident VMs move, which are left or shut down (the plan), how

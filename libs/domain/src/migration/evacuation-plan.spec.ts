@@ -1,4 +1,4 @@
-import { ErrorCode } from '@flotilla/domain';
+import { ErrorCode } from '../errors';
 import {
   evacuationEnd,
   evacuationProgress,
