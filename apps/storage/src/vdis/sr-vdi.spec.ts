@@ -569,6 +569,9 @@ describe.each(testDatabases())('SRs and VDIs with real agents and qemu-img on %s
         },
         { timeoutMs: 30_000 },
       );
+      // Storage's view of the hosts is up to a second old (ComputeHostDirectory's cache): until it sees the
+      // host DOWN it would still call the stopped agent, which answers on the connection it kept open.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
       const { operation } = await c.vdis.call.createVdi(vdiRequest('unreachable', 8 * MIB, 'on-x'));
       const end = await done(c, operation!.id);
       expect(end.state).toBe('OPERATION_STATE_FAILED');

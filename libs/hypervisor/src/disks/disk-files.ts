@@ -68,6 +68,9 @@ interface Op {
 
 /** qemu-img's names of the formats. */
 const qemuFormat: Record<DeclaredFormat, string> = { qcow2: 'qcow2', raw: 'raw', vmdk: 'vmdk', vhd: 'vpc' };
+/** How long delete waits for a disk locked by another process before refusing it as in use. */
+const DELETE_LOCK_PATIENCE_MS = 8000;
+
 /** Chains are coalesced when snapshots are deleted; a chain longer than this is not one Flotilla made. */
 const MAX_CHAIN_LENGTH = 256;
 const MIB = 1024 * 1024;
@@ -262,6 +265,8 @@ export class DiskFiles {
       await this.run(op, {
         args: ['info', '--output=json', '-f', 'qcow2', full],
         limits: this.qemuImg.limits('metadata'),
+        // A disk in use is refused within seconds; one its QEMU is letting go of is usually free by then.
+        lockPatienceMs: DELETE_LOCK_PATIENCE_MS,
       });
     } catch (e) {
       if (e instanceof DiskError && e.kind === 'in-use') throw e;
@@ -625,7 +630,12 @@ export class DiskFiles {
 
   private async run(
     op: Op,
-    run: { args: string[]; limits: QemuImgLimits; onProgress?: (fraction: number) => void },
+    run: {
+      args: string[];
+      limits: QemuImgLimits;
+      onProgress?: (fraction: number) => void;
+      lockPatienceMs?: number;
+    },
   ): Promise<string> {
     try {
       return (await this.qemuImg.run({ ...run, signal: op.signal })).stdout;

@@ -85,6 +85,8 @@ export interface QemuImgRun {
   onProgress?: (fraction: number) => void;
   /** Exit codes that are answers, not failures (qemu-img check: 2 corrupt, 3 leaks, 63 unsupported). */
   okExitCodes?: number[];
+  /** How long an image locked by another process is tried again; default LOCK_PATIENCE_MS. */
+  lockPatienceMs?: number;
 }
 
 export interface QemuImgResult {
@@ -136,10 +138,11 @@ export class QemuImg {
   /**
    * Runs qemu-img once; an image still locked is tried again for a few seconds: a QEMU that is letting go of
    * it (a disk just unplugged, a VM just stopped or migrated away) releases its lock a moment after saying
-   * so, and under load that moment can be long. A VM that really holds the image still fails, later.
+   * so, and under load that moment can be long (QEMU frees a removed disk after an RCU grace period). A VM
+   * that really holds the image still fails, later.
    */
   async run(run: QemuImgRun): Promise<QemuImgResult> {
-    const giveUpAt = Date.now() + LOCK_PATIENCE_MS;
+    const giveUpAt = Date.now() + (run.lockPatienceMs ?? LOCK_PATIENCE_MS);
     for (;;) {
       try {
         return await this.runOnce(run);
