@@ -28,6 +28,11 @@ export interface Ec2Context {
   call: { metadata: Metadata };
   /** Lookups cached for the request's duration. */
   lookups: PoolLookups;
+  /**
+   * Settles once the signature's one run is claimed (mutating actions); rejects when it was used before. An
+   * action with readsWhileClaiming awaits it before its first change; for the others it is settled already.
+   */
+  claimed: Promise<void>;
 }
 
 export interface Ec2Action {
@@ -35,6 +40,12 @@ export interface Ec2Action {
   role: Role;
   /** Mutating actions run once per signature (the replay guard claims it first). */
   mutating: boolean;
+  /**
+   * The action reads (ids, states, catalogue) while the signature is being claimed and awaits ctx.claimed
+   * before it changes anything: one database round trip off its latency. A replayed signature still answers
+   * AuthFailure, whatever the action would have answered.
+   */
+  readsWhileClaiming?: boolean;
   /** The response body after <requestId>, in order; undefined members are left out. */
   handle(ctx: Ec2Context): Promise<Array<Xml | undefined>>;
 }

@@ -399,6 +399,20 @@ describe.each(testDatabases())('EC2 Query API front on %s', (_db, url) => {
       expect(unpaged.Reservations!.flatMap((r) => r.Instances!).length).toBe(all.length);
     });
 
+    it('finds by id a VM made with the gRPC API that no listing saw yet, and shows it terminated once destroyed there', async () => {
+      const { vm, operation } = await tenant.clients.vms.call.createVm(vmRequest({ name: 'grpc-named' }));
+      await operationDone(tenant.clients.operations, operation!.id);
+      const id = derivedInstanceIdOf(vm!.id);
+      const described = async () =>
+        (await ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations!.flatMap(
+          (r) => r.Instances!,
+        );
+      expect((await described()).map((i) => [i.InstanceId, i.State?.Name])).toEqual([[id, 'running']]);
+      const destroyed = await tenant.clients.vms.call.destroyVm({ id: vm!.id, requestId: '' });
+      await operationDone(tenant.clients.operations, destroyed.operation!.id);
+      expect((await described()).map((i) => [i.InstanceId, i.State?.Name])).toEqual([[id, 'terminated']]);
+    });
+
     it('answers InvalidParameterValue for MaxResults out of range and InvalidParameterCombination with InstanceIds', async () => {
       await expect(ec2.send(new DescribeInstancesCommand({ MaxResults: 3 }))).rejects.toMatchObject({
         name: 'InvalidParameterValue',
@@ -594,6 +608,32 @@ describe.each(testDatabases())('EC2 Query API front on %s', (_db, url) => {
       expect((await send()).status).toBe(200);
       const replay = await send();
       expect([replay.status, codeOf(replay.body)]).toEqual([401, 'AuthFailure']);
+    });
+
+    it('answers AuthFailure to a replayed RunInstances, TerminateInstances or StopInstances, even one that failed', async () => {
+      const countInstances = async () =>
+        (await ec2.send(new DescribeInstancesCommand({}))).Reservations!.flatMap((r) => r.Instances!).length;
+      const run = signed(
+        `Action=RunInstances&Version=2016-11-15&ImageId=${imageId}&MinCount=1&MaxCount=1&InstanceType=m1.small`,
+      );
+      const first = await run();
+      expect(first.status).toBe(200);
+      const before = await countInstances();
+      const runAgain = await run();
+      expect([runAgain.status, codeOf(runAgain.body)]).toEqual([401, 'AuthFailure']);
+      expect(await countInstances()).toBe(before);
+
+      const id = /<instanceId>(i-[0-9a-f]+)<\/instanceId>/.exec(first.body)![1];
+      const terminate = signed(`Action=TerminateInstances&Version=2016-11-15&InstanceId.1=${id}`);
+      expect((await terminate()).status).toBe(200);
+      const terminateAgain = await terminate();
+      expect([terminateAgain.status, codeOf(terminateAgain.body)]).toEqual([401, 'AuthFailure']);
+      // Stopping a terminated instance is IncorrectInstanceState; replayed, the signature's reuse is what answers.
+      const stop = signed(`Action=StopInstances&Version=2016-11-15&InstanceId.1=${id}`);
+      const stopped = await stop();
+      expect(codeOf(stopped.body)).toBe('IncorrectInstanceState');
+      const stopAgain = await stop();
+      expect([stopAgain.status, codeOf(stopAgain.body)]).toEqual([401, 'AuthFailure']);
     });
   });
 });

@@ -143,12 +143,17 @@ export function createEc2Front(deps: Ec2FrontDeps): { listener: http.RequestList
       );
     if (booleanParam(params, 'DryRun'))
       throw new Ec2Error('DryRunOperation', 'Request would have succeeded, but DryRun flag is set.', 412);
-    if (action.mutating && !(await replay.claim(signature)))
-      throw new Ec2Error(
-        'AuthFailure',
-        'This signature was already used by a request that ran: a signed request runs a changing action once. Sign the request again to repeat it.',
-        401,
-      );
+    const claimed = action.mutating
+      ? replay.claim(signature).then((first) => {
+          if (!first)
+            throw new Ec2Error(
+              'AuthFailure',
+              'This signature was already used by a request that ran: a signed request runs a changing action once. Sign the request again to repeat it.',
+              401,
+            );
+        })
+      : Promise.resolve();
+    if (!action.readsWhileClaiming) await claimed;
 
     const call = deps.pool.as(principal, requestId);
     const ctx: Ec2Context = {
@@ -158,11 +163,17 @@ export function createEc2Front(deps: Ec2FrontDeps): { listener: http.RequestList
       params,
       call,
       lookups: new PoolLookups(deps.pool, call, principal.tenantId),
+      claimed,
     };
     const tenantId = principal.tenantId;
-    const result = await requestContext.run({ requestId, method: `ec2:${actionName}`, tenantId }, () =>
+    const handled = requestContext.run({ requestId, method: `ec2:${actionName}`, tenantId }, () =>
       action.handle(ctx),
     );
+    // A replayed signature answers AuthFailure even when the action failed first.
+    const [claim, outcome] = await Promise.allSettled([claimed, handled]);
+    if (claim.status === 'rejected') throw claim.reason;
+    if (outcome.status === 'rejected') throw outcome.reason;
+    const result = outcome.value;
     return responseDocument(actionName, requestId, result);
   }
 

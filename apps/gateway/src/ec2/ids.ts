@@ -9,8 +9,18 @@ import { Ec2Error } from './errors';
 
 const hex17 = (seed: string) => createHash('sha256').update(seed).digest('hex').slice(0, 17);
 
+// Every listing maps each VM's image to its AMI id: a hash per VM otherwise. Bounded: ids are few but unbounded.
+const amiIds = new Map<string, string>();
+const amiIdCacheSize = 10_000;
+
 export function amiIdOf(imageId: string): string {
-  return `ami-${hex17(`image:${imageId}`)}`;
+  let id = amiIds.get(imageId);
+  if (id === undefined) {
+    id = `ami-${hex17(`image:${imageId}`)}`;
+    if (amiIds.size >= amiIdCacheSize) amiIds.clear();
+    amiIds.set(imageId, id);
+  }
+  return id;
 }
 
 export function derivedInstanceIdOf(vmId: string): string {

@@ -1,5 +1,5 @@
 import type { Ec2State } from './instance-state';
-import { ec2Time, el, items, leaf, Xml } from './xml';
+import { ec2Time, el, escapeXml, items, leaf, Xml } from './xml';
 
 /** One instance as DescribeInstances and RunInstances show it. */
 export interface InstanceView {
@@ -27,42 +27,37 @@ export interface InstanceView {
  * does not exist either (httpEndpoint disabled). hypervisor is "xen" as AWS reports for its KVM-based
  * (Nitro) instances too: the enum knows no other value.
  */
-export function instanceItem(v: InstanceView): Xml[] {
-  return [
-    leaf('instanceId', v.instanceId),
-    leaf('imageId', v.imageId),
-    stateXml('instanceState', v.state),
-    leaf('privateDnsName', ''),
-    leaf('dnsName', ''),
-    leaf('reason', v.reason),
-    leaf('keyName', v.keyName),
-    leaf('amiLaunchIndex', v.launchIndex),
-    el('productCodes'),
-    leaf('instanceType', v.instanceType),
-    leaf('launchTime', ec2Time(v.launchTime)),
-    el('placement', leaf('availabilityZone', v.zone), leaf('groupName', ''), leaf('tenancy', 'default')),
-    el('monitoring', leaf('state', 'disabled')),
-    el('groupSet'),
-    leaf('architecture', v.architecture),
-    leaf('rootDeviceType', v.rootDeviceType),
-    leaf('rootDeviceName', '/dev/vda'),
-    el('blockDeviceMapping'),
-    leaf('virtualizationType', 'hvm'),
-    leaf('clientToken', v.clientToken),
-    v.tags.length ? tagSet(v.tags) : undefined,
-    leaf('hypervisor', 'xen'),
-    el('networkInterfaceSet'),
-    leaf('ebsOptimized', false),
-    leaf('enaSupport', false),
-    el('cpuOptions', leaf('coreCount', v.vcpus), leaf('threadsPerCore', 1)),
-    el(
-      'metadataOptions',
-      leaf('state', 'applied'),
-      leaf('httpTokens', 'optional'),
-      leaf('httpPutResponseHopLimit', 1),
-      leaf('httpEndpoint', 'disabled'),
-    ),
-  ].filter((x): x is Xml => x !== undefined);
+export function instanceItem(v: InstanceView): Xml {
+  // One template per item: DescribeInstances writes a thousand of these per page. Every value from data goes
+  // through text() (escaped); the rest is fixed markup.
+  return new Xml(
+    '<item>' +
+      text('instanceId', v.instanceId) +
+      (v.imageId === undefined ? '' : text('imageId', v.imageId)) +
+      stateXml('instanceState', v.state).raw +
+      '<privateDnsName/><dnsName/>' +
+      text('reason', v.reason) +
+      (v.keyName === undefined ? '' : text('keyName', v.keyName)) +
+      `<amiLaunchIndex>${v.launchIndex}</amiLaunchIndex><productCodes/>` +
+      text('instanceType', v.instanceType) +
+      `<launchTime>${ec2Time(v.launchTime)}</launchTime><placement>` +
+      text('availabilityZone', v.zone) +
+      '<groupName/><tenancy>default</tenancy></placement><monitoring><state>disabled</state></monitoring><groupSet/>' +
+      text('architecture', v.architecture) +
+      text('rootDeviceType', v.rootDeviceType) +
+      '<rootDeviceName>/dev/vda</rootDeviceName><blockDeviceMapping/><virtualizationType>hvm</virtualizationType>' +
+      text('clientToken', v.clientToken) +
+      (v.tags.length ? tagSet(v.tags).raw : '') +
+      '<hypervisor>xen</hypervisor><networkInterfaceSet/><ebsOptimized>false</ebsOptimized><enaSupport>false</enaSupport>' +
+      `<cpuOptions><coreCount>${v.vcpus}</coreCount><threadsPerCore>1</threadsPerCore></cpuOptions>` +
+      '<metadataOptions><state>applied</state><httpTokens>optional</httpTokens><httpPutResponseHopLimit>1</httpPutResponseHopLimit><httpEndpoint>disabled</httpEndpoint></metadataOptions>' +
+      '</item>',
+  );
+}
+
+/** <name>escaped</name>, or <name/> when empty: what leaf() writes, as a plain string. */
+function text(name: string, value: string): string {
+  return value ? `<${name}>${escapeXml(value)}</${name}>` : `<${name}/>`;
 }
 
 export function stateXml(name: string, state: Ec2State): Xml {
@@ -95,9 +90,6 @@ export function reservationXml(reservationId: string, ownerId: string, members: 
     leaf('reservationId', reservationId),
     leaf('ownerId', ownerId),
     el('groupSet'),
-    items(
-      'instancesSet',
-      members.map((m) => instanceItem(m)),
-    ),
+    el('instancesSet', ...members.map((m) => instanceItem(m))),
   ];
 }

@@ -10,6 +10,25 @@ describe('EC2 XML', () => {
     expect(escapeXml('a\u0000b\u001bc\uD800d')).toBe('a\uFFFDb\uFFFDc\uFFFDd');
   });
 
+  it('passes text with nothing to escape through as it is, and escapes each special character on its own', () => {
+    for (const plain of ['', 'i-0123456789abcdef0', 'tab\tand\nlines\r', 'é ✓ 😀 \uFFFD'])
+      expect(escapeXml(plain)).toBe(plain);
+    const escaped: Array<[string, string]> = [
+      ['&', '&amp;'],
+      ['<', '&lt;'],
+      ['>', '&gt;'],
+      ['"', '&quot;'],
+      ["'", '&apos;'],
+      ['\u0000', '\uFFFD'],
+      ['\u001F', '\uFFFD'],
+      ['\uD800', '\uFFFD'],
+      ['\uDC00', '\uFFFD'],
+      ['\uFFFE', '\uFFFD'],
+      ['\uFFFF', '\uFFFD'],
+    ];
+    for (const [c, out] of escaped) expect(escapeXml(`x${c}y`)).toBe(`x${out}y`);
+  });
+
   it('writes a success document in the 2016-11-15 namespace with requestId first', () => {
     const xml = responseDocument('CreateTags', 'req-1', [leaf('return', true)]);
     expect(xml).toBe(

@@ -5,7 +5,7 @@ import type { Ec2Action, Ec2Context } from '../context';
 import { Ec2Error } from '../errors';
 import { ec2ErrorFromGrpc } from '../grpc-errors';
 import { checkInstanceIds } from '../ids';
-import { Instance, namedInstances } from '../instance-directory';
+import { InstanceStatus, namedStatuses } from '../instance-directory';
 import { Ec2State, ec2State } from '../instance-state';
 import { stateXml } from '../instance-view';
 import { booleanParam, listParam, missing } from '../params';
@@ -25,7 +25,7 @@ function instanceIds(ctx: Ec2Context): string[] {
   return ids;
 }
 
-function incorrectState(i: Instance, verb: string): Ec2Error {
+function incorrectState(i: InstanceStatus, verb: string): Ec2Error {
   return new Ec2Error(
     'IncorrectInstanceState',
     `The instance '${i.view.instanceId}' is not in a state from which it can be ${verb} (it is ${i.view.state.name})`,
@@ -36,12 +36,13 @@ function incorrectState(i: Instance, verb: string): Ec2Error {
  * Start/Stop/Terminate: every id is checked first (unknown → NotFound, nothing done), then each instance gets
  * its call; the answer lists currentState before previousState, as EC2 writes them.
  */
-function stateChange(verb: string, plan: (ctx: Ec2Context, i: Instance) => Step): Ec2Action['handle'] {
+function stateChange(verb: string, plan: (ctx: Ec2Context, i: InstanceStatus) => Step): Ec2Action['handle'] {
   return async (ctx) => {
-    const instances = await namedInstances(ctx, instanceIds(ctx));
+    const instances = await namedStatuses(ctx, instanceIds(ctx));
     const steps = instances.map((i) => ({ i, step: plan(ctx, i) }));
     const refused = steps.find((s) => s.step.kind === 'refuse');
     if (refused) throw incorrectState(refused.i, verb);
+    await ctx.claimed;
     const changes: Array<Array<Xml | undefined>> = [];
     for (const { i, step } of steps) {
       let current = i.view.state;
@@ -95,6 +96,7 @@ async function afterInFlight(
 export const startInstances: Ec2Action = {
   role: 'vm-operator',
   mutating: true,
+  readsWhileClaiming: true,
   handle: stateChange('started', (ctx, i) => {
     const name = i.view.state.name;
     if (name === 'running' || name === 'pending') return { kind: 'none' };
@@ -113,6 +115,7 @@ export const startInstances: Ec2Action = {
 export const stopInstances: Ec2Action = {
   role: 'vm-operator',
   mutating: true,
+  readsWhileClaiming: true,
   handle: async (ctx) => {
     const force = booleanParam(ctx.params, 'Force');
     return stateChange('stopped', (c, i) => {
@@ -136,6 +139,7 @@ export const stopInstances: Ec2Action = {
 export const terminateInstances: Ec2Action = {
   role: 'vm-admin',
   mutating: true,
+  readsWhileClaiming: true,
   handle: stateChange('terminated', (ctx, i) => {
     const vm = i.vm;
     if (!vm || i.view.state.name === 'shutting-down') return { kind: 'none' };
@@ -151,10 +155,12 @@ export const terminateInstances: Ec2Action = {
 export const rebootInstances: Ec2Action = {
   role: 'vm-operator',
   mutating: true,
+  readsWhileClaiming: true,
   async handle(ctx) {
-    const instances = await namedInstances(ctx, instanceIds(ctx));
+    const instances = await namedStatuses(ctx, instanceIds(ctx));
     const notRunning = instances.find((i) => i.view.state.name !== 'running' || !i.vm);
     if (notRunning) throw incorrectState(notRunning, 'rebooted');
+    await ctx.claimed;
     for (const i of instances)
       await vmCall(ctx)
         .rebootVm({ id: i.vm?.id ?? '', requestId: '', mode: clean }, ctx.call)

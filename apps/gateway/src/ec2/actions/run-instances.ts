@@ -2,13 +2,13 @@ import { createHash } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { commonV1, computeV1 } from '@flotilla/contracts';
 import { validateName } from '@flotilla/domain';
-import { isGrpcStatus } from '@flotilla/platform';
+import { isGrpcStatus, quotedTable } from '@flotilla/platform';
 import type { Ec2Action, Ec2Context } from '../context';
 import { Ec2Error } from '../errors';
 import { ec2ErrorFromGrpc } from '../grpc-errors';
 import { accountIdOf, amiIdOf, checkAmiIds, newInstanceId, newReservationId } from '../ids';
-import { allInstances } from '../instance-directory';
-import { InstanceMap } from '../instance-map';
+import { instancesOfRows } from '../instance-directory';
+import { InstanceMap, InstanceRecord } from '../instance-map';
 import { ec2State } from '../instance-state';
 import { reservationXml } from '../instance-view';
 import { keyPairNotFound, KeyPairStore } from '../key-pair-store';
@@ -97,18 +97,22 @@ async function parseLaunch(ctx: Ec2Context): Promise<Launch> {
     }
   }
 
-  const [images, keyName] = [await ctx.lookups.allImages(), optional(p, 'KeyName') ?? null];
+  const keyName = optional(p, 'KeyName') ?? null;
+  const instanceType = optional(p, 'InstanceType') ?? 'm1.small';
+  const [images, flavors, keyPair] = await Promise.all([
+    ctx.lookups.allImages(),
+    ctx.lookups.allFlavors(),
+    keyName ? new KeyPairStore(ctx.site.dataSource).find(ctx.principal.tenantId, keyName) : undefined,
+  ]);
   const image = images.find((i) => amiIdOf(i.id) === amiId);
   if (!image) throw new Ec2Error('InvalidAMIID.NotFound', `The image id '[${amiId}]' does not exist`);
-  const instanceType = optional(p, 'InstanceType') ?? 'm1.small';
-  const flavor = (await ctx.lookups.allFlavors()).find((f) => f.name === instanceType);
+  const flavor = flavors.find((f) => f.name === instanceType);
   if (!flavor)
     throw new Ec2Error(
       'InvalidParameterValue',
       `Invalid value '${instanceType}' for InstanceType: DescribeInstanceTypes lists the types this cloud offers`,
     );
-  if (keyName && !(await new KeyPairStore(ctx.site.dataSource).find(ctx.principal.tenantId, keyName)))
-    throw keyPairNotFound(keyName);
+  if (keyName && !keyPair) throw keyPairNotFound(keyName);
   return {
     imageName: image.name,
     amiId,
@@ -123,33 +127,32 @@ async function parseLaunch(ctx: Ec2Context): Promise<Launch> {
 }
 
 /**
- * Claims the ClientToken for this launch. Returns the reservation id to use; an earlier launch with the same
- * token and other parameters is IdempotentParameterMismatch.
+ * Claims the ClientToken for this launch. Returns the reservation id to use, and whether an earlier launch
+ * claimed it (it may have launched already); an earlier launch with other parameters is
+ * IdempotentParameterMismatch.
  */
-async function claimClientToken(ctx: Ec2Context, launch: Launch): Promise<string> {
-  if (!launch.clientToken) return newReservationId();
+async function claimClientToken(
+  ctx: Ec2Context,
+  launch: Launch,
+): Promise<{ reservationId: string; claimedBefore: boolean }> {
+  if (!launch.clientToken) return { reservationId: newReservationId(), claimedBefore: false };
   const tenantId = ctx.principal.tenantId;
   const paramsHash = launchParamsHash(ctx.params);
   const m = ctx.site.dataSource.manager;
-  await m
-    .createQueryBuilder()
-    .insert()
-    .into(Ec2ClientTokenRow)
-    .values({
-      tenantId,
-      clientToken: launch.clientToken,
-      paramsHash,
-      reservationId: newReservationId(`${tenantId}:${launch.clientToken}`),
-    })
-    .orIgnore()
-    .execute();
+  const reservationId = newReservationId(`${tenantId}:${launch.clientToken}`);
+  const claimed: unknown[] = await m.query(
+    `INSERT INTO ${quotedTable(m, Ec2ClientTokenRow)} (tenant_id, client_token, params_hash, reservation_id)
+     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING reservation_id`,
+    [tenantId, launch.clientToken, paramsHash, reservationId],
+  );
+  if (claimed.length) return { reservationId, claimedBefore: false };
   const row = await m.findOneByOrFail(Ec2ClientTokenRow, { tenantId, clientToken: launch.clientToken });
   if (row.paramsHash !== paramsHash)
     throw new Ec2Error(
       'IdempotentParameterMismatch',
       `The client token '${launch.clientToken}' was used before with different parameters: use a new ClientToken for a different launch`,
     );
-  return row.reservationId;
+  return { reservationId: row.reservationId, claimedBefore: true };
 }
 
 /**
@@ -160,31 +163,53 @@ async function claimClientToken(ctx: Ec2Context, launch: Launch): Promise<string
 export const runInstances: Ec2Action = {
   role: 'vm-admin',
   mutating: true,
+  readsWhileClaiming: true,
   async handle(ctx) {
     const launch = await parseLaunch(ctx);
     const tenantId = ctx.principal.tenantId;
-    const reservationId = await claimClientToken(ctx, launch);
+    await ctx.claimed;
+    const { reservationId, claimedBefore } = await claimClientToken(ctx, launch);
     const map = new InstanceMap(ctx.site.dataSource);
-    const earlier = launch.clientToken ? await map.byReservation(tenantId, reservationId) : [];
-    if (!earlier.length) await launchVms(ctx, launch, reservationId);
-    const rows = await map.byReservation(tenantId, reservationId);
-    const ids = new Set(rows.map((r) => r.instanceId));
-    const views = (await allInstances(ctx)).filter((i) => ids.has(i.view.instanceId)).map((i) => i.view);
+    const earlier = claimedBefore ? await map.byReservation(tenantId, reservationId) : [];
+    // The launch's own instances only, not a listing of the tenant.
+    const launched = earlier.length
+      ? await instancesOfRows(ctx, earlier)
+      : await launchVms(ctx, launch, reservationId).then(({ rows, started }) =>
+          instancesOfRows(ctx, rows, {
+            vms: started,
+            // No tags asked for: none to read (tagged launches read theirs back, in the store's order).
+            tags: launch.tags.length ? undefined : new Map(),
+          }),
+        );
+    const views = launched.map((i) => i.view).sort((a, b) => (a.instanceId < b.instanceId ? -1 : 1));
     // A launch answers pending for the instances it started: their boot is in progress or just done.
     if (!earlier.length) for (const v of views) if (v.state.name === 'running') v.state = ec2State('pending');
     return reservationXml(reservationId, accountIdOf(tenantId), views);
   },
 };
 
-async function launchVms(ctx: Ec2Context, launch: Launch, reservationId: string): Promise<void> {
+/**
+ * Launches the instances; returns the rows of those kept, in launch order, and the VMs whose start is known
+ * to have succeeded (running as of now: no need to read them again).
+ */
+async function launchVms(
+  ctx: Ec2Context,
+  launch: Launch,
+  reservationId: string,
+): Promise<{ rows: InstanceRecord[]; started: Map<string, computeV1.Vm> }> {
   const tenantId = ctx.principal.tenantId;
   const map = new InstanceMap(ctx.site.dataSource);
   const seed = launch.clientToken
     ? createHash('sha256').update(`${tenantId}:${launch.clientToken}`).digest('hex')
     : ctx.requestId;
   const nameTag = launch.tags.find((t) => t.key === 'Name')?.value;
-  const launched: Array<{ vm: computeV1.Vm; operation: commonV1.Operation | undefined; instanceId: string }> =
-    [];
+  const launched: Array<{
+    vm: computeV1.Vm;
+    operation: commonV1.Operation | undefined;
+    instanceId: string;
+    record: InstanceRecord;
+    settled: Promise<commonV1.Operation | undefined>;
+  }> = [];
   let stoppedBy: unknown;
   for (let i = 0; i < launch.maxCount; i++) {
     const instanceId = newInstanceId(launch.clientToken ? `${seed}:${i}` : undefined);
@@ -195,8 +220,9 @@ async function launchVms(ctx: Ec2Context, launch: Launch, reservationId: string)
         fallbackName: instanceId,
         requestId: `ec2:${seed}:${i}`,
       });
-      launched.push({ ...created, instanceId });
-      await map.record({
+      // Placement proceeds while the row is written: the wait starts now.
+      const settled = settle(ctx, created.operation);
+      const record = await map.record({
         instanceId,
         vmId: created.vm.id,
         tenantId,
@@ -209,6 +235,7 @@ async function launchVms(ctx: Ec2Context, launch: Launch, reservationId: string)
         clientToken: launch.clientToken,
         launchTime: new Date(),
       });
+      launched.push({ ...created, instanceId, record, settled });
     } catch (e) {
       stoppedBy = e;
       break;
@@ -233,7 +260,7 @@ async function launchVms(ctx: Ec2Context, launch: Launch, reservationId: string)
     );
   }
   // Placement happens in each VM's operation: the ones no host could take are given back.
-  const outcomes = await Promise.all(launched.map((l) => settle(ctx, l.operation)));
+  const outcomes = await Promise.all(launched.map((l) => l.settled));
   const unplaced = launched.filter((_, i) => outcomes[i]?.error?.code === status.RESOURCE_EXHAUSTED);
   if (unplaced.length) {
     const placed = launched.length - unplaced.length;
@@ -251,13 +278,23 @@ async function launchVms(ctx: Ec2Context, launch: Launch, reservationId: string)
       );
     }
   }
-  const tags = new TagStore(ctx.site.dataSource);
+  const kept = launched.filter((l) => !unplaced.includes(l));
   if (launch.tags.length)
-    await tags.put(
+    await new TagStore(ctx.site.dataSource).put(
       tenantId,
-      launched.filter((l) => !unplaced.includes(l)).map((l) => l.instanceId),
+      kept.map((l) => l.instanceId),
       launch.tags,
     );
+  const started = new Map<string, computeV1.Vm>();
+  for (const [i, l] of launched.entries())
+    if (outcomes[i]?.state === commonV1.OperationState.OPERATION_STATE_SUCCEEDED)
+      started.set(l.vm.id, {
+        ...l.vm,
+        powerState: computeV1.PowerState.POWER_STATE_RUNNING,
+        powerStateReason: '',
+        currentOperationId: '',
+      });
+  return { rows: kept.map((l) => l.record), started };
 }
 
 function launchNotFound(e: unknown): string {
