@@ -386,6 +386,28 @@ export async function dropSchemas(url: string, schemas: string[]): Promise<void>
   }
 }
 
+/** Interrupted (Ctrl-C, SIGTERM): the children this run started go with it; the exit hooks do the rest. */
+export function killChildrenOnSignal(): void {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => {
+      killAllSync();
+      process.exit(130);
+    });
+}
+
+/** The admin token a gateway child writes to tokenFile when it first starts. */
+export function adminTokenFrom(tokenFile: string, alive: Child[], ms = 90_000): Promise<string> {
+  return until(
+    'the admin token file',
+    ms,
+    async () => {
+      const t = fs.existsSync(tokenFile) ? fs.readFileSync(tokenFile, 'utf8').trim() : '';
+      return t || undefined;
+    },
+    alive,
+  );
+}
+
 export async function until<T>(
   what: string,
   ms: number,

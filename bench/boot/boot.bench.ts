@@ -66,7 +66,6 @@ import {
   exitHooks,
   f0,
   f2,
-  killAllSync,
   logTail,
   machineBusyUs,
   machineDescription,
@@ -82,6 +81,8 @@ import {
   tempDirs,
   until,
   x,
+  killChildrenOnSignal,
+  adminTokenFrom,
 } from '../harness';
 
 const BOOT_RATIO_TARGET = 1.1;
@@ -334,15 +335,7 @@ async function startServices(dataDir: string, catalogueDir: string, dbUrl: strin
     },
   });
   const all = [c, s, g, a];
-  const token = await until(
-    'the admin token file',
-    90_000,
-    async () => {
-      const t = fs.existsSync(tokenFile) ? fs.readFileSync(tokenFile, 'utf8').trim() : '';
-      return t || undefined;
-    },
-    all,
-  );
+  const token = await adminTokenFrom(tokenFile, all);
   const clients = cloudClients(`127.0.0.1:${gatewayPort}`, token);
   const page = { page: { pageSize: 10, pageToken: '', filter: '' } };
   // The agent probes the accelerator first (a KVM boot of the demo kernel, up to 8 s) before it registers.
@@ -911,11 +904,7 @@ export function formatBootBench(r: BootBenchResult): string {
 }
 
 export async function main(): Promise<void> {
-  for (const signal of ['SIGINT', 'SIGTERM'] as const)
-    process.once(signal, () => {
-      killAllSync();
-      process.exit(130); // the exit hooks kill the QEMUs and remove the temp dir
-    });
+  killChildrenOnSignal();
   const qemu = (process.env.PATH ?? '')
     .split(path.delimiter)
     .some((d) => d && fs.existsSync(path.join(d, 'qemu-system-x86_64')));

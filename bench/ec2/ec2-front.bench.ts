@@ -81,6 +81,8 @@ import {
   tempDirs,
   until,
   x,
+  killChildrenOnSignal,
+  adminTokenFrom,
 } from '../harness';
 
 const RATIO_TARGET = 1.3;
@@ -260,15 +262,7 @@ async function startCloud(dataDir: string): Promise<Cloud> {
     FLOTILLA_SIM_MEMORY_MIB: String(16 * 1024 * 1024),
   });
   const children = [c, s, g, a];
-  const token = await until(
-    'the admin token file',
-    90_000,
-    async () => {
-      const t = fs.existsSync(tokenFile) ? fs.readFileSync(tokenFile, 'utf8').trim() : '';
-      return t || undefined;
-    },
-    children,
-  );
+  const token = await adminTokenFrom(tokenFile, children);
   const admin = cloudClients(gatewayAddress, token);
   const credentials = new GrpcClient<gatewayV1.CredentialServiceClient>({
     address: gatewayAddress,
@@ -799,11 +793,7 @@ export function formatEc2FrontBench(r: Ec2FrontBenchResult): string {
 }
 
 export async function main(): Promise<void> {
-  for (const signal of ['SIGINT', 'SIGTERM'] as const)
-    process.once(signal, () => {
-      killAllSync();
-      process.exit(130);
-    });
+  killChildrenOnSignal();
   console.log(formatEc2FrontBench(await runEc2FrontBench()));
 }
 

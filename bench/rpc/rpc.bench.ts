@@ -69,6 +69,8 @@ import {
   until,
   waitForReady,
   x,
+  killChildrenOnSignal,
+  adminTokenFrom,
 } from '../harness';
 
 /** RPC_BENCH_NODE_ARGS: extra node flags for every child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof". */
@@ -537,15 +539,7 @@ async function benchRealPath(opts: {
     const agent = startChild('host agent', [mainOf('host-agent')], { env, log: log('host-agent') });
     const all = [compute, gateway, agent];
 
-    const token = await until(
-      'the admin token file',
-      60_000,
-      async () => {
-        const t = fs.existsSync(tokenFile) ? fs.readFileSync(tokenFile, 'utf8').trim() : '';
-        return t || undefined;
-      },
-      all,
-    );
+    const token = await adminTokenFrom(tokenFile, all, 60_000);
     const auth = new grpc.Metadata();
     auth.set('authorization', `Bearer ${token}`);
     const gw = `127.0.0.1:${gatewayPort}`;
@@ -967,12 +961,7 @@ export function formatRpcBench(r: RpcBenchResult): string {
 }
 
 export async function main(): Promise<void> {
-  // Interrupted: the services this run started go with it.
-  for (const signal of ['SIGINT', 'SIGTERM'] as const)
-    process.once(signal, () => {
-      killAllSync();
-      process.exit(130);
-    });
+  killChildrenOnSignal();
   console.log(formatRpcBench(await runRpcBench()));
 }
 
