@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
 import { listAllFlavors, listAllImages, listAllVms } from '../compat/list-all';
 import type { PoolApi } from '../compat/pool-api';
@@ -330,8 +329,8 @@ export class Nova {
           links: serverSummary(first, r.links).links,
           'OS-DCF:diskConfig': 'MANUAL',
           security_groups: [{ name: 'default' }],
-          // Nova returns one even where the hypervisor cannot set it; nothing puts it into the guest.
-          adminPass: randomBytes(9).toString('base64url'),
+          // No adminPass: nothing could put one into the guest, so none is made up (Nova likewise leaves it
+          // out when enable_instance_password is off).
         },
       },
       { location: `${r.links.base}/servers/${first.id}` },
