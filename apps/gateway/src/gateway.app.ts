@@ -1,10 +1,8 @@
 import { DynamicModule, INestMicroservice, Module } from '@nestjs/common';
-import { Metadata } from '@grpc/grpc-js';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { computeV1 } from '@flotilla/contracts';
-import { ConfigOf, GrpcClient, Logger, md, openDatabase, startGrpcService } from '@flotilla/platform';
-import { TokenAuth } from './auth/token-auth';
+import { ConfigOf, Logger, openDatabase, startGrpcService } from '@flotilla/platform';
+import { callerMetadata, TokenAuth } from './auth/token-auth';
 import { gatewayConfigSpec } from './config';
 import { GatewayMetrics, startAdminHttp } from './admin-http/admin-http';
 import { gatewayEntities, gatewayMigrations } from './persistence';
@@ -17,6 +15,7 @@ import { CredentialGrpc } from './credentials/credential.grpc';
 import { DbCredentialStore } from './credentials/db-credential-store';
 import { loadOrCreateSecretKey, SecretBox } from './credentials/secret-key';
 import { startCompatFronts, type CompatFronts } from './compat/compat-fronts';
+import { PoolApi } from './compat/pool-api';
 
 export type GatewayConfig = ConfigOf<typeof gatewayConfigSpec>;
 
@@ -83,16 +82,18 @@ export async function startGateway(
     logger,
   });
   const auth = new TokenAuth(db.dataSource);
-  const vmCounter = new GrpcClient<computeV1.VmServiceClient>({
-    address: config.FLOTILLA_COMPUTE_URL,
-    service: 'flotilla.compute.v1.VmService',
-    staticMetadata: { [md.serviceToken]: config.FLOTILLA_SERVICE_TOKEN },
+  // The pool's services as the gateway itself calls them (tenant checks, the EC2 and OpenStack fronts).
+  const pool = new PoolApi({
+    computeAddress: config.FLOTILLA_COMPUTE_URL,
+    storageAddress: config.FLOTILLA_STORAGE_URL,
+    serviceToken: config.FLOTILLA_SERVICE_TOKEN,
+    deadlineMs: config.FLOTILLA_UPSTREAM_DEADLINE_MS,
   });
   // A tenant's VMs, counted by the pool itself (the gateway keeps no copy of them).
   const countVms = async (tenantId: string) => {
-    const { vms } = await vmCounter.call.listVms(
+    const { vms } = await pool.vms.call.listVms(
       { page: { pageSize: 1, pageToken: '', filter: '' } },
-      { metadata: tenantMetadata(tenantId) },
+      { metadata: callerMetadata({ tenantId, role: 'read-only' }) },
     );
     return vms.length;
   };
@@ -165,12 +166,14 @@ export async function startGateway(
     );
     fronts = await startCompatFronts(
       config,
-      { dataSource: db.dataSource, credentials: credentialStore, secretKey },
+      { pool, dataSource: db.dataSource, credentials: credentialStore, secretKey },
       logger,
     );
   } catch (e) {
     await new Promise((r) => (httpServer ? httpServer.close(r) : r(undefined)));
     await app?.close();
+    relay.close();
+    pool.close();
     await db.close();
     throw e;
   }
@@ -189,15 +192,8 @@ export async function startGateway(
       await fronts?.close();
       await app?.close();
       relay.close();
-      vmCounter.close();
+      pool.close();
       await db.close();
     },
   };
-}
-
-function tenantMetadata(tenantId: string): Metadata {
-  const m = new Metadata();
-  m.set(md.tenantId, tenantId);
-  m.set(md.role, 'read-only');
-  return m;
 }

@@ -87,10 +87,15 @@ export class TokenAuth {
 
 /** Metadata the gateway sends to pool services on behalf of a principal. */
 export function upstreamMetadata(principal: Principal, incoming: Metadata): Metadata {
-  const out = new Metadata();
-  out.set(md.tenantId, principal.tenantId);
-  out.set(md.role, principal.role);
   const requestId = incoming.get(md.requestId)[0];
-  if (requestId) out.set(md.requestId, String(requestId).slice(0, 128));
+  return callerMetadata(principal, requestId ? String(requestId) : undefined);
+}
+
+/** Metadata that acts as a tenant with a role towards a pool service; requestId is kept to 128 characters. */
+export function callerMetadata(caller: Pick<Principal, 'tenantId' | 'role'>, requestId?: string): Metadata {
+  const out = new Metadata();
+  out.set(md.tenantId, caller.tenantId);
+  out.set(md.role, caller.role);
+  if (requestId) out.set(md.requestId, requestId.slice(0, 128));
   return out;
 }

@@ -6,7 +6,7 @@ import type { CredentialStore } from '../credentials/credential-store';
 import { deriveKey } from '../credentials/secret-key';
 import { createEc2Front } from '../ec2/ec2-front';
 import { createOpenStackFront } from '../openstack/openstack-front';
-import { PoolApi } from './pool-api';
+import type { PoolApi } from './pool-api';
 
 export interface CompatFronts {
   close(): Promise<void>;
@@ -18,16 +18,10 @@ export interface CompatFronts {
  */
 export async function startCompatFronts(
   config: GatewayConfig,
-  deps: { dataSource: DataSource; credentials: CredentialStore; secretKey: Buffer },
+  deps: { pool: PoolApi; dataSource: DataSource; credentials: CredentialStore; secretKey: Buffer },
   logger: Logger,
 ): Promise<CompatFronts> {
-  const { dataSource, credentials, secretKey } = deps;
-  const pool = new PoolApi({
-    computeAddress: config.FLOTILLA_COMPUTE_URL,
-    storageAddress: config.FLOTILLA_STORAGE_URL,
-    serviceToken: config.FLOTILLA_SERVICE_TOKEN,
-    deadlineMs: config.FLOTILLA_UPSTREAM_DEADLINE_MS,
-  });
+  const { pool, dataSource, credentials, secretKey } = deps;
   const ec2 = createEc2Front({
     pool,
     credentials,
@@ -55,7 +49,6 @@ export async function startCompatFronts(
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
     ec2.close();
     openstack.close();
-    pool.close();
   };
   try {
     servers.push(await listenHttp(server(ec2.listener), config.FLOTILLA_EC2_ADDRESS));

@@ -1,7 +1,7 @@
 import { Metadata } from '@grpc/grpc-js';
 import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
 import { GrpcClient, md } from '@flotilla/platform';
-import type { Principal } from '../auth/token-auth';
+import { callerMetadata, type Principal } from '../auth/token-auth';
 
 export interface PoolApiOptions {
   computeAddress: string;
@@ -48,11 +48,7 @@ export class PoolApi {
 
   /** Call options acting as principal; requestId (≤ 128 chars) is logged by every service on the way. */
   as(principal: Principal, requestId?: string): { metadata: Metadata } {
-    const metadata = new Metadata();
-    metadata.set(md.tenantId, principal.tenantId);
-    metadata.set(md.role, principal.role);
-    if (requestId) metadata.set(md.requestId, requestId.slice(0, 128));
-    return { metadata };
+    return { metadata: callerMetadata(principal, requestId) };
   }
 
   close(): void {
