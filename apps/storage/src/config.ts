@@ -30,4 +30,14 @@ export const storageConfigSpec = {
     schema: positiveMs(600_000),
     default: 30_000,
   },
+  FLOTILLA_SR_MONITOR_INTERVAL_MS: {
+    description:
+      "how often every SR's hosts are asked whether they see it (state, capacity, utilisation), 1000..3600000 ms",
+    schema: z.coerce
+      .number()
+      .int('must be an integer')
+      .min(1000, 'must be 1000..3600000 ms')
+      .max(3_600_000, 'must be 1000..3600000 ms'),
+    default: 15_000,
+  },
 } satisfies ConfigSpec;

@@ -57,9 +57,6 @@ const served = [
   'flotilla.storage.v1.StorageEventService',
 ];
 
-/** How often every SR's hosts, capacity and utilisation are checked. */
-const srRefreshEveryMs = 15_000;
-
 /** Wires the storage service: database, image catalogue, SRs and VDIs, gRPC edge. Used by main and tests. */
 export async function startStorage(
   config: StorageConfig,
@@ -182,7 +179,7 @@ export async function startStorage(
   }
   await runner.resumeUnfinished();
   keeper.start();
-  const refresher = setInterval(() => void srOps.refreshAll(), srRefreshEveryMs);
+  const refresher = setInterval(() => void srOps.refreshAll(), config.FLOTILLA_SR_MONITOR_INTERVAL_MS);
   refresher.unref();
   logger.info({ address: config.FLOTILLA_STORAGE_ADDRESS }, 'storage service ready (images, SRs, VDIs)');
   return {

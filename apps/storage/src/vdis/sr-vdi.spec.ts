@@ -79,7 +79,14 @@ describe.each(testDatabases())('SRs and VDIs with real agents and qemu-img on %s
   let sharedSr: storageV1.Sr;
 
   beforeAll(async () => {
-    cloud = await startLocalCloud({ databaseUrl: url, schemaPrefix: uniqueSchema('srvdi'), agents: 2 });
+    cloud = await startLocalCloud({
+      databaseUrl: url,
+      schemaPrefix: uniqueSchema('srvdi'),
+      agents: 2,
+      // No SR monitoring rounds: the unreachable-agent test needs an SR still recorded AVAILABLE when its host
+      // has gone (a round would mark it UNAVAILABLE first, and creates would then be refused up front).
+      storageEnv: { FLOTILLA_SR_MONITOR_INTERVAL_MS: '3600000' },
+    });
     c = clients(cloud.storageAddress, cloud.serviceToken);
     hosts = (await cloud.hostsReady(2)).map((h) => ({ id: h.id, name: h.name }));
     srRoot = path.join(path.dirname(cloud.imageDir), 'sr');

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { findOnPath } from '../qemu/real-qemu';
+import { describeHolders, fileHolders } from './file-holders';
 
 /**
  * Every qemu-img run of Flotilla: an argument array (no shell), the format always explicit in the
@@ -94,6 +95,14 @@ export interface QemuImgResult {
   stdout: string;
 }
 
+/** A 'locked' failure naming who holds the image, which qemu-img's own message does not say. */
+function withHolders(e: QemuImgError): QemuImgError {
+  const file = /Could not open '([^']+)'/.exec(e.message)?.[1];
+  const holders = file ? fileHolders(file) : [];
+  if (!holders.length) return e;
+  return new QemuImgError(e.failure, `${e.message}; held open by ${describeHolders(holders)}`, e.exitCode);
+}
+
 /** Subcommands and the option that must carry the format in each (never guessed: DESIGN §8). */
 const formatOption: Record<string, string[]> = {
   create: ['-f'],
@@ -147,7 +156,8 @@ export class QemuImg {
       try {
         return await this.runOnce(run);
       } catch (e) {
-        if (!(e instanceof QemuImgError) || e.failure !== 'locked' || Date.now() >= giveUpAt) throw e;
+        if (!(e instanceof QemuImgError) || e.failure !== 'locked') throw e;
+        if (Date.now() >= giveUpAt) throw withHolders(e);
         if (run.signal?.aborted) throw new QemuImgError('cancelled', `qemu-img ${run.args[0]} cancelled`);
         await new Promise((resolve) => setTimeout(resolve, 250));
       }

@@ -145,6 +145,11 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** A loopback port nobody listens on right now (the kernel picks it). */
 const freeLoopbackPort = (): Promise<number> => freeTcpPort('127.0.0.1');
 
+/** Background attempts at releasing block nodes QEMU kept after a guest released a disk (see releaseLater). */
+const RELEASE_RETRIES = 30;
+/** Least time an unplug waits for QEMU to close a released disk's file before it fails (see unplugDisk). */
+const RELEASE_PATIENCE_MS = 5000;
+
 /**
  * Real VMs: one detached `qemu-system-x86_64` per VM, controlled over QMP, with everything the host holds for
  * the VM in `<stateDir>/<vmId>/` so VMs outlive the agent and a new agent re-attaches (recover).
@@ -152,8 +157,6 @@ const freeLoopbackPort = (): Promise<number> => freeTcpPort('127.0.0.1');
  * Truth comes from QEMU (`query-status`, the process); state.json only records what the agent intended and
  * why a VM halted, to explain a QEMU that is no longer there. Operations on one VM are serialised.
  */
-/** Background attempts at releasing block nodes QEMU kept after a guest released a disk (see releaseLater). */
-const RELEASE_RETRIES = 30;
 
 export class QemuDriver implements HypervisorDriver {
   readonly name = 'qemu' as const;
@@ -629,6 +632,7 @@ export class QemuDriver implements HypervisorDriver {
           );
         return; // HALTED: nothing is plugged
       }
+      const started = Date.now();
       try {
         if (!(await unplugDevice(handle.qmp, diskId, timeoutMs)))
           throw new DriverError(
@@ -639,7 +643,18 @@ export class QemuDriver implements HypervisorDriver {
                 : '') +
               '; the request stays pending and completes when the guest releases the disk',
           );
-        await this.releaseDisk(handle, diskId);
+        // Unplugged means the file is closed: an export or another VM's attach may follow at once. QEMU
+        // closes it after the device is freed, which a loaded host delays; the rest of the budget is waited.
+        const patienceMs = Math.max(RELEASE_PATIENCE_MS, timeoutMs - (Date.now() - started));
+        const left = await releaseDiskNodes(handle.qmp, diskId, patienceMs);
+        if (left.held.length) {
+          this.releaseLater(handle, diskId, RELEASE_RETRIES);
+          throw new DriverError(
+            'timeout',
+            `vm ${vmId}: the guest released disk ${diskId}, but QEMU still holds ${left.held.join(', ')} ` +
+              `open after ${patienceMs} ms (${left.reason}); it keeps trying to close it: retry the unplug`,
+          );
+        }
       } catch (e) {
         throw asDriverError(e, `vm ${vmId}: unplug of disk ${diskId} failed`);
       }
