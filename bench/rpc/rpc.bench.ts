@@ -14,7 +14,9 @@
  *      PostgreSQL); and create+start round trips (CreateVm start=true, then WaitOperation until SUCCEEDED).
  *      Then the same creates in an open loop: offered at fixed rates (evenly spaced, whatever the replies
  *      do), latency from each create's scheduled send time, by grpc-js's client and by the gateway's lean
- *      http2 client (UpstreamSession), since the load generator shares the machine's CPUs.
+ *      http2 client (UpstreamSession), since the load generator shares the machine's CPUs; and by the lean
+ *      client straight at compute with the metadata the gateway's relay sends: the committed create alone
+ *      (RPC, validation, one transaction with its outbox row), without the gateway's hop.
  *
  * Database for (c): BENCH_DATABASE_URL, else TEST_DATABASE_URL, else the machine's PostgreSQL cluster
  * started like CI does (role flotilla, database flotilla_bench), else the embedded PGlite (said so in the
@@ -136,8 +138,13 @@ export interface RealPathRun {
 
 /** Committed creates offered at a fixed rate (open loop), latency from each create's scheduled send time. */
 export interface OpenLoopRun {
-  /** The load generator: grpc-js's client (as the closed loop) or the lean http2 client (UpstreamSession). */
-  readonly generator: 'grpc-js' | 'lean';
+  /**
+   * The load generator: grpc-js's client (as the closed loop) or the lean http2 client (UpstreamSession),
+   * both through the gateway; or the lean client straight at compute's VmService ('compute'), with the
+   * metadata the gateway's relay sends (service token, tenant, role): the committed create alone — RPC,
+   * validation, one transaction with its outbox row — without the gateway's hop.
+   */
+  readonly generator: 'grpc-js' | 'lean' | 'compute';
   readonly offeredPerSec: number;
   /** Creates scheduled in the measured window. */
   readonly scheduled: number;
@@ -172,6 +179,12 @@ export interface RpcBenchResult {
   readonly nestTargetMet: boolean;
   readonly real?: RealPathRun;
 }
+
+const generatorNames: Record<OpenLoopRun['generator'], string> = {
+  'grpc-js': 'grpc-js client, via gateway',
+  lean: 'lean http2 (UpstreamSession), via gateway',
+  compute: 'lean http2, straight to compute',
+};
 
 const NEST_CPU_RATIO_TARGET = 1.25;
 const CREATES_PER_SEC_TARGET = 1500;
@@ -490,7 +503,7 @@ async function benchRealPath(opts: {
 }): Promise<RealPathRun> {
   const dist = path.resolve(distBench, '..', '..');
   const mainOf = (app: string) => path.join(dist, 'apps', app, 'src', 'main.js');
-  for (const app of ['compute', 'gateway', 'host-agent'])
+  for (const app of ['compute', 'storage', 'gateway', 'host-agent'])
     if (!fs.existsSync(mainOf(app)))
       throw new Error(`${mainOf(app)} is missing: build first (node tools/build.mjs)`);
 
@@ -498,16 +511,16 @@ async function benchRealPath(opts: {
   tempDirs.add(dataDir);
   const clients: grpc.Client[] = [];
   let lean: UpstreamSession | undefined;
+  let direct: UpstreamSession | undefined;
   let failed = true;
   try {
     const db = await benchDatabase(dataDir, {
       pgliteEnv: 'RPC_BENCH_PGLITE',
       nodeArgs: nodeArgsFromEnv('RPC_BENCH_NODE_ARGS'),
     });
-    if (db.fresh) await dropSchemas(db.url, ['compute', 'gateway']);
-    const [gatewayPort, computePort, adminPort, agentPort, ec2Port, openstackPort] = await Promise.all(
-      Array.from({ length: 6 }, () => freePort()),
-    );
+    if (db.fresh) await dropSchemas(db.url, ['compute', 'storage', 'gateway']);
+    const [gatewayPort, computePort, storagePort, adminPort, agentPort, ec2Port, openstackPort] =
+      await Promise.all(Array.from({ length: 7 }, () => freePort()));
     const tokenFile = path.join(dataDir, 'admin-token');
     // Only this benchmark's settings: a FLOTILLA_* of the caller (a schema, a port, a CLI token) would
     // change what is measured or make the services collide.
@@ -520,6 +533,9 @@ async function benchRealPath(opts: {
       FLOTILLA_DATA_DIR: dataDir,
       FLOTILLA_COMPUTE_ADDRESS: `127.0.0.1:${computePort}`,
       FLOTILLA_COMPUTE_URL: `127.0.0.1:${computePort}`,
+      // A VM's start lists its disks at storage (none here: sim VMs without disks).
+      FLOTILLA_STORAGE_ADDRESS: `127.0.0.1:${storagePort}`,
+      FLOTILLA_STORAGE_URL: `127.0.0.1:${storagePort}`,
       FLOTILLA_GATEWAY_ADDRESS: `127.0.0.1:${gatewayPort}`,
       FLOTILLA_ADMIN_HTTP_ADDRESS: `127.0.0.1:${adminPort}`,
       FLOTILLA_EC2_ADDRESS: `127.0.0.1:${ec2Port}`,
@@ -535,9 +551,10 @@ async function benchRealPath(opts: {
     });
     const log = (name: string) => path.join(dataDir, `${name}.log`);
     const compute = startChild('compute', [mainOf('compute')], { env, log: log('compute') });
+    const storage = startChild('storage', [mainOf('storage')], { env, log: log('storage') });
     const gateway = startChild('gateway', [mainOf('gateway')], { env, log: log('gateway') });
     const agent = startChild('host agent', [mainOf('host-agent')], { env, log: log('host-agent') });
-    const all = [compute, gateway, agent];
+    const all = [compute, storage, gateway, agent];
 
     const token = await adminTokenFrom(tokenFile, all, 60_000);
     const auth = new grpc.Metadata();
@@ -605,6 +622,7 @@ async function benchRealPath(opts: {
     const cpu = async (): Promise<Record<string, CpuSource>> => ({
       gateway: pidOf(gateway),
       compute: pidOf(compute),
+      storage: pidOf(storage),
       agent: pidOf(agent),
       ...(db.cpu ? { database: await db.cpu() } : {}),
     });
@@ -661,8 +679,7 @@ async function benchRealPath(opts: {
     );
     check('creates one at a time', serialCreates);
 
-    // Open loop: the same creates offered at fixed rates, by each load generator in turn (the order
-    // swapped at every rate, so the machine's drift weighs on both alike).
+    // Open loop: the same creates offered at fixed rates, by each load generator in turn.
     const createRequest = (name: string) => ({
       requestId: `bench-${randomUUID()}`,
       name,
@@ -684,14 +701,27 @@ async function benchRealPath(opts: {
       keepaliveMs: 30_000,
       keepaliveTimeoutMs: 20_000,
     });
-    const leanSession = lean;
-    const leanSend =
+    direct = new UpstreamSession({
+      address: `127.0.0.1:${computePort}`,
+      maxReceiveBytes: 4 * 1024 * 1024,
+      keepaliveMs: 30_000,
+      keepaliveTimeoutMs: 20_000,
+    });
+    // What the gateway's relay adds for the admin token's principal (its tenant read from a VM it made).
+    const { vm: probe } = await create('probe', false)(0);
+    const relayHeaders = {
+      'x-flotilla-service-token': String(env.FLOTILLA_SERVICE_TOKEN),
+      'x-flotilla-tenant-id': String((probe as { tenantId?: string }).tenantId),
+      'x-flotilla-role': 'pool-admin',
+    };
+    const leanSendTo =
+      (session: UpstreamSession, headers: Record<string, string>) =>
       (prefix: string): SendFn =>
       (i, done) =>
-        leanSession.unary(
+        session.unary(
           createDef.path,
           createDef.requestSerialize(createRequest(`${prefix}-${runId}-${i}`)),
-          { authorization: `Bearer ${token}` },
+          headers,
           Date.now() + OPEN_DEADLINE_MS,
           (status, reply) => {
             if (status) return done(`${status.code} ${status.details}`);
@@ -703,15 +733,17 @@ async function benchRealPath(opts: {
     const open: OpenLoopRun[] = [];
     const generators = [
       ['grpc-js', grpcJsSend],
-      ['lean', leanSend],
+      ['lean', leanSendTo(lean, { authorization: `Bearer ${token}` })],
+      ['compute', leanSendTo(direct, relayHeaders)],
     ] as const;
     for (const [k, rate] of opts.openRates.entries()) {
-      for (const [generator, send] of k % 2 ? [...generators].reverse() : generators) {
+      // The order rotates at every rate, so the machine's drift weighs on every generator alike.
+      for (const [generator, send] of [...generators.slice(k % 3), ...generators.slice(0, k % 3)]) {
         const run = await openLoop(
           rate,
           opts.openWarmupSeconds,
           opts.openSeconds,
-          send(`o${generator === 'lean' ? 'l' : 'g'}${rate}`),
+          send(`o${generator[0]}${rate}`),
           await cpu(),
         );
         for (const c of all)
@@ -749,6 +781,7 @@ async function benchRealPath(opts: {
   } finally {
     for (const c of clients) c.close();
     lean?.close();
+    direct?.close();
     await stopAll();
     tempDirs.delete(dataDir);
     if (failed && process.env.RPC_BENCH_KEEP !== '0')
@@ -853,7 +886,7 @@ export function formatRpcBench(r: RpcBenchResult): string {
   if (r.real) {
     const { creates: c, serialCreates: c1, roundTrips: t } = r.real;
     const cpuCols = (s: LoadSummary) => {
-      const cells = ['gateway', 'compute', 'agent', 'database', 'client'].map((k) =>
+      const cells = ['gateway', 'compute', 'storage', 'agent', 'database', 'client'].map((k) =>
         s.cpuUsPerCall[k] === undefined
           ? '-'
           : `${f0(s.cpuUsPerCall[k])} (${x(s.cpuUsPerCall[k] / bare.serverCpuUsPerRpc)})`,
@@ -874,6 +907,7 @@ export function formatRpcBench(r: RpcBenchResult): string {
           'vs bare',
           'gateway µs/op',
           'compute µs/op',
+          'storage µs/op',
           'agent µs/op',
           'database µs/op',
           'bench client µs/op',
@@ -922,6 +956,7 @@ export function formatRpcBench(r: RpcBenchResult): string {
             'max ms',
             'gateway µs/op',
             'compute µs/op',
+            'storage µs/op',
             'agent µs/op',
             'database µs/op',
             'bench client µs/op',
@@ -931,14 +966,14 @@ export function formatRpcBench(r: RpcBenchResult): string {
             `≥ offered, p99 < ${CREATE_P99_TARGET_MS} ms`,
           ],
           open.map((o) => [
-            o.generator === 'lean' ? 'lean http2 (UpstreamSession)' : 'grpc-js client',
+            generatorNames[o.generator],
             f0(o.offeredPerSec),
             f0(o.achievedPerSec),
             x(o.achievedPerSec / o.offeredPerSec),
             f2(o.p50Ms),
             f2(o.p99Ms),
             f2(o.maxMs),
-            ...['gateway', 'compute', 'agent', 'database', 'client'].map((k) =>
+            ...['gateway', 'compute', 'storage', 'agent', 'database', 'client'].map((k) =>
               o.cpuUsPerCall[k] === undefined ? '-' : f0(o.cpuUsPerCall[k]),
             ),
             f0(o.machineCpuUsPerCall),
@@ -951,7 +986,7 @@ export function formatRpcBench(r: RpcBenchResult): string {
       );
       for (const o of open.filter((o) => o.offeredPerSec === CREATES_PER_SEC_TARGET))
         out.push(
-          `open loop at ${CREATES_PER_SEC_TARGET}/s offered, ${o.generator} generator${r.real.onPostgres ? '' : ' (PGlite: not judged)'}: achieved ${f0(o.achievedPerSec)}/s, p99 ${f2(o.p99Ms)} ms, ${o.errors} errors: target ${r.real.onPostgres && o.keptUp ? 'met' : 'NOT met'}`,
+          `open loop at ${CREATES_PER_SEC_TARGET}/s offered, ${generatorNames[o.generator]}${r.real.onPostgres ? '' : ' (PGlite: not judged)'}: achieved ${f0(o.achievedPerSec)}/s, p99 ${f2(o.p99Ms)} ms, ${o.errors} errors: target ${r.real.onPostgres && o.keptUp ? 'met' : 'NOT met'}`,
         );
       for (const e of open.filter((o) => o.firstError))
         out.push(`open loop ${e.generator} at ${e.offeredPerSec}/s: first error: ${e.firstError}`);
