@@ -504,6 +504,7 @@ async function main(): Promise<void> {
     const busy = await createVm(cloud, 'bench-busy', MEMORY_MIB, 64);
     const slow = { bandwidthBytesPerSec: 128 * MiB };
     const cRows: string[][] = [];
+    const cSaid: string[] = [];
     for (const [label, o] of [
       ['no options', options(slow)],
       ['auto-converge', options({ ...slow, autoConverge: true })],
@@ -512,6 +513,9 @@ async function main(): Promise<void> {
       const vmNow = await vmOf(cloud.admin, busy.id);
       const to = vmNow.hostId === h1.id ? h2 : h1;
       const { sample, migration } = await migrateThroughFlotilla(cloud, vmNow, to, o);
+      cSaid.push(
+        `${label}: ${migration.error?.message ?? ''} | ${migration.phases.map((p) => `${String(p.phase).replace('MIGRATION_PHASE_', '')}: ${p.detail}`).join(' | ')}`,
+      );
       cRows.push([
         label,
         migrationV1.MigrationState[migration.state].replace('MIGRATION_STATE_', ''),
@@ -526,6 +530,7 @@ async function main(): Promise<void> {
       cRows,
     ))
       console.log(l);
+    for (const l of cSaid) console.log(`  ${l}`);
 
     // ---- (d) evacuation ----
     console.log(`\n## (d) evacuating a host with ${EVACUATE_VMS} idle 128 MiB VMs (max_parallel 2)`);

@@ -420,7 +420,11 @@ describeWithRealQemu('qemu driver on real QEMU', () => {
     describe('while watching, changes nobody asked for', () => {
       it.each([
         ['the guest powers off', 'poweroff -f', 'guest shut down'],
-        ['the guest kernel panics', 'echo c > /proc/sysrq-trigger', 'guest crashed (kernel panic)'],
+        [
+          'the guest kernel panics',
+          'echo c > /proc/sysrq-trigger',
+          'guest crashed (kernel panic): Kernel panic - not syncing: sysrq triggered crash',
+        ],
       ])('%s: HALTED with the reason, QEMU gone', async (name, command, reason) => {
         const spec = specFor(name.replace(/\W+/g, '-').slice(4, 20));
         await driver.start(spec);

@@ -140,6 +140,26 @@ function describeExit(exit: QemuExit | undefined): string {
   return `QEMU process exited with code ${exit.code}`;
 }
 
+/**
+ * Why the guest crashed, as its console said it ("Kernel panic - not syncing: …"), when the panic line is in
+ * the console's last few KiB: an operator reads the cause in the VM's state reason without the console.
+ */
+export function panicReason(serialLog: string): string {
+  const tail = tailFile(serialLog, 8192).toString('utf8');
+  const line = tail
+    .split(/\r?\n/)
+    .reverse()
+    .find((l) => /Kernel panic/.test(l));
+  const said = line
+    ?.replace(/^.*?Kernel panic/, 'Kernel panic')
+    // Terminal escapes, then any other control character: the reason is plain text.
+    // eslint-disable-next-line no-control-regex
+    .replace(/\u001b\[[0-9;?]*[A-Za-z]|[\u0000-\u001f\u007f]/g, '')
+    .trim()
+    .slice(0, 200);
+  return said ? `${REASON_GUEST_PANIC}: ${said}` : REASON_GUEST_PANIC;
+}
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** A loopback port nobody listens on right now (the kernel picks it). */
@@ -293,7 +313,7 @@ export class QemuDriver implements HypervisorDriver {
         return this.record(dir, 'HALTED', REASON_GUEST_SHUTDOWN);
       case 'guest-panicked':
         await this.stopQemu(handle);
-        return this.record(dir, 'HALTED', REASON_GUEST_PANIC);
+        return this.record(dir, 'HALTED', panicReason(dir.serialLog));
       case 'inmigrate':
       case 'postmigrate':
       case 'finish-migrate':
@@ -1083,7 +1103,7 @@ export class QemuDriver implements HypervisorDriver {
         this.unrequested(handle, REASON_GUEST_SHUTDOWN, true);
     });
     handle.qmp.on('GUEST_PANICKED', () => {
-      if (!handle.expectExit) this.unrequested(handle, REASON_GUEST_PANIC, true);
+      if (!handle.expectExit) this.unrequested(handle, panicReason(handle.dir.serialLog), true);
     });
     // A disk the guest released on its own, or after an unplug that timed out: finish the unplug.
     handle.qmp.on('DEVICE_DELETED', (e) => {
@@ -1184,7 +1204,8 @@ export class QemuDriver implements HypervisorDriver {
       return { vmId, powerState: 'HALTED', reason: 'QEMU is not answering' };
     }
     if (runState === 'shutdown') return { vmId, powerState: 'HALTED', reason: REASON_GUEST_SHUTDOWN };
-    if (runState === 'guest-panicked') return { vmId, powerState: 'HALTED', reason: REASON_GUEST_PANIC };
+    if (runState === 'guest-panicked')
+      return { vmId, powerState: 'HALTED', reason: panicReason(handle.dir.serialLog) };
     const powerState = runState === 'running' ? 'RUNNING' : 'PAUSED';
     const forwards = handle.launch.vm.nics.flatMap((nic) =>
       nic.forwards.map((f) => ({ guestPort: f.guestPort, hostAddress: `127.0.0.1:${f.hostPort}` })),
