@@ -31,7 +31,8 @@
  * may call runRpcBench() instead. Environment knobs: RPC_BENCH_CALLS, RPC_BENCH_CREATES, RPC_BENCH_ROUND_TRIPS
  * (sizes), RPC_BENCH_OPEN_RATES (offered creates/s, e.g. "1000,1500"; "none": no open loop),
  * RPC_BENCH_OPEN_SECONDS and RPC_BENCH_OPEN_WARMUP_SECONDS (per rate), RPC_BENCH_PGLITE=1 (measure (c) on PGlite), RPC_BENCH_NODE_ARGS (node flags for every child,
- * e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") and RPC_BENCH_KEEP=0 (delete the services' logs even on failure).
+ * e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"), RPC_BENCH_KEEP=0 (delete the services' logs even on failure) or
+ * RPC_BENCH_KEEP=1 (keep them after a good run too, e.g. for "--trace-gc" output).
  */
 import * as grpc from '@grpc/grpc-js';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -784,7 +785,8 @@ async function benchRealPath(opts: {
     direct?.close();
     await stopAll();
     tempDirs.delete(dataDir);
-    if (failed && process.env.RPC_BENCH_KEEP !== '0')
+    const keep = process.env.RPC_BENCH_KEEP;
+    if ((failed && keep !== '0') || keep === '1')
       process.stderr.write(`rpc bench: logs kept in ${dataDir}\n`);
     else fs.rmSync(dataDir, { recursive: true, force: true });
   }
