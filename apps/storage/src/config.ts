@@ -32,7 +32,7 @@ export const storageConfigSpec = {
   },
   FLOTILLA_SR_MONITOR_INTERVAL_MS: {
     description:
-      "how often every SR's hosts are asked whether they see it (state, capacity, utilisation), 1000..3600000 ms",
+      "how often every SR's hosts are asked whether they see it (state, capacity, utilisation), 1000..3600000 ms; an SR some host does not see is asked again every 2 s",
     schema: z.coerce
       .number()
       .int('must be an integer')

@@ -32,6 +32,8 @@ import { VdiStoreRootDisks } from './vbds/root-disk-vdis';
 import { VdiServiceSnapshots } from './vbds/vm-disk-snapshots';
 import { vbdContext, vbdRecords } from './vbds/vbd.wiring';
 
+/** How soon an SR some host does not see is looked at again (see SrOperations.monitor). */
+const UNWELL_SR_EVERY_MS = 2000;
 export type StorageConfig = ConfigOf<typeof storageConfigSpec>;
 
 export interface StorageApp {
@@ -179,7 +181,14 @@ export async function startStorage(
   }
   await runner.resumeUnfinished();
   keeper.start();
-  const refresher = setInterval(() => void srOps.refreshAll(), config.FLOTILLA_SR_MONITOR_INTERVAL_MS);
+  const everyMs = config.FLOTILLA_SR_MONITOR_INTERVAL_MS;
+  const refresher = setInterval(
+    () =>
+      void srOps
+        .monitor(everyMs, UNWELL_SR_EVERY_MS)
+        .catch((e: unknown) => logger.warn({ err: e }, 'SR monitoring round failed')),
+    Math.min(everyMs, UNWELL_SR_EVERY_MS),
+  );
   refresher.unref();
   logger.info({ address: config.FLOTILLA_STORAGE_ADDRESS }, 'storage service ready (images, SRs, VDIs)');
   return {

@@ -34,6 +34,11 @@ const transientFile = /\.(export|staging|part|tmp)$/;
  * already done from the records, so a restarted service resumes where it stopped.
  */
 export class SrOperations {
+  /** When each SR was last looked at by refresh(), in this process (monitoring rounds pace themselves by it). */
+  private readonly checkedAt = new Map<string, number>();
+  private readonly startedAt = Date.now();
+  private monitoring = false;
+
   constructor(
     private readonly store: TransactionalStore,
     private readonly steps: OperationSteps,
@@ -343,6 +348,7 @@ export class SrOperations {
    * and utilisation. Skips SRs being created.
    */
   async refresh(srId: string): Promise<void> {
+    this.checkedAt.set(srId, Date.now());
     const sr = await this.store.manager.findOneBy(SrRow, { id: srId });
     if (!sr || sr.state === 'CREATING') return;
     const targets = await this.srHosts.targets(sr);
@@ -390,10 +396,26 @@ export class SrOperations {
     return this.agents.call(host, (a) => a.statSr({ srId: sr.id, srPath: sr.path }));
   }
 
-  async refreshAll(): Promise<void> {
-    const srs = await this.store.manager.find(SrRow);
-    for (const sr of srs)
-      await this.refresh(sr.id).catch((e) => this.logger.warn({ err: e, srId: sr.id }, 'SR refresh failed'));
+  /**
+   * One monitoring round: every SR not looked at for `everyMs`, and an SR some host does not see (DEGRADED,
+   * UNAVAILABLE) already after `unwellEveryMs` — a host that comes back (an agent restarted) has its SRs
+   * usable again within seconds, not at the next full round. Rounds never overlap.
+   */
+  async monitor(everyMs: number, unwellEveryMs: number): Promise<void> {
+    if (this.monitoring) return;
+    this.monitoring = true;
+    try {
+      for (const sr of await this.store.manager.find(SrRow)) {
+        const unwell = sr.state === 'DEGRADED' || sr.state === 'UNAVAILABLE';
+        const since = Date.now() - (this.checkedAt.get(sr.id) ?? this.startedAt);
+        if (since < (unwell ? Math.min(everyMs, unwellEveryMs) : everyMs)) continue;
+        await this.refresh(sr.id).catch((e) =>
+          this.logger.warn({ err: e, srId: sr.id }, 'SR refresh failed'),
+        );
+      }
+    } finally {
+      this.monitoring = false;
+    }
   }
 
   private async srOf(op: OperationRow): Promise<SrRow> {

@@ -597,6 +597,49 @@ describe.each(testDatabases())('SRs and VDIs with real agents and qemu-img on %s
       );
     }, 120_000);
 
+    it('an SR whose host came back is usable again within seconds, without a scan', async () => {
+      const extra = await cloud.startAgent({ name: 'host-w' });
+      const hw = await waitFor('host-w ENABLED', async () => {
+        const { hosts } = await cloud.admin.hosts.call.listHosts({
+          page: { pageSize: 100, pageToken: '', filter: 'state=ENABLED' },
+        });
+        return hosts.find((h) => h.name === 'host-w');
+      });
+      await succeeded(
+        c,
+        (await c.srs.call.createSr(srRequest('on-w', SrType.SR_TYPE_FILE, path.join(srRoot, 'on-w'), hw.id)))
+          .operation,
+      );
+      await extra.stop();
+      await waitFor(
+        'host-w DOWN',
+        async () => {
+          const { host } = await cloud.admin.hosts.call.getHost({ id: hw.id });
+          return String(host!.state) === 'HOST_STATE_DOWN';
+        },
+        { timeoutMs: 30_000 },
+      );
+      // A scan while the host is away looks at the SR and finds nobody who sees it (storage's view of the
+      // hosts is up to a second old: asked until it says so).
+      await waitFor(
+        'on-w UNAVAILABLE',
+        async () => {
+          await done(c, (await c.srs.call.scanSr({ id: 'on-w', requestId: '' })).operation!.id);
+          return (await c.srs.call.getSr({ id: 'on-w' })).sr!.state === SrState.SR_STATE_UNAVAILABLE;
+        },
+        { timeoutMs: 20_000 },
+      );
+      // This cloud's full monitoring rounds are an hour apart: only the quick look at unwell SRs sees it back.
+      await cloud.startAgent({ name: 'host-w', stateDir: extra.stateDir });
+      await waitFor(
+        'on-w AVAILABLE again',
+        async () => (await c.srs.call.getSr({ id: 'on-w' })).sr!.state === SrState.SR_STATE_AVAILABLE,
+        { timeoutMs: 20_000 },
+      );
+      const { operation } = await c.vdis.call.createVdi(vdiRequest('after-return', 8 * MIB, 'on-w'));
+      expect((await done(c, operation!.id)).state).toBe('OPERATION_STATE_SUCCEEDED');
+    }, 120_000);
+
     it('resumes a copy after the storage service is stopped mid-copy, and leaves no stray file', async () => {
       // A second storage service over its own schema, stopped and restarted like a crash.
       const schema = uniqueSchema('srvdi_restart');
