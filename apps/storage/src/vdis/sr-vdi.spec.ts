@@ -558,24 +558,35 @@ describe.each(testDatabases())('SRs and VDIs with real agents and qemu-img on %s
   }
 
   describe('faults', () => {
-    it("answers UNAVAILABLE naming the host when the SR's agent is unreachable", async () => {
-      const extra = await cloud.startAgent({ name: 'host-x' });
-      const hx = (await cloud.hostsReady(3)).find((h) => h.name === 'host-x')!;
+    /** A host of its own with a FILE SR `sr` on it, whose agent is then stopped and the host seen DOWN. */
+    async function srOnLostHost(hostName: string, sr: string): Promise<{ stateDir: string }> {
+      const agent = await cloud.startAgent({ name: hostName });
+      const host = await waitFor(`${hostName} ENABLED`, async () => {
+        const { hosts } = await cloud.admin.hosts.call.listHosts({
+          page: { pageSize: 100, pageToken: '', filter: 'state=ENABLED' },
+        });
+        return hosts.find((h) => h.name === hostName);
+      });
       await succeeded(
         c,
-        (await c.srs.call.createSr(srRequest('on-x', SrType.SR_TYPE_FILE, path.join(srRoot, 'on-x'), hx.id)))
+        (await c.srs.call.createSr(srRequest(sr, SrType.SR_TYPE_FILE, path.join(srRoot, sr), host.id)))
           .operation,
       );
-      await extra.stop();
+      await agent.stop();
       // The stopped agent still answers on connections it had open; compute marks its host DOWN soon.
       await waitFor(
-        'host-x DOWN',
+        `${hostName} DOWN`,
         async () => {
-          const { host } = await cloud.admin.hosts.call.getHost({ id: hx.id });
-          return String(host!.state) === 'HOST_STATE_DOWN';
+          const { host: now } = await cloud.admin.hosts.call.getHost({ id: host.id });
+          return String(now!.state) === 'HOST_STATE_DOWN';
         },
         { timeoutMs: 30_000 },
       );
+      return agent;
+    }
+
+    it("answers UNAVAILABLE naming the host when the SR's agent is unreachable", async () => {
+      const extra = await srOnLostHost('host-x', 'on-x');
       // Storage's view of the hosts is up to a second old (ComputeHostDirectory's cache): until it sees the
       // host DOWN it would still call the stopped agent, which answers on the connection it kept open.
       await new Promise((resolve) => setTimeout(resolve, 1500));
@@ -598,27 +609,7 @@ describe.each(testDatabases())('SRs and VDIs with real agents and qemu-img on %s
     }, 120_000);
 
     it('an SR whose host came back is usable again within seconds, without a scan', async () => {
-      const extra = await cloud.startAgent({ name: 'host-w' });
-      const hw = await waitFor('host-w ENABLED', async () => {
-        const { hosts } = await cloud.admin.hosts.call.listHosts({
-          page: { pageSize: 100, pageToken: '', filter: 'state=ENABLED' },
-        });
-        return hosts.find((h) => h.name === 'host-w');
-      });
-      await succeeded(
-        c,
-        (await c.srs.call.createSr(srRequest('on-w', SrType.SR_TYPE_FILE, path.join(srRoot, 'on-w'), hw.id)))
-          .operation,
-      );
-      await extra.stop();
-      await waitFor(
-        'host-w DOWN',
-        async () => {
-          const { host } = await cloud.admin.hosts.call.getHost({ id: hw.id });
-          return String(host!.state) === 'HOST_STATE_DOWN';
-        },
-        { timeoutMs: 30_000 },
-      );
+      const extra = await srOnLostHost('host-w', 'on-w');
       // A scan while the host is away looks at the SR and finds nobody who sees it (storage's view of the
       // hosts is up to a second old: asked until it says so).
       await waitFor(
