@@ -163,6 +163,11 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
         '--path',
         path.join(dir, 'var', 'sr', name),
       );
+    // After an agent was killed its host's SR reads UNAVAILABLE until storage looks again (every 2 s).
+    await until(`SR ${name} AVAILABLE`, async () => {
+      const { sr } = JSON.parse(await cliOk('sr', 'show', name, '--json')) as { sr: { state: string } };
+      return /(^|_)AVAILABLE$/.test(sr.state) && !/UNAVAILABLE/.test(sr.state) ? true : undefined;
+    });
     return name;
   };
   const otherHost = (hostId: string) => hosts.find((h) => h.id !== hostId)!;
