@@ -4,7 +4,7 @@ import {
   diskDeviceId,
   diskNodeName,
   diskSerial,
-  isDiskNode,
+  isDiskFormatNode,
   QemuLaunchDisk,
 } from './qemu-disks';
 import { QemuBlockInfo, QmpClient, QmpConnectionError, QmpError } from './qmp-client';
@@ -108,7 +108,8 @@ export async function releaseDiskNodes(
   const giveUpAt = Date.now() + patienceMs;
   const reasons = new Map<string, string>();
   for (;;) {
-    const nodes = [...(await blockNodeNames(qmp))].filter((n) => isDiskNode(diskId, n) && !n.endsWith('f'));
+    // Format nodes only: deleting one closes the file node it made (blockdev-add defined it inline).
+    const nodes = [...(await blockNodeNames(qmp))].filter((n) => isDiskFormatNode(diskId, n));
     if (nodes.length === 0) return { held: [], reason: '' };
     let progress = false;
     for (const node of nodes) {

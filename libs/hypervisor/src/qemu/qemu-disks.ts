@@ -60,9 +60,12 @@ export function diskNodeName(diskId: string, file: string): string {
 /** The file (protocol) node under diskNodeName(). */
 export const diskFileNodeName = (diskId: string, file: string): string => `${diskNodeName(diskId, file)}f`;
 
-/** True for a node of this disk (format or file node, any layer). */
-export const isDiskNode = (diskId: string, nodeName: string): boolean =>
-  new RegExp(`^${diskToken(diskId)}-[0-9a-f]{8}f?$`).test(nodeName);
+/**
+ * True for a format node of this disk (any layer), not its file node. By length, not by a trailing "f": a
+ * format node's hex hash ends in "f" one time in sixteen.
+ */
+export const isDiskFormatNode = (diskId: string, nodeName: string): boolean =>
+  new RegExp(`^${diskToken(diskId)}-[0-9a-f]{8}$`).test(nodeName);
 
 /** What the guest sees in /sys/block/vdX/serial: virtio-blk keeps 20 bytes. */
 export const diskSerial = (diskId: string): string => diskId.slice(0, 20);

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { DriverConsole, DriverVmSpec } from '../driver';
 import { DEMO_READY_MARKER, demoImageForTests, demoImagePaths, PROBE_MARKER } from './demo-image';
 import { QemuDriver } from './qemu-driver';
+import { diskNodeName } from './qemu-disks';
 import { describeWithRealQemu } from './real-qemu.testing';
 
 /**
@@ -226,6 +227,23 @@ describeWithRealQemu('qemu driver disks on real QEMU', () => {
       expect(bytesOf(plug, 100 * 512, 16)).toBe('FLOTILLA-PLUGGED');
       // Not plugged any more: unplugging again is success.
       await driver.unplugDisk(vmId, 'plug-1', { timeoutMs: 1_000, force: false });
+    });
+
+    it('closes the file on unplug whatever its node is named (a node name ending in "f" is no file node)', async () => {
+      // One path in sixteen gives a format node whose hex hash ends in "f": such a node was once kept open,
+      // and the disk stayed locked by QEMU after its unplug.
+      const named = Array.from({ length: 200 }, (_, i) => file(`plug-f-${i}.qcow2`)).find((p) =>
+        diskNodeName('plug-f', p).endsWith('f'),
+      )!;
+      qemuImg('create', '-q', '-f', 'qcow2', named, String(16 * MiB));
+      const { device } = await driver.plugDisk(vmId, { id: 'plug-f', path: named, format: 'qcow2' });
+      await until('guest sees the disk', async () =>
+        (await shell.run(`cat /sys/block/${device}/serial`)).out === 'plug-f' ? true : undefined,
+      );
+      await driver.unplugDisk(vmId, 'plug-f', { timeoutMs: 30_000, force: false });
+      expect(await driver.openDiskFiles(vmId)).not.toContain(named);
+      // Without -U: qemu-img takes the image's locks, which only a QEMU still holding the file would refuse.
+      expect(() => qemuImg('info', '-f', 'qcow2', named)).not.toThrow();
     });
 
     it('hot-plugs a read-only disk that the guest cannot write', async () => {
