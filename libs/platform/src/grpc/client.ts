@@ -48,6 +48,20 @@ export const clientChannelOptions: grpc.ChannelOptions = {
  * A typed client over grpc-js: deadlines on every call, the current request id and the static metadata
  * propagated, unary calls as promises and server streams as async iterables.
  */
+/**
+ * Cancels the call when `signal` aborts. The listener goes when the call ends: a signal that outlives many
+ * calls (an agent's, a runner's) must not gather one listener per call.
+ */
+function cancelOnAbort(
+  signal: AbortSignal | undefined,
+  call: { cancel(): void; once(event: 'status', listener: () => void): unknown },
+): void {
+  if (!signal) return;
+  const onAbort = () => call.cancel();
+  signal.addEventListener('abort', onAbort, { once: true });
+  call.once('status', () => signal.removeEventListener('abort', onAbort));
+}
+
 export class GrpcClient<C> {
   readonly raw: grpc.Client;
   readonly call: PromiseClient<C>;
@@ -77,7 +91,7 @@ export class GrpcClient<C> {
           const c = fn(req, this.metadata(opts), { deadline: this.deadline(opts) }, (err, res) =>
             err ? reject(err) : resolve(res),
           );
-          opts.signal?.addEventListener('abort', () => c.cancel(), { once: true });
+          cancelOnAbort(opts.signal, c);
         })) as AnyFn;
     }
     this.call = call as PromiseClient<C>;
@@ -101,7 +115,7 @@ export class GrpcClient<C> {
       this.metadata(opts),
       opts.deadlineMs ? { deadline: this.deadline(opts) } : {},
     );
-    opts.signal?.addEventListener('abort', () => s.cancel(), { once: true });
+    cancelOnAbort(opts.signal, s);
     return s as grpc.ClientReadableStream<R> & AsyncIterable<R>;
   }
 
@@ -126,7 +140,7 @@ export class GrpcClient<C> {
       opts.deadlineMs ? { deadline: this.deadline(opts) } : {},
       callback,
     );
-    opts.signal?.addEventListener('abort', () => s.cancel(), { once: true });
+    cancelOnAbort(opts.signal, s);
     return s;
   }
 
@@ -142,7 +156,7 @@ export class GrpcClient<C> {
       this.metadata(opts),
       opts.deadlineMs ? { deadline: this.deadline(opts) } : {},
     );
-    opts.signal?.addEventListener('abort', () => s.cancel(), { once: true });
+    cancelOnAbort(opts.signal, s);
     return s as grpc.ClientDuplexStream<Q, R> & AsyncIterable<R>;
   }
 
