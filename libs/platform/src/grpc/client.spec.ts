@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { getEventListeners } from 'node:events';
+import { computeV1 } from '@flotilla/contracts';
 import { GrpcClient } from './client';
 import { serviceDefinition } from './proto';
 
@@ -29,13 +30,11 @@ describe('GrpcClient and AbortSignal', () => {
     server.forceShutdown();
   });
 
-  interface Flavors {
-    getFlavor(req: { id: string }, opts?: { signal?: AbortSignal }): Promise<{ flavor?: { name: string } }>;
-    listFlavors(req: object, opts?: { signal?: AbortSignal }): Promise<unknown>;
-  }
-
   it('leaves no listener on a signal shared by many finished calls (no leak on a long-lived signal)', async () => {
-    const client = new GrpcClient<Flavors>({ address, service: 'flotilla.compute.v1.FlavorService' });
+    const client = new GrpcClient<computeV1.FlavorServiceClient>({
+      address,
+      service: 'flotilla.compute.v1.FlavorService',
+    });
     const lifetime = new AbortController();
     try {
       for (let i = 0; i < 20; i++)
@@ -49,10 +48,16 @@ describe('GrpcClient and AbortSignal', () => {
   });
 
   it('still cancels a call in flight when its signal aborts', async () => {
-    const client = new GrpcClient<Flavors>({ address, service: 'flotilla.compute.v1.FlavorService' });
+    const client = new GrpcClient<computeV1.FlavorServiceClient>({
+      address,
+      service: 'flotilla.compute.v1.FlavorService',
+    });
     const stop = new AbortController();
     try {
-      const pending = client.call.listFlavors({ page: undefined }, { signal: stop.signal });
+      const pending = client.call.listFlavors(
+        { page: { pageSize: 10, pageToken: '', filter: '' } },
+        { signal: stop.signal },
+      );
       expect(getEventListeners(stop.signal, 'abort')).toHaveLength(1);
       stop.abort();
       await expect(pending).rejects.toMatchObject({ code: grpc.status.CANCELLED });
