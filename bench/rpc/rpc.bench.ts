@@ -39,7 +39,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { freePort, serviceDefinition } from '@flotilla/platform';
+import { freePort, md, serviceDefinition } from '@flotilla/platform';
 // The gateway's lean unary gRPC client (Node's http2, one session): real gRPC on the wire. The module
 // boundaries allow bench → app (type:bench may depend on type:app); it needs nothing of the gateway's.
 import { UpstreamSession } from '../../apps/gateway/src/proxy/upstream-session';
@@ -711,9 +711,9 @@ async function benchRealPath(opts: {
     // What the gateway's relay adds for the admin token's principal (its tenant read from a VM it made).
     const { vm: probe } = await create('probe', false)(0);
     const relayHeaders = {
-      'x-flotilla-service-token': String(env.FLOTILLA_SERVICE_TOKEN),
-      'x-flotilla-tenant-id': String((probe as { tenantId?: string }).tenantId),
-      'x-flotilla-role': 'pool-admin',
+      [md.serviceToken]: String(env.FLOTILLA_SERVICE_TOKEN),
+      [md.tenantId]: String((probe as { tenantId?: string }).tenantId),
+      [md.role]: 'pool-admin',
     };
     const leanSendTo =
       (session: UpstreamSession, headers: Record<string, string>) =>

@@ -177,7 +177,6 @@ const RELEASE_PATIENCE_MS = 5000;
  * Truth comes from QEMU (`query-status`, the process); state.json only records what the agent intended and
  * why a VM halted, to explain a QEMU that is no longer there. Operations on one VM are serialised.
  */
-
 export class QemuDriver implements HypervisorDriver {
   readonly name = 'qemu' as const;
   private readonly handles = new Map<string, VmHandle>();
@@ -666,15 +665,13 @@ export class QemuDriver implements HypervisorDriver {
         // Unplugged means the file is closed: an export or another VM's attach may follow at once. QEMU
         // closes it after the device is freed, which a loaded host delays; the rest of the budget is waited.
         const patienceMs = Math.max(RELEASE_PATIENCE_MS, timeoutMs - (Date.now() - started));
-        const left = await releaseDiskNodes(handle.qmp, diskId, patienceMs);
-        if (left.held.length) {
-          this.releaseLater(handle, diskId, RELEASE_RETRIES);
+        const left = await this.releaseDisk(handle, diskId, patienceMs);
+        if (left.held.length)
           throw new DriverError(
             'timeout',
             `vm ${vmId}: the guest released disk ${diskId}, but QEMU still holds ${left.held.join(', ')} ` +
               `open after ${patienceMs} ms (${left.reason}); it keeps trying to close it: retry the unplug`,
           );
-        }
       } catch (e) {
         throw asDriverError(e, `vm ${vmId}: unplug of disk ${diskId} failed`);
       }
@@ -1009,13 +1006,18 @@ export class QemuDriver implements HypervisorDriver {
    * releaseDiskNodes' patience is released in the background (releaseLater) rather than kept open for the
    * VM's lifetime.
    */
-  private async releaseDisk(handle: VmHandle, diskId: string): Promise<void> {
-    const left = await releaseDiskNodes(handle.qmp, diskId);
-    if (!left.held.length) return;
+  private async releaseDisk(
+    handle: VmHandle,
+    diskId: string,
+    patienceMs = RELEASE_PATIENCE_MS,
+  ): Promise<{ held: string[]; reason: string }> {
+    const left = await releaseDiskNodes(handle.qmp, diskId, patienceMs);
+    if (!left.held.length) return left;
     this.log(
       `vm ${handle.dir.vmId}: disk ${diskId}: QEMU keeps ${left.held.join(', ')} open: ${left.reason}`,
     );
     this.releaseLater(handle, diskId, RELEASE_RETRIES);
+    return left;
   }
 
   /**

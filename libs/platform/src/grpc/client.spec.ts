@@ -6,7 +6,7 @@ import { serviceDefinition } from './proto';
 
 describe('GrpcClient and AbortSignal', () => {
   let server: grpc.Server;
-  let address: string;
+  let client: GrpcClient<computeV1.FlavorServiceClient>;
   let release: () => void = () => undefined;
   beforeAll(async () => {
     server = new grpc.Server();
@@ -23,47 +23,32 @@ describe('GrpcClient and AbortSignal', () => {
         e ? reject(e) : resolve(p),
       ),
     );
-    address = `127.0.0.1:${port}`;
+    client = new GrpcClient({ address: `127.0.0.1:${port}`, service: 'flotilla.compute.v1.FlavorService' });
   });
   afterAll(() => {
+    client.close();
     release();
     server.forceShutdown();
   });
 
   it('leaves no listener on a signal shared by many finished calls (no leak on a long-lived signal)', async () => {
-    const client = new GrpcClient<computeV1.FlavorServiceClient>({
-      address,
-      service: 'flotilla.compute.v1.FlavorService',
-    });
     const lifetime = new AbortController();
-    try {
-      for (let i = 0; i < 20; i++)
-        expect((await client.call.getFlavor({ id: 'f' }, { signal: lifetime.signal })).flavor?.name).toBe(
-          'm1.tiny',
-        );
-      expect(getEventListeners(lifetime.signal, 'abort')).toHaveLength(0);
-    } finally {
-      client.close();
-    }
+    for (let i = 0; i < 20; i++)
+      expect((await client.call.getFlavor({ id: 'f' }, { signal: lifetime.signal })).flavor?.name).toBe(
+        'm1.tiny',
+      );
+    expect(getEventListeners(lifetime.signal, 'abort')).toHaveLength(0);
   });
 
   it('still cancels a call in flight when its signal aborts', async () => {
-    const client = new GrpcClient<computeV1.FlavorServiceClient>({
-      address,
-      service: 'flotilla.compute.v1.FlavorService',
-    });
     const stop = new AbortController();
-    try {
-      const pending = client.call.listFlavors(
-        { page: { pageSize: 10, pageToken: '', filter: '' } },
-        { signal: stop.signal },
-      );
-      expect(getEventListeners(stop.signal, 'abort')).toHaveLength(1);
-      stop.abort();
-      await expect(pending).rejects.toMatchObject({ code: grpc.status.CANCELLED });
-      expect(getEventListeners(stop.signal, 'abort')).toHaveLength(0);
-    } finally {
-      client.close();
-    }
+    const pending = client.call.listFlavors(
+      { page: { pageSize: 10, pageToken: '', filter: '' } },
+      { signal: stop.signal },
+    );
+    expect(getEventListeners(stop.signal, 'abort')).toHaveLength(1);
+    stop.abort();
+    await expect(pending).rejects.toMatchObject({ code: grpc.status.CANCELLED });
+    expect(getEventListeners(stop.signal, 'abort')).toHaveLength(0);
   });
 });
