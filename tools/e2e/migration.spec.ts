@@ -27,7 +27,6 @@ const { MigrationState: MS, MigrationPhase: MP } = migrationV1;
 
 describeWithRealQemu('live migration of real VMs, with faults', () => {
   jest.setTimeout(420_000);
-  const basePort = 25000 + Math.floor(Math.random() * 60) * 100;
   let cloud: UpCloud;
   let dir: string;
   let admin: CloudClients;
@@ -264,13 +263,12 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
       driver: 'qemu',
       agents: 2,
       demoImage: true,
-      basePort,
       dirPrefix: 'flotilla-migration-e2e-',
     });
     ({ dir, admin, hosts } = cloud);
     const client = <C>(service: string) =>
       new GrpcClient<C>({
-        address: `127.0.0.1:${basePort}`,
+        address: `127.0.0.1:${cloud.basePort}`,
         service: `flotilla.migration.v1.${service}`,
         staticMetadata: { authorization: `Bearer ${cloud.adminToken}` },
         defaultDeadlineMs: 30_000,
@@ -391,7 +389,7 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
     expect(shown).toMatch(/downtime/i);
     expect(shown).toMatch(/rounds/i);
     // And as Prometheus reads them from the migration service's admin endpoint (`up`: base port + 84).
-    const metrics = await httpGet(`127.0.0.1:${basePort + 84}/metrics`);
+    const metrics = await httpGet(`127.0.0.1:${cloud.basePort + 84}/metrics`);
     expect(metrics).toMatch(/flotilla_migrations_total\{[^}]*outcome="succeeded"[^}]*\} [1-9]/);
     expect(metrics).toMatch(/flotilla_migration_downtime_seconds_count\{[^}]*\} [1-9]/);
     shell.close();

@@ -9,12 +9,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { demoImageForTests, realQemuMissing } from '@flotilla/hypervisor';
+import { upBasePort } from '@flotilla/platform';
 import { until } from './up-cloud';
 
 const root = path.resolve(__dirname, '../..');
 const bin = path.join(root, 'bin/flotilla.js');
-const basePort = 21000 + Math.floor(Math.random() * 80) * 100;
-
+let basePort: number;
 let dir: string;
 let up: ChildProcess;
 let upOutput = '';
@@ -75,6 +75,7 @@ function cmdline(pid: number): string {
 type Vm = { id: string; name: string; powerState: string; hostId: string };
 
 beforeAll(async () => {
+  basePort = await upBasePort();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-e2e-'));
   env = {
     PATH: process.env.PATH,

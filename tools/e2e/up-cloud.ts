@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { computeV1 } from '@flotilla/contracts';
 import { demoImageForTests } from '@flotilla/hypervisor';
-import { cloudClients, CloudClients, waitFor } from '@flotilla/platform';
+import { cloudClients, CloudClients, upBasePort, waitFor } from '@flotilla/platform';
 
 const root = path.resolve(__dirname, '../..');
 const bin = path.join(root, 'bin/flotilla.js');
@@ -85,13 +85,13 @@ export async function startUpCloud(options: {
   agents?: number;
   /** Registers the demo appliance (`image build-demo`) once the hosts are up. */
   demoImage?: boolean;
-  /** The gateway's port; by default one of 20000, 20100, … 24900 (suites running together pick apart). */
+  /** The gateway's port; by default this jest worker's (upBasePort: suites running together pick apart). */
   basePort?: number;
   /** Names the temporary directory (default "flotilla-e2e-"). */
   dirPrefix?: string;
 }): Promise<UpCloud> {
   const agents = options.agents ?? 1;
-  const basePort = options.basePort ?? 20000 + Math.floor(Math.random() * 50) * 100;
+  const basePort = options.basePort ?? (await upBasePort());
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), options.dirPrefix ?? 'flotilla-e2e-'));
   const profile = path.join(dir, 'config.json');
   const env: NodeJS.ProcessEnv = {

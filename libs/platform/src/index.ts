@@ -20,6 +20,7 @@ export * from './lifecycle';
 export * from './contract-only-service';
 export * from './testing/databases';
 export * from './testing/local-cloud';
+export * from './testing/ports';
 export * from './testing/probes';
 export * from './persistence/store';
 export * from './operations/operation-row';

@@ -1,7 +1,6 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from 'pg';
@@ -11,6 +10,7 @@ import { GrpcClient } from '../grpc/client';
 import { checkHealth } from '../grpc/health';
 import { createLogger, Logger } from '../logging';
 import { quoteIdent } from '../persistence/data-source';
+import { freePort } from './ports';
 import { waitFor } from './probes';
 
 /**
@@ -144,17 +144,6 @@ function loadExport(app: string, file: string, name: string): unknown {
   const value = require(path.join(repoRoot, 'apps', app, 'src', file))[name] as unknown;
   if (value === undefined) throw new Error(`apps/${app}/src/${file}: ${name} not found`);
   return value;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 const logLevel = process.env.FLOTILLA_TEST_LOG_LEVEL || 'silent';

@@ -1,0 +1,76 @@
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+
+/**
+ * Loopback ports for services that tests start. A port picked with listen(0) and closed again comes from the
+ * kernel's ephemeral range, so until the service binds it, any other process's listen(0) or outgoing
+ * connection may take it: with parallel jest workers that happened (EADDRINUSE in a suite's beforeAll).
+ * Ports here come from below the ephemeral range, which the kernel never hands out by itself, and each jest
+ * worker has a slice of its own, so between the pick and the bind nobody else picks the same port.
+ */
+
+const SLICE = 500;
+const SLICES = 20;
+const BASE = 10_000;
+let next = 0;
+
+/** The kernel's ephemeral range starts above our slices (the default 32768 does); else listen(0) it is. */
+function slicesAreSafe(): boolean {
+  try {
+    const low = Number(
+      fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0],
+    );
+    return low >= 32_000; // above upBasePort's slots too
+  } catch {
+    return false;
+  }
+}
+const useSlices = slicesAreSafe();
+
+function listenable(port: number): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(undefined));
+    server.listen(port, '127.0.0.1', () => {
+      const bound = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(bound));
+    });
+  });
+}
+
+/** A loopback port nothing listens on, reserved for this jest worker (see above). */
+export async function freePort(): Promise<number> {
+  if (!useSlices) {
+    const port = await listenable(0);
+    if (port === undefined) throw new Error('freePort: cannot listen on 127.0.0.1');
+    return port;
+  }
+  const worker = Math.max(1, Number(process.env.JEST_WORKER_ID) || 1);
+  const first = BASE + ((worker - 1) % SLICES) * SLICE;
+  for (let tries = 0; tries < SLICE; tries++) {
+    const port = first + (next++ % SLICE);
+    if ((await listenable(port)) !== undefined) return port;
+  }
+  throw new Error(`freePort: every port in ${first}..${first + SLICE - 1} is in use`);
+}
+
+const UP_SPAN = 1500;
+const UP_SLOTS = 8;
+/** Where `up` listens, relative to its base port (apps/cli/src/up/services.ts: portsFor, four agents). */
+const UP_OFFSETS = [0, 1, 2, 3, 4, 10, 11, 12, 13, 80, 84, 90, 100, 101, 102, 103, 1373, 1374];
+
+/**
+ * The base port for a `flotilla up` cloud a test starts (`--base-port`): a slot between 20000 and 31999,
+ * above freePort's slices and below the ephemeral range, 1500 apart (up listens on up to base + 1374).
+ * Each jest worker starts at a slot of its own and moves on past a slot that something still holds (a cloud
+ * an earlier suite left behind).
+ */
+export async function upBasePort(): Promise<number> {
+  const worker = Math.max(1, Number(process.env.JEST_WORKER_ID) || 1);
+  for (let i = 0; i < UP_SLOTS; i++) {
+    const base = 20_000 + ((worker - 1 + i) % UP_SLOTS) * UP_SPAN;
+    const free = await Promise.all(UP_OFFSETS.map((offset) => listenable(base + offset)));
+    if (free.every((port) => port !== undefined)) return base;
+  }
+  throw new Error('upBasePort: every slot between 20000 and 31999 has a port in use');
+}
