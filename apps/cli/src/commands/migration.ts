@@ -83,7 +83,7 @@ export function addMigrateCommand(vm: Command): void {
     )
     .option(
       '--auto-converge',
-      'slow the guest down, more each round, when it dirties memory faster than it can be sent',
+      'slow the guest down, more each round, when it dirties memory faster than it can be sent (refused on TCG hosts: QEMU loses guest writes there; use --post-copy)',
     )
     .option(
       '--post-copy',

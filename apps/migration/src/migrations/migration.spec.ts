@@ -225,6 +225,34 @@ describe.each(testDatabases())('migration service on %s', (_db, url) => {
     expect(migrations).toEqual([]);
   });
 
+  it('refuses auto-converge when the source runs its guests under TCG, naming the option and the way out', async () => {
+    freshVm(vmC);
+    const options = {
+      downtimeLimitMs: 0,
+      bandwidthBytesPerSec: 0,
+      autoConverge: true,
+      postCopy: false,
+      postCopyAfterRounds: 0,
+      timeoutMs: 0,
+      shutdownTimeoutMs: 0,
+    };
+    const { check } = await client.call.preflightMigration({ spec: spec(vmC, { options }) });
+    expect(check!.blockers.map((b) => b.kind)).toEqual([
+      migrationV1.BlockerKind.BLOCKER_KIND_AUTO_CONVERGE_UNSAFE,
+    ]);
+    expect(check!.blockers[0].message).toMatch(
+      /^auto_converge: host \S+ runs its guests under TCG.*use post_copy/,
+    );
+    const refused = await create(spec(vmC, { options })).catch((e: grpc.ServiceError) => e);
+    expect((refused as grpc.ServiceError).code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(errorDetailsOf(refused).map((d) => d.reason)).toEqual(['AUTO_CONVERGE_UNSAFE']);
+    // The same VM and hosts without auto-converge: nothing stands in the way.
+    const plain = await client.call.preflightMigration({
+      spec: spec(vmC, { options: { ...options, autoConverge: false } }),
+    });
+    expect(plain.check!.blockers).toEqual([]);
+  });
+
   it('rejects options out of range naming the field', async () => {
     freshVm(vmC);
     const r = await rejection(

@@ -102,6 +102,11 @@ export enum BlockerKind {
   BLOCKER_KIND_PLACEMENT_CONSTRAINT = "BLOCKER_KIND_PLACEMENT_CONSTRAINT",
   /** BLOCKER_KIND_POST_COPY_UNSUPPORTED - post_copy was asked and the destination cannot do it (no userfaultfd), or the mode is OFFLINE. */
   BLOCKER_KIND_POST_COPY_UNSUPPORTED = "BLOCKER_KIND_POST_COPY_UNSUPPORTED",
+  /**
+   * BLOCKER_KIND_AUTO_CONVERGE_UNSAFE - auto_converge was asked and the source runs its guests under TCG (no KVM): QEMU's vCPU throttling
+   * there loses guest memory writes, and the guest crashes on the destination after the switch-over.
+   */
+  BLOCKER_KIND_AUTO_CONVERGE_UNSAFE = "BLOCKER_KIND_AUTO_CONVERGE_UNSAFE",
   UNRECOGNIZED = "UNRECOGNIZED",
 }
 
