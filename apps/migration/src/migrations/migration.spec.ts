@@ -225,6 +225,14 @@ describe.each(testDatabases())('migration service on %s', (_db, url) => {
     expect(migrations).toEqual([]);
   });
 
+  it('answers a migration to the host the VM is on with the SAME_HOST blocker, not an error', async () => {
+    freshVm(vmC);
+    const { check } = await client.call.preflightMigration({
+      spec: spec(vmC, { destinationHostId: pool.host(1).id }),
+    });
+    expect(check!.blockers.map((b) => b.kind)).toEqual([migrationV1.BlockerKind.BLOCKER_KIND_SAME_HOST]);
+  });
+
   it('refuses auto-converge when the source runs its guests under TCG, naming the option and the way out', async () => {
     freshVm(vmC);
     const options = {

@@ -155,7 +155,8 @@ export class Preflight {
     let storageBytes = 0;
     const source = compute.source;
     const destination = compute.destination;
-    if (source && destination) {
+    // To the host it is on, compute's SAME_HOST says all there is (storage refuses such a plan outright).
+    if (source && destination && source.id !== destination.id) {
       const storage: storageV1.CheckVmDiskMigrationResponse = await this.peers.storage((s) =>
         s.checkVmDiskMigration({
           vmId,

@@ -264,6 +264,12 @@ export class FakeStorage {
   readonly calls: string[] = [];
 
   private plan(req: storageV1.CheckVmDiskMigrationRequest) {
+    // As storage answers (apps/storage/src/vbds/disk-migration.ts).
+    if (req.sourceHostId === req.destinationHostId)
+      throw err(
+        grpc.status.INVALID_ARGUMENT,
+        'destination_host_id: is the source host: a migration goes to another host',
+      );
     const blockers: storageV1.CheckVmDiskMigrationResponse['blockers'] = [];
     const plan = (this.disks.get(req.vmId) ?? []).map((d) => {
       const local = d.srHostId !== '';
