@@ -1,6 +1,6 @@
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { computeV1, migrationV1, storageV1 } from '@flotilla/contracts';
-import { ConvergenceDetector, DomainError, ErrorCode } from '@flotilla/domain';
+import { autoConvergeSafe, ConvergenceDetector, DomainError, ErrorCode } from '@flotilla/domain';
 import { grpcStatus as grpcStatusError, Logger } from '@flotilla/platform';
 import type {
   HostRef,
@@ -58,7 +58,9 @@ export interface RunnerSettings {
 }
 
 const hostRef = (h: computeV1.MigrationHost | undefined): HostRef | null =>
-  h ? { id: h.id, name: h.name || h.id, address: h.address, epoch: h.epoch } : null;
+  h
+    ? { id: h.id, name: h.name || h.id, address: h.address, epoch: h.epoch, accelerator: h.accelerator }
+    : null;
 
 /** How long CreateMigration's preflight stands for the run that starts right after it. */
 const FRESH_PREFLIGHT_MS = 1000;
@@ -437,7 +439,9 @@ export class MigrationRunner {
 
   /** TRANSFER: follows pre-copy until the source waits for the switchover, or post-copy is due. */
   private async followTransfer(m: MigrationRow, signal: AbortSignal): Promise<'switchover' | 'post-copy'> {
-    const detector = new ConvergenceDetector();
+    const detector = new ConvergenceDetector({
+      autoConvergeAllowed: autoConvergeSafe(m.sourceHost?.accelerator ?? ''),
+    });
     let lastRound = 0;
     let previousThrottle = 0;
     for (;;) {

@@ -7,6 +7,7 @@ import {
   resolveMigrationOptions,
   validateId,
   type MigrationOptions,
+  autoConvergeSafe,
 } from '@flotilla/domain';
 import type { DiskPlanEntry } from '../persistence/entities';
 import { MigrationPeers } from './peers';
@@ -82,15 +83,6 @@ const warning = (kind: migrationV1.WarningKind, message: string): migrationV1.Wa
   resource: undefined,
 });
 
-/**
- * QEMU 7.2 under TCG corrupts a guest migrated with auto-converge: in a by-hand reproduction on this
- * project's CI machine kind (no Flotilla involved: the demo guest dirtying 64 MiB at a 128 MiB/s cap),
- * 7 of 24 destination guests oopsed within seconds of the switch-over, with or without
- * pause-before-switchover. Under KVM the dirty log is the kernel's and auto-converge is in wide use; it is
- * not blocked there (and could not be tried on this machine). An accelerator reads "tcg" or "tcg (…)".
- */
-const isTcg = (accelerator: string): boolean => /^tcg\b/i.test(accelerator.trim());
-
 const stripPrefix = (v: string, prefix: string) => String(v).replace(prefix, '');
 
 /**
@@ -123,7 +115,7 @@ export class Preflight {
       }),
     );
     blockers.push(...compute.blockers.map(blockerOf));
-    if (options.autoConverge && compute.source && isTcg(compute.source.accelerator))
+    if (options.autoConverge && compute.source && !autoConvergeSafe(compute.source.accelerator))
       blockers.push(
         blocker(
           BlockerKind.BLOCKER_KIND_AUTO_CONVERGE_UNSAFE,
@@ -192,7 +184,15 @@ export class Preflight {
           })
         : undefined;
     const storageMs = (storageBytes / options.bandwidthBytesPerSec) * 1000;
-    const warnings = this.warnings(options, dirtyRate, storageMs, storageBytes, estimate?.outcome);
+    const autoConvergeAllowed = !compute.source || autoConvergeSafe(compute.source.accelerator);
+    const warnings = this.warnings(
+      options,
+      dirtyRate,
+      storageMs,
+      storageBytes,
+      estimate?.outcome,
+      autoConvergeAllowed,
+    );
     const dedup = uniqueBlockers(blockers);
     return {
       options,
@@ -222,6 +222,7 @@ export class Preflight {
     storageMs: number,
     storageBytes: number,
     outcome: string | undefined,
+    autoConvergeAllowed: boolean,
   ): migrationV1.Warning[] {
     const out: migrationV1.Warning[] = [];
     const rate = (b: number) => `${Math.round(b / MIB)} MiB/s`;
@@ -232,7 +233,9 @@ export class Preflight {
           `the VM recently dirtied ${rate(dirtyRate)} against a bandwidth of ${rate(options.bandwidthBytesPerSec)}: pre-copy may not converge${
             options.autoConverge || options.postCopy
               ? ''
-              : ' (set auto_converge or post_copy, or it rolls back)'
+              : autoConvergeAllowed
+                ? ' (set auto_converge or post_copy, or it rolls back)'
+                : ' (set post_copy, or it rolls back; auto_converge is refused on this TCG host)'
           }`,
         ),
       );

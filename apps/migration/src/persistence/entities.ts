@@ -39,6 +39,8 @@ export interface HostRef {
   name: string;
   address: string;
   epoch: number;
+  /** The host's accelerator ("kvm", "tcg", …); absent in rows recorded before it was kept. */
+  accelerator?: string;
 }
 
 /** One disk of the VM in the migration (storage's plan). */

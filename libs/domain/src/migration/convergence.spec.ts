@@ -1,4 +1,4 @@
-import { ConvergenceDetector, ConvergenceSample, judgeConvergence } from './convergence';
+import { autoConvergeSafe, ConvergenceDetector, ConvergenceSample, judgeConvergence } from './convergence';
 import { simulatePrecopy } from './precopy-model';
 
 const MiB = 1024 * 1024;
@@ -31,6 +31,25 @@ describe('convergence detector', () => {
     expect(verdict.neededDowntimeLimitMs).toBe(500);
     // 64 MiB within 300 ms: what the bandwidth option must allow.
     expect(verdict.neededBandwidthBytesPerSec).toBe(Math.ceil((64 * MiB * 1000) / 300));
+  });
+
+  it('offers auto-converge as a way out only where it is allowed', () => {
+    const samples = samplesOf({ ...dirty64, ...defaults, maxRounds: 3 });
+    const judge = (options?: { autoConvergeAllowed?: boolean }) => {
+      const detector = new ConvergenceDetector(options);
+      return samples.map((s) => detector.add(s))[2].message;
+    };
+    expect(judge()).toMatch(/, or set auto_converge or post_copy$/);
+    expect(judge({ autoConvergeAllowed: false })).toMatch(
+      /, or set post_copy \(auto_converge is refused on this TCG host\)$/,
+    );
+  });
+
+  it('refuses auto-converge only under TCG', () => {
+    expect(autoConvergeSafe('tcg')).toBe(false);
+    expect(autoConvergeSafe('TCG (kvm probe: no probe kernel available)')).toBe(false);
+    expect(autoConvergeSafe('kvm (probe passed)')).toBe(true);
+    expect(autoConvergeSafe('')).toBe(true);
   });
 
   it('says converging as soon as the remainder fits the downtime limit', () => {
