@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { demoImageForTests, realQemuMissing } from '@flotilla/hypervisor';
 import { upBasePort } from '@flotilla/platform';
-import { until } from './up-cloud';
+import { until, upPortOffsets } from './up-cloud';
 
 const root = path.resolve(__dirname, '../..');
 const bin = path.join(root, 'bin/flotilla.js');
@@ -75,7 +75,7 @@ function cmdline(pid: number): string {
 type Vm = { id: string; name: string; powerState: string; hostId: string };
 
 beforeAll(async () => {
-  basePort = await upBasePort();
+  basePort = await upBasePort(upPortOffsets(2));
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-e2e-'));
   env = {
     PATH: process.env.PATH,

@@ -11,9 +11,16 @@ import type { Readable } from 'node:stream';
 import { computeV1 } from '@flotilla/contracts';
 import { demoImageForTests } from '@flotilla/hypervisor';
 import { cloudClients, CloudClients, upBasePort, waitFor } from '@flotilla/platform';
+import { portsFor } from '../../apps/cli/src/up/services';
 
 const root = path.resolve(__dirname, '../..');
 const bin = path.join(root, 'bin/flotilla.js');
+
+/** Where `flotilla up --agents N` listens, relative to its base port (its own port plan). */
+export function upPortOffsets(agents: number): number[] {
+  const ports = portsFor({ basePort: 0, agents });
+  return Object.values(ports).flat();
+}
 
 export interface CliResult {
   code: number;
@@ -91,7 +98,7 @@ export async function startUpCloud(options: {
   dirPrefix?: string;
 }): Promise<UpCloud> {
   const agents = options.agents ?? 1;
-  const basePort = options.basePort ?? (await upBasePort());
+  const basePort = options.basePort ?? (await upBasePort(upPortOffsets(agents)));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), options.dirPrefix ?? 'flotilla-e2e-'));
   const profile = path.join(dir, 'config.json');
   const env: NodeJS.ProcessEnv = {

@@ -1,5 +1,6 @@
 import { commonV1, computeV1, migrationV1, storageV1 } from '@flotilla/contracts';
 import {
+  autoConvergeSafe,
   DomainError,
   ErrorCode,
   estimateMigration,
@@ -7,7 +8,6 @@ import {
   resolveMigrationOptions,
   validateId,
   type MigrationOptions,
-  autoConvergeSafe,
 } from '@flotilla/domain';
 import type { DiskPlanEntry } from '../persistence/entities';
 import { MigrationPeers } from './peers';
@@ -115,7 +115,8 @@ export class Preflight {
       }),
     );
     blockers.push(...compute.blockers.map(blockerOf));
-    if (options.autoConverge && compute.source && !autoConvergeSafe(compute.source.accelerator))
+    const autoConvergeAllowed = !compute.source || autoConvergeSafe(compute.source.accelerator);
+    if (options.autoConverge && compute.source && !autoConvergeAllowed)
       blockers.push(
         blocker(
           BlockerKind.BLOCKER_KIND_AUTO_CONVERGE_UNSAFE,
@@ -184,7 +185,6 @@ export class Preflight {
           })
         : undefined;
     const storageMs = (storageBytes / options.bandwidthBytesPerSec) * 1000;
-    const autoConvergeAllowed = !compute.source || autoConvergeSafe(compute.source.accelerator);
     const warnings = this.warnings(
       options,
       dirtyRate,

@@ -45,10 +45,6 @@ export const clientChannelOptions: grpc.ChannelOptions = {
 };
 
 /**
- * A typed client over grpc-js: deadlines on every call, the current request id and the static metadata
- * propagated, unary calls as promises and server streams as async iterables.
- */
-/**
  * Cancels the call when `signal` aborts. The listener goes when the call ends: a signal that outlives many
  * calls (an agent's, a runner's) must not gather one listener per call.
  */
@@ -62,6 +58,10 @@ function cancelOnAbort(
   call.once('status', () => signal.removeEventListener('abort', onAbort));
 }
 
+/**
+ * A typed client over grpc-js: deadlines on every call, the current request id and the static metadata
+ * propagated, unary calls as promises and server streams as async iterables.
+ */
 export class GrpcClient<C> {
   readonly raw: grpc.Client;
   readonly call: PromiseClient<C>;

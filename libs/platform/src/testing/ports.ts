@@ -56,20 +56,22 @@ export async function freePort(): Promise<number> {
 
 const UP_SPAN = 1500;
 const UP_SLOTS = 8;
-/** Where `up` listens, relative to its base port (apps/cli/src/up/services.ts: portsFor, four agents). */
-const UP_OFFSETS = [0, 1, 2, 3, 4, 10, 11, 12, 13, 80, 84, 90, 100, 101, 102, 103, 1373, 1374];
 
 /**
  * The base port for a `flotilla up` cloud a test starts (`--base-port`): a slot between 20000 and 31999,
- * above freePort's slices and below the ephemeral range, 1500 apart (up listens on up to base + 1374).
- * Each jest worker starts at a slot of its own and moves on past a slot that something still holds (a cloud
- * an earlier suite left behind).
+ * above freePort's slices and below the ephemeral range, 1500 apart. `offsets` are where that cloud listens
+ * relative to its base (up's own port plan). Each jest worker starts at a slot of its own and moves on past
+ * a slot where one of them is held (a cloud an earlier suite left behind).
  */
-export async function upBasePort(): Promise<number> {
+export async function upBasePort(offsets: readonly number[]): Promise<number> {
+  if (offsets.some((o) => o < 0 || o >= UP_SPAN))
+    throw new Error(
+      `upBasePort: an up cloud must fit in ${UP_SPAN} ports, got offsets ${offsets.join(', ')}`,
+    );
   const worker = Math.max(1, Number(process.env.JEST_WORKER_ID) || 1);
   for (let i = 0; i < UP_SLOTS; i++) {
     const base = 20_000 + ((worker - 1 + i) % UP_SLOTS) * UP_SPAN;
-    const free = await Promise.all(UP_OFFSETS.map((offset) => listenable(base + offset)));
+    const free = await Promise.all(offsets.map((offset) => listenable(base + offset)));
     if (free.every((port) => port !== undefined)) return base;
   }
   throw new Error('upBasePort: every slot between 20000 and 31999 has a port in use');
