@@ -6,7 +6,15 @@ export default [
   ...nx.configs['flat/typescript'],
   prettier,
   {
-    ignores: ['**/dist', '**/node_modules', '**/.nx', 'libs/contracts/src/gen/**', 'var/**', 'coverage/**'],
+    ignores: [
+      '**/dist',
+      '**/node_modules',
+      '**/.nx',
+      'libs/contracts/src/gen/**',
+      'libs/contracts/src/decoders/**',
+      'var/**',
+      'coverage/**',
+    ],
   },
   {
     files: ['**/*.ts'],

@@ -1,5 +1,5 @@
 import { Metadata } from '@grpc/grpc-js';
-import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
+import { commonV1, computeV1, computeV1Decoders, storageV1 } from '@flotilla/contracts';
 import { GrpcClient, md } from '@flotilla/platform';
 import { callerMetadata, type Principal } from '../auth/token-auth';
 
@@ -29,14 +29,22 @@ export class PoolApi {
   readonly storageOperations: GrpcClient<commonV1.OperationServiceClient>;
 
   constructor(options: PoolApiOptions) {
-    const client = <C>(address: string, service: string) =>
+    const client = <C>(
+      address: string,
+      service: string,
+      responseDecoders?: Record<string, (reply: Buffer) => unknown>,
+    ) =>
       new GrpcClient<C>({
         address,
         service,
         defaultDeadlineMs: options.deadlineMs,
         staticMetadata: { [md.serviceToken]: options.serviceToken },
+        responseDecoders,
       });
-    this.vms = client(options.computeAddress, 'flotilla.compute.v1.VmService');
+    // A listing of a tenant's VMs is read whole for every DescribeInstances and server list: decoded in one pass.
+    this.vms = client(options.computeAddress, 'flotilla.compute.v1.VmService', {
+      ListVms: (reply) => computeV1Decoders.ListVmsResponse.decode(reply),
+    });
     this.flavors = client(options.computeAddress, 'flotilla.compute.v1.FlavorService');
     this.hosts = client(options.computeAddress, 'flotilla.compute.v1.HostService');
     this.computeOperations = client(options.computeAddress, 'flotilla.common.v1.OperationService');

@@ -28,6 +28,12 @@ export interface ClientOptions {
   /** Metadata added to every call (service identity, bearer token). */
   staticMetadata?: Record<string, string>;
   credentials?: grpc.ChannelCredentials;
+  /**
+   * Decoders that replace proto-loader's for some methods' replies, by method name as in the proto
+   * ("ListVms"): the generated ones of @flotilla/contracts (computeV1Decoders), for replies large enough that
+   * decoding them twice over (decode, then toObject) shows. They must give the same objects.
+   */
+  responseDecoders?: Record<string, (reply: Buffer) => unknown>;
 }
 
 /**
@@ -58,6 +64,20 @@ function cancelOnAbort(
   call.once('status', () => signal.removeEventListener('abort', onAbort));
 }
 
+function withResponseDecoders(
+  definition: grpc.ServiceDefinition,
+  decoders: ClientOptions['responseDecoders'] = {},
+): grpc.ServiceDefinition {
+  for (const method of Object.keys(decoders))
+    if (!definition[method]) throw new Error(`no method ${method} to decode replies of`);
+  return Object.fromEntries(
+    Object.entries(definition).map(([method, d]) => [
+      method,
+      decoders[method] ? { ...d, responseDeserialize: decoders[method] } : d,
+    ]),
+  );
+}
+
 /**
  * A typed client over grpc-js: deadlines on every call, the current request id and the static metadata
  * propagated, unary calls as promises and server streams as async iterables.
@@ -68,7 +88,7 @@ export class GrpcClient<C> {
   private readonly defaultDeadlineMs: number;
 
   constructor(private readonly options: ClientOptions) {
-    const definition = serviceDefinition(options.service);
+    const definition = withResponseDecoders(serviceDefinition(options.service), options.responseDecoders);
     const Ctor = grpc.makeGenericClientConstructor(definition, options.service);
     this.raw = new Ctor(
       options.address,
