@@ -22,7 +22,7 @@ import {
   Ec2KeyPairRow,
   Ec2TagRow,
 } from './persistence';
-import { errorDocument, responseDocument } from './xml';
+import { errorDocument, responseDocument, utf8 } from './xml';
 
 export interface Ec2FrontDeps {
   pool: PoolApi;
@@ -80,7 +80,7 @@ export function createEc2Front(deps: Ec2FrontDeps): { listener: http.RequestList
     logger: deps.logger,
   };
 
-  async function answer(req: http.IncomingMessage, requestId: string): Promise<string> {
+  async function answer(req: http.IncomingMessage, requestId: string): Promise<Buffer> {
     const { rawPath, rawQuery } = splitTarget(req.url);
     if (!ec2Paths.has(rawPath))
       throw new Ec2Error(
@@ -174,7 +174,7 @@ export function createEc2Front(deps: Ec2FrontDeps): { listener: http.RequestList
     if (claim.status === 'rejected') throw claim.reason;
     if (outcome.status === 'rejected') throw outcome.reason;
     const result = outcome.value;
-    return responseDocument(actionName, requestId, result);
+    return utf8(responseDocument(actionName, requestId, result));
   }
 
   const listener: http.RequestListener = (req, res) => {

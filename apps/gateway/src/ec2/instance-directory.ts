@@ -146,6 +146,25 @@ async function stateOf(ctx: Ec2Context, vm: computeV1.Vm | undefined): Promise<E
   return vm ? ec2StateOf(vm, await ctx.lookups.inFlightKind(vm)) : ec2State('terminated');
 }
 
+/**
+ * stateOf for many VMs: only those with an operation in flight cost a call (and a promise); a listing of a
+ * thousand idle VMs is computed at once.
+ */
+async function statesOf(ctx: Ec2Context, vms: Array<computeV1.Vm | undefined>): Promise<Ec2State[]> {
+  const states = vms.map((vm) => (vm ? ec2StateOf(vm, undefined) : ec2State('terminated')));
+  const inFlight: Array<Promise<void>> = [];
+  vms.forEach((vm, i) => {
+    if (vm?.currentOperationId)
+      inFlight.push(
+        stateOf(ctx, vm).then((s) => {
+          states[i] = s;
+        }),
+      );
+  });
+  await Promise.all(inFlight);
+  return states;
+}
+
 /** The tenant's VM of that id, undefined when compute no longer has it. */
 async function vmOf(ctx: Ec2Context, vmId: string): Promise<computeV1.Vm | undefined> {
   try {
@@ -178,27 +197,29 @@ async function instancesOf(
   },
 ): Promise<Instance[]> {
   const imageByName = new Map(o.images.map((i) => [i.name, i]));
-  return Promise.all(
-    found.map(async ({ row, vm }): Promise<Instance> => {
-      const image = vm?.boot?.image ? imageByName.get(vm.boot.image) : undefined;
-      const view: InstanceView = {
-        instanceId: row.instanceId,
-        reservationId: row.reservationId,
-        imageId: row.imageId ?? (image ? amiIdOf(image.id) : undefined),
-        state: await stateOf(ctx, vm),
-        reason: vm?.powerStateReason ?? '',
-        keyName: row.keyName ?? undefined,
-        launchIndex: row.launchIndex,
-        instanceType: vm ? o.typeOf(vm) : (row.instanceType ?? ''),
-        launchTime: (vm && wireDate(vm.createdAt)) ?? row.launchTime,
-        zone: ctx.site.zone,
-        architecture: image?.architecture || 'x86_64',
-        rootDeviceType: image?.kind === storageV1.ImageKind.IMAGE_KIND_DISK ? 'ebs' : 'instance-store',
-        clientToken: row.clientToken ?? '',
-        vcpus: vm?.vcpus ?? 0,
-        tags: (o.tags.get(row.instanceId) ?? []).map(({ key, value }) => ({ key, value })),
-      };
-      return { view, row, vm };
-    }),
+  const states = await statesOf(
+    ctx,
+    found.map((f) => f.vm),
   );
+  return found.map(({ row, vm }, n): Instance => {
+    const image = vm?.boot?.image ? imageByName.get(vm.boot.image) : undefined;
+    const view: InstanceView = {
+      instanceId: row.instanceId,
+      reservationId: row.reservationId,
+      imageId: row.imageId ?? (image ? amiIdOf(image.id) : undefined),
+      state: states[n],
+      reason: vm?.powerStateReason ?? '',
+      keyName: row.keyName ?? undefined,
+      launchIndex: row.launchIndex,
+      instanceType: vm ? o.typeOf(vm) : (row.instanceType ?? ''),
+      launchTime: (vm && wireDate(vm.createdAt)) ?? row.launchTime,
+      zone: ctx.site.zone,
+      architecture: image?.architecture || 'x86_64',
+      rootDeviceType: image?.kind === storageV1.ImageKind.IMAGE_KIND_DISK ? 'ebs' : 'instance-store',
+      clientToken: row.clientToken ?? '',
+      vcpus: vm?.vcpus ?? 0,
+      tags: (o.tags.get(row.instanceId) ?? []).map(({ key, value }) => ({ key, value })),
+    };
+    return { view, row, vm };
+  });
 }

@@ -1,6 +1,7 @@
 import { XMLParser } from 'fast-xml-parser';
 import { ec2State } from './instance-state';
-import { instanceItem, InstanceView, reservationSet } from './instance-view';
+import { instanceItem, InstanceView, reservationSet, reservationXml } from './instance-view';
+import { items } from './xml';
 
 const view = (over: Partial<InstanceView> = {}): InstanceView => ({
   instanceId: 'i-0123456789abcdef0',
@@ -61,5 +62,24 @@ describe('EC2 instance items', () => {
     for (const field of ['keyName', 'reason', 'clientToken', 'instanceType', 'architecture'])
       expect(item[field]).toBe(evil);
     expect(item.tagSet.item).toEqual({ key: evil, value: evil });
+  });
+
+  it('groups instances into their reservations in first-seen order, as the generic builders would write them', () => {
+    const views = [
+      view({ instanceId: 'i-1', reservationId: 'r-a' }),
+      view({ instanceId: 'i-2', reservationId: 'r-b' }),
+      view({
+        instanceId: 'i-3',
+        reservationId: 'r-a',
+        keyName: undefined,
+        tags: [{ key: 'Name', value: 'x' }],
+      }),
+    ];
+    const expected = items('reservationSet', [
+      reservationXml('r-a', '123456789012', [views[0], views[2]]),
+      reservationXml('r-b', '123456789012', [views[1]]),
+    ]);
+    expect(reservationSet(views, '123456789012').raw).toBe(expected.raw);
+    expect(reservationSet([], '123456789012').raw).toBe('<reservationSet/>');
   });
 });

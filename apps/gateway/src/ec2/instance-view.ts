@@ -79,9 +79,18 @@ export function reservationSet(views: InstanceView[], ownerId: string): Xml {
     if (g) g.push(v);
     else groups.set(v.reservationId, [v]);
   }
-  return items(
+  // What items('reservationSet', …reservationXml) writes, one template per reservation: a listing has up to a
+  // thousand, and the generic builders cost as much again as the instances' own items.
+  const owner = text('ownerId', ownerId);
+  return el(
     'reservationSet',
-    [...groups].map(([reservationId, members]) => reservationXml(reservationId, ownerId, members)),
+    ...[...groups].map(
+      ([reservationId, members]) =>
+        new Xml(
+          `<item>${text('reservationId', reservationId)}${owner}<groupSet/>` +
+            `<instancesSet>${members.map((m) => instanceItem(m).raw).join('')}</instancesSet></item>`,
+        ),
+    ),
   );
 }
 

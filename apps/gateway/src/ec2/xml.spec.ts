@@ -1,5 +1,5 @@
 import { XMLParser } from 'fast-xml-parser';
-import { el, errorDocument, escapeXml, items, leaf, responseDocument } from './xml';
+import { el, errorDocument, escapeXml, items, leaf, responseDocument, utf8 } from './xml';
 
 describe('EC2 XML', () => {
   it('escapes markup and quotes in text', () => {
@@ -30,7 +30,7 @@ describe('EC2 XML', () => {
   });
 
   it('writes a success document in the 2016-11-15 namespace with requestId first', () => {
-    const xml = responseDocument('CreateTags', 'req-1', [leaf('return', true)]);
+    const xml = responseDocument('CreateTags', 'req-1', [leaf('return', true)]).raw;
     expect(xml).toBe(
       '<?xml version="1.0" encoding="UTF-8"?>\n<CreateTagsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>req-1</requestId><return>true</return></CreateTagsResponse>',
     );
@@ -56,9 +56,30 @@ describe('EC2 XML', () => {
     const doc = responseDocument('DescribeTags', 'r', [
       items('tagSet', [[leaf('key', 'k'), leaf('value', evil)]]),
     ]);
-    const parsed = new XMLParser().parse(doc);
+    const parsed = new XMLParser().parse(doc.raw);
     expect(parsed.DescribeTagsResponse.tagSet.item.value).toBe(evil);
     expect(parsed.DescribeTagsResponse.injected).toBeUndefined();
+  });
+
+  it('keeps a large document in bounded parts that read and encode as the one string would', () => {
+    const values = Array.from({ length: 3000 }, (_, i) => `välue-${i} ✓ <${i}> 😀`);
+    const doc = responseDocument('DescribeTags', 'r', [
+      items(
+        'tagSet',
+        values.map((v) => [leaf('key', 'k'), leaf('value', v)]),
+      ),
+    ]);
+    expect(doc.parts.length).toBeGreaterThan(5);
+    for (const part of doc.parts) expect(part.length).toBeLessThan(17 * 1024);
+    const whole =
+      '<?xml version="1.0" encoding="UTF-8"?>\n<DescribeTagsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><tagSet>' +
+      values.map((v) => `<item><key>k</key><value>${escapeXml(v)}</value></item>`).join('') +
+      '</tagSet></DescribeTagsResponse>';
+    expect(doc.raw).toBe(whole);
+    expect(utf8(doc).equals(Buffer.from(whole))).toBe(true);
+    expect(new XMLParser().parse(utf8(doc).toString()).DescribeTagsResponse.tagSet.item[2999].value).toBe(
+      values[2999],
+    );
   });
 
   it('writes errors in EC2 shape with a capitalised RequestID, escaping the message', () => {
