@@ -407,10 +407,16 @@ describe.each(testDatabases())('EC2 Query API front on %s', (_db, url) => {
         (await ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations!.flatMap(
           (r) => r.Instances!,
         );
-      expect((await described()).map((i) => [i.InstanceId, i.State?.Name])).toEqual([[id, 'running']]);
+      const [running] = await described();
+      expect([running.InstanceId, running.State?.Name]).toEqual([id, 'running']);
+      // The VM's creation time, to the millisecond.
+      expect(running.LaunchTime).toEqual(vm!.createdAt);
       const destroyed = await tenant.clients.vms.call.destroyVm({ id: vm!.id, requestId: '' });
       await operationDone(tenant.clients.operations, destroyed.operation!.id);
-      expect((await described()).map((i) => [i.InstanceId, i.State?.Name])).toEqual([[id, 'terminated']]);
+      const [gone] = await described();
+      expect([gone.InstanceId, gone.State?.Name]).toEqual([id, 'terminated']);
+      // Without its VM, the launch time is the one the front recorded, read back to the millisecond.
+      expect(gone.LaunchTime).toEqual(running.LaunchTime);
     });
 
     it('answers InvalidParameterValue for MaxResults out of range and InvalidParameterCombination with InstanceIds', async () => {

@@ -60,8 +60,16 @@ function text(name: string, value: string): string {
   return value ? `<${name}>${escapeXml(value)}</${name}>` : `<${name}/>`;
 }
 
+// Per element name (instanceState, currentState, previousState) and state code: a handful, each written once.
+const stateXmls = new Map<string, Map<number, Xml>>();
+
+/** <name><code/><name/></name>. A state's code and name go together (ec2State), so the code is the key. */
 export function stateXml(name: string, state: Ec2State): Xml {
-  return el(name, leaf('code', state.code), leaf('name', state.name));
+  let byCode = stateXmls.get(name);
+  if (!byCode) stateXmls.set(name, (byCode = new Map()));
+  let xml = byCode.get(state.code);
+  if (!xml) byCode.set(state.code, (xml = el(name, leaf('code', state.code), leaf('name', state.name))));
+  return xml;
 }
 
 export function tagSet(tags: ReadonlyArray<{ key: string; value: string }>): Xml {
@@ -69,6 +77,13 @@ export function tagSet(tags: ReadonlyArray<{ key: string; value: string }>): Xml
     'tagSet',
     tags.map((t) => [leaf('key', t.key), leaf('value', t.value)]),
   );
+}
+
+/** The instances' items as one string; no join for the usual one (a join copies each into a flat string). */
+function instanceItems(members: InstanceView[]): string {
+  let out = '';
+  for (const m of members) out += instanceItem(m).raw;
+  return out;
 }
 
 /** Instances grouped into reservations in first-seen order (reservationId, ownerId, groupSet, instancesSet). */
@@ -88,7 +103,7 @@ export function reservationSet(views: InstanceView[], ownerId: string): Xml {
       ([reservationId, members]) =>
         new Xml(
           `<item>${text('reservationId', reservationId)}${owner}<groupSet/>` +
-            `<instancesSet>${members.map((m) => instanceItem(m).raw).join('')}</instancesSet></item>`,
+            `<instancesSet>${instanceItems(members)}</instancesSet></item>`,
         ),
     ),
   );
