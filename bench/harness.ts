@@ -8,7 +8,7 @@ import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { serviceDefinition } from '@flotilla/platform';
+import { serviceDefinition, withServiceNodeOptions } from '@flotilla/platform';
 
 export const envInt = (name: string, fallback: number) => {
   const v = Number(process.env[name]);
@@ -74,6 +74,22 @@ export function startChild(
   proc.once('exit', () => (child.exited = true));
   children.add(child);
   return child;
+}
+
+/**
+ * A Flotilla service from the build (dist/apps/<app>/src/main.js), with the Node options `flotilla up` and
+ * docker-compose give it (serviceNodeOptions): a benchmark measures the services as they are deployed.
+ */
+export function startService(
+  name: string,
+  dist: string,
+  app: string,
+  options: Parameters<typeof startChild>[2] = {},
+): Child {
+  return startChild(name, [path.join(dist, 'apps', app, 'src', 'main.js')], {
+    ...options,
+    env: withServiceNodeOptions(app, options.env ?? process.env),
+  });
 }
 
 /** Waits for the child's first stdout line that parses as JSON with ready: true. */

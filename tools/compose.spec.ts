@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { parse } from 'yaml';
-import { parseConfig, type ConfigSpec } from '@flotilla/platform';
+import { parseConfig, serviceNodeOptions, type ConfigSpec } from '@flotilla/platform';
 
 const root = path.join(__dirname, '..');
 const composeFile = path.join(root, 'docker-compose.yml');
@@ -171,13 +171,22 @@ describe('docker-compose.yml', () => {
   it('gives every service only keys its app reads, and a configuration that app accepts', () => {
     for (const [name, s] of flotilla) {
       const spec = specFor(appOf(s));
-      const unknown = Object.keys(env(s)).filter((key) => !(key in spec));
+      // NODE_OPTIONS is Node's own (next test).
+      const unknown = Object.keys(env(s)).filter((key) => !(key in spec) && key !== 'NODE_OPTIONS');
       expect({ service: name, unknown }).toEqual({ service: name, unknown: [] });
       expect(() => parseConfig(spec, env(s))).not.toThrow();
       // Without DATABASE_URL a service would start an embedded database inside its container.
       if ('DATABASE_URL' in spec)
         expect([name, env(s).DATABASE_URL]).toEqual([name, expect.stringMatching(/^postgres/)]);
     }
+  });
+
+  it('runs every app with the Node options `flotilla up` gives it, and no others', () => {
+    for (const [name, s] of flotilla)
+      expect({ service: name, NODE_OPTIONS: env(s).NODE_OPTIONS }).toEqual({
+        service: name,
+        NODE_OPTIONS: serviceNodeOptions[appOf(s)],
+      });
   });
 
   it('has services listen on every interface, and host agents on the name compute calls them by', () => {

@@ -75,7 +75,7 @@ import {
   processRssKiB,
   sleep,
   sourceCpuUs,
-  startChild,
+  startService,
   stopAll,
   table,
   tempDirs,
@@ -292,7 +292,7 @@ async function startServices(dataDir: string, catalogueDir: string, dbUrl: strin
   const compute = `127.0.0.1:${computePort}`;
   const storage = `127.0.0.1:${storagePort}`;
   const log = (name: string) => path.join(dataDir, `${name}.log`);
-  const c = startChild('compute', [mainOf('compute')], {
+  const c = startService('compute', dist, 'compute', {
     log: log('compute'),
     env: {
       ...base,
@@ -302,11 +302,11 @@ async function startServices(dataDir: string, catalogueDir: string, dbUrl: strin
       FLOTILLA_HEARTBEAT_INTERVAL_MS: String(HEARTBEAT_INTERVAL_MS),
     },
   });
-  const s = startChild('storage', [mainOf('storage')], {
+  const s = startService('storage', dist, 'storage', {
     log: log('storage'),
     env: { ...base, FLOTILLA_STORAGE_ADDRESS: storage, FLOTILLA_DB_SCHEMA: SCHEMAS.storage },
   });
-  const g = startChild('gateway', [mainOf('gateway')], {
+  const g = startService('gateway', dist, 'gateway', {
     log: log('gateway'),
     env: {
       ...base,
@@ -321,7 +321,7 @@ async function startServices(dataDir: string, catalogueDir: string, dbUrl: strin
     },
   });
   const agentAdmin = `127.0.0.1:${agentAdminPort}`;
-  const a = startChild('host agent', [mainOf('host-agent')], {
+  const a = startService('host agent', dist, 'host-agent', {
     log: log('host-agent'),
     env: {
       ...base,

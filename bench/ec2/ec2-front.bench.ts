@@ -75,7 +75,7 @@ import {
   nodeArgsFromEnv,
   pidOf,
   sourceCpuUs,
-  startChild,
+  startService,
   stopAll,
   table,
   tempDirs,
@@ -216,7 +216,7 @@ async function startCloud(dataDir: string): Promise<Cloud> {
   const gatewayAddress = `127.0.0.1:${gatewayPort}`;
   const log = (name: string) => path.join(dataDir, `${name}.log`);
   const start = (name: string, app: string, env: NodeJS.ProcessEnv, extra: string[] = []) =>
-    startChild(name, [mainOf(app)], {
+    startService(name, dist, app, {
       env: { ...base, ...env },
       log: log(app),
       nodeArgs: [...nodeArgs, ...extra],

@@ -39,7 +39,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { freePort, md, serviceDefinition } from '@flotilla/platform';
+import { freePort, md, serviceDefinition, withServiceNodeOptions } from '@flotilla/platform';
 // The gateway's lean unary gRPC client (Node's http2, one session): real gRPC on the wire. The module
 // boundaries allow bench → app (type:bench may depend on type:app); it needs nothing of the gateway's.
 import { UpstreamSession } from '../../apps/gateway/src/proxy/upstream-session';
@@ -551,10 +551,22 @@ async function benchRealPath(opts: {
       FLOTILLA_SIM_MEMORY_MIB: String(16 * 1024 * 1024),
     });
     const log = (name: string) => path.join(dataDir, `${name}.log`);
-    const compute = startChild('compute', [mainOf('compute')], { env, log: log('compute') });
-    const storage = startChild('storage', [mainOf('storage')], { env, log: log('storage') });
-    const gateway = startChild('gateway', [mainOf('gateway')], { env, log: log('gateway') });
-    const agent = startChild('host agent', [mainOf('host-agent')], { env, log: log('host-agent') });
+    const compute = startChild('compute', [mainOf('compute')], {
+      env: withServiceNodeOptions('compute', env),
+      log: log('compute'),
+    });
+    const storage = startChild('storage', [mainOf('storage')], {
+      env: withServiceNodeOptions('storage', env),
+      log: log('storage'),
+    });
+    const gateway = startChild('gateway', [mainOf('gateway')], {
+      env: withServiceNodeOptions('gateway', env),
+      log: log('gateway'),
+    });
+    const agent = startChild('host agent', [mainOf('host-agent')], {
+      env: withServiceNodeOptions('host-agent', env),
+      log: log('host-agent'),
+    });
     const all = [compute, storage, gateway, agent];
 
     const token = await adminTokenFrom(tokenFile, all, 60_000);

@@ -17,6 +17,7 @@ export * from './persistence/outbox';
 export * from './persistence/paging';
 export * from './persistence/versioned';
 export * from './lifecycle';
+export * from './node-options';
 export * from './contract-only-service';
 export * from './testing/databases';
 export * from './testing/local-cloud';

@@ -83,6 +83,26 @@ describe('up service plan', () => {
     expect(plan.agents[0].args).toEqual(['/repo/dist/apps/host-agent/src/main.js']);
   });
 
+  it("runs compute and the gateway with a larger V8 young generation; an operator's NODE_OPTIONS still win", () => {
+    const plan = servicePlan(options, portsFor(options), {});
+    const nodeOptions = Object.fromEntries(
+      [...plan.pool, plan.gateway, ...plan.agents].map((s) => [s.name, s.env.NODE_OPTIONS]),
+    );
+    expect(nodeOptions).toEqual({
+      compute: '--max-semi-space-size=64',
+      gateway: '--max-semi-space-size=64',
+      storage: undefined,
+      network: undefined,
+      migration: undefined,
+      'host-1': undefined,
+      'host-2': undefined,
+    });
+    const own = servicePlan(options, portsFor(options), { NODE_OPTIONS: '--max-semi-space-size=16' });
+    // Node takes the last of a repeated V8 option: the operator's.
+    expect(own.gateway.env.NODE_OPTIONS).toBe('--max-semi-space-size=64 --max-semi-space-size=16');
+    expect(own.pool.find((s) => s.name === 'storage')?.env.NODE_OPTIONS).toBe('--max-semi-space-size=16');
+  });
+
   it('stops agents and gateway first and the database last', () => {
     const ports = portsFor(options);
     const plan = servicePlan(options, ports, {});

@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { catalogueDir, srRoots } from '@flotilla/platform';
+import { catalogueDir, srRoots, withServiceNodeOptions } from '@flotilla/platform';
 import type { ChildSpec } from './supervisor';
 
 /**
@@ -176,7 +176,7 @@ export function servicePlan(options: UpPlanOptions, ports: Ports, env: NodeJS.Pr
     name,
     command: options.node,
     args: [script(options.distDir, app)],
-    env: { ...env, ...extra },
+    env: withServiceNodeOptions(app, { ...env, ...extra }),
     stopPhase: phase,
     port,
   });
