@@ -551,22 +551,12 @@ async function benchRealPath(opts: {
       FLOTILLA_SIM_MEMORY_MIB: String(16 * 1024 * 1024),
     });
     const log = (name: string) => path.join(dataDir, `${name}.log`);
-    const compute = startChild('compute', [mainOf('compute')], {
-      env: withServiceNodeOptions('compute', env),
-      log: log('compute'),
-    });
-    const storage = startChild('storage', [mainOf('storage')], {
-      env: withServiceNodeOptions('storage', env),
-      log: log('storage'),
-    });
-    const gateway = startChild('gateway', [mainOf('gateway')], {
-      env: withServiceNodeOptions('gateway', env),
-      log: log('gateway'),
-    });
-    const agent = startChild('host agent', [mainOf('host-agent')], {
-      env: withServiceNodeOptions('host-agent', env),
-      log: log('host-agent'),
-    });
+    const service = (name: string, app: string) =>
+      startChild(name, [mainOf(app)], { env: withServiceNodeOptions(app, env), log: log(app) });
+    const compute = service('compute', 'compute');
+    const storage = service('storage', 'storage');
+    const gateway = service('gateway', 'gateway');
+    const agent = service('host agent', 'host-agent');
     const all = [compute, storage, gateway, agent];
 
     const token = await adminTokenFrom(tokenFile, all, 60_000);
