@@ -15,7 +15,8 @@ import {
   PROBE_MARKER,
 } from './demo-image';
 import { buildQemuArgv, vmUuid } from './qemu-command';
-import { QemuDriver } from './qemu-driver';
+import { QemuDriver, type QemuDriverOptions } from './qemu-driver';
+import { freeTcpPort } from './qemu-migration-qmp';
 import { QmpClient } from './qmp-client';
 import { VmDirectory } from './vm-directory';
 import { describeWithRealQemu } from './real-qemu.testing';
@@ -54,8 +55,9 @@ describeWithRealQemu('qemu driver on real QEMU', () => {
     };
   }
 
-  async function newDriver(): Promise<QemuDriver> {
+  async function newDriver(extra: Partial<QemuDriverOptions> = {}): Promise<QemuDriver> {
     const d = await QemuDriver.create({
+      ...extra,
       stateDir,
       accelerator: 'auto',
       probeGuest: {
@@ -402,6 +404,34 @@ describeWithRealQemu('qemu driver on real QEMU', () => {
         await driver.destroy(spec.vmId);
       } finally {
         taken.close();
+      }
+    });
+
+    it('picks another host port when the one it picked is taken before QEMU binds it, and says so', async () => {
+      // The race, made certain: the first port the driver picks is one this test holds.
+      const taken = net.createServer();
+      await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+      const takenPort = (taken.address() as net.AddressInfo).port;
+      const picks = [takenPort];
+      const lines: string[] = [];
+      const d = await newDriver({
+        pickHostPort: async () => picks.shift() ?? freeTcpPort('127.0.0.1'),
+        log: (line) => lines.push(line),
+      });
+      const spec = specFor('portrace', {
+        nics: [{ mac: '52:54:00:00:00:03', forwards: [{ guestPort: 80, hostPort: 0 }] }],
+      });
+      try {
+        const status = await d.start(spec);
+        expect(status.powerState).toBe('RUNNING');
+        const [forward] = status.forwards ?? [];
+        expect(forward.guestPort).toBe(80);
+        expect(forward.hostAddress).not.toBe(`127.0.0.1:${takenPort}`);
+        expect(lines.some((l) => /picking again/.test(l))).toBe(true);
+        expect(qemuPidsOf(spec.vmId)).toHaveLength(1);
+      } finally {
+        taken.close();
+        await d.destroy(spec.vmId).catch(() => undefined);
       }
     });
 

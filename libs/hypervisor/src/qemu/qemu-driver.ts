@@ -102,6 +102,8 @@ export interface QemuDriverOptions {
   diskJobTimeoutMs?: number;
   /** /proc/cpuinfo's text (what guests see under KVM); replaced in tests. Read once, at create. */
   readCpuinfo?: () => string;
+  /** Picks the host port of a forward the spec leaves to the driver; replaced in tests. */
+  pickHostPort?: () => Promise<number>;
   log?: (line: string) => void;
 }
 
@@ -164,6 +166,13 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** A loopback port nobody listens on right now (the kernel picks it). */
 const freeLoopbackPort = (): Promise<number> => freeTcpPort('127.0.0.1');
+
+/**
+ * Launches of a first start, at most: a host port the driver picked is free when picked, but another process
+ * may bind it before QEMU does; then QEMU exits at start and the driver picks again.
+ */
+const PORT_PICK_ATTEMPTS = 3;
+const HOSTFWD_FAILED = /could not set up host forwarding rule/i;
 
 /** Background attempts at releasing block nodes QEMU kept after a guest released a disk (see releaseLater). */
 const RELEASE_RETRIES = 30;
@@ -344,16 +353,26 @@ export class QemuDriver implements HypervisorDriver {
         throw new DriverError('invalid-state', `vm ${valid.vmId} is ${status.powerState}, not HALTED`);
       }
       if (dir.hasSavedState()) return this.resumeLocked(dir);
-      const launch = await this.newLaunch(valid);
-      const argv = buildQemuArgv(launch, dir.runtimePaths);
-      dir.create();
-      dir.writeSpec(launch);
-      dir.writeState('RUNNING');
-      try {
-        return await this.statusOf(await this.launch(dir, launch, argv));
-      } catch (e) {
-        this.record(dir, 'HALTED', `start failed: ${(e as Error).message}`);
-        throw e;
+      const picksPorts = valid.nics.some((n) => n.forwards.some((f) => !f.hostPort));
+      for (let attempt = 1; ; attempt++) {
+        const launch = await this.newLaunch(valid);
+        const argv = buildQemuArgv(launch, dir.runtimePaths);
+        dir.create();
+        dir.writeSpec(launch);
+        dir.writeState('RUNNING');
+        try {
+          return await this.statusOf(await this.launch(dir, launch, argv));
+        } catch (e) {
+          const message = (e as Error).message;
+          if (picksPorts && attempt < PORT_PICK_ATTEMPTS && HOSTFWD_FAILED.test(message)) {
+            this.log(
+              `vm ${valid.vmId}: a host port it was given was taken before QEMU bound it: picking again`,
+            );
+            continue;
+          }
+          this.record(dir, 'HALTED', `start failed: ${message}`);
+          throw e;
+        }
       }
     });
   }
@@ -1059,7 +1078,10 @@ export class QemuDriver implements HypervisorDriver {
     for (const nic of nics) {
       const forwards = [];
       for (const f of nic.forwards)
-        forwards.push({ guestPort: f.guestPort, hostPort: f.hostPort || (await freeLoopbackPort()) });
+        forwards.push({
+          guestPort: f.guestPort,
+          hostPort: f.hostPort || (await (this.options.pickHostPort ?? freeLoopbackPort)()),
+        });
       out.push({ mac: nic.mac, forwards });
     }
     return out;
