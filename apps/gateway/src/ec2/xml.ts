@@ -8,8 +8,8 @@ export const ec2Namespace = 'http://ec2.amazonaws.com/doc/2016-11-15/';
 
 /**
  * A run of markup becomes a new part past this many characters. A listing of a thousand instances is 1.2 MB:
- * kept as one string it is a rope of some 60,000 pieces, which V8 must flatten before encoding it (about
- * twice the time that encoding ~80 small parts one by one into a buffer takes).
+ * kept as one string it is a rope of some 60,000 pieces that V8 flattens in one go to encode it; in parts,
+ * each is flattened and encoded on its own into one buffer (3.9 → 3.5 ms per such document, measured alone).
  */
 const partChars = 16 * 1024;
 
