@@ -3,7 +3,7 @@
  * start the services with these same ones.
  *
  * Compute and the gateway allocate tens of kilobytes per request (a committed create, ~85 KB in compute; a
- * DescribeInstances of 1,000 instances, ~9 MB in the gateway). With V8's default young generation
+ * DescribeInstances of 1,000 instances, ~10 MB in the gateway). With V8's default young generation
  * (semi-spaces of at most 16 MB), compute at 1,500 creates/s scavenges about every 100 ms and promotes what
  * is in flight at that moment; the old space then fills within seconds, and its mark-compacts stall the
  * process for tens of milliseconds. With semi-spaces of up to 64 MB, a committed create's p99 at 1,500/s
