@@ -7,7 +7,7 @@
  * (semi-spaces of at most 16 MB), compute at 1,500 creates/s scavenges about every 100 ms and promotes what
  * is in flight at that moment; the old space then fills within seconds, and its mark-compacts stall the
  * process for tens of milliseconds. With semi-spaces of up to 64 MB, a committed create's p99 at 1,500/s
- * stayed under 20 ms in 10 of 12 runs, against 3 of 10 (docs/benchmarks.md, issue 3). V8 grows the young
+ * stayed under 20 ms in 15 of 19 runs, against 3 of 10 (docs/benchmarks.md, issue 3). V8 grows the young
  * generation only under allocation pressure: an idle service keeps a small heap.
  */
 export const serviceNodeOptions: Readonly<Record<string, string>> = {
