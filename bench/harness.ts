@@ -76,9 +76,20 @@ export function startChild(
   return child;
 }
 
+/** An app's entry point in the build: dist/apps/<app>/src/main.js. */
+export const serviceMain = (dist: string, app: string): string =>
+  path.join(dist, 'apps', app, 'src', 'main.js');
+
+/** Throws, naming the file and the fix, unless every app is built. */
+export function requireBuilt(dist: string, apps: readonly string[]): void {
+  for (const app of apps)
+    if (!fs.existsSync(serviceMain(dist, app)))
+      throw new Error(`${serviceMain(dist, app)} is missing: build first (node tools/build.mjs)`);
+}
+
 /**
- * A Flotilla service from the build (dist/apps/<app>/src/main.js), with the Node options `flotilla up` and
- * docker-compose give it (serviceNodeOptions): a benchmark measures the services as they are deployed.
+ * A Flotilla service from the build, with the Node options `flotilla up` and docker-compose give it
+ * (serviceNodeOptions): a benchmark measures the services as they are deployed.
  */
 export function startService(
   name: string,
@@ -86,7 +97,7 @@ export function startService(
   app: string,
   options: Parameters<typeof startChild>[2] = {},
 ): Child {
-  return startChild(name, [path.join(dist, 'apps', app, 'src', 'main.js')], {
+  return startChild(name, [serviceMain(dist, app)], {
     ...options,
     env: withServiceNodeOptions(app, options.env ?? process.env),
   });

@@ -83,6 +83,7 @@ import {
   x,
   killChildrenOnSignal,
   adminTokenFrom,
+  requireBuilt,
 } from '../harness';
 
 const BOOT_RATIO_TARGET = 1.1;
@@ -263,10 +264,7 @@ function fail(what: string, services: Child[]): () => void {
 
 async function startServices(dataDir: string, catalogueDir: string, dbUrl: string): Promise<Services> {
   const dist = path.resolve(__dirname, '..', '..');
-  const mainOf = (app: string) => path.join(dist, 'apps', app, 'src', 'main.js');
-  for (const app of ['compute', 'storage', 'gateway', 'host-agent'])
-    if (!fs.existsSync(mainOf(app)))
-      throw new Error(`${mainOf(app)} is missing: build first (node tools/build.mjs)`);
+  requireBuilt(dist, ['compute', 'storage', 'gateway', 'host-agent']);
   const [
     gatewayPort,
     computePort,

@@ -83,6 +83,7 @@ import {
   x,
   killChildrenOnSignal,
   adminTokenFrom,
+  requireBuilt,
 } from '../harness';
 
 const RATIO_TARGET = 1.3;
@@ -187,10 +188,7 @@ interface Cloud {
 
 async function startCloud(dataDir: string): Promise<Cloud> {
   const dist = path.resolve(__dirname, '..', '..');
-  const mainOf = (app: string) => path.join(dist, 'apps', app, 'src', 'main.js');
-  for (const app of ['compute', 'storage', 'gateway', 'host-agent'])
-    if (!fs.existsSync(mainOf(app)))
-      throw new Error(`${mainOf(app)} is missing: build first (node tools/build.mjs)`);
+  requireBuilt(dist, ['compute', 'storage', 'gateway', 'host-agent']);
   const nodeArgs = nodeArgsFromEnv('EC2_BENCH_NODE_ARGS');
   const db = await benchDatabase(dataDir, { pgliteEnv: 'EC2_BENCH_PGLITE', nodeArgs });
   if (db.fresh) await dropSchemas(db.url, Object.values(SCHEMAS));

@@ -39,7 +39,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { freePort, md, serviceDefinition, withServiceNodeOptions } from '@flotilla/platform';
+import { freePort, md, serviceDefinition } from '@flotilla/platform';
 // The gateway's lean unary gRPC client (Node's http2, one session): real gRPC on the wire. The module
 // boundaries allow bench → app (type:bench may depend on type:app); it needs nothing of the gateway's.
 import { UpstreamSession } from '../../apps/gateway/src/proxy/upstream-session';
@@ -74,6 +74,8 @@ import {
   x,
   killChildrenOnSignal,
   adminTokenFrom,
+  requireBuilt,
+  startService,
 } from '../harness';
 
 /** RPC_BENCH_NODE_ARGS: extra node flags for every child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof". */
@@ -503,10 +505,7 @@ async function benchRealPath(opts: {
   openWarmupSeconds: number;
 }): Promise<RealPathRun> {
   const dist = path.resolve(distBench, '..', '..');
-  const mainOf = (app: string) => path.join(dist, 'apps', app, 'src', 'main.js');
-  for (const app of ['compute', 'storage', 'gateway', 'host-agent'])
-    if (!fs.existsSync(mainOf(app)))
-      throw new Error(`${mainOf(app)} is missing: build first (node tools/build.mjs)`);
+  requireBuilt(dist, ['compute', 'storage', 'gateway', 'host-agent']);
 
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-rpc-bench-'));
   tempDirs.add(dataDir);
@@ -552,7 +551,7 @@ async function benchRealPath(opts: {
     });
     const log = (name: string) => path.join(dataDir, `${name}.log`);
     const service = (name: string, app: string) =>
-      startChild(name, [mainOf(app)], { env: withServiceNodeOptions(app, env), log: log(app) });
+      startService(name, dist, app, { env, log: log(app), nodeArgs: nodeArgsFromEnv('RPC_BENCH_NODE_ARGS') });
     const compute = service('compute', 'compute');
     const storage = service('storage', 'storage');
     const gateway = service('gateway', 'gateway');

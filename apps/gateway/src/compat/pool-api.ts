@@ -1,6 +1,6 @@
 import { Metadata } from '@grpc/grpc-js';
 import { commonV1, computeV1, computeV1Decoders, storageV1 } from '@flotilla/contracts';
-import { GrpcClient, md } from '@flotilla/platform';
+import { type ClientOptions, GrpcClient, md } from '@flotilla/platform';
 import { callerMetadata, type Principal } from '../auth/token-auth';
 
 export interface PoolApiOptions {
@@ -32,7 +32,7 @@ export class PoolApi {
     const client = <C>(
       address: string,
       service: string,
-      responseDecoders?: Record<string, (reply: Buffer) => unknown>,
+      responseDecoders?: ClientOptions['responseDecoders'],
     ) =>
       new GrpcClient<C>({
         address,

@@ -86,7 +86,18 @@ function instanceItems(members: InstanceView[]): string {
   return out;
 }
 
-/** Instances grouped into reservations in first-seen order (reservationId, ownerId, groupSet, instancesSet). */
+/**
+ * A reservation's members (reservationId, ownerId, groupSet, instancesSet) as one template: a listing writes up
+ * to a thousand reservations, and the generic builders would cost as much again as the instances' own items.
+ */
+function reservationMembers(reservationId: string, ownerId: string, members: InstanceView[]): string {
+  const instances = members.length
+    ? `<instancesSet>${instanceItems(members)}</instancesSet>`
+    : '<instancesSet/>';
+  return `${text('reservationId', reservationId)}${text('ownerId', ownerId)}<groupSet/>${instances}`;
+}
+
+/** Instances grouped into reservations in first-seen order. */
 export function reservationSet(views: InstanceView[], ownerId: string): Xml {
   const groups = new Map<string, InstanceView[]>();
   for (const v of views) {
@@ -94,26 +105,16 @@ export function reservationSet(views: InstanceView[], ownerId: string): Xml {
     if (g) g.push(v);
     else groups.set(v.reservationId, [v]);
   }
-  // What items('reservationSet', …reservationXml) writes, one template per reservation: a listing has up to a
-  // thousand, and the generic builders cost as much again as the instances' own items.
-  const owner = text('ownerId', ownerId);
   return el(
     'reservationSet',
     ...[...groups].map(
       ([reservationId, members]) =>
-        new Xml(
-          `<item>${text('reservationId', reservationId)}${owner}<groupSet/>` +
-            `<instancesSet>${instanceItems(members)}</instancesSet></item>`,
-        ),
+        new Xml(`<item>${reservationMembers(reservationId, ownerId, members)}</item>`),
     ),
   );
 }
 
+/** One reservation's members, as RunInstancesResponse carries them at its top level. */
 export function reservationXml(reservationId: string, ownerId: string, members: InstanceView[]): Xml[] {
-  return [
-    leaf('reservationId', reservationId),
-    leaf('ownerId', ownerId),
-    el('groupSet'),
-    el('instancesSet', ...members.map((m) => instanceItem(m))),
-  ];
+  return [new Xml(reservationMembers(reservationId, ownerId, members))];
 }

@@ -66,8 +66,9 @@ function cancelOnAbort(
 
 function withResponseDecoders(
   definition: grpc.ServiceDefinition,
-  decoders: ClientOptions['responseDecoders'] = {},
+  decoders: ClientOptions['responseDecoders'],
 ): grpc.ServiceDefinition {
+  if (!decoders) return definition;
   for (const method of Object.keys(decoders))
     if (!definition[method]) throw new Error(`no method ${method} to decode replies of`);
   return Object.fromEntries(
