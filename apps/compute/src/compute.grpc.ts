@@ -4,7 +4,13 @@ import { GrpcMethod, GrpcStreamMethod } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
 import { commonV1, computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, invalidArgument, type VmOperation } from '@flotilla/domain';
-import { ServiceIdentity, updateVersioned, operationToProto, type OnCancelled } from '@flotilla/platform';
+import {
+  ServiceIdentity,
+  updateVersioned,
+  operationToProto,
+  watchController,
+  type OnCancelled,
+} from '@flotilla/platform';
 import { EventStream } from './events/event-stream';
 import { FlavorService } from './flavors/flavor.service';
 import { HostRegistryService } from './hosts/host-registry.service';
@@ -274,15 +280,4 @@ export const releaseCancelledVm: OnCancelled = async (m, emit, cancelled) => {
   }
 };
 
-@Controller()
-export class EventGrpc implements computeV1.EventServiceController {
-  constructor(
-    @Inject(ServiceIdentity) private readonly identity: ServiceIdentity,
-    @Inject(EventStream) private readonly stream: EventStream,
-  ) {}
-
-  @GrpcMethod('EventService', 'Watch')
-  watch(req: computeV1.WatchRequest, md: Metadata): Observable<computeV1.WatchResponse> {
-    return this.stream.watch(this.identity.caller(md), req.cursor);
-  }
-}
+export const EventGrpc = watchController('EventService', EventStream);

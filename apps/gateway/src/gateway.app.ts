@@ -34,6 +34,7 @@ export const relayedServices = [
   'flotilla.storage.v1.SrService',
   'flotilla.storage.v1.VdiService',
   'flotilla.storage.v1.VbdService',
+  'flotilla.storage.v1.StorageEventService',
   'flotilla.migration.v1.MigrationService',
   'flotilla.migration.v1.EvacuationService',
   'flotilla.migration.v1.MigrationEventService',

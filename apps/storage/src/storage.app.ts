@@ -2,6 +2,7 @@ import { INestMicroservice } from '@nestjs/common';
 import { Not } from 'typeorm';
 import {
   ConfigOf,
+  EventFeed,
   Logger,
   OnCancelled,
   openDatabase,
@@ -11,6 +12,7 @@ import {
   TransactionalStore,
 } from '@flotilla/platform';
 import { storageConfigSpec } from './config';
+import { StorageEventStream } from './events/event-stream';
 import { ImageService } from './images/image.service';
 import { SrRow, storageEntities, VdiRow } from './persistence/entities';
 import { storageMigrations } from './persistence/migrations';
@@ -46,10 +48,7 @@ export interface StorageApp {
   stop(): Promise<void>;
 }
 
-/**
- * Services the storage process serves; VBD and event services are declared (health, reflection) and
- * answer UNIMPLEMENTED until they are built.
- */
+/** Services the storage process serves (health, reflection). */
 const served = [
   'flotilla.storage.v1.ImageService',
   'flotilla.common.v1.OperationService',
@@ -73,8 +72,10 @@ export async function startStorage(
     migrations: storageMigrations,
     logger,
   });
-  // No Watch stream yet: the outbox records changes for it, nothing polls it.
-  const store = new TransactionalStore(db.dataSource);
+  // The Watch stream reads the outbox; commits with events wake it.
+  const feed = new EventFeed(db.dataSource, logger);
+  await feed.start();
+  const store = new TransactionalStore(db.dataSource, feed);
   const operations = new OperationService(store);
 
   // ---- SRs and VDIs ----
@@ -168,6 +169,7 @@ export async function startStorage(
         vdis,
         transfer,
         onCancelled,
+        events: new StorageEventStream(feed),
         extra: vbdCtx,
       }),
       address: config.FLOTILLA_STORAGE_ADDRESS,
@@ -176,6 +178,7 @@ export async function startStorage(
       logger,
     });
   } catch (e) {
+    feed.stop();
     await db.close();
     throw e;
   }
@@ -199,6 +202,7 @@ export async function startStorage(
     },
     async stop() {
       clearInterval(refresher);
+      feed.stop();
       await app?.close();
       await runner.stop();
       await keeper.stop();

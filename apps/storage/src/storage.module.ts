@@ -6,6 +6,7 @@ import {
   OperationService,
   ServiceIdentity,
 } from '@flotilla/platform';
+import { StorageEventGrpc, StorageEventStream } from './events/event-stream';
 import { ImageGrpc } from './images/image.grpc';
 import { ImageService } from './images/image.service';
 import { SrGrpc } from './srs/sr.grpc';
@@ -24,17 +25,25 @@ export interface StorageServices {
   vdis: VdiService;
   transfer: VdiTransfer;
   onCancelled: OnCancelled;
+  events: StorageEventStream;
   /** Controllers and providers of other storage contexts (VBDs, VM disks), added by their wiring. */
   extra?: { controllers: Type<unknown>[]; providers: Array<{ provide: unknown; useValue: unknown }> };
 }
 
-/** The storage service's controllers. VBD and Watch have none yet: grpc-js answers UNIMPLEMENTED. */
+/** The storage service's controllers; other contexts' (VBDs, VM disks) come in through `extra`. */
 @Module({})
 export class StorageModule {
   static with(s: StorageServices): DynamicModule {
     return {
       module: StorageModule,
-      controllers: [ImageGrpc, OperationGrpc, SrGrpc, VdiGrpc, ...(s.extra?.controllers ?? [])],
+      controllers: [
+        ImageGrpc,
+        OperationGrpc,
+        SrGrpc,
+        VdiGrpc,
+        StorageEventGrpc,
+        ...(s.extra?.controllers ?? []),
+      ],
       providers: [
         { provide: ServiceIdentity, useValue: s.identity },
         { provide: ImageService, useValue: s.images },
@@ -43,6 +52,7 @@ export class StorageModule {
         { provide: VdiService, useValue: s.vdis },
         { provide: VdiTransfer, useValue: s.transfer },
         { provide: OPERATION_CANCEL_HOOK, useValue: s.onCancelled },
+        { provide: StorageEventStream, useValue: s.events },
         ...((s.extra?.providers ?? []) as Array<{ provide: string; useValue: unknown }>),
       ],
     };

@@ -367,6 +367,7 @@ describe('the services the gateway relays', () => {
         'flotilla.storage.v1.VdiService',
         'flotilla.storage.v1.VbdService',
         'flotilla.storage.v1.ImageService',
+        'flotilla.storage.v1.StorageEventService',
         'flotilla.migration.v1.MigrationService',
         'flotilla.migration.v1.EvacuationService',
         'flotilla.migration.v1.MigrationEventService',

@@ -1,9 +1,5 @@
-import { Metadata } from '@grpc/grpc-js';
-import { Controller, Inject } from '@nestjs/common';
-import { GrpcMethod } from '@nestjs/microservices';
-import { Observable } from 'rxjs';
 import { migrationV1 } from '@flotilla/contracts';
-import { EventFeed, ServiceIdentity, WatchStream } from '@flotilla/platform';
+import { EventFeed, watchController, WatchStream } from '@flotilla/platform';
 
 /**
  * Watch streams of the migration service: outbox events filtered to what the caller may see (its tenant's
@@ -32,15 +28,4 @@ export class MigrationEventStream extends WatchStream<migrationV1.WatchResponse>
   }
 }
 
-@Controller()
-export class MigrationEventGrpc implements migrationV1.MigrationEventServiceController {
-  constructor(
-    @Inject(ServiceIdentity) private readonly identity: ServiceIdentity,
-    @Inject(MigrationEventStream) private readonly stream: MigrationEventStream,
-  ) {}
-
-  @GrpcMethod('MigrationEventService', 'Watch')
-  watch(req: migrationV1.WatchRequest, md: Metadata): Observable<migrationV1.WatchResponse> {
-    return this.stream.watch(this.identity.caller(md), req.cursor);
-  }
-}
+export const MigrationEventGrpc = watchController('MigrationEventService', MigrationEventStream);

@@ -52,8 +52,8 @@ export const imageEvent = (type: NewEvent['type'], image: ImageRow): NewEvent =>
   type,
   resourceId: image.id,
   tenantId: image.tenantId,
-  // The tenant's view: host paths never travel in events that tenants may watch.
-  payload: imageToProto(image, { role: 'read-only' }),
+  // The operator's view: the Watch stream empties host paths and the base VDI for tenants (events/).
+  payload: imageToProto(image, 'operator'),
 });
 
 /**

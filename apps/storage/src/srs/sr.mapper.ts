@@ -35,10 +35,11 @@ export function srToProto(
   };
 }
 
+/** The operator's view: the Watch stream empties the path for tenants (events/event-stream.ts). */
 export const srEvent = (type: NewEvent['type'], sr: SrRow, virtualAllocationBytes = 0): NewEvent => ({
   kind: 'sr',
   type,
   resourceId: sr.id,
   tenantId: sr.tenantId,
-  payload: srToProto(sr, { role: 'read-only' }, virtualAllocationBytes),
+  payload: srToProto(sr, 'operator', virtualAllocationBytes),
 });

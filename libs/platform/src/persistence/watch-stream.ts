@@ -1,7 +1,10 @@
+import { Metadata } from '@grpc/grpc-js';
+import { Controller, Inject, Type } from '@nestjs/common';
+import { GrpcMethod } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
 import { commonV1 } from '@flotilla/contracts';
 import { invalidArgument } from '@flotilla/domain';
-import type { Caller } from '../grpc/metadata';
+import { type Caller, ServiceIdentity } from '../grpc/metadata';
 import type { EventFeed, FeedEvent, Subscription } from './event-feed';
 
 /** A service's Watch response: the event, and the resource under the field named by its kind. */
@@ -16,6 +19,12 @@ export interface WatchStreamOptions {
   dateFields: readonly string[];
   /** Whether the caller may see an event (its tenant's resources; operators' kinds for operators). */
   visible(caller: Caller, e: FeedEvent): boolean;
+  /**
+   * The payload (outbox JSON, before dates are revived) as this caller may see it, for services whose
+   * events carry fields only some roles read (storage's SR and image host paths). Called for visible events
+   * only; must not modify `e`. Absent: every watcher gets the payload as recorded.
+   */
+  redact?(caller: Caller, e: FeedEvent): unknown;
   bookmarkIntervalMs?: number;
 }
 
@@ -60,7 +69,9 @@ export class WatchStream<R extends WatchEventResponse> {
           }
         }, intervalMs);
         for await (const e of subscription.events) {
-          subscriber.next(this.toResponse(e));
+          subscriber.next(
+            this.toResponse(e, this.options.redact ? this.options.redact(caller, e) : e.payload),
+          );
           lastSent = Date.now();
         }
         subscriber.complete();
@@ -73,7 +84,7 @@ export class WatchStream<R extends WatchEventResponse> {
     });
   }
 
-  private toResponse(e: FeedEvent): R {
+  private toResponse(e: FeedEvent, payload: unknown): R {
     const response: WatchEventResponse & Record<string, unknown> = {
       event: {
         token: e.seq.toString(),
@@ -83,7 +94,7 @@ export class WatchStream<R extends WatchEventResponse> {
         tenantId: e.tenantId,
         time: e.createdAt,
       },
-      [e.kind]: this.revive(e.payload),
+      [e.kind]: this.revive(payload),
     };
     return response as R;
   }
@@ -96,6 +107,36 @@ export class WatchStream<R extends WatchEventResponse> {
       out[k] = this.options.dateFields.includes(k) && typeof v === 'string' ? new Date(v) : this.revive(v);
     return out;
   }
+}
+
+/** A Watch controller: the request, with the caller's metadata; the stream of responses. */
+export interface WatchGrpc<R> {
+  watch(req: { cursor?: commonV1.WatchCursor }, md: Metadata): Observable<R>;
+}
+
+/**
+ * The gRPC controller of a service's Watch: `service` as its proto names it (e.g. "EventService"),
+ * streaming from the WatchStream its module provides under `stream` (the class), to the caller the
+ * module's ServiceIdentity vouches for.
+ */
+export function watchController<R extends WatchEventResponse>(
+  service: string,
+  stream: abstract new (...args: never[]) => WatchStream<R>,
+): Type<WatchGrpc<R>> {
+  @Controller()
+  class WatchController implements WatchGrpc<R> {
+    constructor(
+      @Inject(ServiceIdentity) private readonly identity: ServiceIdentity,
+      @Inject(stream) private readonly events: WatchStream<R>,
+    ) {}
+
+    @GrpcMethod(service, 'Watch')
+    watch(req: { cursor?: commonV1.WatchCursor }, md: Metadata): Observable<R> {
+      return this.events.watch(this.identity.caller(md), req.cursor);
+    }
+  }
+  Object.defineProperty(WatchController, 'name', { value: `${service}Grpc` });
+  return WatchController;
 }
 
 function bookmark(token: string): WatchEventResponse {

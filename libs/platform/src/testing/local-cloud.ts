@@ -61,6 +61,7 @@ export interface CloudClients {
   operations: GrpcClient<commonV1.OperationServiceClient>;
   events: GrpcClient<computeV1.EventServiceClient>;
   images: GrpcClient<storageV1.ImageServiceClient>;
+  storageEvents: GrpcClient<storageV1.StorageEventServiceClient>;
   tenants: GrpcClient<gatewayV1.TenantServiceClient>;
   tokens: GrpcClient<gatewayV1.TokenServiceClient>;
 }
@@ -180,6 +181,7 @@ export function cloudClients(address: string, token?: string): CloudClients {
     operations: make('flotilla.common.v1.OperationService'),
     events: make('flotilla.compute.v1.EventService'),
     images: make('flotilla.storage.v1.ImageService'),
+    storageEvents: make('flotilla.storage.v1.StorageEventService'),
     tenants: make('flotilla.gateway.v1.TenantService'),
     tokens: make('flotilla.gateway.v1.TokenService'),
   };

@@ -110,20 +110,21 @@ export async function operationDone(
 
 /**
  * Records one Watch stream: every message in arrival order, the last token (events and bookmarks), and how
- * the stream ended. `close()` cancels it like a client that goes away.
+ * the stream ended. `close()` cancels it like a client that goes away. `M` is the service's WatchResponse
+ * (compute's by default); `events` a client of any service with a Watch.
  */
-export class WatchRecorder {
-  readonly messages: computeV1.WatchResponse[] = [];
+export class WatchRecorder<M extends { event?: commonV1.EventMeta } = computeV1.WatchResponse> {
+  readonly messages: M[] = [];
   lastToken = '';
   ended = false;
   error?: { code: string; message: string };
-  private readonly stream: ClientReadableStream<computeV1.WatchResponse>;
+  private readonly stream: ClientReadableStream<M>;
 
-  constructor(events: GrpcClient<computeV1.EventServiceClient>, cursor: Partial<commonV1.WatchCursor> = {}) {
-    this.stream = events.stream<computeV1.WatchResponse>('Watch', {
+  constructor(events: Pick<GrpcClient<unknown>, 'stream'>, cursor: Partial<commonV1.WatchCursor> = {}) {
+    this.stream = events.stream<M>('Watch', {
       cursor: { resumeToken: cursor.resumeToken ?? '', kinds: cursor.kinds ?? [] },
     });
-    this.stream.on('data', (m: computeV1.WatchResponse) => {
+    this.stream.on('data', (m: M) => {
       this.messages.push(m);
       if (m.event?.token) this.lastToken = m.event.token;
     });
@@ -135,7 +136,7 @@ export class WatchRecorder {
   }
 
   /** Change events only (no bookmarks). */
-  get events(): computeV1.WatchResponse[] {
+  get events(): M[] {
     return this.messages.filter((m) => m.event?.type !== commonV1.EventType.EVENT_TYPE_BOOKMARK);
   }
 
@@ -145,11 +146,7 @@ export class WatchRecorder {
   }
 
   /** Waits until an event matching `match` arrives and returns it. */
-  until(
-    what: string,
-    match: (m: computeV1.WatchResponse) => boolean,
-    timeoutMs = 15_000,
-  ): Promise<computeV1.WatchResponse> {
+  until(what: string, match: (m: M) => boolean, timeoutMs = 15_000): Promise<M> {
     return waitFor(`Watch event: ${what}`, () => this.events.find(match) ?? this.failed(), { timeoutMs });
   }
 
