@@ -6,6 +6,7 @@ import type { CredentialStore } from '../credentials/credential-store';
 import { deriveKey } from '../credentials/secret-key';
 import { createEc2Front } from '../ec2/ec2-front';
 import { createOpenStackFront } from '../openstack/openstack-front';
+import { Catalogue } from './catalogue';
 import type { PoolApi } from './pool-api';
 
 export interface CompatFronts {
@@ -22,8 +23,10 @@ export async function startCompatFronts(
   logger: Logger,
 ): Promise<CompatFronts> {
   const { pool, dataSource, credentials, secretKey } = deps;
+  const catalogue = new Catalogue(pool, logger.child({ front: 'catalogue' }));
   const ec2 = createEc2Front({
     pool,
+    catalogue,
     credentials,
     dataSource,
     region: config.FLOTILLA_REGION,
@@ -49,6 +52,7 @@ export async function startCompatFronts(
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
     ec2.close();
     openstack.close();
+    catalogue.close();
   };
   try {
     servers.push(await listenHttp(server(ec2.listener), config.FLOTILLA_EC2_ADDRESS));

@@ -27,6 +27,9 @@ export class PoolApi {
   readonly srs: GrpcClient<storageV1.SrServiceClient>;
   /** The storage service's operations (VDI imports and copies). */
   readonly storageOperations: GrpcClient<commonV1.OperationServiceClient>;
+  /** Change streams (Watch), called as the gateway itself: every tenant's changes. */
+  readonly computeEvents: GrpcClient<computeV1.EventServiceClient>;
+  readonly storageEvents: GrpcClient<storageV1.StorageEventServiceClient>;
 
   constructor(options: PoolApiOptions) {
     const client = <C>(
@@ -52,6 +55,8 @@ export class PoolApi {
     this.vdis = client(options.storageAddress, 'flotilla.storage.v1.VdiService');
     this.srs = client(options.storageAddress, 'flotilla.storage.v1.SrService');
     this.storageOperations = client(options.storageAddress, 'flotilla.common.v1.OperationService');
+    this.computeEvents = client(options.computeAddress, 'flotilla.compute.v1.EventService');
+    this.storageEvents = client(options.storageAddress, 'flotilla.storage.v1.StorageEventService');
   }
 
   /** Call options acting as principal; requestId (≤ 128 chars) is logged by every service on the way. */
@@ -69,6 +74,8 @@ export class PoolApi {
       this.vdis,
       this.srs,
       this.storageOperations,
+      this.computeEvents,
+      this.storageEvents,
     ])
       c.close();
   }

@@ -3,7 +3,8 @@ import type { DataSource } from 'typeorm';
 import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
 import type { Logger, Role } from '@flotilla/platform';
 import type { Principal } from '../auth/token-auth';
-import { listAllFlavors, listAllImages, listAllVms } from '../compat/list-all';
+import type { Catalogue, CatalogueCaller } from '../compat/catalogue';
+import { listAllVms } from '../compat/list-all';
 import type { PoolApi } from '../compat/pool-api';
 import type { Params } from './params';
 import type { Xml } from './xml';
@@ -51,36 +52,50 @@ export interface Ec2Action {
 }
 
 /**
- * The pool's lists as one request needs them: every VM, image and flavor the principal sees, each fetched
- * at most once per request, and the kinds of the operations in flight.
+ * The pool's lists as one request needs them: every VM, image and flavor the principal sees, each read at
+ * most once per request, and the kinds of the operations in flight. Lookups of single images and flavors
+ * go to the lists the catalogue keeps (`keptImages`, `keptFlavors`), and read again only on a miss.
  */
 export class PoolLookups {
   private vms?: Promise<computeV1.Vm[]>;
-  private images?: Promise<storageV1.Image[]>;
-  private flavors?: Promise<computeV1.Flavor[]>;
+  private images?: Promise<readonly storageV1.Image[]>;
+  private flavors?: Promise<readonly computeV1.Flavor[]>;
 
   constructor(
     private readonly pool: PoolApi,
-    private readonly call: { metadata: Metadata },
-    private readonly tenantId: string,
+    private readonly catalogue: Catalogue,
+    private readonly caller: CatalogueCaller,
   ) {}
 
   /** Every VM (not snapshots) of the principal's tenant: cross-tenant roles still see one account here. */
   allVms(): Promise<computeV1.Vm[]> {
-    this.vms ??= listAllVms(this.pool, this.call).then((vms) =>
-      vms.filter((vm) => vm.tenantId === this.tenantId && !vm.isSnapshot),
+    const tenantId = this.caller.principal.tenantId;
+    this.vms ??= listAllVms(this.pool, this.caller.call).then((vms) =>
+      vms.filter((vm) => vm.tenantId === tenantId && !vm.isSnapshot),
     );
     return this.vms;
   }
 
-  allImages(): Promise<storageV1.Image[]> {
-    this.images ??= listAllImages(this.pool, this.call);
+  /** Every image the principal sees, as the pool has them now. */
+  allImages(): Promise<readonly storageV1.Image[]> {
+    this.images ??= this.catalogue.images(this.caller, { fresh: true });
     return this.images;
   }
 
-  allFlavors(): Promise<computeV1.Flavor[]> {
-    this.flavors ??= listAllFlavors(this.pool, this.call);
+  /** Every flavor, as the pool has them now. */
+  allFlavors(): Promise<readonly computeV1.Flavor[]> {
+    this.flavors ??= this.catalogue.flavors(this.caller, { fresh: true });
     return this.flavors;
+  }
+
+  /** The images as the catalogue keeps them: one made a moment ago may be missing (then read allImages). */
+  keptImages(): Promise<readonly storageV1.Image[]> {
+    return this.images ?? this.catalogue.images(this.caller);
+  }
+
+  /** The flavors as the catalogue keeps them: one made a moment ago may be missing (then read allFlavors). */
+  keptFlavors(): Promise<readonly computeV1.Flavor[]> {
+    return this.flavors ?? this.catalogue.flavors(this.caller);
   }
 
   /** The kind of the VM's operation in flight ("vm.start", …), undefined when none is (or it just ended). */
@@ -89,7 +104,7 @@ export class PoolLookups {
     try {
       const { operation } = await this.pool.computeOperations.call.getOperation(
         { id: vm.currentOperationId },
-        this.call,
+        this.caller.call,
       );
       const done = [
         commonV1.OperationState.OPERATION_STATE_SUCCEEDED,

@@ -51,10 +51,11 @@ import {
   vmRequest,
 } from '@flotilla/platform';
 import type { Principal } from '../auth/token-auth';
+import { Catalogue } from '../compat/catalogue';
 import { PoolApi } from '../compat/pool-api';
 import type { CredentialStore } from '../credentials/credential-store';
 import { createEc2Front, ec2Entities, ec2Migrations } from './ec2-front';
-import { derivedInstanceIdOf } from './ids';
+import { amiIdOf, derivedInstanceIdOf } from './ids';
 
 // Real: compute, storage, gateway, sim host agents, gRPC on loopback, the database, the EC2 front over HTTP,
 // and the real @aws-sdk/client-ec2 (signing, paginators, waiters). Fake: the hypervisor (sim driver) and the
@@ -126,6 +127,8 @@ describe.each(testDatabases())('EC2 Query API front on %s', (_db, url) => {
   let tenant: TestTenant;
   let db: Database;
   let pool: PoolApi;
+  let catalogue: Catalogue;
+  let frontCredentials: TestCredentials;
   let front: ReturnType<typeof createEc2Front>;
   let server: http.Server;
   let port: number;
@@ -204,12 +207,14 @@ describe.each(testDatabases())('EC2 Query API front on %s', (_db, url) => {
       serviceToken: cloud.serviceToken,
       deadlineMs: 15_000,
     });
-    const credentials = new TestCredentials();
+    const credentials = (frontCredentials = new TestCredentials());
     server = http.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     port = (server.address() as AddressInfo).port;
+    catalogue = new Catalogue(pool, logger);
     front = createEc2Front({
       pool,
+      catalogue,
       credentials,
       dataSource: db.dataSource,
       region,
@@ -233,6 +238,7 @@ describe.each(testDatabases())('EC2 Query API front on %s', (_db, url) => {
     readOnly?.destroy();
     await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));
     front?.close();
+    catalogue?.close();
     pool?.close();
     await db?.close();
     const pg = new Client({ connectionString: url });
@@ -494,6 +500,84 @@ describe.each(testDatabases())('EC2 Query API front on %s', (_db, url) => {
       });
     });
 
+    it('launches and describes with an image and a flavor made after its kept lists, which no change has refreshed', async () => {
+      // A catalogue whose lists stay kept whatever happens: only the read on a miss can find the new ones.
+      const still = { live: true, generation: 1 };
+      const logger = createLogger('ec2-test', 'silent');
+      const kept = new Catalogue(pool, logger, { flavors: still, images: still });
+      const stale = createEc2Front({
+        pool,
+        catalogue: kept,
+        credentials: frontCredentials,
+        dataSource: db.dataSource,
+        region,
+        zone: 'dc1',
+        endpointUrl: 'http://127.0.0.1',
+        throttle: { ratePerSecond: 1000, burst: 1000 },
+        logger,
+      });
+      const staleServer = http.createServer(stale.listener);
+      await new Promise<void>((resolve) => staleServer.listen(0, '127.0.0.1', resolve));
+      const staleEc2 = new EC2Client({
+        region,
+        endpoint: `http://127.0.0.1:${(staleServer.address() as AddressInfo).port}`,
+        credentials: keys,
+        maxAttempts: 1,
+      });
+      try {
+        await staleEc2.send(new DescribeInstancesCommand({}));
+        const { image } = await cloud.admin.images.call.registerImage(
+          kernelImageRegistration('ec2-kept-later', {
+            minMemoryMib: 0,
+            defaultCmdline: '',
+            files: { kernel: { path: 'k/vmlinuz', sha256: '' }, initrd: { path: 'k/initrd', sha256: '' } },
+          }),
+        );
+        await cloud.admin.flavors.call.createFlavor({
+          name: 'ec2.kept-later',
+          vcpus: 1,
+          memoryMib: 128,
+          rootDiskGib: 0,
+        });
+        const amiId = amiIdOf(image!.id);
+        const launched = await staleEc2.send(
+          new RunInstancesCommand({
+            ImageId: amiId,
+            InstanceType: 'ec2.kept-later' as _InstanceType,
+            MinCount: 1,
+            MaxCount: 1,
+          }),
+        );
+        const id = launched.Instances![0].InstanceId!;
+        const described = await staleEc2.send(new DescribeInstancesCommand({ InstanceIds: [id] }));
+        expect(described.Reservations![0].Instances![0]).toMatchObject({
+          InstanceId: id,
+          ImageId: amiId,
+          InstanceType: 'ec2.kept-later',
+        });
+        const all = await staleEc2.send(new DescribeInstancesCommand({}));
+        expect(all.Reservations!.flatMap((r) => r.Instances!).find((i) => i.InstanceId === id)).toMatchObject(
+          { ImageId: amiId, InstanceType: 'ec2.kept-later' },
+        );
+        await staleEc2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
+        await expect(
+          staleEc2.send(
+            new RunInstancesCommand({
+              ImageId: 'ami-0123456789abcdef0',
+              InstanceType: tiny,
+              MinCount: 1,
+              MaxCount: 1,
+            }),
+          ),
+        ).rejects.toMatchObject({ name: 'InvalidAMIID.NotFound' });
+      } finally {
+        staleEc2.destroy();
+        stale.close();
+        kept.close();
+        await new Promise((resolve) => staleServer.close(resolve));
+      }
+    });
+
     it('describes the one region and its availability zone, the pool', async () => {
       const regions = await ec2.send(new DescribeRegionsCommand({}));
       expect(regions.Regions).toEqual([
@@ -578,6 +662,7 @@ describe.each(testDatabases())('EC2 Query API front on %s', (_db, url) => {
     it("answers RequestLimitExceeded (503) once a key's burst is spent", async () => {
       const throttled = createEc2Front({
         pool,
+        catalogue,
         credentials: {
           ec2Secret: async () => ({
             secret: keys.secretAccessKey,

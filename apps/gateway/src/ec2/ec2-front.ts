@@ -4,6 +4,7 @@ import type { DataSource } from 'typeorm';
 import { Logger, requestContext, roleAtLeast } from '@flotilla/platform';
 import type { Principal } from '../auth/token-auth';
 import { BodyTooLargeError, defaultBodyLimitBytes, readBody, send, splitTarget } from '../compat/http';
+import type { Catalogue } from '../compat/catalogue';
 import type { PoolApi } from '../compat/pool-api';
 import type { CredentialStore } from '../credentials/credential-store';
 import { ec2Actions } from './actions';
@@ -26,6 +27,8 @@ import { errorDocument, responseDocument, utf8 } from './xml';
 
 export interface Ec2FrontDeps {
   pool: PoolApi;
+  /** The pool's flavors and images, kept while nothing changes them. */
+  catalogue: Catalogue;
   credentials: CredentialStore;
   /** The gateway's database: the front's tables and the replay guard's. */
   dataSource: DataSource;
@@ -162,7 +165,7 @@ export function createEc2Front(deps: Ec2FrontDeps): { listener: http.RequestList
       requestId,
       params,
       call,
-      lookups: new PoolLookups(deps.pool, call, principal.tenantId),
+      lookups: new PoolLookups(deps.pool, deps.catalogue, { principal, call }),
       claimed,
     };
     const tenantId = principal.tenantId;

@@ -42,14 +42,15 @@ type Found = Array<{ row: Instance['row']; vm: computeV1.Vm | undefined }>;
 export async function allInstances(ctx: Ec2Context): Promise<Instance[]> {
   const tenantId = ctx.principal.tenantId;
   const map = new InstanceMap(ctx.site.dataSource);
-  const [vms, flavors, images, tags, known] = await Promise.all([
+  const [vms, keptFlavors, keptImages, tags, known] = await Promise.all([
     ctx.lookups.allVms(),
-    ctx.lookups.allFlavors(),
-    ctx.lookups.allImages(),
+    ctx.lookups.keptFlavors(),
+    ctx.lookups.keptImages(),
     new TagStore(ctx.site.dataSource).tagsOf(tenantId),
     // Read beside the listing, not after it: sync() copes with rows recorded in between.
     map.rowsOf(tenantId),
   ]);
+  const { flavors, images } = await catalogueCovering(ctx, vms, keptFlavors, keptImages);
   const typeOf = instanceTypes(flavors);
   const rows = await map.sync(tenantId, vms, typeOf, { known });
   const vmById = new Map(vms.map((vm) => [vm.id, vm]));
@@ -133,13 +134,40 @@ async function withViews(
   rowsWithVms: Promise<Found>,
   knownTags?: Map<string, Array<{ key: string; value: string }>>,
 ): Promise<Instance[]> {
-  const [found, flavors, images, tags] = await Promise.all([
+  const [found, keptFlavors, keptImages, tags] = await Promise.all([
     rowsWithVms,
-    ctx.lookups.allFlavors(),
-    ctx.lookups.allImages(),
+    ctx.lookups.keptFlavors(),
+    ctx.lookups.keptImages(),
     knownTags ?? new TagStore(ctx.site.dataSource).tagsOf(ctx.principal.tenantId, ids),
   ]);
+  const { flavors, images } = await catalogueCovering(
+    ctx,
+    found.map((f) => f.vm),
+    keptFlavors,
+    keptImages,
+  );
   return instancesOf(ctx, found, { typeOf: instanceTypes(flavors), images, tags });
+}
+
+/**
+ * The flavors and images to show these VMs with: the kept ones, or the pool's as they are now when a VM
+ * names a flavor or an image the kept ones lack (made a moment ago, or gone: a VM outlives its image).
+ */
+async function catalogueCovering(
+  ctx: Ec2Context,
+  vms: ReadonlyArray<computeV1.Vm | undefined>,
+  keptFlavors: readonly computeV1.Flavor[],
+  keptImages: readonly storageV1.Image[],
+): Promise<{ flavors: readonly computeV1.Flavor[]; images: readonly storageV1.Image[] }> {
+  const flavorKeys = new Set(keptFlavors.flatMap((f) => [f.id, f.name]));
+  const imageNames = new Set(keptImages.map((i) => i.name));
+  const [flavors, images] = await Promise.all([
+    vms.some((vm) => vm?.flavorId && !flavorKeys.has(vm.flavorId)) ? ctx.lookups.allFlavors() : keptFlavors,
+    vms.some((vm) => vm?.boot?.image && !imageNames.has(vm.boot.image))
+      ? ctx.lookups.allImages()
+      : keptImages,
+  ]);
+  return { flavors, images };
 }
 
 async function stateOf(ctx: Ec2Context, vm: computeV1.Vm | undefined): Promise<Ec2State> {
@@ -177,7 +205,7 @@ async function vmOf(ctx: Ec2Context, vmId: string): Promise<computeV1.Vm | undef
 }
 
 /** instanceTypeOf with the flavors indexed once (a listing asks for every VM's). */
-function instanceTypes(flavors: computeV1.Flavor[]): (vm: computeV1.Vm) => string {
+function instanceTypes(flavors: readonly computeV1.Flavor[]): (vm: computeV1.Vm) => string {
   const byKey = new Map<string, computeV1.Flavor>();
   for (const f of [...flavors].reverse()) {
     byKey.set(f.name, f);
@@ -192,7 +220,7 @@ async function instancesOf(
   found: Array<{ row: Instance['row']; vm: computeV1.Vm | undefined }>,
   o: {
     typeOf: (vm: computeV1.Vm) => string;
-    images: storageV1.Image[];
+    images: readonly storageV1.Image[];
     tags: Map<string, Array<{ key: string; value: string }>>;
   },
 ): Promise<Instance[]> {

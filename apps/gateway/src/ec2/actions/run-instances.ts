@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
-import { commonV1, computeV1 } from '@flotilla/contracts';
+import { commonV1, computeV1, type storageV1 } from '@flotilla/contracts';
 import { validateName } from '@flotilla/domain';
 import { isGrpcStatus, quotedTable } from '@flotilla/platform';
 import type { Ec2Action, Ec2Context } from '../context';
@@ -99,14 +99,19 @@ async function parseLaunch(ctx: Ec2Context): Promise<Launch> {
 
   const keyName = optional(p, 'KeyName') ?? null;
   const instanceType = optional(p, 'InstanceType') ?? 'm1.small';
-  const [images, flavors, keyPair] = await Promise.all([
-    ctx.lookups.allImages(),
-    ctx.lookups.allFlavors(),
+  const isImage = (i: storageV1.Image) => amiIdOf(i.id) === amiId;
+  const isFlavor = (f: computeV1.Flavor) => f.name === instanceType;
+  const [keptImages, keptFlavors, keyPair] = await Promise.all([
+    ctx.lookups.keptImages(),
+    ctx.lookups.keptFlavors(),
     keyName ? new KeyPairStore(ctx.site.dataSource).find(ctx.principal.tenantId, keyName) : undefined,
   ]);
-  const image = images.find((i) => amiIdOf(i.id) === amiId);
+  // Not among the kept ones: perhaps made a moment ago. The pool's answer decides.
+  const [image, flavor] = await Promise.all([
+    keptImages.find(isImage) ?? ctx.lookups.allImages().then((all) => all.find(isImage)),
+    keptFlavors.find(isFlavor) ?? ctx.lookups.allFlavors().then((all) => all.find(isFlavor)),
+  ]);
   if (!image) throw new Ec2Error('InvalidAMIID.NotFound', `The image id '[${amiId}]' does not exist`);
-  const flavor = flavors.find((f) => f.name === instanceType);
   if (!flavor)
     throw new Ec2Error(
       'InvalidParameterValue',
