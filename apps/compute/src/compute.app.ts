@@ -114,16 +114,7 @@ export async function startCompute(
     throw e;
   }
   reaper.start();
-  const retentionMs = config.FLOTILLA_EVENT_RETENTION_HOURS * 3600 * 1000;
-  const pruner = setInterval(
-    () =>
-      void feed
-        .pruneBefore(new Date(Date.now() - retentionMs))
-        .then((n) => n && logger.info({ events: n }, 'pruned Watch history'))
-        .catch((e: unknown) => logger.warn({ err: e }, 'pruning Watch history failed')),
-    60_000,
-  );
-  pruner.unref();
+  feed.keepHistory(config.FLOTILLA_EVENT_RETENTION_HOURS * 3600 * 1000);
   await runner.resumeUnfinished();
   logger.info(
     { address: config.FLOTILLA_COMPUTE_ADDRESS, pool: config.FLOTILLA_POOL_NAME },
@@ -134,7 +125,6 @@ export async function startCompute(
     address: config.FLOTILLA_COMPUTE_ADDRESS,
     async stop() {
       reaper.stop();
-      clearInterval(pruner);
       await runner.drain(5000);
       feed.stop();
       await app?.close();

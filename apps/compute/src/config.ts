@@ -1,5 +1,12 @@
 import { z } from 'zod';
-import { commonConfig, dbSchemaConfig, listenAddress, positiveMs, type ConfigSpec } from '@flotilla/platform';
+import {
+  commonConfig,
+  dbSchemaConfig,
+  eventRetentionConfig,
+  listenAddress,
+  positiveMs,
+  type ConfigSpec,
+} from '@flotilla/platform';
 
 const ratio = (max: number) =>
   z.coerce.number().min(1, `must be from 1 to ${max}`).max(max, `must be from 1 to ${max}`);
@@ -47,15 +54,7 @@ export const computeConfigSpec = {
     schema: z.enum(['spread', 'pack']),
     default: 'spread' as const,
   },
-  FLOTILLA_EVENT_RETENTION_HOURS: {
-    description: 'how long Watch history is kept; a watcher resuming from an older token must list again',
-    schema: z.coerce
-      .number()
-      .int('must be an integer')
-      .min(1, 'must be 1..8760 hours')
-      .max(8760, 'must be 1..8760 hours'),
-    default: 24,
-  },
+  FLOTILLA_EVENT_RETENTION_HOURS: eventRetentionConfig,
   FLOTILLA_AGENT_CALL_TIMEOUT_MS: {
     description: 'deadline of each call to a host agent',
     schema: positiveMs(3_600_000),

@@ -1,5 +1,11 @@
 import { z } from 'zod';
-import { commonConfig, dbSchemaConfig, listenAddress, type ConfigSpec } from '@flotilla/platform';
+import {
+  commonConfig,
+  dbSchemaConfig,
+  eventRetentionConfig,
+  listenAddress,
+  type ConfigSpec,
+} from '@flotilla/platform';
 
 const GIB = 1024 * 1024 * 1024;
 
@@ -22,6 +28,7 @@ export const migrationConfigSpec = {
     default: '127.0.0.1:7484',
   },
   FLOTILLA_DB_SCHEMA: dbSchemaConfig('migration'),
+  FLOTILLA_EVENT_RETENTION_HOURS: eventRetentionConfig,
   FLOTILLA_COMPUTE_URL: {
     description: "host:port of the pool's compute service (VM placement, migration locks, hosts)",
     schema: listenAddress(),

@@ -1,5 +1,12 @@
 import { z } from 'zod';
-import { commonConfig, dbSchemaConfig, listenAddress, positiveMs, type ConfigSpec } from '@flotilla/platform';
+import {
+  commonConfig,
+  dbSchemaConfig,
+  eventRetentionConfig,
+  listenAddress,
+  positiveMs,
+  type ConfigSpec,
+} from '@flotilla/platform';
 import { parseUrlAllowList } from './vdis/url-policy';
 
 export const storageConfigSpec = {
@@ -10,6 +17,7 @@ export const storageConfigSpec = {
     default: '127.0.0.1:7402',
   },
   FLOTILLA_DB_SCHEMA: dbSchemaConfig('storage'),
+  FLOTILLA_EVENT_RETENTION_HOURS: eventRetentionConfig,
   FLOTILLA_COMPUTE_URL: {
     description: "host:port of the pool's compute service (host list and addresses of the host agents)",
     schema: listenAddress(),

@@ -88,6 +88,17 @@ export const commonConfig = {
   },
 } satisfies ConfigSpec;
 
+/** How long a service with Watch streams keeps their history (EventFeed.keepHistory). */
+export const eventRetentionConfig: ConfigKey<number> = {
+  description: 'how long Watch history is kept; a watcher resuming from an older token must list again',
+  schema: z.coerce
+    .number()
+    .int('must be an integer')
+    .min(1, 'must be 1..8760 hours')
+    .max(8760, 'must be 1..8760 hours'),
+  default: 24,
+};
+
 /** The database schema a service owns (tests and side-by-side installations give each its own). */
 export const dbSchemaConfig = (defaultSchema: string): ConfigKey<string> => ({
   description: 'database schema of this service',

@@ -38,6 +38,7 @@ export class EventFeed {
   private head = 0n;
   private readonly subscribers = new Set<Subscriber>();
   private timer?: NodeJS.Timeout;
+  private pruner?: NodeJS.Timeout;
   private polling?: Promise<void>;
   private wakeRequested = false;
   private started = false;
@@ -55,8 +56,25 @@ export class EventFeed {
     this.timer.unref();
   }
 
+  /**
+   * Deletes events older than `retentionMs` once a minute until stop(): the history a watcher can resume
+   * from (FLOTILLA_EVENT_RETENTION_HOURS).
+   */
+  keepHistory(retentionMs: number): void {
+    clearInterval(this.pruner);
+    this.pruner = setInterval(
+      () =>
+        void this.pruneBefore(new Date(Date.now() - retentionMs))
+          .then((n) => n && this.logger.info({ events: n }, 'pruned Watch history'))
+          .catch((e: unknown) => this.logger.warn({ err: e }, 'pruning Watch history failed')),
+      60_000,
+    );
+    this.pruner.unref();
+  }
+
   stop(): void {
     clearInterval(this.timer);
+    clearInterval(this.pruner);
     for (const s of this.subscribers) s.close();
   }
 
