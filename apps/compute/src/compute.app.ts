@@ -114,7 +114,7 @@ export async function startCompute(
     throw e;
   }
   reaper.start();
-  feed.keepHistory(config.FLOTILLA_EVENT_RETENTION_HOURS * 3600 * 1000);
+  feed.keepHistory(config.FLOTILLA_EVENT_RETENTION_HOURS);
   await runner.resumeUnfinished();
   logger.info(
     { address: config.FLOTILLA_COMPUTE_ADDRESS, pool: config.FLOTILLA_POOL_NAME },

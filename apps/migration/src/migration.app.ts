@@ -61,7 +61,7 @@ export async function startMigration(
   });
   const feed = new EventFeed(db.dataSource, logger);
   await feed.start();
-  feed.keepHistory(config.FLOTILLA_EVENT_RETENTION_HOURS * 3600 * 1000);
+  feed.keepHistory(config.FLOTILLA_EVENT_RETENTION_HOURS);
   const store = new TransactionalStore(db.dataSource, feed);
   const operations = new OperationService(store);
   const records = new MigrationRecords(store, operations);

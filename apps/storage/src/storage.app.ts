@@ -75,7 +75,7 @@ export async function startStorage(
   // The Watch stream reads the outbox; commits with events wake it.
   const feed = new EventFeed(db.dataSource, logger);
   await feed.start();
-  feed.keepHistory(config.FLOTILLA_EVENT_RETENTION_HOURS * 3600 * 1000);
+  feed.keepHistory(config.FLOTILLA_EVENT_RETENTION_HOURS);
   const store = new TransactionalStore(db.dataSource, feed);
   const operations = new OperationService(store);
 

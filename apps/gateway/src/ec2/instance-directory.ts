@@ -42,22 +42,21 @@ type Found = Array<{ row: Instance['row']; vm: computeV1.Vm | undefined }>;
 export async function allInstances(ctx: Ec2Context): Promise<Instance[]> {
   const tenantId = ctx.principal.tenantId;
   const map = new InstanceMap(ctx.site.dataSource);
-  const [vms, keptFlavors, keptImages, tags, known] = await Promise.all([
+  const [vms, kept, tags, known] = await Promise.all([
     ctx.lookups.allVms(),
-    ctx.lookups.keptFlavors(),
-    ctx.lookups.keptImages(),
+    keptCatalogue(ctx),
     new TagStore(ctx.site.dataSource).tagsOf(tenantId),
     // Read beside the listing, not after it: sync() copes with rows recorded in between.
     map.rowsOf(tenantId),
   ]);
-  const { flavors, images } = await catalogueCovering(ctx, vms, keptFlavors, keptImages);
-  const typeOf = instanceTypes(flavors);
-  const rows = await map.sync(tenantId, vms, typeOf, { known });
+  const catalogue = await catalogueCovering(ctx, vms, kept);
+  const rows = await map.sync(tenantId, vms, (vm) => catalogue.typeOf(vm), { known });
   const vmById = new Map(vms.map((vm) => [vm.id, vm]));
   const out = await instancesOf(
     ctx,
     rows.map((row) => ({ row, vm: vmById.get(row.vmId) })),
-    { typeOf, images, tags },
+    catalogue,
+    tags,
   );
   return out.sort((a, b) => (a.view.instanceId < b.view.instanceId ? -1 : 1));
 }
@@ -134,40 +133,76 @@ async function withViews(
   rowsWithVms: Promise<Found>,
   knownTags?: Map<string, Array<{ key: string; value: string }>>,
 ): Promise<Instance[]> {
-  const [found, keptFlavors, keptImages, tags] = await Promise.all([
+  const [found, kept, tags] = await Promise.all([
     rowsWithVms,
-    ctx.lookups.keptFlavors(),
-    ctx.lookups.keptImages(),
+    keptCatalogue(ctx),
     knownTags ?? new TagStore(ctx.site.dataSource).tagsOf(ctx.principal.tenantId, ids),
   ]);
-  const { flavors, images } = await catalogueCovering(
+  const catalogue = await catalogueCovering(
     ctx,
     found.map((f) => f.vm),
-    keptFlavors,
-    keptImages,
+    kept,
   );
-  return instancesOf(ctx, found, { typeOf: instanceTypes(flavors), images, tags });
+  return instancesOf(ctx, found, catalogue, tags);
+}
+
+/** The flavors and images, indexed as VMs name them (a listing asks for a thousand VMs' type and image). */
+class CatalogueIndex {
+  private readonly flavorByKey = new Map<string, computeV1.Flavor>();
+  private readonly imageByName: Map<string, storageV1.Image>;
+
+  constructor(
+    readonly flavors: readonly computeV1.Flavor[],
+    readonly images: readonly storageV1.Image[],
+  ) {
+    // The first flavor of a name or id wins, as instanceTypeOf's find does.
+    for (const f of [...flavors].reverse()) {
+      this.flavorByKey.set(f.name, f);
+      this.flavorByKey.set(f.id, f);
+    }
+    this.imageByName = new Map(images.map((i) => [i.name, i]));
+  }
+
+  /** instanceTypeOf, from the index. */
+  typeOf(vm: computeV1.Vm): string {
+    return this.flavorByKey.get(vm.flavorId)?.name ?? instanceTypeOf(vm, []);
+  }
+
+  imageOf(vm: computeV1.Vm | undefined): storageV1.Image | undefined {
+    return vm?.boot?.image ? this.imageByName.get(vm.boot.image) : undefined;
+  }
+
+  lacksFlavorOf(vm: computeV1.Vm | undefined): boolean {
+    return !!vm?.flavorId && !this.flavorByKey.has(vm.flavorId);
+  }
+
+  lacksImageOf(vm: computeV1.Vm | undefined): boolean {
+    return !!vm?.boot?.image && !this.imageByName.has(vm.boot.image);
+  }
+}
+
+async function keptCatalogue(ctx: Ec2Context): Promise<CatalogueIndex> {
+  const [flavors, images] = await Promise.all([ctx.lookups.keptFlavors(), ctx.lookups.keptImages()]);
+  return new CatalogueIndex(flavors, images);
 }
 
 /**
- * The flavors and images to show these VMs with: the kept ones, or the pool's as they are now when a VM
- * names a flavor or an image the kept ones lack (made a moment ago, or gone: a VM outlives its image).
+ * The catalogue to show these VMs with: the kept one, or the pool's as it is now when a VM names a flavor or
+ * an image the kept one lacks (made a moment ago, or gone: a VM outlives its image).
  */
 async function catalogueCovering(
   ctx: Ec2Context,
   vms: ReadonlyArray<computeV1.Vm | undefined>,
-  keptFlavors: readonly computeV1.Flavor[],
-  keptImages: readonly storageV1.Image[],
-): Promise<{ flavors: readonly computeV1.Flavor[]; images: readonly storageV1.Image[] }> {
-  const flavorKeys = new Set(keptFlavors.flatMap((f) => [f.id, f.name]));
-  const imageNames = new Set(keptImages.map((i) => i.name));
+  kept: CatalogueIndex,
+): Promise<CatalogueIndex> {
+  const flavorsLacking = vms.some((vm) => kept.lacksFlavorOf(vm));
+  const imagesLacking = vms.some((vm) => kept.lacksImageOf(vm));
+  if (!flavorsLacking && !imagesLacking) return kept;
   const [flavors, images] = await Promise.all([
-    vms.some((vm) => vm?.flavorId && !flavorKeys.has(vm.flavorId)) ? ctx.lookups.allFlavors() : keptFlavors,
-    vms.some((vm) => vm?.boot?.image && !imageNames.has(vm.boot.image))
-      ? ctx.lookups.allImages()
-      : keptImages,
+    flavorsLacking ? ctx.lookups.allFlavors() : kept.flavors,
+    imagesLacking ? ctx.lookups.allImages() : kept.images,
   ]);
-  return { flavors, images };
+  return new CatalogueIndex(flavors, images);
 }
 
 async function stateOf(ctx: Ec2Context, vm: computeV1.Vm | undefined): Promise<Ec2State> {
@@ -204,33 +239,19 @@ async function vmOf(ctx: Ec2Context, vmId: string): Promise<computeV1.Vm | undef
   }
 }
 
-/** instanceTypeOf with the flavors indexed once (a listing asks for every VM's). */
-function instanceTypes(flavors: readonly computeV1.Flavor[]): (vm: computeV1.Vm) => string {
-  const byKey = new Map<string, computeV1.Flavor>();
-  for (const f of [...flavors].reverse()) {
-    byKey.set(f.name, f);
-    byKey.set(f.id, f);
-  }
-  return (vm) => byKey.get(vm.flavorId)?.name ?? instanceTypeOf(vm, []);
-}
-
 /** Instances from their rows and VMs (undefined: terminated). */
 async function instancesOf(
   ctx: Ec2Context,
   found: Array<{ row: Instance['row']; vm: computeV1.Vm | undefined }>,
-  o: {
-    typeOf: (vm: computeV1.Vm) => string;
-    images: readonly storageV1.Image[];
-    tags: Map<string, Array<{ key: string; value: string }>>;
-  },
+  catalogue: CatalogueIndex,
+  tags: Map<string, Array<{ key: string; value: string }>>,
 ): Promise<Instance[]> {
-  const imageByName = new Map(o.images.map((i) => [i.name, i]));
   const states = await statesOf(
     ctx,
     found.map((f) => f.vm),
   );
   return found.map(({ row, vm }, n): Instance => {
-    const image = vm?.boot?.image ? imageByName.get(vm.boot.image) : undefined;
+    const image = catalogue.imageOf(vm);
     const view: InstanceView = {
       instanceId: row.instanceId,
       reservationId: row.reservationId,
@@ -239,14 +260,14 @@ async function instancesOf(
       reason: vm?.powerStateReason ?? '',
       keyName: row.keyName ?? undefined,
       launchIndex: row.launchIndex,
-      instanceType: vm ? o.typeOf(vm) : (row.instanceType ?? ''),
+      instanceType: vm ? catalogue.typeOf(vm) : (row.instanceType ?? ''),
       launchTime: (vm && wireDate(vm.createdAt)) ?? row.launchTime,
       zone: ctx.site.zone,
       architecture: image?.architecture || 'x86_64',
       rootDeviceType: image?.kind === storageV1.ImageKind.IMAGE_KIND_DISK ? 'ebs' : 'instance-store',
       clientToken: row.clientToken ?? '',
       vcpus: vm?.vcpus ?? 0,
-      tags: (o.tags.get(row.instanceId) ?? []).map(({ key, value }) => ({ key, value })),
+      tags: (tags.get(row.instanceId) ?? []).map(({ key, value }) => ({ key, value })),
     };
     return { view, row, vm };
   });

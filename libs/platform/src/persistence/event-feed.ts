@@ -57,10 +57,11 @@ export class EventFeed {
   }
 
   /**
-   * Deletes events older than `retentionMs` once a minute until stop(): the history a watcher can resume
-   * from (FLOTILLA_EVENT_RETENTION_HOURS).
+   * Deletes events older than `hours` once a minute until stop(): the history a watcher can resume from
+   * (FLOTILLA_EVENT_RETENTION_HOURS).
    */
-  keepHistory(retentionMs: number): void {
+  keepHistory(hours: number): void {
+    const retentionMs = hours * 3600 * 1000;
     clearInterval(this.pruner);
     this.pruner = setInterval(
       () =>
