@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { computeV1, gatewayV1 } from '@flotilla/contracts';
+import { computeV1, gatewayV1, storageV1 } from '@flotilla/contracts';
 import {
   createLogger,
   GrpcClient,
@@ -14,7 +14,7 @@ import {
   waitFor,
 } from '@flotilla/platform';
 import { callerMetadata, type Principal } from '../auth/token-auth';
-import { Catalogue, ChangeWatch, ListCache } from './catalogue';
+import { Catalogue, CatalogueIndex, ChangeWatch, ListCache } from './catalogue';
 import { PoolApi } from './pool-api';
 
 const logger = createLogger('catalogue-test', process.env.FLOTILLA_TEST_LOG_LEVEL || 'silent');
@@ -80,6 +80,46 @@ describe('ListCache', () => {
     await cache.get('c', load);
     expect(await cache.get('a', load)).not.toBe(a);
     expect(loads).toBe(4);
+  });
+});
+
+describe('CatalogueIndex', () => {
+  const flavor = (id: string, name: string) => ({ id, name }) as computeV1.Flavor;
+  const image = (name: string) => ({ id: `id-${name}`, name }) as storageV1.Image;
+  const vm = (flavorId: string, bootImage: string) =>
+    ({ flavorId, boot: { image: bootImage, kernel: '', initrd: '', cmdline: '' } }) as computeV1.Vm;
+  const kept = new CatalogueIndex([flavor('f1', 'm1.tiny')], [image('demo')]);
+  const reads = () => {
+    const counts = { flavors: 0, images: 0 };
+    const read = {
+      allFlavors: async () => (counts.flavors++, [flavor('f1', 'm1.tiny'), flavor('f2', 'm1.new')]),
+      allImages: async () => (counts.images++, [image('demo'), image('new')]),
+    };
+    return { counts, read };
+  };
+
+  it("finds a VM's flavor by id or name and its image by name", () => {
+    expect(kept.flavorOf(vm('f1', ''))?.name).toBe('m1.tiny');
+    expect(kept.flavorOf(vm('m1.tiny', ''))?.id).toBe('f1');
+    expect(kept.flavorOf(vm('', ''))).toBeUndefined();
+    expect(kept.imageOf(vm('', 'demo'))?.id).toBe('id-demo');
+    expect(kept.imageOf(undefined)).toBeUndefined();
+  });
+
+  it('is its own cover when it knows what every VM names, explicitly sized and terminated ones included', async () => {
+    const { counts, read } = reads();
+    expect(await kept.covering([vm('f1', 'demo'), vm('', ''), undefined], read)).toBe(kept);
+    expect(counts).toEqual({ flavors: 0, images: 0 });
+  });
+
+  it('reads only the list that lacks what a VM names', async () => {
+    const { counts, read } = reads();
+    const covered = await kept.covering([vm('f2', 'demo')], read);
+    expect(covered.flavorOf(vm('f2', ''))?.name).toBe('m1.new');
+    expect(counts).toEqual({ flavors: 1, images: 0 });
+    const both = await kept.covering([vm('f1', 'new'), vm('f2', 'demo')], read);
+    expect(both.imageOf(vm('', 'new'))?.id).toBe('id-new');
+    expect(counts).toEqual({ flavors: 2, images: 1 });
   });
 });
 

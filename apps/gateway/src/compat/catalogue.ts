@@ -163,8 +163,72 @@ export class Catalogue {
     return this.imageLists.get(keyOf(caller), () => listAllImages(this.pool, caller.call), o.fresh);
   }
 
+  /** The kept lists, indexed. */
+  async index(caller: CatalogueCaller): Promise<CatalogueIndex> {
+    const [flavors, images] = await Promise.all([this.flavors(caller), this.images(caller)]);
+    return new CatalogueIndex(flavors, images);
+  }
+
+  /** The catalogue to show these VMs with (CatalogueIndex.covering over the kept lists). */
+  async covering(
+    caller: CatalogueCaller,
+    vms: ReadonlyArray<computeV1.Vm | undefined>,
+  ): Promise<CatalogueIndex> {
+    return (await this.index(caller)).covering(vms, {
+      allFlavors: () => this.flavors(caller, { fresh: true }),
+      allImages: () => this.images(caller, { fresh: true }),
+    });
+  }
+
   close(): void {
     for (const w of this.watches) w.close();
+  }
+}
+
+/** Flavors and images indexed as VMs name them: a listing asks for a thousand VMs' flavor and image. */
+export class CatalogueIndex {
+  private readonly flavorByKey = new Map<string, computeV1.Flavor>();
+  private readonly imageByName: Map<string, storageV1.Image>;
+
+  constructor(
+    readonly flavors: readonly computeV1.Flavor[],
+    readonly images: readonly storageV1.Image[],
+  ) {
+    // A VM names its flavor by id (or, made with explicit sizing, not at all); the first of a key wins.
+    for (const f of [...flavors].reverse()) {
+      this.flavorByKey.set(f.name, f);
+      this.flavorByKey.set(f.id, f);
+    }
+    this.imageByName = new Map(images.map((i) => [i.name, i]));
+  }
+
+  flavorOf(vm: computeV1.Vm | undefined): computeV1.Flavor | undefined {
+    return vm?.flavorId ? this.flavorByKey.get(vm.flavorId) : undefined;
+  }
+
+  imageOf(vm: computeV1.Vm | undefined): storageV1.Image | undefined {
+    return vm?.boot?.image ? this.imageByName.get(vm.boot.image) : undefined;
+  }
+
+  /**
+   * The catalogue to show these VMs with: this one, or one read now when a VM names a flavor or an image this
+   * one lacks (made a moment ago, or gone: a VM outlives its image). `read` gives the pool's lists as they are.
+   */
+  async covering(
+    vms: ReadonlyArray<computeV1.Vm | undefined>,
+    read: {
+      allFlavors(): Promise<readonly computeV1.Flavor[]>;
+      allImages(): Promise<readonly storageV1.Image[]>;
+    },
+  ): Promise<CatalogueIndex> {
+    const flavorsLacking = vms.some((vm) => !!vm?.flavorId && !this.flavorOf(vm));
+    const imagesLacking = vms.some((vm) => !!vm?.boot?.image && !this.imageOf(vm));
+    if (!flavorsLacking && !imagesLacking) return this;
+    const [flavors, images] = await Promise.all([
+      flavorsLacking ? read.allFlavors() : this.flavors,
+      imagesLacking ? read.allImages() : this.images,
+    ]);
+    return new CatalogueIndex(flavors, images);
   }
 }
 

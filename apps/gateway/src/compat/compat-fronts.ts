@@ -37,6 +37,7 @@ export async function startCompatFronts(
   });
   const openstack = createOpenStackFront({
     pool,
+    catalogue,
     credentials,
     tokenKey: deriveKey(secretKey, 'keystone-token'),
     publicUrl: config.FLOTILLA_OPENSTACK_PUBLIC_URL || `http://${config.FLOTILLA_OPENSTACK_ADDRESS}`,

@@ -3,7 +3,7 @@ import type { DataSource } from 'typeorm';
 import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
 import type { Logger, Role } from '@flotilla/platform';
 import type { Principal } from '../auth/token-auth';
-import type { Catalogue, CatalogueCaller } from '../compat/catalogue';
+import { type Catalogue, type CatalogueCaller, CatalogueIndex } from '../compat/catalogue';
 import { listAllVms } from '../compat/list-all';
 import type { PoolApi } from '../compat/pool-api';
 import type { Params } from './params';
@@ -96,6 +96,12 @@ export class PoolLookups {
   /** The flavors as the catalogue keeps them: one made a moment ago may be missing (then read allFlavors). */
   keptFlavors(): Promise<readonly computeV1.Flavor[]> {
     return this.flavors ?? this.catalogue.flavors(this.caller);
+  }
+
+  /** keptFlavors and keptImages, indexed. */
+  async keptCatalogue(): Promise<CatalogueIndex> {
+    const [flavors, images] = await Promise.all([this.keptFlavors(), this.keptImages()]);
+    return new CatalogueIndex(flavors, images);
   }
 
   /** The kind of the VM's operation in flight ("vm.start", …), undefined when none is (or it just ended). */

@@ -2,6 +2,7 @@ import { status } from '@grpc/grpc-js';
 import { computeV1, storageV1 } from '@flotilla/contracts';
 import { isGrpcStatus } from '@flotilla/platform';
 import type { Ec2Context } from './context';
+import type { CatalogueIndex } from '../compat/catalogue';
 import { wireDate } from '../compat/wire-date';
 import { amiIdOf, instancesNotFound } from './ids';
 import { InstanceMap, InstanceRecord } from './instance-map';
@@ -27,6 +28,11 @@ export function instanceTypeOf(
   return flavor?.name ?? `custom-${vm.vcpus}x${vm.memoryMib}`;
 }
 
+/** instanceTypeOf with the flavors indexed (a listing asks for a thousand VMs'). */
+function instanceTypeIn(catalogue: CatalogueIndex, vm: computeV1.Vm): string {
+  return catalogue.flavorOf(vm)?.name ?? instanceTypeOf(vm, []);
+}
+
 /** What the power actions need of an instance: its id, its state and the VM behind it. */
 export interface InstanceStatus {
   view: Pick<InstanceView, 'instanceId' | 'state'>;
@@ -44,13 +50,13 @@ export async function allInstances(ctx: Ec2Context): Promise<Instance[]> {
   const map = new InstanceMap(ctx.site.dataSource);
   const [vms, kept, tags, known] = await Promise.all([
     ctx.lookups.allVms(),
-    keptCatalogue(ctx),
+    ctx.lookups.keptCatalogue(),
     new TagStore(ctx.site.dataSource).tagsOf(tenantId),
     // Read beside the listing, not after it: sync() copes with rows recorded in between.
     map.rowsOf(tenantId),
   ]);
-  const catalogue = await catalogueCovering(ctx, vms, kept);
-  const rows = await map.sync(tenantId, vms, (vm) => catalogue.typeOf(vm), { known });
+  const catalogue = await kept.covering(vms, ctx.lookups);
+  const rows = await map.sync(tenantId, vms, (vm) => instanceTypeIn(catalogue, vm), { known });
   const vmById = new Map(vms.map((vm) => [vm.id, vm]));
   const out = await instancesOf(
     ctx,
@@ -135,74 +141,14 @@ async function withViews(
 ): Promise<Instance[]> {
   const [found, kept, tags] = await Promise.all([
     rowsWithVms,
-    keptCatalogue(ctx),
+    ctx.lookups.keptCatalogue(),
     knownTags ?? new TagStore(ctx.site.dataSource).tagsOf(ctx.principal.tenantId, ids),
   ]);
-  const catalogue = await catalogueCovering(
-    ctx,
+  const catalogue = await kept.covering(
     found.map((f) => f.vm),
-    kept,
+    ctx.lookups,
   );
   return instancesOf(ctx, found, catalogue, tags);
-}
-
-/** The flavors and images, indexed as VMs name them (a listing asks for a thousand VMs' type and image). */
-class CatalogueIndex {
-  private readonly flavorByKey = new Map<string, computeV1.Flavor>();
-  private readonly imageByName: Map<string, storageV1.Image>;
-
-  constructor(
-    readonly flavors: readonly computeV1.Flavor[],
-    readonly images: readonly storageV1.Image[],
-  ) {
-    // The first flavor of a name or id wins, as instanceTypeOf's find does.
-    for (const f of [...flavors].reverse()) {
-      this.flavorByKey.set(f.name, f);
-      this.flavorByKey.set(f.id, f);
-    }
-    this.imageByName = new Map(images.map((i) => [i.name, i]));
-  }
-
-  /** instanceTypeOf, from the index. */
-  typeOf(vm: computeV1.Vm): string {
-    return this.flavorByKey.get(vm.flavorId)?.name ?? instanceTypeOf(vm, []);
-  }
-
-  imageOf(vm: computeV1.Vm | undefined): storageV1.Image | undefined {
-    return vm?.boot?.image ? this.imageByName.get(vm.boot.image) : undefined;
-  }
-
-  lacksFlavorOf(vm: computeV1.Vm | undefined): boolean {
-    return !!vm?.flavorId && !this.flavorByKey.has(vm.flavorId);
-  }
-
-  lacksImageOf(vm: computeV1.Vm | undefined): boolean {
-    return !!vm?.boot?.image && !this.imageByName.has(vm.boot.image);
-  }
-}
-
-async function keptCatalogue(ctx: Ec2Context): Promise<CatalogueIndex> {
-  const [flavors, images] = await Promise.all([ctx.lookups.keptFlavors(), ctx.lookups.keptImages()]);
-  return new CatalogueIndex(flavors, images);
-}
-
-/**
- * The catalogue to show these VMs with: the kept one, or the pool's as it is now when a VM names a flavor or
- * an image the kept one lacks (made a moment ago, or gone: a VM outlives its image).
- */
-async function catalogueCovering(
-  ctx: Ec2Context,
-  vms: ReadonlyArray<computeV1.Vm | undefined>,
-  kept: CatalogueIndex,
-): Promise<CatalogueIndex> {
-  const flavorsLacking = vms.some((vm) => kept.lacksFlavorOf(vm));
-  const imagesLacking = vms.some((vm) => kept.lacksImageOf(vm));
-  if (!flavorsLacking && !imagesLacking) return kept;
-  const [flavors, images] = await Promise.all([
-    flavorsLacking ? ctx.lookups.allFlavors() : kept.flavors,
-    imagesLacking ? ctx.lookups.allImages() : kept.images,
-  ]);
-  return new CatalogueIndex(flavors, images);
 }
 
 async function stateOf(ctx: Ec2Context, vm: computeV1.Vm | undefined): Promise<Ec2State> {
@@ -260,7 +206,7 @@ async function instancesOf(
       reason: vm?.powerStateReason ?? '',
       keyName: row.keyName ?? undefined,
       launchIndex: row.launchIndex,
-      instanceType: vm ? catalogue.typeOf(vm) : (row.instanceType ?? ''),
+      instanceType: vm ? instanceTypeIn(catalogue, vm) : (row.instanceType ?? ''),
       launchTime: (vm && wireDate(vm.createdAt)) ?? row.launchTime,
       zone: ctx.site.zone,
       architecture: image?.architecture || 'x86_64',

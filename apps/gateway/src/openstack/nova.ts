@@ -1,5 +1,6 @@
 import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
 import { listAllFlavors, listAllImages, listAllVms } from '../compat/list-all';
+import type { Catalogue } from '../compat/catalogue';
 import type { PoolApi } from '../compat/pool-api';
 import { OpenStackError, notFound } from './errors';
 import { atLeast, format, maxMicroversion, Microversion, minMicroversion } from './microversion';
@@ -26,6 +27,8 @@ const maxLimit = 1000;
 
 export interface NovaOptions {
   pool: PoolApi;
+  /** Flavors and images for server documents, kept while nothing changes them. */
+  catalogue: Catalogue;
   publicUrl: string;
   zone: string;
 }
@@ -181,17 +184,15 @@ export class Nova {
   /** What a server document needs besides the VM: its flavor, image id, operation in flight, failure. */
   private async facts(r: NovaRequest, vms: computeV1.Vm[]): Promise<ServerFacts[]> {
     const call = this.call(r);
-    const [flavors, images] = await Promise.all([
-      atLeast(r.version, 47) ? listAllFlavors(this.o.pool, call) : Promise.resolve([]),
-      listAllImages(this.o.pool, call),
-    ]);
-    const imageIds = new Map(images.map((i) => [i.name, glanceIdOf(i)]));
+    const catalogue = await this.o.catalogue.covering({ principal: r.ctx.identity.principal, call }, vms);
+    const withFlavor = atLeast(r.version, 47);
     return Promise.all(
       vms.map(async (vm) => {
+        const image = catalogue.imageOf(vm);
         const facts: ServerFacts = {
           vm,
-          flavor: flavors.find((f) => f.id === vm.flavorId),
-          imageId: imageIds.get(vm.boot?.image ?? '') ?? '',
+          flavor: withFlavor ? catalogue.flavorOf(vm) : undefined,
+          imageId: image ? glanceIdOf(image) : '',
         };
         if (vm.currentOperationId) {
           const op = await this.o.pool.computeOperations.call

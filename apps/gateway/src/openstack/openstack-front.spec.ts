@@ -14,6 +14,7 @@ import {
   uniqueSchema,
   waitFor,
 } from '@flotilla/platform';
+import { Catalogue } from '../compat/catalogue';
 import { PoolApi } from '../compat/pool-api';
 import type { CredentialStore, OpenStackIdentity } from '../credentials/credential-store';
 import { defaultNetwork } from './neutron-documents';
@@ -62,6 +63,7 @@ interface Answer {
 describe.each(testDatabases().slice(0, 1))('the OpenStack front against a local cloud on %s', (_db, url) => {
   let cloud: LocalCloud;
   let pool: PoolApi;
+  let catalogue: Catalogue;
   let server: http.Server;
   let publicUrl: string;
   let alice: TestTenant;
@@ -149,21 +151,25 @@ describe.each(testDatabases().slice(0, 1))('the OpenStack front against a local 
     server = http.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     publicUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const logger = createLogger('openstack-test', process.env.FLOTILLA_TEST_LOG_LEVEL || 'silent');
+    catalogue = new Catalogue(pool, logger);
     const front = createOpenStackFront({
       pool,
+      catalogue,
       credentials,
       tokenKey: randomBytes(32),
       publicUrl,
       region: 'RegionOne',
       zone: 'dc1',
       tokenTtlSeconds: 3600,
-      logger: createLogger('openstack-test', process.env.FLOTILLA_TEST_LOG_LEVEL || 'silent'),
+      logger,
     });
     server.on('request', front.listener);
   }, 120_000);
 
   afterAll(async () => {
     await new Promise((resolve) => server?.close(resolve));
+    catalogue?.close();
     pool?.close();
     await cloud?.stop();
   });

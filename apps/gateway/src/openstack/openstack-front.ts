@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type * as http from 'node:http';
 import type { Logger } from '@flotilla/platform';
+import type { Catalogue } from '../compat/catalogue';
 import type { PoolApi } from '../compat/pool-api';
 import { splitTarget } from '../compat/http';
 import type { CredentialStore } from '../credentials/credential-store';
@@ -14,6 +15,8 @@ import { AuthedCtx, Ctx, header, isUuid, Reply } from './request';
 
 export interface OpenStackFrontDeps {
   pool: PoolApi;
+  /** The pool's flavors and images, kept while nothing changes them. */
+  catalogue: Catalogue;
   credentials: CredentialStore;
   /** 32 secret bytes signing Keystone tokens (stateless HMAC: tokens survive restarts). */
   tokenKey: Buffer;
@@ -44,7 +47,7 @@ export function createOpenStackFront(deps: OpenStackFrontDeps): {
     publicUrl,
     region: deps.region,
   });
-  const nova = new Nova({ pool: deps.pool, publicUrl, zone: deps.zone });
+  const nova = new Nova({ pool: deps.pool, catalogue: deps.catalogue, publicUrl, zone: deps.zone });
   const glance = new Glance({ pool: deps.pool, publicUrl, logger });
   const neutron = new Neutron(publicUrl);
 
