@@ -6,6 +6,8 @@ import type { Principal } from '../auth/token-auth';
 import { type Catalogue, type CatalogueCaller, CatalogueIndex } from '../compat/catalogue';
 import { listAllVms } from '../compat/list-all';
 import type { PoolApi } from '../compat/pool-api';
+import type { InstanceView } from './instance-view';
+import type { PageWalks } from './page-walks';
 import type { Params } from './params';
 import type { Xml } from './xml';
 
@@ -17,6 +19,8 @@ export interface Ec2Site {
   zone: string;
   endpointUrl: string;
   logger: Logger;
+  /** DescribeInstances listings kept for the pages after the first (one per paginated walk). */
+  instanceWalks: PageWalks<InstanceView>;
 }
 
 /** One authenticated request, as an action handler sees it. */

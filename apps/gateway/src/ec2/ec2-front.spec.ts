@@ -56,6 +56,7 @@ import { PoolApi } from '../compat/pool-api';
 import type { CredentialStore } from '../credentials/credential-store';
 import { createEc2Front, ec2Entities, ec2Migrations } from './ec2-front';
 import { amiIdOf, derivedInstanceIdOf } from './ids';
+import { encodeToken } from './pagination';
 
 // Real: compute, storage, gateway, sim host agents, gRPC on loopback, the database, the EC2 front over HTTP,
 // and the real @aws-sdk/client-ec2 (signing, paginators, waiters). Fake: the hypervisor (sim driver) and the
@@ -403,6 +404,52 @@ describe.each(testDatabases())('EC2 Query API front on %s', (_db, url) => {
       for (const vm of made) expect(all).toContain(derivedInstanceIdOf(vm.id));
       const unpaged = await ec2.send(new DescribeInstancesCommand({}));
       expect(unpaged.Reservations!.flatMap((r) => r.Instances!).length).toBe(all.length);
+    });
+
+    it('walks one listing: an instance terminated between the pages of a walk shows as it was when the walk began', async () => {
+      const made: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        const { vm, operation } = await tenant.clients.vms.call.createVm(vmRequest({ name: `walk-${i}` }));
+        await operationDone(tenant.clients.operations, operation!.id);
+        made.push(derivedInstanceIdOf(vm!.id));
+      }
+      const ids = (r: { Reservations?: Array<{ Instances?: Array<{ InstanceId?: string }> }> }) =>
+        r.Reservations!.flatMap((res) => res.Instances!.map((i) => i.InstanceId!));
+      const first = await ec2.send(new DescribeInstancesCommand({ MaxResults: 5 }));
+      const lastOfFirst = ids(first).sort().at(-1)!;
+      // Six made, five on the first page: at least one of them comes later in the walk.
+      const later = made.filter((id) => id > lastOfFirst).sort()[0];
+      expect(later).toBeDefined();
+      const vms = (
+        await tenant.clients.vms.call.listVms({ page: { pageSize: 1000, pageToken: '', filter: '' } })
+      ).vms;
+      const vm = vms.find((v) => derivedInstanceIdOf(v.id) === later)!;
+      const destroyed = await tenant.clients.vms.call.destroyVm({ id: vm.id, requestId: '' });
+      await operationDone(tenant.clients.operations, destroyed.operation!.id);
+
+      const rest: Array<{ InstanceId?: string; State?: { Name?: string } }> = [];
+      let NextToken = first.NextToken;
+      while (NextToken) {
+        const page = await ec2.send(new DescribeInstancesCommand({ MaxResults: 5, NextToken }));
+        rest.push(...page.Reservations!.flatMap((r) => r.Instances!));
+        NextToken = page.NextToken;
+      }
+      expect(rest.find((i) => i.InstanceId === later)?.State?.Name).toBe('running');
+      const now = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [later] }));
+      expect(now.Reservations![0].Instances![0].State?.Name).toBe('terminated');
+    });
+
+    it('continues after the last key from a fresh listing when the walk a NextToken names is not kept here', async () => {
+      const all = (await ec2.send(new DescribeInstancesCommand({})))
+        .Reservations!.flatMap((r) => r.Instances!.map((i) => i.InstanceId!))
+        .sort();
+      expect(all.length).toBeGreaterThan(6);
+      // As another gateway's token, or an expired walk's, reads here.
+      const NextToken = encodeToken(all[2], 'walk-kept-elsewhere');
+      const page = await ec2.send(new DescribeInstancesCommand({ MaxResults: 5, NextToken }));
+      expect(page.Reservations!.flatMap((r) => r.Instances!.map((i) => i.InstanceId!))).toEqual(
+        all.slice(3, 8),
+      );
     });
 
     it('finds by id a VM made with the gRPC API that no listing saw yet, and shows it terminated once destroyed there', async () => {

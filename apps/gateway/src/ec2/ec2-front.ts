@@ -15,6 +15,7 @@ import { verifyEc2Request } from './auth/verify';
 import { Ec2Context, Ec2Site, PoolLookups } from './context';
 import { Ec2Error } from './errors';
 import { ec2ErrorFromGrpc } from './grpc-errors';
+import { PageWalks } from './page-walks';
 import { booleanParam, missing, parseParams } from './params';
 import {
   Ec2ClientTokenRow,
@@ -81,6 +82,7 @@ export function createEc2Front(deps: Ec2FrontDeps): { listener: http.RequestList
     zone: deps.zone,
     endpointUrl: deps.endpointUrl,
     logger: deps.logger,
+    instanceWalks: new PageWalks(),
   };
 
   async function answer(req: http.IncomingMessage, requestId: string): Promise<Buffer> {

@@ -1,4 +1,4 @@
-import { pageOf } from './pagination';
+import { decodeToken, encodeToken, pageOf } from './pagination';
 
 const keys = ['a', 'b', 'c', 'd', 'e', 'f', 'g'];
 const id = (s: string) => s;
@@ -38,5 +38,22 @@ describe('EC2 pagination', () => {
         message: expect.stringContaining('NextToken'),
       }),
     );
+  });
+
+  it('names the walk in the next token, asking for its id only when a next page exists', () => {
+    const walk = jest.fn(() => 'w1');
+    const first = pageOf(keys, id, { maxResults: 3, nextToken: undefined }, walk);
+    expect(decodeToken(first.nextToken!)).toEqual({ after: 'c', walk: 'w1' });
+    const last = pageOf(keys, id, { maxResults: 4, nextToken: first.nextToken }, walk);
+    expect([last.items, last.nextToken, walk.mock.calls.length]).toEqual([
+      ['d', 'e', 'f', 'g'],
+      undefined,
+      1,
+    ]);
+  });
+
+  it('reads tokens without a walk, as earlier gateways wrote them', () => {
+    expect(decodeToken(encodeToken('b'))).toEqual({ after: 'b' });
+    expect(pageOf(keys, id, { maxResults: 2, nextToken: encodeToken('b') }).items).toEqual(['c', 'd']);
   });
 });

@@ -3,7 +3,7 @@ import { compileFilters, isTagFilter, tagFilterValues } from '../filters';
 import { accountIdOf, checkInstanceIds } from '../ids';
 import { allInstances, Instance, namedInstances } from '../instance-directory';
 import { reservationSet } from '../instance-view';
-import { pageOf } from '../pagination';
+import { decodeToken, pageOf } from '../pagination';
 import { filtersParam, listParam, pageParams } from '../params';
 import { leaf } from '../xml';
 
@@ -31,20 +31,30 @@ export const describeInstances: Ec2Action = {
     const ids = listParam(ctx.params, 'InstanceId');
     checkInstanceIds(ids);
     const page = pageParams(ctx.params, { min: 5, max: 1000 }, 'InstanceId');
+    const filters = filtersParam(ctx.params);
     const matches = compileFilters<Instance>(
-      filtersParam(ctx.params),
+      filters,
       (name) => Object.hasOwn(fields, name) || isTagFilter(name),
       (i, name) =>
         (Object.hasOwn(fields, name) ? fields[name](i) : undefined) ?? tagFilterValues(i.view.tags, name),
     );
-    const candidates = ids.length ? await namedInstances(ctx, ids) : await allInstances(ctx);
-    const { items, nextToken } = pageOf(candidates.filter(matches), (i) => i.view.instanceId, page);
-    return [
-      reservationSet(
-        items.map((i) => i.view),
-        accountIdOf(ctx.principal.tenantId),
-      ),
-      leaf('nextToken', nextToken),
-    ];
+    // A walk's next pages come from the listing its first page was cut from (PageWalks); InstanceId and
+    // MaxResults do not go together, so a walk is the tenant's instances under these filters.
+    const walks = ctx.site.instanceWalks;
+    const scope = `${ctx.principal.tenantId}\u0000${JSON.stringify(filters)}`;
+    const walk = page.nextToken ? decodeToken(page.nextToken).walk : undefined;
+    const kept = walk ? walks.find(walk, scope) : undefined;
+    const listed =
+      kept ??
+      (ids.length ? await namedInstances(ctx, ids) : await allInstances(ctx))
+        .filter(matches)
+        .map((i) => i.view);
+    const { items, nextToken } = pageOf(
+      listed,
+      (v) => v.instanceId,
+      page,
+      () => (kept ? walk : walks.keep(scope, listed)),
+    );
+    return [reservationSet(items, accountIdOf(ctx.principal.tenantId)), leaf('nextToken', nextToken)];
   },
 };
