@@ -1,5 +1,5 @@
 import { XMLParser } from 'fast-xml-parser';
-import { el, errorDocument, escapeXml, items, leaf, responseDocument, utf8 } from './xml';
+import { ec2Time, el, errorDocument, escapeXml, items, leaf, responseDocument, utf8 } from './xml';
 
 describe('EC2 XML', () => {
   it('escapes markup and quotes in text', () => {
@@ -86,5 +86,17 @@ describe('EC2 XML', () => {
     expect(errorDocument('InvalidAction', 'The action <X> is not valid', 'r-1')).toBe(
       '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>InvalidAction</Code><Message>The action &lt;X&gt; is not valid</Message></Error></Errors><RequestID>r-1</RequestID></Response>',
     );
+  });
+});
+
+describe('ec2Time', () => {
+  it('writes ISO 8601 UTC with milliseconds, the same the first time and every time after', () => {
+    const times = [0, 1_700_000_000_123, 1_700_000_000_124, Date.UTC(2024, 4, 1, 12)].map(
+      (ms) => new Date(ms),
+    );
+    const first = times.map(ec2Time);
+    expect(first).toEqual(times.map((d) => d.toISOString()));
+    expect(times.map(ec2Time)).toEqual(first);
+    expect(ec2Time(new Date(Date.UTC(2024, 4, 1, 12)))).toBe('2024-05-01T12:00:00.000Z');
   });
 });

@@ -93,9 +93,19 @@ export function valueItems(name: string, values: string[]): Xml {
   return el(name, ...values.map((v) => leaf('item', v)));
 }
 
+// A listing writes the same launch times on every DescribeInstances, and toISOString costs a microsecond.
+const isoTimes = new Map<number, string>();
+const isoTimesKept = 20_000;
+
 /** EC2 times: ISO 8601 with milliseconds, UTC ("2024-05-01T12:00:00.000Z"). */
 export function ec2Time(date: Date): string {
-  return date.toISOString();
+  const ms = date.getTime();
+  let iso = isoTimes.get(ms);
+  if (iso === undefined) {
+    if (isoTimes.size >= isoTimesKept) isoTimes.clear();
+    isoTimes.set(ms, (iso = date.toISOString()));
+  }
+  return iso;
 }
 
 const declaration = '<?xml version="1.0" encoding="UTF-8"?>\n';
