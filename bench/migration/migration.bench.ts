@@ -24,7 +24,8 @@
  * process) in a scratch directory, as a user runs it. (a) and (b) alternate, after one unmeasured round of
  * each. Knobs: MIGRATION_BENCH_ROUNDS (3), MIGRATION_BENCH_MEMORY_MIB (512), MIGRATION_BENCH_DIRTY (0,16,64),
  * MIGRATION_BENCH_BANDWIDTH_MIB (4096), MIGRATION_BENCH_EVACUATE_VMS (10), MIGRATION_BENCH_KEEP=1 keeps the
- * data directory. A benchmark reports, it does not assert: a missed target does not fail the run.
+ * data directory, MIGRATION_BENCH_DATABASE_URL (the cloud on that PostgreSQL database instead of PGlite). A
+ * benchmark reports, it does not assert: a missed target does not fail the run.
  */
 import * as grpc from '@grpc/grpc-js';
 import { ChildProcess, execFile, spawn } from 'node:child_process';
@@ -123,6 +124,10 @@ async function startCloud(): Promise<Cloud> {
     FLOTILLA_LOG_LEVEL: 'warn',
     // Ten evacuated VMs (1 vCPU each) and the benchmark's own on a 2-CPU host: more vCPU overcommit.
     FLOTILLA_CPU_OVERCOMMIT: '16',
+    // PostgreSQL instead of the embedded PGlite, as a deployment runs it (a database of its own: up migrates it).
+    ...(process.env.MIGRATION_BENCH_DATABASE_URL
+      ? { DATABASE_URL: process.env.MIGRATION_BENCH_DATABASE_URL }
+      : {}),
   };
   let output = '';
   const up = spawn(
