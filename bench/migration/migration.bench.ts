@@ -5,7 +5,9 @@
  *  (a) baseline, by hand: the QEMU command the qemu driver ran for the Flotilla VM of the same dirty rate
  *      (its recorded spec.json, buildQemuArgv: same machine, CPU model, memory, kernel, cmdline), started as
  *      a source; a destination QEMU with `-incoming defer`; over QMP the parameters Flotilla sets (max-bandwidth,
- *      downtime-limit, no auto-converge), `migrate-incoming` and `migrate` on loopback; polled every 5 ms
+ *      downtime-limit, no auto-converge, return-path on both: MIGRATION_BENCH_HAND_RETURN_PATH=0 leaves it off,
+ *      and QEMU's downtime then stops before the destination has loaded the state), `migrate-incoming` and
+ *      `migrate` on loopback (no pause-before-switchover: that pause is Flotilla's own); polled every 5 ms
  *      until the destination runs; then the source is quit. Wall time from spawning the destination to the
  *      source gone; downtime as QEMU measured it (query-migrate on the source).
  *  (b) through Flotilla: CreateMigration at the gateway (→ migration service → compute, storage, the two host
@@ -56,6 +58,7 @@ const ROUNDS = envInt('MIGRATION_BENCH_ROUNDS', 3);
 const MEMORY_MIB = envInt('MIGRATION_BENCH_MEMORY_MIB', 512);
 const BANDWIDTH = envInt('MIGRATION_BENCH_BANDWIDTH_MIB', 4096) * MiB;
 const DOWNTIME_LIMIT_MS = 300;
+const HAND_RETURN_PATH = process.env.MIGRATION_BENCH_HAND_RETURN_PATH !== '0';
 const EVACUATE_VMS = envInt('MIGRATION_BENCH_EVACUATE_VMS', 10);
 const DIRTY = (process.env.MIGRATION_BENCH_DIRTY ?? '0,16,64')
   .split(',')
@@ -364,13 +367,15 @@ async function migrateByHand(template: QemuLaunchSpec, workDir: string, dirtyMiB
     const started = process.hrtime.bigint();
     destination = await qemuByHand(spec, path.join(dir, 'dst'), true);
     const port = await freePort();
-    await destination.qmp.executeRaw('migrate-set-capabilities', {
-      capabilities: [{ capability: 'events', state: true }],
-    });
+    // return-path as Flotilla sets it: the source's downtime then ends when the destination has loaded the
+    // state and said so, on both sides (without it QEMU stops counting when the last byte leaves the source).
+    const capabilities = [
+      { capability: 'events', state: true },
+      { capability: 'return-path', state: HAND_RETURN_PATH },
+    ];
+    await destination.qmp.executeRaw('migrate-set-capabilities', { capabilities });
     await destination.qmp.executeRaw('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
-    await source.qmp.executeRaw('migrate-set-capabilities', {
-      capabilities: [{ capability: 'events', state: true }],
-    });
+    await source.qmp.executeRaw('migrate-set-capabilities', { capabilities });
     await source.qmp.executeRaw('migrate-set-parameters', {
       'max-bandwidth': BANDWIDTH,
       'downtime-limit': DOWNTIME_LIMIT_MS,
