@@ -514,6 +514,13 @@ describeWithRealQemu('disks of real VMs end to end', () => {
       state: storageV1.VdiState.VDI_STATE_READY,
       vbds: [],
     });
+    // The snapshots deleted above are coalesced in the background, an operation on this disk's chain that
+    // refuses an export meanwhile ("wait for it and retry"): wait for it, as a user would.
+    await waitFor(
+      'the background coalesce on the data disk to end',
+      async () => !(await getVdi(dataVdi.id)).currentOperationId,
+      { timeoutMs: 120_000, intervalMs: 200 },
+    );
     expect((await exportRaw(dataVdi.id)).subarray(0, 17).toString()).toBe('FLOTILLA-MARK-42\n');
   });
 });
