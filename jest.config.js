@@ -31,4 +31,7 @@ module.exports = {
   globalSetup: '<rootDir>/tools/testing/global-setup.js',
   globalTeardown: '<rootDir>/tools/testing/global-teardown.js',
   testTimeout: 30000,
+  // Two workers on 2 CPUs: the suites spend much of their time waiting (guests booting, QEMU, timers), and
+  // jest's default of one (CPUs − 1) ran them one after another. Ports come in a slice per worker.
+  maxWorkers: 2,
 };
