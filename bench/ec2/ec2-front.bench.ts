@@ -424,12 +424,9 @@ async function alternate<K extends string>(
 }
 
 /**
- * DescribeInstances MaxResults=1000 as one SigV4-signed POST (aws4), the XML read whole but not parsed:
- * what the front costs without the SDK's XML parsing. Returns the instances in it and the body's bytes.
- */
-/**
- * DescribeInstances as aws4-signed POSTs whose XML is read but not parsed: every page of `maxResults`,
- * following nextToken (found by a string search) to the end.
+ * DescribeInstances as SigV4-signed POSTs (aws4) whose XML is read whole but not parsed: what the front
+ * costs without the SDK's XML parsing. Every page of `maxResults`, following nextToken (found by a string
+ * search) to the end; returns the instances and the bodies' bytes.
  */
 function rawDescribe(
   cloud: Cloud,
