@@ -411,7 +411,8 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
    * A migration slow enough to hurt in the middle of its memory transfer. With `disk`, the VM also has a data
    * disk on its host's FILE SR holding 8 MiB the guest wrote, moved with storage (mirrored first).
    */
-  const slowMigration = async (name: string, disk = false) => {
+  const slowMigration = async (name: string, o: { disk?: boolean; bandwidthMiB?: number } = {}) => {
+    const disk = o.disk ?? false;
     const vm = await createVm(name);
     let data: DiskEvidence | undefined;
     if (disk) {
@@ -442,8 +443,9 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
       };
     }
     const ticksBefore = Math.max(...ticks(await consoleOf(vm.id)));
-    // 256 MiB at 24 MiB/s: about ten seconds of transfer, time to hurt it in the middle.
-    const m = await startMigration(spec(vm, otherHost(vm.hostId), { bandwidthBytesPerSec: 24 * MiB }, disk));
+    // 24 MiB/s: a few seconds of transfer for the guest's memory that is not zero, time to hurt it.
+    const bandwidthBytesPerSec = (o.bandwidthMiB ?? 24) * MiB;
+    const m = await startMigration(spec(vm, otherHost(vm.hostId), { bandwidthBytesPerSec }, disk));
     await inPhase(m.id, MP.MIGRATION_PHASE_TRANSFER);
     await new Promise((r) => setTimeout(r, 1500));
     return { vm, m, ticksBefore, data };
@@ -483,7 +485,7 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
   });
 
   it('resumes after SIGKILL of the migration service during the transfer, disks and all', async () => {
-    const { vm, m, ticksBefore, data } = await slowMigration('fault-svc', true);
+    const { vm, m, ticksBefore, data } = await slowMigration('fault-svc', { disk: true });
     await sigkill(servicePid('migration'));
     const end = await finished(m.id);
     expect(MS[end.state]).toBe('MIGRATION_STATE_SUCCEEDED');
@@ -493,7 +495,7 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
   });
 
   it('rolls back when the TCP stream between the QEMUs is cut: the VM and its disk stay at the source', async () => {
-    const { vm, m, ticksBefore, data } = await slowMigration('fault-tcp', true);
+    const { vm, m, ticksBefore, data } = await slowMigration('fault-tcp', { disk: true });
     // The destination QEMU's listening ports (migration, NBD) other than its forwarded guest port.
     const [dest] = qemusOf(vm.id).filter((q) => hostOfQemu(q.cmdline)?.id !== vm.hostId);
     const listening = execFileSync('ss', ['-Hltnp'], { encoding: 'utf8' })
@@ -524,11 +526,14 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
   });
 
   it('cancels on request before the point of no return: the VM stays where it was', async () => {
-    const { vm, m, ticksBefore } = await slowMigration('cancel-1');
+    // Slower than the fault tests: the cancel (a CLI process starting) must come before the switch-over.
+    const { vm, m, ticksBefore } = await slowMigration('cancel-1', { bandwidthMiB: 6 });
     const r = await cli('migration', 'cancel', m.id);
-    expect(r.code).toBe(0);
+    expect(r).toMatchObject({ code: 0 });
     const end = await finished(m.id);
-    expect(MS[end.state]).toBe('MIGRATION_STATE_CANCELLED');
+    expect({ state: MS[end.state], error: end.error?.message }).toMatchObject({
+      state: 'MIGRATION_STATE_CANCELLED',
+    });
     await consistentAfter(end, ticksBefore);
     await destroyVm(vm.id);
   });
@@ -575,10 +580,13 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
       300_000,
       500,
     );
+    // Each VM's outcome with its reason, so that a failure here says why the VM did not move.
+    const outcomes = e.vms.map((v) => ({
+      outcome: migrationV1.EvacuationVmOutcome[v.outcome],
+      why: [v.error?.message ?? '', ...v.blockers.map((b) => b.message)].filter(Boolean).join('; '),
+    }));
+    expect(outcomes).toEqual(vms.map(() => ({ outcome: 'EVACUATION_VM_OUTCOME_MIGRATED', why: '' })));
     expect(migrationV1.EvacuationState[e.state]).toBe('EVACUATION_STATE_SUCCEEDED');
-    expect(e.vms.map((v) => migrationV1.EvacuationVmOutcome[v.outcome])).toEqual(
-      vms.map(() => 'EVACUATION_VM_OUTCOME_MIGRATED'),
-    );
     for (const vm of vms) expect((await getVm(vm.id)).hostId).toBe(h2.id);
     const host1 = (await admin.hosts.call.getHost({ id: h1.id })).host!;
     expect(computeV1.HostState[host1.state]).toBe('HOST_STATE_MAINTENANCE');

@@ -182,8 +182,12 @@ describe.each(testDatabases().slice(0, 1))('the storage commands against a local
       '--name',
       'cli-fake',
     );
-    expect(r.code).toBe(6);
-    expect(r.stderr).toMatch(/\(vdi\.import cli-fake\) failed: .*no qcow2 header \[FAILED_PRECONDITION\]/);
+    expect(r).toMatchObject({
+      code: 6,
+      stderr: expect.stringMatching(
+        /\(vdi\.import cli-fake\) failed: .*no qcow2 header \[FAILED_PRECONDITION\]/,
+      ),
+    });
     // The failed import's VDI is rolled back (the contract: a failed import removes it).
     await until(async () => (await flotilla('vdi', 'show', 'cli-fake')).code === 2);
   });

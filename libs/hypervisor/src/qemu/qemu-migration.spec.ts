@@ -79,19 +79,28 @@ describeWithRealQemu('qemu driver live migration on real QEMU', () => {
     [...text.slice(0, text.lastIndexOf('\n') + 1).matchAll(DEMO_TICK_LINE)].map((m) => Number(m[1]));
   const lastTick = (stateDir: string, vmId: string) => ticks(serial(stateDir, vmId)).pop() ?? 0;
 
+  /** Polls `probe` until it gives a value; on timeout the error adds what `explain` says of the state. */
   async function until<T>(
     what: string,
     probe: () => T | undefined | Promise<T | undefined>,
     timeoutMs = 60_000,
+    explain?: () => Promise<string>,
   ) {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const v = await probe();
       if (v !== undefined) return v;
-      if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+      if (Date.now() > deadline) {
+        const state = explain ? `; ${await explain().catch((e: Error) => e.message)}` : '';
+        throw new Error(`${what}: not within ${timeoutMs} ms${state}`);
+      }
       await sleep(200);
     }
   }
+
+  /** A guest that stopped counting: its QEMU's state and the end of its console. */
+  const guestState = (driver: QemuDriver, stateDir: string, vmId: string) => async () =>
+    `QEMU ${JSON.stringify(await driver.status(vmId))}; console ends ${JSON.stringify(serial(stateDir, vmId).slice(-600))}`;
 
   /** Boots the VM on the source and waits until the guest counts (and dirties memory, if asked). */
   async function bootOnSource(spec: DriverVmSpec): Promise<void> {
@@ -492,7 +501,12 @@ describeWithRealQemu('qemu driver live migration on real QEMU', () => {
     await waitOutgoing(vmId, 'mig-post', ['completed']);
     expect((await dest.finishIncoming(vmId, 'mig-post', 60_000)).powerState).toBe('RUNNING');
     await source.finishOutgoing(vmId, 'mig-post');
-    await until('TICKs at the destination', () => (lastTick(dstDir, vmId) > before + 1 ? true : undefined));
+    await until(
+      'TICKs at the destination',
+      () => (lastTick(dstDir, vmId) > before + 1 ? true : undefined),
+      60_000,
+      guestState(dest, dstDir, vmId),
+    );
     expect(serial(dstDir, vmId)).not.toContain(DEMO_READY_MARKER);
     await dest.destroy(vmId);
   });
