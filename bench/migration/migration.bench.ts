@@ -17,8 +17,8 @@
  *      switch-over: the lease moves while the source waits in pre-switchover).
  *      Targets: (b) wall ≤ 1.05× (a) wall; (b) downtime ≤ (a) downtime + 10 ms.
  *  (c) a guest that dirties memory faster than the link (demo.dirty at a low bandwidth cap): how many rounds
- *      until Flotilla says it does not converge, and the outcome without options, with auto-converge (refused
- *      on TCG hosts, where QEMU loses guest writes while it throttles) and with post-copy.
+ *      until Flotilla says it does not converge, and the outcome without options, with auto-converge and with
+ *      post-copy (each refused on TCG hosts, where QEMU 7.2 corrupts the memory of some guests migrated so).
  *  (d) evacuation: a host with N idle VMs (128 MiB) emptied with `EvacuateHost` (max_parallel 2), time to
  *      SUCCEEDED, beside N × the single idle migration of (b) measured in this run.
  *

@@ -83,11 +83,11 @@ export function addMigrateCommand(vm: Command): void {
     )
     .option(
       '--auto-converge',
-      'slow the guest down, more each round, when it dirties memory faster than it can be sent (refused on TCG hosts: QEMU loses guest writes there; use --post-copy)',
+      'slow the guest down, more each round, when it dirties memory faster than it can be sent (refused on TCG hosts: QEMU loses guest writes there)',
     )
     .option(
       '--post-copy',
-      'switch to post-copy when pre-copy does not converge (live only; the VM is lost if the source host fails meanwhile)',
+      'switch to post-copy when pre-copy does not converge (live only; the VM is lost if the source host fails meanwhile; refused on TCG hosts: QEMU corrupts some guests there)',
     )
     .option(
       '--post-copy-after <rounds>',

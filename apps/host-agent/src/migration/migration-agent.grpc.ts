@@ -273,7 +273,7 @@ export class MigrationAgentGrpc implements migrationV1.MigrationAgentServiceCont
     if (!this.driver.capabilities().postCopy)
       throw new DomainError(
         ErrorCode.FailedPrecondition,
-        `this host cannot take part in post-copy migration (the ${this.driver.name} driver has no userfaultfd support): migrate without post_copy`,
+        `this host cannot take part in post-copy migration (the ${this.driver.name} driver refuses it here: no userfaultfd, or guests under TCG, where QEMU's post-copy corrupts some of them): migrate without post_copy`,
       );
   }
 }

@@ -1,6 +1,12 @@
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { computeV1, migrationV1, storageV1 } from '@flotilla/contracts';
-import { autoConvergeSafe, ConvergenceDetector, DomainError, ErrorCode } from '@flotilla/domain';
+import {
+  autoConvergeSafe,
+  ConvergenceDetector,
+  DomainError,
+  ErrorCode,
+  postCopySafe,
+} from '@flotilla/domain';
 import { grpcStatus as grpcStatusError, Logger } from '@flotilla/platform';
 import type {
   HostRef,
@@ -439,8 +445,10 @@ export class MigrationRunner {
 
   /** TRANSFER: follows pre-copy until the source waits for the switchover, or post-copy is due. */
   private async followTransfer(m: MigrationRow, signal: AbortSignal): Promise<'switchover' | 'post-copy'> {
+    const accelerator = m.sourceHost?.accelerator ?? '';
     const detector = new ConvergenceDetector({
-      autoConvergeAllowed: autoConvergeSafe(m.sourceHost?.accelerator ?? ''),
+      autoConvergeAllowed: autoConvergeSafe(accelerator),
+      postCopyAllowed: postCopySafe(accelerator),
     });
     let lastRound = 0;
     let previousThrottle = 0;

@@ -95,10 +95,21 @@ describe.each(testDatabases())('migration service on %s', (_db, url) => {
     pool.agents.failOnce.clear();
     pool.agents.holdSwitchOver = undefined;
     pool.agents.calls.length = 0;
-    // Each test starts from free hosts (earlier tests' VMs are forgotten by freshVm).
-    for (let n = 1; n <= 3; n++) pool.host(n).memoryFreeMib = 4096;
+    // Each test starts from free TCG hosts (earlier tests' VMs are forgotten by freshVm).
+    for (let n = 1; n <= 3; n++) Object.assign(pool.host(n), { memoryFreeMib: 4096, accelerator: 'tcg' });
   });
 
+  /** Migration options: every field at its default (0/false) but those given. */
+  const options = (over: Partial<migrationV1.MigrationOptions> = {}): migrationV1.MigrationOptions => ({
+    downtimeLimitMs: 0,
+    bandwidthBytesPerSec: 0,
+    autoConverge: false,
+    postCopy: false,
+    postCopyAfterRounds: 0,
+    timeoutMs: 0,
+    shutdownTimeoutMs: 0,
+    ...over,
+  });
   const spec = (vmId: string, extra: Partial<migrationV1.MigrationSpec> = {}): migrationV1.MigrationSpec => ({
     vmId,
     destinationHostId: pool.host(2).id,
@@ -233,48 +244,37 @@ describe.each(testDatabases())('migration service on %s', (_db, url) => {
     expect(check!.blockers.map((b) => b.kind)).toEqual([migrationV1.BlockerKind.BLOCKER_KIND_SAME_HOST]);
   });
 
-  it('refuses auto-converge when the source runs its guests under TCG, naming the option and the way out', async () => {
-    freshVm(vmC);
-    const options = {
-      downtimeLimitMs: 0,
-      bandwidthBytesPerSec: 0,
-      autoConverge: true,
-      postCopy: false,
-      postCopyAfterRounds: 0,
-      timeoutMs: 0,
-      shutdownTimeoutMs: 0,
-    };
-    const { check } = await client.call.preflightMigration({ spec: spec(vmC, { options }) });
-    expect(check!.blockers.map((b) => b.kind)).toEqual([
-      migrationV1.BlockerKind.BLOCKER_KIND_AUTO_CONVERGE_UNSAFE,
-    ]);
-    expect(check!.blockers[0].message).toMatch(
-      /^auto_converge: host \S+ runs its guests under TCG.*use post_copy/,
-    );
-    const refused = await create(spec(vmC, { options })).catch((e: grpc.ServiceError) => e);
-    expect((refused as grpc.ServiceError).code).toBe(grpc.status.FAILED_PRECONDITION);
-    expect(errorDetailsOf(refused).map((d) => d.reason)).toEqual(['AUTO_CONVERGE_UNSAFE']);
-    // The same VM and hosts without auto-converge: nothing stands in the way.
-    const plain = await client.call.preflightMigration({
-      spec: spec(vmC, { options: { ...options, autoConverge: false } }),
-    });
-    expect(plain.check!.blockers).toEqual([]);
-  });
+  it.each([
+    ['auto-converge', { autoConverge: true }, 'AUTO_CONVERGE_UNSAFE', 'auto_converge'],
+    ['post-copy', { postCopy: true }, 'POST_COPY_UNSUPPORTED', 'post_copy'],
+  ] as const)(
+    'refuses %s when the source runs its guests under TCG, naming the option and the way out',
+    async (_name, asked, reason, option) => {
+      freshVm(vmC);
+      const plainOptions = options();
+      const asking = options(asked);
+      const { check } = await client.call.preflightMigration({ spec: spec(vmC, { options: asking }) });
+      expect(check!.blockers.map((b) => migrationV1.BlockerKind[b.kind])).toEqual([`BLOCKER_KIND_${reason}`]);
+      expect(check!.blockers[0].message).toMatch(
+        new RegExp(
+          `^${option}: host \\S+ runs its guests under TCG.*raise bandwidth_bytes_per_sec or downtime_limit_ms`,
+        ),
+      );
+      const refused = await create(spec(vmC, { options: asking })).catch((e: grpc.ServiceError) => e);
+      expect((refused as grpc.ServiceError).code).toBe(grpc.status.FAILED_PRECONDITION);
+      expect(errorDetailsOf(refused).map((d) => d.reason)).toEqual([reason]);
+      // The same VM and hosts without the option: nothing stands in the way.
+      const plain = await client.call.preflightMigration({ spec: spec(vmC, { options: plainOptions }) });
+      expect(plain.check!.blockers).toEqual([]);
+    },
+  );
 
   it('rejects options out of range naming the field', async () => {
     freshVm(vmC);
     const r = await rejection(
       create(
         spec(vmC, {
-          options: {
-            downtimeLimitMs: 70_000,
-            bandwidthBytesPerSec: 0,
-            autoConverge: false,
-            postCopy: false,
-            postCopyAfterRounds: 0,
-            timeoutMs: 0,
-            shutdownTimeoutMs: 0,
-          },
+          options: options({ downtimeLimitMs: 70_000 }),
         }),
       ),
     );
@@ -422,16 +422,7 @@ describe.each(testDatabases())('migration service on %s', (_db, url) => {
   it('rolls back when the point of no return is not reached within timeout_ms', async () => {
     freshVm(vmD);
     pool.agents.guest = { memoryMib: 512, convergeAfterRounds: 100_000, roundMs: 40 };
-    const options = {
-      downtimeLimitMs: 0,
-      bandwidthBytesPerSec: 0,
-      autoConverge: false,
-      postCopy: false,
-      postCopyAfterRounds: 0,
-      timeoutMs: 1000,
-      shutdownTimeoutMs: 0,
-    };
-    const { migration } = await create(spec(vmD, { options }));
+    const { migration } = await create(spec(vmD, { options: options({ timeoutMs: 1000 }) }));
     const done = await finished(migration!.id);
     expect(done.state).toBe(MigrationState.MIGRATION_STATE_FAILED);
     expect(done.error?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
@@ -442,19 +433,12 @@ describe.each(testDatabases())('migration service on %s', (_db, url) => {
     );
   });
 
-  it('switches a guest that does not converge to post-copy when allowed', async () => {
+  it('switches a guest that does not converge to post-copy when allowed (KVM hosts)', async () => {
     freshVm(vmC);
+    for (let n = 1; n <= 3; n++) pool.host(n).accelerator = 'kvm';
     pool.agents.guest = { memoryMib: 512, convergeAfterRounds: Infinity, roundMs: 20 };
-    const options = {
-      downtimeLimitMs: 0,
-      bandwidthBytesPerSec: 0,
-      autoConverge: false,
-      postCopy: true,
-      postCopyAfterRounds: 2,
-      timeoutMs: 0,
-      shutdownTimeoutMs: 0,
-    };
-    const { migration } = await create(spec(vmC, { options }));
+    const postCopy = options({ postCopy: true, postCopyAfterRounds: 2 });
+    const { migration } = await create(spec(vmC, { options: postCopy }));
     const done = await finished(migration!.id);
     expect(done.state).toBe(MigrationState.MIGRATION_STATE_SUCCEEDED);
     expect(phases(done)).toContain('POST_COPY');

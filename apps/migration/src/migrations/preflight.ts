@@ -5,6 +5,7 @@ import {
   ErrorCode,
   estimateMigration,
   invalidArgument,
+  postCopySafe,
   resolveMigrationOptions,
   validateId,
   type MigrationOptions,
@@ -115,12 +116,23 @@ export class Preflight {
       }),
     );
     blockers.push(...compute.blockers.map(blockerOf));
-    const autoConvergeAllowed = !compute.source || autoConvergeSafe(compute.source.accelerator);
-    if (options.autoConverge && compute.source && !autoConvergeAllowed)
+    const remedies = {
+      autoConverge: !compute.source || autoConvergeSafe(compute.source.accelerator),
+      postCopy: !compute.source || postCopySafe(compute.source.accelerator),
+    };
+    if (options.autoConverge && compute.source && !remedies.autoConverge)
       blockers.push(
         blocker(
           BlockerKind.BLOCKER_KIND_AUTO_CONVERGE_UNSAFE,
-          `auto_converge: host ${compute.source.name} runs its guests under TCG (no KVM), where QEMU's vCPU throttling loses guest memory writes and the guest crashes after the switch-over; use post_copy, or raise bandwidth_bytes_per_sec or downtime_limit_ms`,
+          `auto_converge: host ${compute.source.name} runs its guests under TCG (no KVM), where QEMU's vCPU throttling loses guest memory writes and the guest crashes after the switch-over; raise bandwidth_bytes_per_sec or downtime_limit_ms instead`,
+          { kind: 'host', id: compute.source.id },
+        ),
+      );
+    if (options.postCopy && compute.source && !remedies.postCopy)
+      blockers.push(
+        blocker(
+          BlockerKind.BLOCKER_KIND_POST_COPY_UNSUPPORTED,
+          `post_copy: host ${compute.source.name} runs its guests under TCG (no KVM), where QEMU's post-copy corrupts the memory of some guests (they crash on the destination after the switch-over); raise bandwidth_bytes_per_sec or downtime_limit_ms instead`,
           { kind: 'host', id: compute.source.id },
         ),
       );
@@ -185,14 +197,7 @@ export class Preflight {
           })
         : undefined;
     const storageMs = (storageBytes / options.bandwidthBytesPerSec) * 1000;
-    const warnings = this.warnings(
-      options,
-      dirtyRate,
-      storageMs,
-      storageBytes,
-      estimate?.outcome,
-      autoConvergeAllowed,
-    );
+    const warnings = this.warnings(options, dirtyRate, storageMs, storageBytes, estimate?.outcome, remedies);
     const dedup = uniqueBlockers(blockers);
     return {
       options,
@@ -222,7 +227,7 @@ export class Preflight {
     storageMs: number,
     storageBytes: number,
     outcome: string | undefined,
-    autoConvergeAllowed: boolean,
+    remedies: { autoConverge: boolean; postCopy: boolean },
   ): migrationV1.Warning[] {
     const out: migrationV1.Warning[] = [];
     const rate = (b: number) => `${Math.round(b / MIB)} MiB/s`;
@@ -231,11 +236,7 @@ export class Preflight {
         warning(
           WarningKind.WARNING_KIND_MAY_NOT_CONVERGE,
           `the VM recently dirtied ${rate(dirtyRate)} against a bandwidth of ${rate(options.bandwidthBytesPerSec)}: pre-copy may not converge${
-            options.autoConverge || options.postCopy
-              ? ''
-              : autoConvergeAllowed
-                ? ' (set auto_converge or post_copy, or it rolls back)'
-                : ' (set post_copy, or it rolls back; auto_converge is refused on this TCG host)'
+            options.autoConverge || options.postCopy ? '' : ` (${remedyHint(remedies)})`
           }`,
         ),
       );
@@ -272,4 +273,19 @@ function uniqueBlockers(blockers: migrationV1.Blocker[]): migrationV1.Blocker[] 
     seen.add(key);
     return true;
   });
+}
+
+/** What a caller can do about a guest that may out-dirty the link, given what the source host allows. */
+function remedyHint(remedies: { autoConverge: boolean; postCopy: boolean }): string {
+  const allowed = [remedies.autoConverge && 'auto_converge', remedies.postCopy && 'post_copy'].filter(
+    Boolean,
+  );
+  const refused = [!remedies.autoConverge && 'auto_converge', !remedies.postCopy && 'post_copy'].filter(
+    Boolean,
+  );
+  const set = allowed.length ? `set ${allowed.join(' or ')}` : 'raise bandwidth_bytes_per_sec';
+  const why = refused.length
+    ? `; ${refused.join(' and ')} ${refused.length > 1 ? 'are' : 'is'} refused on this TCG host`
+    : '';
+  return `${set}, or it rolls back${why}`;
 }

@@ -63,6 +63,8 @@ export interface FakeHost {
   epoch: number;
   /** Set once its agent serves. */
   address: string;
+  /** As compute reports it: "tcg" refuses auto-converge and post-copy. */
+  accelerator: string;
 }
 
 export interface FakeVm {
@@ -155,7 +157,7 @@ export class FakeCompute {
       epoch: h.epoch,
       state: `HOST_STATE_${h.state}` as computeV1.HostState,
       driver: 'qemu',
-      accelerator: 'tcg',
+      accelerator: h.accelerator,
     };
   }
 
@@ -692,6 +694,7 @@ export class FakePool {
         memoryFreeMib: 4096,
         epoch: 7,
         address: '',
+        accelerator: 'tcg',
       });
       this.storage.fileSrOf.set(id, `10000000-0000-4000-8000-00000000000${i}`);
       await this.agents.start(id);

@@ -1,4 +1,10 @@
-import { autoConvergeSafe, ConvergenceDetector, ConvergenceSample, judgeConvergence } from './convergence';
+import {
+  autoConvergeSafe,
+  ConvergenceDetector,
+  ConvergenceSample,
+  judgeConvergence,
+  postCopySafe,
+} from './convergence';
 import { simulatePrecopy } from './precopy-model';
 
 const MiB = 1024 * 1024;
@@ -33,9 +39,9 @@ describe('convergence detector', () => {
     expect(verdict.neededBandwidthBytesPerSec).toBe(Math.ceil((64 * MiB * 1000) / 300));
   });
 
-  it('offers auto-converge as a way out only where it is allowed', () => {
+  it('offers auto-converge and post-copy as ways out only where they are allowed', () => {
     const samples = samplesOf({ ...dirty64, ...defaults, maxRounds: 3 });
-    const judge = (options?: { autoConvergeAllowed?: boolean }) => {
+    const judge = (options?: { autoConvergeAllowed?: boolean; postCopyAllowed?: boolean }) => {
       const detector = new ConvergenceDetector(options);
       return samples.map((s) => detector.add(s))[2].message;
     };
@@ -43,13 +49,19 @@ describe('convergence detector', () => {
     expect(judge({ autoConvergeAllowed: false })).toMatch(
       /, or set post_copy \(auto_converge is refused on this TCG host\)$/,
     );
+    // A TCG source: neither is offered, and the numbers still say what bandwidth or limit would do.
+    expect(judge({ autoConvergeAllowed: false, postCopyAllowed: false })).toMatch(
+      /raise bandwidth_bytes_per_sec to at least \d+ .*\(auto_converge and post_copy are refused on this TCG host\)$/,
+    );
   });
 
-  it('refuses auto-converge only under TCG', () => {
-    expect(autoConvergeSafe('tcg')).toBe(false);
-    expect(autoConvergeSafe('TCG (kvm probe: no probe kernel available)')).toBe(false);
-    expect(autoConvergeSafe('kvm (probe passed)')).toBe(true);
-    expect(autoConvergeSafe('')).toBe(true);
+  it('refuses auto-converge and post-copy only under TCG', () => {
+    for (const safe of [autoConvergeSafe, postCopySafe]) {
+      expect(safe('tcg')).toBe(false);
+      expect(safe('TCG (kvm probe: no probe kernel available)')).toBe(false);
+      expect(safe('kvm (probe passed)')).toBe(true);
+      expect(safe('')).toBe(true);
+    }
   });
 
   it('says converging as soon as the remainder fits the downtime limit', () => {

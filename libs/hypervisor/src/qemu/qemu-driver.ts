@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { postCopySafe } from '@flotilla/domain';
 import {
   DriverCapabilities,
   DriverConsole,
@@ -194,7 +195,7 @@ export class QemuDriver implements HypervisorDriver {
   private readonly binary: string;
   private readonly log: (line: string) => void;
   private closed = false;
-  private readonly postCopy = userfaultfdAvailable();
+  private readonly userfaultfd = userfaultfdAvailable();
   private readonly migrations: QemuMigrations<VmHandle>;
 
   private constructor(
@@ -252,7 +253,7 @@ export class QemuDriver implements HypervisorDriver {
       pause: true,
       suspend: true,
       liveMigration: true,
-      postCopy: this.postCopy,
+      postCopy: this.postCopyRefusal() === undefined,
       hotplugDisks: true,
       console: true,
     };
@@ -883,11 +884,20 @@ export class QemuDriver implements HypervisorDriver {
     return this.migrations.finishOutgoing(vmId, migrationId);
   }
 
+  /** Why this host takes no part in post-copy migrations, or undefined when it may. */
+  private postCopyRefusal(): string | undefined {
+    if (!this.userfaultfd) return 'this host has no usable userfaultfd';
+    // Computed at each call, as the accelerator may settle after a late probe.
+    if (!postCopySafe(this.accel.accelerator))
+      return "this host runs its guests under TCG, where QEMU's post-copy corrupts the memory of some guests";
+    return undefined;
+  }
+
   /** What the migration methods may use of this driver. */
   private migrationHost(): MigrationHost<VmHandle> {
     return {
       stateDir: this.options.stateDir,
-      postCopy: this.postCopy,
+      postCopyRefusal: () => this.postCopyRefusal(),
       log: (line) => this.log(line),
       withLock: (vmId, fn) => this.withLock(vmId, fn),
       handle: async (dir) => this.handles.get(dir.vmId) ?? (await this.adoptLive(dir)),

@@ -49,8 +49,8 @@ export interface MigrationVm {
 /** What the migration steps need of the driver: its per-VM lock and the QEMUs it watches. */
 export interface MigrationHost<V extends MigrationVm> {
   readonly stateDir: string;
-  /** Whether this host can receive post-copy (userfaultfd). */
-  readonly postCopy: boolean;
+  /** Why this host takes no part in post-copy (no userfaultfd, TCG), or undefined when it may. */
+  postCopyRefusal(): string | undefined;
   log(line: string): void;
   /** Serialises operations on one VM with every other driver operation on it. */
   withLock<T>(vmId: string, fn: () => Promise<T>): Promise<T>;
@@ -87,11 +87,7 @@ export class QemuMigrations<V extends MigrationVm> {
       if (!ids.includes(id))
         throw new DriverError('invalid-spec', `receiveDiskIds[${i}]: ${id} is not the id of a disk of spec`);
     });
-    if (options.postCopy && !this.host.postCopy)
-      throw new DriverError(
-        'invalid-state',
-        'postCopy: this host has no usable userfaultfd: migrate pre-copy',
-      );
+    if (options.postCopy) this.refusePostCopy();
     return this.host.withLock(valid.vmId, async () => {
       const dir = new VmDirectory(this.host.stateDir, valid.vmId);
       const record = dir.exists() ? dir.readMigration() : undefined;
@@ -203,6 +199,7 @@ export class QemuMigrations<V extends MigrationVm> {
     positiveInteger('parameters.bandwidthBytesPerSec', p.bandwidthBytesPerSec);
     if (typeof p.autoConverge !== 'boolean' || typeof p.postCopy !== 'boolean')
       throw new DriverError('invalid-spec', 'parameters.autoConverge, parameters.postCopy: must be booleans');
+    if (p.postCopy) this.refusePostCopy();
     return this.host.withLock(vmId, async () => {
       const handle = await this.host.requireRunning(vmId);
       const record = await this.claimOutgoing(handle, migrationId);
@@ -411,6 +408,11 @@ export class QemuMigrations<V extends MigrationVm> {
   }
 
   /** The outgoing record of this migration; not-found without one, invalid-state when another is there. */
+  private refusePostCopy(): void {
+    const refusal = this.host.postCopyRefusal();
+    if (refusal) throw new DriverError('invalid-state', `postCopy: ${refusal}: migrate pre-copy`);
+  }
+
   private outgoingRecord(dir: VmDirectory, migrationId: string): OutgoingMigrationRecord {
     const record = dir.exists() ? dir.readMigration() : undefined;
     if (!record) throw new DriverError('not-found', `vm ${dir.vmId} has no migration ${migrationId} here`);

@@ -100,7 +100,10 @@ export enum BlockerKind {
   BLOCKER_KIND_DEVICE_NOT_MIGRATABLE = "BLOCKER_KIND_DEVICE_NOT_MIGRATABLE",
   /** BLOCKER_KIND_PLACEMENT_CONSTRAINT - The destination breaks the VM's anti-affinity group or lacks its required host labels. */
   BLOCKER_KIND_PLACEMENT_CONSTRAINT = "BLOCKER_KIND_PLACEMENT_CONSTRAINT",
-  /** BLOCKER_KIND_POST_COPY_UNSUPPORTED - post_copy was asked and the destination cannot do it (no userfaultfd), or the mode is OFFLINE. */
+  /**
+   * BLOCKER_KIND_POST_COPY_UNSUPPORTED - post_copy was asked and the source runs its guests under TCG (no KVM): QEMU's post-copy there corrupts
+   * the memory of some guests, which crash on the destination after the switch-over.
+   */
   BLOCKER_KIND_POST_COPY_UNSUPPORTED = "BLOCKER_KIND_POST_COPY_UNSUPPORTED",
   /**
    * BLOCKER_KIND_AUTO_CONVERGE_UNSAFE - auto_converge was asked and the source runs its guests under TCG (no KVM): QEMU's vCPU throttling
@@ -211,9 +214,15 @@ export interface MigrationOptions {
   downtimeLimitMs: number;
   /** Cap on migration traffic (memory and disks); 0 means the pool's default. */
   bandwidthBytesPerSec: number;
-  /** Throttle the guest's vCPUs, more each round, when it dirties memory faster than it can be sent. */
+  /**
+   * Throttle the guest's vCPUs, more each round, when it dirties memory faster than it can be sent.
+   * Refused when the source runs its guests under TCG (BLOCKER_KIND_AUTO_CONVERGE_UNSAFE).
+   */
   autoConverge: boolean;
-  /** Switch to post-copy when pre-copy does not converge (LIVE only; see Migration for the risk). */
+  /**
+   * Switch to post-copy when pre-copy does not converge (LIVE only; see Migration for the risk). Refused
+   * when the source runs its guests under TCG (BLOCKER_KIND_POST_COPY_UNSUPPORTED).
+   */
   postCopy: boolean;
   /** With post_copy: pre-copy rounds before switching, 1..100; 0 means 3. */
   postCopyAfterRounds: number;
