@@ -260,6 +260,10 @@ describe.each(testDatabases())('migration service on %s', (_db, url) => {
           `^${option}: host \\S+ runs its guests under TCG.*raise bandwidth_bytes_per_sec or downtime_limit_ms`,
         ),
       );
+      // Pre-copy under TCG is allowed, with the risk named.
+      expect(check!.warnings.map((w) => migrationV1.WarningKind[w.kind])).toContain(
+        'WARNING_KIND_TCG_MEMORY_RISK',
+      );
       const refused = await create(spec(vmC, { options: asking })).catch((e: grpc.ServiceError) => e);
       expect((refused as grpc.ServiceError).code).toBe(grpc.status.FAILED_PRECONDITION);
       expect(errorDetailsOf(refused).map((d) => d.reason)).toEqual([reason]);
@@ -438,6 +442,10 @@ describe.each(testDatabases())('migration service on %s', (_db, url) => {
     for (let n = 1; n <= 3; n++) pool.host(n).accelerator = 'kvm';
     pool.agents.guest = { memoryMib: 512, convergeAfterRounds: Infinity, roundMs: 20 };
     const postCopy = options({ postCopy: true, postCopyAfterRounds: 2 });
+    const { check } = await client.call.preflightMigration({ spec: spec(vmC, { options: postCopy }) });
+    expect(check!.warnings.map((w) => migrationV1.WarningKind[w.kind])).not.toContain(
+      'WARNING_KIND_TCG_MEMORY_RISK',
+    );
     const { migration } = await create(spec(vmC, { options: postCopy }));
     const done = await finished(migration!.id);
     expect(done.state).toBe(MigrationState.MIGRATION_STATE_SUCCEEDED);

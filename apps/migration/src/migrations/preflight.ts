@@ -7,6 +7,7 @@ import {
   invalidArgument,
   postCopySafe,
   resolveMigrationOptions,
+  runsUnderTcg,
   validateId,
   type MigrationOptions,
 } from '@flotilla/domain';
@@ -198,6 +199,13 @@ export class Preflight {
         : undefined;
     const storageMs = (storageBytes / options.bandwidthBytesPerSec) * 1000;
     const warnings = this.warnings(options, dirtyRate, storageMs, storageBytes, estimate?.outcome, remedies);
+    if (compute.source && runsUnderTcg(compute.source.accelerator))
+      warnings.push(
+        warning(
+          WarningKind.WARNING_KIND_TCG_MEMORY_RISK,
+          `host ${compute.source.name} runs its guests under TCG (no KVM): QEMU there corrupts the memory of some guests that write memory fast while they move (by hand, 1 pre-copy migration in 25 of a guest rewriting 32 MiB); move busy guests that matter between KVM hosts`,
+        ),
+      );
     const dedup = uniqueBlockers(blockers);
     return {
       options,

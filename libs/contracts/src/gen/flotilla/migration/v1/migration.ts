@@ -126,6 +126,11 @@ export enum WarningKind {
   WARNING_KIND_LARGE_STORAGE_COPY = "WARNING_KIND_LARGE_STORAGE_COPY",
   /** WARNING_KIND_UNENCRYPTED_TRANSFER - Migration traffic between these hosts is not encrypted (TLS is off in the pool's configuration). */
   WARNING_KIND_UNENCRYPTED_TRANSFER = "WARNING_KIND_UNENCRYPTED_TRANSFER",
+  /**
+   * WARNING_KIND_TCG_MEMORY_RISK - The source runs its guests under TCG (no KVM): QEMU 7.2 there corrupts the memory of some guests that
+   * write memory fast while they move, whatever the mode (for tests and demos, not for guests that matter).
+   */
+  WARNING_KIND_TCG_MEMORY_RISK = "WARNING_KIND_TCG_MEMORY_RISK",
   UNRECOGNIZED = "UNRECOGNIZED",
 }
 
