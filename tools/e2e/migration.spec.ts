@@ -249,6 +249,12 @@ describeWithRealQemu('live migration of real VMs, with faults', () => {
     const text = await until('the guest to count on', async () => {
       const t = await consoleOf(m.vmId);
       return Math.max(0, ...ticks(t)) > ticksBefore ? t : undefined;
+    }).catch(async (e: Error) => {
+      // A guest that stopped counting: its console says whether it crashed (QEMU under TCG loses the
+      // memory of some busy guests it migrates; docs/benchmarks.md).
+      throw new Error(
+        `${e.message}; its console ends ${JSON.stringify((await consoleOf(m.vmId)).slice(-800))}`,
+      );
     });
     if (m.state === MS.MIGRATION_STATE_SUCCEEDED) expect(text).not.toContain(DEMO_READY_MARKER);
     const answer = await httpGet(forwardOf(vm)).catch(async (e: Error) => {

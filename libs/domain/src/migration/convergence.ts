@@ -48,9 +48,10 @@ export function autoConvergeSafe(accelerator: string): boolean {
  * memory of some guests that write fast while they move, in every mode; post-copy as Flotilla drives it
  * (pause-before-switchover, return-path) was the worst. By hand, no Flotilla involved, the demo guest
  * rewriting 32 MiB, interleaved runs: that flow lost 5 guests of 25 (an oops or init killed seconds after the
- * switch), plain post-copy 3 of 50, pre-copy 1 of 25; the driver's own post-copy test lost 2 in about 10.
- * Pre-copy stays allowed (it is the only way to move a busy guest under TCG) with WARNING_KIND_TCG_MEMORY_RISK.
- * Allowed under KVM, where the dirty log is the kernel's and post-copy is in wide use.
+ * switch), plain post-copy 3 of 50, pre-copy 1 of 25. The driver's own post-copy test lost its guest in 1 of
+ * 7 runs alone and once in CI. Pre-copy stays allowed (it is the only way to move a busy guest under TCG),
+ * with WARNING_KIND_TCG_MEMORY_RISK. Allowed under KVM, where the dirty log is the kernel's and post-copy is
+ * in wide use.
  */
 export function postCopySafe(accelerator: string): boolean {
   return !runsUnderTcg(accelerator);

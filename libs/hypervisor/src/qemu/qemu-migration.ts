@@ -407,12 +407,13 @@ export class QemuMigrations<V extends MigrationVm> {
     });
   }
 
-  /** The outgoing record of this migration; not-found without one, invalid-state when another is there. */
+  /** Throws invalid-state, saying why, when this host takes no part in post-copy. */
   private refusePostCopy(): void {
     const refusal = this.host.postCopyRefusal();
     if (refusal) throw new DriverError('invalid-state', `postCopy: ${refusal}: migrate pre-copy`);
   }
 
+  /** The outgoing record of this migration; not-found without one, invalid-state when another is there. */
   private outgoingRecord(dir: VmDirectory, migrationId: string): OutgoingMigrationRecord {
     const record = dir.exists() ? dir.readMigration() : undefined;
     if (!record) throw new DriverError('not-found', `vm ${dir.vmId} has no migration ${migrationId} here`);
