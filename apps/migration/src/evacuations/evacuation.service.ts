@@ -33,6 +33,7 @@ import {
   TransactionalStore,
   updateVersioned,
 } from '@flotilla/platform';
+import { emptyOptions } from '../migrations/migration.mapper';
 import type { MigrationPort } from '../migrations/migration-port';
 import { peerError } from '../migrations/peers';
 import { EvacuationRow, EvacuationVmRecord } from './evacuation.entity';
@@ -384,18 +385,6 @@ function validateRequest(req: migrationV1.EvacuateHostRequest): EvacuationInput 
     name: req.name ? validateName('name', req.name) : '',
     labels: validateLabels('labels', req.labels),
     requestId: validateRequestId(req.requestId),
-  };
-}
-
-function emptyOptions(): migrationV1.MigrationOptions {
-  return {
-    downtimeLimitMs: 0,
-    bandwidthBytesPerSec: 0,
-    autoConverge: false,
-    postCopy: false,
-    postCopyAfterRounds: 0,
-    timeoutMs: 0,
-    shutdownTimeoutMs: 0,
   };
 }
 

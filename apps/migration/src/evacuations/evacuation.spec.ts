@@ -25,6 +25,7 @@ import {
   uniqueSchema,
   waitFor,
 } from '@flotilla/platform';
+import { emptyOptions } from '../migrations/migration.mapper';
 import { FakeCompute, FakeHost, FakeMigrations } from './evacuation-fakes.testing';
 import { evacuationContext, evacuationEntities, evacuationMigrations } from './evacuation.wiring';
 
@@ -343,15 +344,7 @@ describe.each(testDatabases())('host evacuation on %s', (_db, url) => {
     const { evacuation } = await evacuate({
       onBlocked: P.EVACUATION_BLOCKED_POLICY_SHUTDOWN,
       enterMaintenance: true,
-      migrationOptions: {
-        downtimeLimitMs: 0,
-        bandwidthBytesPerSec: 0,
-        autoConverge: false,
-        postCopy: false,
-        postCopyAfterRounds: 0,
-        timeoutMs: 0,
-        shutdownTimeoutMs: 5000,
-      },
+      migrationOptions: { ...emptyOptions(), shutdownTimeoutMs: 5000 },
     });
     const done = await finished(evacuation.id);
     expect(done.state).toBe(S.EVACUATION_STATE_SUCCEEDED);

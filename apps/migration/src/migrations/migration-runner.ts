@@ -1,12 +1,6 @@
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { computeV1, migrationV1, storageV1 } from '@flotilla/contracts';
-import {
-  autoConvergeSafe,
-  ConvergenceDetector,
-  DomainError,
-  ErrorCode,
-  postCopySafe,
-} from '@flotilla/domain';
+import { ConvergenceDetector, DomainError, ErrorCode, remediesOn } from '@flotilla/domain';
 import { grpcStatus as grpcStatusError, Logger } from '@flotilla/platform';
 import type {
   HostRef,
@@ -445,11 +439,7 @@ export class MigrationRunner {
 
   /** TRANSFER: follows pre-copy until the source waits for the switchover, or post-copy is due. */
   private async followTransfer(m: MigrationRow, signal: AbortSignal): Promise<'switchover' | 'post-copy'> {
-    const accelerator = m.sourceHost?.accelerator ?? '';
-    const detector = new ConvergenceDetector({
-      autoConvergeAllowed: autoConvergeSafe(accelerator),
-      postCopyAllowed: postCopySafe(accelerator),
-    });
+    const detector = new ConvergenceDetector(remediesOn(m.sourceHost?.accelerator ?? ''));
     let lastRound = 0;
     let previousThrottle = 0;
     for (;;) {

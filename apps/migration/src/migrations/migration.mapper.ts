@@ -2,6 +2,17 @@ import { migrationV1 } from '@flotilla/contracts';
 import type { NewEvent } from '@flotilla/platform';
 import type { MigrationRow, MigrationStatsRecord } from '../persistence/entities';
 
+/** Options with every field unset (0, false): the server's defaults apply. */
+export const emptyOptions = (): migrationV1.MigrationOptions => ({
+  downtimeLimitMs: 0,
+  bandwidthBytesPerSec: 0,
+  autoConverge: false,
+  postCopy: false,
+  postCopyAfterRounds: 0,
+  timeoutMs: 0,
+  shutdownTimeoutMs: 0,
+});
+
 export const emptyStats = (): MigrationStatsRecord => ({
   totalTimeMs: 0,
   downtimeMs: 0,

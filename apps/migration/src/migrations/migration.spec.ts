@@ -16,6 +16,7 @@ import {
 import { migrationConfigSpec } from '../config';
 import { MigrationApp, startMigration } from '../migration.app';
 import { FakeDisk, FakePool } from '../testing/fake-pool';
+import { emptyOptions } from './migration.mapper';
 
 // Real: the migration service (its gRPC edge, runner and reconciler), the database (PGlite, and PostgreSQL
 // when TEST_DATABASE_URL is set), gRPC on loopback to every peer. Stand-ins: compute, storage and the host
@@ -101,13 +102,7 @@ describe.each(testDatabases())('migration service on %s', (_db, url) => {
 
   /** Migration options: every field at its default (0/false) but those given. */
   const options = (over: Partial<migrationV1.MigrationOptions> = {}): migrationV1.MigrationOptions => ({
-    downtimeLimitMs: 0,
-    bandwidthBytesPerSec: 0,
-    autoConverge: false,
-    postCopy: false,
-    postCopyAfterRounds: 0,
-    timeoutMs: 0,
-    shutdownTimeoutMs: 0,
+    ...emptyOptions(),
     ...over,
   });
   const spec = (vmId: string, extra: Partial<migrationV1.MigrationSpec> = {}): migrationV1.MigrationSpec => ({

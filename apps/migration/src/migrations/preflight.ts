@@ -1,14 +1,15 @@
 import { commonV1, computeV1, migrationV1, storageV1 } from '@flotilla/contracts';
 import {
-  autoConvergeSafe,
   DomainError,
   ErrorCode,
   estimateMigration,
   invalidArgument,
-  postCopySafe,
+  remedyChoice,
+  remediesOn,
   resolveMigrationOptions,
   runsUnderTcg,
   validateId,
+  type JudgeOptions,
   type MigrationOptions,
 } from '@flotilla/domain';
 import type { DiskPlanEntry } from '../persistence/entities';
@@ -117,11 +118,8 @@ export class Preflight {
       }),
     );
     blockers.push(...compute.blockers.map(blockerOf));
-    const remedies = {
-      autoConverge: !compute.source || autoConvergeSafe(compute.source.accelerator),
-      postCopy: !compute.source || postCopySafe(compute.source.accelerator),
-    };
-    if (options.autoConverge && compute.source && !remedies.autoConverge)
+    const remedies = remediesOn(compute.source?.accelerator ?? '');
+    if (options.autoConverge && compute.source && !remedies.autoConvergeAllowed)
       blockers.push(
         blocker(
           BlockerKind.BLOCKER_KIND_AUTO_CONVERGE_UNSAFE,
@@ -129,7 +127,7 @@ export class Preflight {
           { kind: 'host', id: compute.source.id },
         ),
       );
-    if (options.postCopy && compute.source && !remedies.postCopy)
+    if (options.postCopy && compute.source && !remedies.postCopyAllowed)
       blockers.push(
         blocker(
           BlockerKind.BLOCKER_KIND_POST_COPY_UNSUPPORTED,
@@ -235,7 +233,7 @@ export class Preflight {
     storageMs: number,
     storageBytes: number,
     outcome: string | undefined,
-    remedies: { autoConverge: boolean; postCopy: boolean },
+    remedies: JudgeOptions,
   ): migrationV1.Warning[] {
     const out: migrationV1.Warning[] = [];
     const rate = (b: number) => `${Math.round(b / MIB)} MiB/s`;
@@ -284,16 +282,8 @@ function uniqueBlockers(blockers: migrationV1.Blocker[]): migrationV1.Blocker[] 
 }
 
 /** What a caller can do about a guest that may out-dirty the link, given what the source host allows. */
-function remedyHint(remedies: { autoConverge: boolean; postCopy: boolean }): string {
-  const allowed = [remedies.autoConverge && 'auto_converge', remedies.postCopy && 'post_copy'].filter(
-    Boolean,
-  );
-  const refused = [!remedies.autoConverge && 'auto_converge', !remedies.postCopy && 'post_copy'].filter(
-    Boolean,
-  );
+function remedyHint(remedies: JudgeOptions): string {
+  const { allowed, refused } = remedyChoice(remedies);
   const set = allowed.length ? `set ${allowed.join(' or ')}` : 'raise bandwidth_bytes_per_sec';
-  const why = refused.length
-    ? `; ${refused.join(' and ')} ${refused.length > 1 ? 'are' : 'is'} refused on this TCG host`
-    : '';
-  return `${set}, or it rolls back${why}`;
+  return `${set}, or it rolls back${refused ? `; ${refused}` : ''}`;
 }

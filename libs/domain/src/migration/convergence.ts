@@ -57,6 +57,27 @@ export function postCopySafe(accelerator: string): boolean {
   return !runsUnderTcg(accelerator);
 }
 
+/** The remedies for a guest faster than the link that a source host with this accelerator allows. */
+export function remediesOn(accelerator: string): Required<JudgeOptions> {
+  return { autoConvergeAllowed: autoConvergeSafe(accelerator), postCopyAllowed: postCopySafe(accelerator) };
+}
+
+/** The remedies `options` allow, and the words for those refused ('' when none is). */
+export function remedyChoice(options: JudgeOptions): { allowed: string[]; refused: string } {
+  const remedies = [
+    { name: 'auto_converge', allowed: options.autoConvergeAllowed !== false },
+    { name: 'post_copy', allowed: options.postCopyAllowed !== false },
+  ];
+  const refused = remedies.filter((r) => !r.allowed).map((r) => r.name);
+  return {
+    allowed: remedies.filter((r) => r.allowed).map((r) => r.name),
+    // Only a TCG source refuses them.
+    refused: refused.length
+      ? `${refused.join(' and ')} ${refused.length > 1 ? 'are' : 'is'} refused on this TCG host`
+      : '',
+  };
+}
+
 /** Whether a host with this accelerator ("kvm", "tcg", "tcg (…)") runs its guests under TCG. */
 export function runsUnderTcg(accelerator: string): boolean {
   return /^tcg\b/i.test(accelerator.trim());
@@ -152,17 +173,11 @@ function notConverging(s: ConvergenceSample, options: JudgeOptions): Convergence
   };
 }
 
-/** "or set auto_converge or post_copy", less what this host refuses (only a TCG source refuses them). */
+/** "or set auto_converge or post_copy", less what this host refuses. */
 function remedyAdvice(options: JudgeOptions): string {
-  const remedies = [
-    { name: 'auto_converge', allowed: options.autoConvergeAllowed !== false },
-    { name: 'post_copy', allowed: options.postCopyAllowed !== false },
-  ];
-  const allowed = remedies.filter((r) => r.allowed).map((r) => r.name);
-  const refused = remedies.filter((r) => !r.allowed).map((r) => r.name);
-  if (!refused.length) return `or set ${allowed.join(' or ')}`;
-  const why = `${refused.join(' and ')} ${refused.length > 1 ? 'are' : 'is'} refused on this TCG host`;
-  return allowed.length ? `or set ${allowed.join(' or ')} (${why})` : `(${why})`;
+  const { allowed, refused } = remedyChoice(options);
+  if (!refused) return `or set ${allowed.join(' or ')}`;
+  return allowed.length ? `or set ${allowed.join(' or ')} (${refused})` : `(${refused})`;
 }
 
 function rate(bytesPerSec: number): string {
