@@ -11,6 +11,17 @@ import { ComputeStore, vmsOnHosts } from '../persistence/compute-store';
 import { HostRow } from '../persistence/entities';
 import { hostState } from '../mappers';
 
+const placementColumns = [
+  'id',
+  'adminState',
+  'down',
+  'cpus',
+  'memoryMib',
+  'cpuOvercommitRatio',
+  'memoryOvercommitRatio',
+  'labels',
+] as const satisfies ReadonlyArray<keyof HostRow>;
+
 /**
  * Builds the scheduler's snapshot of the pool from the database and asks it where a VM goes. The full-scan
  * placeOnce is used: a pool's hosts fit one query, and the database read dominates the decision.
@@ -55,7 +66,9 @@ export class Placement {
     options: { onlyHostId?: string; lock?: boolean; exceptVmId?: string },
   ): Promise<HostCandidate[]> {
     const { onlyHostId, exceptVmId } = options;
-    const qb = m.createQueryBuilder(HostRow, 'h');
+    // Only what the scheduler reads: hydrating whole rows (dates, CPU flags) for every host on every
+    // placement was a third of the CPU of starting VMs in a pool of a hundred hosts.
+    const qb = m.createQueryBuilder(HostRow, 'h').select(placementColumns.map((c) => `h.${c}`));
     if (onlyHostId) qb.where('h.id = :id', { id: onlyHostId });
     if (options.lock) qb.setLock('pessimistic_write');
     const hosts = await qb.getMany();

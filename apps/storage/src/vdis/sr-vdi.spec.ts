@@ -86,6 +86,8 @@ describe.each(testDatabases())('SRs and VDIs with real agents and qemu-img on %s
       // No SR monitoring rounds: the unreachable-agent test needs an SR still recorded AVAILABLE when its host
       // has gone (a round would mark it UNAVAILABLE first, and creates would then be refused up front).
       storageEnv: { FLOTILLA_SR_MONITOR_INTERVAL_MS: '3600000' },
+      // Stopped agents' hosts go DOWN after five missed heartbeats instead of twelve (the default 6 s).
+      computeEnv: { FLOTILLA_HOST_DOWN_AFTER_MS: '2500' },
     });
     c = clients(cloud.storageAddress, cloud.serviceToken);
     hosts = (await cloud.hostsReady(2)).map((h) => ({ id: h.id, name: h.name }));

@@ -14,12 +14,19 @@ export const loaderOptions: protoLoader.Options = {
 
 export const allAreas: ProtoArea[] = ['common', 'compute', 'storage', 'network', 'migration', 'gateway'];
 
-let cached: protoLoader.PackageDefinition | undefined;
+const definitions = new Map<string, protoLoader.PackageDefinition>();
 
-/** Every Flotilla contract, loaded once per process. */
-export function packageDefinition(): protoLoader.PackageDefinition {
-  cached ??= protoLoader.loadSync(protoFiles(...allAreas), loaderOptions);
-  return cached;
+/**
+ * The contracts of some areas (all of them by default), loaded once per process: parsing them costs about a
+ * tenth of a second of CPU, which every server of a local cloud in one process (a test's hundred sim agents)
+ * would otherwise pay again. Package definitions are only read after loading.
+ */
+export function packageDefinition(areas: ProtoArea[] = allAreas): protoLoader.PackageDefinition {
+  const key = [...new Set(areas)].sort().join(',');
+  let definition = definitions.get(key);
+  if (!definition)
+    definitions.set(key, (definition = protoLoader.loadSync(protoFiles(...areas), loaderOptions)));
+  return definition;
 }
 
 /** The grpc-js service definition of a fully qualified service, e.g. "flotilla.compute.v1.VmService". */

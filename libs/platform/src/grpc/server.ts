@@ -1,6 +1,5 @@
 import 'reflect-metadata';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import {
   ArgumentsHost,
@@ -19,9 +18,9 @@ import { isObservable, lastValueFrom, Observable, throwError } from 'rxjs';
 import { isDomainError } from '@flotilla/domain';
 import { Logger, RequestContext, requestContext } from '../logging';
 import { md } from './metadata';
-import { loaderOptions, packageDefinition } from './proto';
+import { packageDefinition } from './proto';
 import { GrpcStatusError, grpcStatus, isGrpcStatus, toGrpcStatus } from './status';
-import { protoFiles, type ProtoArea } from '@flotilla/contracts';
+import type { ProtoArea } from '@flotilla/contracts';
 
 /** Called after every RPC (metrics, access logs). */
 export type RpcObserver = (method: string, code: grpc.status, durationSeconds: number) => void;
@@ -161,10 +160,10 @@ const reflections = new Map<string, ReflectionService>();
  * half a second of CPU), which many servers in one process (a local cloud of a hundred sim agents) would
  * otherwise pay each, blocking the event loop. It keeps no per-server state.
  */
-function reflectionOf(areas: ProtoArea[], load: () => protoLoader.PackageDefinition): ReflectionService {
-  const key = [...areas].sort().join(',');
+function reflectionOf(areas: ProtoArea[]): ReflectionService {
+  const key = [...new Set(areas)].sort().join(',');
   let reflection = reflections.get(key);
-  if (!reflection) reflections.set(key, (reflection = new ReflectionService(load())));
+  if (!reflection) reflections.set(key, (reflection = new ReflectionService(packageDefinition(areas))));
   return reflection;
 }
 
@@ -182,14 +181,10 @@ export async function startGrpcService(options: GrpcServiceOptions): Promise<INe
     // Nothing serves channelz; its per-call tracking is a few per cent of each call's CPU.
     channelOptions: { 'grpc.enable_channelz': 0 },
     package: [...new Set(options.areas.map((a) => `flotilla.${a}.v1`))],
-    protoPath: protoFiles(...options.areas),
-    loader: loaderOptions,
-    onLoadPackageDefinition: (pkg, server: Pick<grpc.Server, 'addService'>) => {
+    packageDefinition: packageDefinition(options.areas),
+    onLoadPackageDefinition: (_pkg, server: Pick<grpc.Server, 'addService'>) => {
       const raw = options.rawServices;
-      const areas = [...new Set([...options.areas, ...(raw?.areas ?? [])])];
-      reflectionOf(areas, () =>
-        raw ? protoLoader.loadSync(protoFiles(...areas), loaderOptions) : pkg,
-      ).addToServer(server);
+      reflectionOf([...options.areas, ...(raw?.areas ?? [])]).addToServer(server);
       health.addToServer(boundedHealthNames(server));
       raw?.register(server);
     },
