@@ -6,7 +6,7 @@ import {
   operationDone,
   startLocalCloud,
   TestTenant,
-  testDatabases,
+  testDatabase,
   uniqueSchema,
   vmRequest,
 } from '@flotilla/platform';
@@ -18,7 +18,7 @@ import {
 
 const { PowerState: P } = computeV1;
 
-describe.each(testDatabases())('reports that predate a change, on %s', (_db, url) => {
+describe.each(testDatabase('PGlite'))('reports that predate a change, on %s', (_db, url) => {
   let cloud: LocalCloud;
   let tenant: TestTenant;
   let registry: GrpcClient<computeV1.HostRegistryServiceClient>;

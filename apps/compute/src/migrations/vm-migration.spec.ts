@@ -9,7 +9,7 @@ import {
   operationDone,
   startLocalCloud,
   TestTenant,
-  testDatabases,
+  testDatabase,
   uniqueSchema,
   vmRequest,
   waitFor,
@@ -39,7 +39,7 @@ async function refused(call: Promise<unknown>): Promise<Refusal> {
   throw new Error('the call was expected to be refused');
 }
 
-describe.each(testDatabases())('VmMigrationService on %s', (_db, url) => {
+describe.each(testDatabase('PostgreSQL'))('VmMigrationService on %s', (_db, url) => {
   let cloud: LocalCloud;
   let tenant: TestTenant;
   let migrations: GrpcClient<computeV1.VmMigrationServiceClient>;
@@ -566,7 +566,7 @@ describe.each(testDatabases())('VmMigrationService on %s', (_db, url) => {
   });
 });
 
-describe.each(testDatabases())('a host that goes DOWN under a migration, on %s', (_db, url) => {
+describe.each(testDatabase('PostgreSQL'))('a host that goes DOWN under a migration, on %s', (_db, url) => {
   let cloud: LocalCloud;
   let tenant: TestTenant;
   let migrations: GrpcClient<computeV1.VmMigrationServiceClient>;

@@ -4,7 +4,7 @@ import {
   operationDone,
   startLocalCloud,
   TestTenant,
-  testDatabases,
+  testDatabase,
   uniqueSchema,
   vmRequest,
 } from '@flotilla/platform';
@@ -15,7 +15,7 @@ import {
 
 const { OperationState: S } = commonV1;
 
-describe.each(testDatabases())('placement through the gateway on %s', (_db, url) => {
+describe.each(testDatabase('PGlite'))('placement through the gateway on %s', (_db, url) => {
   let cloud: LocalCloud;
   let tenant: TestTenant;
   let n = 0;

@@ -12,7 +12,7 @@ import {
   rejection,
   startLocalCloud,
   TestTenant,
-  testDatabases,
+  testDatabase,
   uniqueSchema,
   vmRequest,
 } from '@flotilla/platform';
@@ -26,7 +26,7 @@ const { OperationState: S } = commonV1;
 const { PowerState: P } = computeV1;
 const { VbdState: V } = storageV1;
 
-describe.each(testDatabases())('VMs with disks on %s', (_db, url) => {
+describe.each(testDatabase('PGlite'))('VMs with disks on %s', (_db, url) => {
   let cloud: LocalCloud;
   let tenant: TestTenant;
   let hosts: computeV1.Host[];

@@ -12,7 +12,7 @@ import {
   rejection,
   startLocalCloud,
   TestTenant,
-  testDatabases,
+  testDatabase,
   uniqueSchema,
   vmRequest,
   waitFor,
@@ -26,7 +26,7 @@ import {
 const { OperationState: S } = commonV1;
 const { PowerState: P, VmOperation: O } = computeV1;
 
-describe.each(testDatabases())('VM snapshots on %s', (_db, url) => {
+describe.each(testDatabase('PGlite'))('VM snapshots on %s', (_db, url) => {
   jest.setTimeout(120_000);
   let cloud: LocalCloud;
   let tenant: TestTenant;

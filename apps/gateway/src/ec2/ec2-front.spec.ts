@@ -46,7 +46,7 @@ import {
   Role,
   startLocalCloud,
   TestTenant,
-  testDatabases,
+  testDatabase,
   uniqueSchema,
   vmRequest,
 } from '@flotilla/platform';
@@ -122,7 +122,7 @@ const tiny = 'm1.tiny' as _InstanceType;
 
 const codeOf = (body: string) => /<Code>([^<]*)<\/Code>/.exec(body)?.[1];
 
-describe.each(testDatabases())('EC2 Query API front on %s', (_db, url) => {
+describe.each(testDatabase('PostgreSQL'))('EC2 Query API front on %s', (_db, url) => {
   const region = 'RegionOne';
   let cloud: LocalCloud;
   let tenant: TestTenant;

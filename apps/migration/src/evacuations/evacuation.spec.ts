@@ -20,7 +20,7 @@ import {
   schemaOf,
   ServiceIdentity,
   startGrpcService,
-  testDatabases,
+  testDatabase,
   TransactionalStore,
   uniqueSchema,
   waitFor,
@@ -136,7 +136,7 @@ const localDisk = (vmId: string): migrationV1.Blocker => ({
   resource: { kind: 'vm', id: vmId, name: '' },
 });
 
-describe.each(testDatabases())('host evacuation on %s', (_db, url) => {
+describe.each(testDatabase('PGlite'))('host evacuation on %s', (_db, url) => {
   let db: Database;
   let compute: FakeCompute;
   let computeAddress: string;

@@ -8,7 +8,7 @@ import {
   errorDetailsOf,
   parseConfig,
   rejection,
-  testDatabases,
+  testDatabase,
   uniqueSchema,
   waitFor,
   WatchRecorder,
@@ -30,7 +30,7 @@ const vmB = 'aaaaaaaa-0000-4000-8000-000000000002';
 const vmC = 'aaaaaaaa-0000-4000-8000-000000000003';
 const vmD = 'aaaaaaaa-0000-4000-8000-000000000004';
 
-describe.each(testDatabases())('migration service on %s', (_db, url) => {
+describe.each(testDatabase('PostgreSQL'))('migration service on %s', (_db, url) => {
   let pool: FakePool;
   let app: MigrationApp;
   let schema: string;

@@ -18,7 +18,7 @@ import {
   rejection,
   startLocalCloud,
   TestTenant,
-  testDatabases,
+  testDatabase,
   uniqueSchema,
   vmRequest,
 } from '@flotilla/platform';
@@ -82,7 +82,7 @@ const info = (file: string) =>
   };
 
 describeWithQemuImg('storage side of VM migration', () => {
-  describe.each(testDatabases())('with real agents and qemu-img on %s', (_db, url) => {
+  describe.each(testDatabase('PostgreSQL'))('with real agents and qemu-img on %s', (_db, url) => {
     let cloud: LocalCloud;
     let tenant: TestTenant;
     let app: StorageApp;

@@ -11,7 +11,7 @@ import {
   rejection,
   startLocalCloud,
   TestTenant,
-  testDatabases,
+  testDatabase,
   uniqueSchema,
   vmRequest,
 } from '@flotilla/platform';
@@ -73,7 +73,7 @@ async function fixture(url: string, schema: string): Promise<Fixture> {
   };
 }
 
-describe.each(testDatabases())('VBDs on %s', (_db, url) => {
+describe.each(testDatabase('PostgreSQL'))('VBDs on %s', (_db, url) => {
   let cloud: LocalCloud;
   let tenant: TestTenant;
   let other: TestTenant;

@@ -10,7 +10,7 @@ import {
   parseConfig,
   rejection,
   startLocalCloud,
-  testDatabases,
+  testDatabase,
   uniqueSchema,
   waitFor,
 } from '@flotilla/platform';
@@ -70,7 +70,7 @@ const qemuInfo = (file: string) =>
     format: string;
   };
 
-describe.each(testDatabases())('SRs and VDIs with real agents and qemu-img on %s', (_db, url) => {
+describe.each(testDatabase('PGlite'))('SRs and VDIs with real agents and qemu-img on %s', (_db, url) => {
   let cloud: LocalCloud;
   let c: Clients;
   let srRoot: string;

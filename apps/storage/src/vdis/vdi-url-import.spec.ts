@@ -12,7 +12,7 @@ import {
   md,
   rejection,
   startLocalCloud,
-  testDatabases,
+  testDatabase,
   uniqueSchema,
   waitFor,
 } from '@flotilla/platform';
@@ -30,7 +30,7 @@ type ImportStream = (
   cb: (e: Error | null, r: storageV1.ImportVdiResponse) => void,
 ) => import('@grpc/grpc-js').ClientWritableStream<storageV1.ImportVdiRequest>;
 
-describe.each(testDatabases())('ImportVdi from a URL on the allow-list on %s', (_db, url) => {
+describe.each(testDatabase('PGlite'))('ImportVdi from a URL on the allow-list on %s', (_db, url) => {
   let cloud: LocalCloud;
   let server: http.Server;
   let base: string;

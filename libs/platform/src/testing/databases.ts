@@ -10,6 +10,17 @@ export function testDatabases(): Array<[name: string, url: string]> {
   return out;
 }
 
+/**
+ * One database, for a slow suite whose subject is not the database (agents, disks, migrations, a front):
+ * `preferred` when this run has it, else the one it has. The persistence layer, Watch, crash recovery and
+ * the API's semantics run on both (testDatabases()); the slow suites are shared out between the two, so each
+ * database carries some of them and CI stays within its half hour on two cores.
+ */
+export function testDatabase(preferred: 'PGlite' | 'PostgreSQL'): Array<[name: string, url: string]> {
+  const all = testDatabases();
+  return [all.find(([name]) => name === preferred) ?? all[0]];
+}
+
 let counter = 0;
 
 /** A schema name no other test uses in this run. */
