@@ -49,6 +49,7 @@ import {
   TerminateInstancesCommand,
   _InstanceType,
 } from '@aws-sdk/client-ec2';
+import { BinaryReader } from '@bufbuild/protobuf/wire';
 import * as grpc from '@grpc/grpc-js';
 import aws4 from 'aws4';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -546,18 +547,14 @@ function rawListVms(address: string, token: string): RawListVms {
         const reply = await page(pageSize, pageToken);
         bytes += reply.length;
         pageToken = '';
-        for (let at = 0; at < reply.length;) {
-          const key = reply[at++];
-          let length = 0;
-          for (let shift = 0; ; shift += 7) {
-            const b = reply[at++];
-            length += (b & 0x7f) * 2 ** shift;
-            if (b < 0x80) break;
+        for (const reader = new BinaryReader(reply); reader.pos < reader.len;) {
+          const [field, wireType] = reader.tag();
+          if (field === 2) {
+            pageToken = reader.string();
+            continue;
           }
-          if (key === 0x0a) count++;
-          else if (key === 0x12) pageToken = reply.toString('utf8', at, at + length);
-          else throw new Error(`ListVmsResponse: unexpected field key ${key}`);
-          at += length;
+          reader.skip(wireType);
+          if (field === 1) count++;
         }
       } while (pageToken);
       return { count, bytes };
