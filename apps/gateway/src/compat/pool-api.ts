@@ -1,7 +1,8 @@
 import { Metadata } from '@grpc/grpc-js';
-import { commonV1, computeV1, computeV1Decoders, storageV1 } from '@flotilla/contracts';
+import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
 import { type ClientOptions, GrpcClient, md } from '@flotilla/platform';
 import { callerMetadata, type Principal } from '../auth/token-auth';
+import { VmListingDecoder } from './vm-listing-decoder';
 
 export interface PoolApiOptions {
   computeAddress: string;
@@ -44,9 +45,11 @@ export class PoolApi {
         staticMetadata: { [md.serviceToken]: options.serviceToken },
         responseDecoders,
       });
-    // A listing of a tenant's VMs is read whole for every DescribeInstances and server list: decoded in one pass.
+    // A listing of a tenant's VMs is read whole for every DescribeInstances and server list: decoded in one
+    // pass, and only the VMs that changed since the last listing.
+    const listing = new VmListingDecoder();
     this.vms = client(options.computeAddress, 'flotilla.compute.v1.VmService', {
-      ListVms: (reply) => computeV1Decoders.ListVmsResponse.decode(reply),
+      ListVms: (reply) => listing.decode(reply),
     });
     this.flavors = client(options.computeAddress, 'flotilla.compute.v1.FlavorService');
     this.hosts = client(options.computeAddress, 'flotilla.compute.v1.HostService');

@@ -6,7 +6,7 @@ import type { Principal } from '../auth/token-auth';
 import { type Catalogue, type CatalogueCaller, CatalogueIndex } from '../compat/catalogue';
 import { listAllVms } from '../compat/list-all';
 import type { PoolApi } from '../compat/pool-api';
-import type { InstanceView } from './instance-view';
+import type { ReservationItems, InstanceView } from './instance-view';
 import type { PageWalks } from './page-walks';
 import type { Params } from './params';
 import type { Xml } from './xml';
@@ -21,6 +21,8 @@ export interface Ec2Site {
   logger: Logger;
   /** DescribeInstances listings kept for the pages after the first (one per paginated walk). */
   instanceWalks: PageWalks<InstanceView>;
+  /** DescribeInstances' reservation items, kept as written while their instances do not change. */
+  reservationItems: ReservationItems;
 }
 
 /** One authenticated request, as an action handler sees it. */

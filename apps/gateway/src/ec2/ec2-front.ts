@@ -15,6 +15,7 @@ import { verifyEc2Request } from './auth/verify';
 import { Ec2Context, Ec2Site, PoolLookups } from './context';
 import { Ec2Error } from './errors';
 import { ec2ErrorFromGrpc } from './grpc-errors';
+import { ReservationItems } from './instance-view';
 import { PageWalks } from './page-walks';
 import { booleanParam, missing, parseParams } from './params';
 import {
@@ -83,6 +84,7 @@ export function createEc2Front(deps: Ec2FrontDeps): { listener: http.RequestList
     endpointUrl: deps.endpointUrl,
     logger: deps.logger,
     instanceWalks: new PageWalks(),
+    reservationItems: new ReservationItems(),
   };
 
   async function answer(req: http.IncomingMessage, requestId: string): Promise<Buffer> {

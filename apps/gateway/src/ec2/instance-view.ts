@@ -1,5 +1,6 @@
 import type { Ec2State } from './instance-state';
-import { ec2Time, el, escapeXml, items, leaf, Xml } from './xml';
+import { Generations } from '../compat/generations';
+import { ec2Time, el, escapeXml, items, leaf, Xml, type XmlPart } from './xml';
 
 /** One instance as DescribeInstances and RunInstances show it. */
 export interface InstanceView {
@@ -97,24 +98,90 @@ function reservationMembers(reservationId: string, ownerId: string, members: Ins
   return `${text('reservationId', reservationId)}${text('ownerId', ownerId)}<groupSet/>${instances}`;
 }
 
+/** Writes one reservation's item of a reservationSet: as text, or as UTF-8 kept from earlier (ReservationItems). */
+export type ReservationWriter = (reservationId: string, ownerId: string, members: InstanceView[]) => XmlPart;
+
+function reservationItem(reservationId: string, ownerId: string, members: InstanceView[]): string {
+  return `<item>${reservationMembers(reservationId, ownerId, members)}</item>`;
+}
+
 /** Instances grouped into reservations in first-seen order. */
-export function reservationSet(views: InstanceView[], ownerId: string): Xml {
+export function reservationSet(
+  views: InstanceView[],
+  ownerId: string,
+  write: ReservationWriter = reservationItem,
+): Xml {
   const groups = new Map<string, InstanceView[]>();
   for (const v of views) {
     const g = groups.get(v.reservationId);
     if (g) g.push(v);
     else groups.set(v.reservationId, [v]);
   }
-  return el(
-    'reservationSet',
-    ...[...groups].map(
-      ([reservationId, members]) =>
-        new Xml(`<item>${reservationMembers(reservationId, ownerId, members)}</item>`),
-    ),
-  );
+  return el('reservationSet', new Xml([...groups].map(([id, members]) => write(id, ownerId, members))));
 }
 
 /** One reservation's members, as RunInstancesResponse carries them at its top level. */
 export function reservationXml(reservationId: string, ownerId: string, members: InstanceView[]): Xml[] {
   return [new Xml(reservationMembers(reservationId, ownerId, members))];
+}
+
+/**
+ * Whether two views write the same item, field by field (a listing compares a thousand: one expression, no
+ * call per field). Every field of InstanceView must be here: the spec changes each one and expects a difference.
+ */
+export function sameView(a: InstanceView, b: InstanceView): boolean {
+  return (
+    a.instanceId === b.instanceId &&
+    a.reservationId === b.reservationId &&
+    a.imageId === b.imageId &&
+    a.state.code === b.state.code &&
+    a.state.name === b.state.name &&
+    a.reason === b.reason &&
+    a.keyName === b.keyName &&
+    a.launchIndex === b.launchIndex &&
+    a.instanceType === b.instanceType &&
+    a.launchTime.getTime() === b.launchTime.getTime() &&
+    a.zone === b.zone &&
+    a.architecture === b.architecture &&
+    a.rootDeviceType === b.rootDeviceType &&
+    a.clientToken === b.clientToken &&
+    a.vcpus === b.vcpus &&
+    sameTags(a.tags, b.tags)
+  );
+}
+
+function sameTags(a: InstanceView['tags'], b: InstanceView['tags']): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i].key !== b[i].key || a[i].value !== b[i].value) return false;
+  return true;
+}
+
+/**
+ * Reservations' items as UTF-8, kept by reservation id and written again only when their owner or one of the
+ * instances listed in them changed. Pollers list the same, mostly unchanged instances over and over, and a
+ * listing of a thousand cost the gateway ~9 ms writing and encoding their items. Bounded (Generations):
+ * reservations not listed lately are forgotten.
+ */
+export class ReservationItems {
+  private readonly kept: Generations<string, { ownerId: string; members: InstanceView[]; xml: Uint8Array }>;
+
+  constructor(capacity = 20_000) {
+    this.kept = new Generations(capacity);
+  }
+
+  readonly write: ReservationWriter = (reservationId, ownerId, members) => {
+    const kept = this.kept.get(reservationId);
+    if (
+      kept &&
+      kept.ownerId === ownerId &&
+      kept.members.length === members.length &&
+      kept.members.every((m, i) => sameView(m, members[i]))
+    )
+      return kept.xml;
+    // Copies: the caller's views may be kept elsewhere (a paginated walk), and what is compared must not move.
+    const copies = members.map((v) => ({ ...v, state: { ...v.state }, tags: v.tags.map((t) => ({ ...t })) }));
+    const xml = Buffer.from(reservationItem(reservationId, ownerId, copies));
+    this.kept.set(reservationId, { ownerId, members: copies, xml });
+    return xml;
+  };
 }

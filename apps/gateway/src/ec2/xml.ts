@@ -13,19 +13,25 @@ export const ec2Namespace = 'http://ec2.amazonaws.com/doc/2016-11-15/';
  */
 const partChars = 16 * 1024;
 
-/** Markup already escaped: only el/leaf/items make it, so a plain string can never be inserted unescaped. */
+/**
+ * Markup already escaped: only el/leaf/items and writers of whole elements (instance items) make it, so a plain
+ * string can never be inserted unescaped. A part is text, or markup already encoded as UTF-8 (kept items).
+ */
 export class Xml {
   /** The markup in order, in parts of about partChars (one part for all but large lists). */
-  readonly parts: readonly string[];
+  readonly parts: readonly XmlPart[];
 
-  constructor(markup: string | readonly string[]) {
-    this.parts = typeof markup === 'string' ? [markup] : markup;
+  constructor(markup: XmlPart | readonly XmlPart[]) {
+    this.parts = typeof markup === 'string' || markup instanceof Uint8Array ? [markup] : markup;
   }
 
   get raw(): string {
-    return this.parts.length === 1 ? this.parts[0] : this.parts.join('');
+    const text = this.parts.map((p) => (typeof p === 'string' ? p : Buffer.from(p).toString('utf8')));
+    return text.length === 1 ? text[0] : text.join('');
   }
 }
+
+export type XmlPart = string | Uint8Array;
 
 type Child = Xml | undefined | null | false;
 
@@ -56,13 +62,20 @@ export function el(name: string, ...children: Child[]): Xml {
 }
 
 function wrap(name: string, children: Child[], attributes = ''): Xml {
-  const parts: string[] = [];
+  const parts: XmlPart[] = [];
   let run = `<${name}${attributes}>`;
   let empty = true;
   for (const c of children)
     if (c)
       for (const part of c.parts) {
-        empty &&= !part;
+        empty &&= part.length === 0;
+        if (typeof part !== 'string') {
+          // Encoded already: it stays a part of its own, between runs of text.
+          if (run) parts.push(run);
+          parts.push(part);
+          run = '';
+          continue;
+        }
         run += part;
         if (run.length > partChars) {
           parts.push(run);
@@ -116,13 +129,18 @@ export function responseDocument(action: string, requestId: string, body: Child[
   return new Xml([declaration, ...root.parts]);
 }
 
-/** The markup as UTF-8, written part by part into one buffer. */
+/** The markup as UTF-8, written part by part into one buffer (parts encoded already are copied). */
 export function utf8(xml: Xml): Buffer {
   let size = 0;
-  for (const part of xml.parts) size += Buffer.byteLength(part);
+  for (const part of xml.parts) size += typeof part === 'string' ? Buffer.byteLength(part) : part.length;
   const out = Buffer.allocUnsafe(size);
   let at = 0;
-  for (const part of xml.parts) at += out.write(part, at);
+  for (const part of xml.parts)
+    if (typeof part === 'string') at += out.write(part, at);
+    else {
+      out.set(part, at);
+      at += part.length;
+    }
   return out;
 }
 

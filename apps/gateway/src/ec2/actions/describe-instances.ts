@@ -55,6 +55,9 @@ export const describeInstances: Ec2Action = {
       page,
       () => (kept ? walk : walks.keep(scope, listed)),
     );
-    return [reservationSet(items, accountIdOf(ctx.principal.tenantId)), leaf('nextToken', nextToken)];
+    return [
+      reservationSet(items, accountIdOf(ctx.principal.tenantId), ctx.site.reservationItems.write),
+      leaf('nextToken', nextToken),
+    ];
   },
 };
