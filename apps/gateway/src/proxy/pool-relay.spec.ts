@@ -47,12 +47,12 @@ async function startUpstream(
   return { server, port: bound, handle };
 }
 
-async function startGateway(upstreamPort: number) {
+async function startGateway(upstreamPort: number, deadlineMs = relayDeadlineMs) {
   const relay = new PoolRelay(
     {
       addresses: { compute: `127.0.0.1:${upstreamPort}` },
       serviceToken: 'svc-token',
-      deadlineMs: relayDeadlineMs,
+      deadlineMs,
       pool: 'test-pool',
     },
     auth,
@@ -223,6 +223,12 @@ describe('PoolRelay, unary calls over its HTTP/2 upstream session', () => {
     big[0] = 1;
     big[big.length - 1] = 2;
     upstream.handle.fn = (c, cb) => cb(null, Buffer.concat([c.request, c.request]));
+    // 9 MiB through three grpc-js hops: more than the 2 s relay deadline of the other tests on a loaded CI
+    // machine (it failed so once), so this relay allows 30 s.
+    gateway.client.close();
+    gateway.relay.close();
+    gateway.server.forceShutdown();
+    gateway = await startGateway(upstream.port, 30_000);
     const reply = await call(gateway.client, big).reply;
     expect(reply.length).toBe(2 * big.length);
     expect(reply.equals(Buffer.concat([big, big]))).toBe(true);
