@@ -1,18 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import * as os from 'node:os';
 import { gatewayV1 } from '@flotilla/contracts';
 import { ErrorCode } from '@flotilla/domain';
-import {
-  createLogger,
-  Database,
-  openDatabase,
-  testDatabases,
-  uniqueSchema,
-  waitFor,
-} from '@flotilla/platform';
+import { type Database, testDatabases, waitFor } from '@flotilla/platform';
 import type { Role } from '@flotilla/platform';
 import { Principal, TokenAuth } from '../auth/token-auth';
-import { gatewayEntities, gatewayMigrations, TenantRow } from '../persistence';
+import { TenantRow } from '../persistence';
+import { openGatewayTestDatabase } from '../test-database';
 import { AdminService } from '../tenants/admin.service';
 import { CredentialAdmin } from './credential-admin.service';
 import { CredentialRow } from './credential.entity';
@@ -27,6 +20,7 @@ const { CredentialKind, Role: ProtoRole } = gatewayV1;
 
 describe.each(testDatabases())('credentials of the compatibility fronts on %s', (_db, url) => {
   let db: Database;
+  let drop: () => Promise<void>;
   let box: SecretBox;
   let store: DbCredentialStore;
   let credentials: CredentialAdmin;
@@ -59,14 +53,7 @@ describe.each(testDatabases())('credentials of the compatibility fronts on %s', 
   const freshStore = () => new DbCredentialStore(db.dataSource, box);
 
   beforeAll(async () => {
-    db = await openDatabase({
-      url,
-      dataDir: os.tmpdir(),
-      schema: uniqueSchema('credentials'),
-      entities: gatewayEntities,
-      migrations: gatewayMigrations,
-      logger: createLogger('credentials-test', 'silent'),
-    });
+    ({ db, drop } = await openGatewayTestDatabase(url, 'credentials'));
     box = new SecretBox(Buffer.alloc(32, 3), 'ec2-secret');
     store = new DbCredentialStore(db.dataSource, box);
     credentials = new CredentialAdmin(db.dataSource, box, store);
@@ -76,10 +63,7 @@ describe.each(testDatabases())('credentials of the compatibility fronts on %s', 
     acme = await tenant('acme');
     other = await tenant('other');
   });
-  afterAll(async () => {
-    await db?.dataSource.query(`DROP SCHEMA IF EXISTS "${db.schema}" CASCADE`);
-    await db?.close();
-  });
+  afterAll(() => drop?.());
 
   describe('creating', () => {
     it('creates an EC2 access key shaped like AWS’s, named after its access key id, and returns its secret', async () => {

@@ -7,6 +7,7 @@ import { type Catalogue, type CatalogueCaller, CatalogueIndex } from '../compat/
 import { listAllVms } from '../compat/list-all';
 import type { PoolApi } from '../compat/pool-api';
 import type { ReservationItems, InstanceView } from './instance-view';
+import type { InstanceRows } from './instance-rows';
 import type { PageWalks } from './page-walks';
 import type { Params } from './params';
 import type { Xml } from './xml';
@@ -23,6 +24,8 @@ export interface Ec2Site {
   instanceWalks: PageWalks<InstanceView>;
   /** DescribeInstances' reservation items, kept as written while their instances do not change. */
   reservationItems: ReservationItems;
+  /** Tenants' instance rows, kept while their version stays. */
+  instanceRows: InstanceRows;
 }
 
 /** One authenticated request, as an action handler sees it. */

@@ -15,6 +15,7 @@ import { verifyEc2Request } from './auth/verify';
 import { Ec2Context, Ec2Site, PoolLookups } from './context';
 import { Ec2Error } from './errors';
 import { ec2ErrorFromGrpc } from './grpc-errors';
+import { InstanceRows } from './instance-rows';
 import { ReservationItems } from './instance-view';
 import { PageWalks } from './page-walks';
 import { booleanParam, missing, parseParams } from './params';
@@ -22,6 +23,8 @@ import {
   Ec2ClientTokenRow,
   Ec2Compat1764000000011,
   Ec2InstanceRow,
+  Ec2InstanceVersionRow,
+  Ec2InstanceVersions1764000000013,
   Ec2KeyPairRow,
   Ec2TagRow,
 } from './persistence';
@@ -47,13 +50,18 @@ export interface Ec2FrontDeps {
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
 export const ec2Entities: Function[] = [
   Ec2InstanceRow,
+  Ec2InstanceVersionRow,
   Ec2ClientTokenRow,
   Ec2TagRow,
   Ec2KeyPairRow,
   Ec2SignatureRow,
 ];
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
-export const ec2Migrations: Function[] = [Ec2Compat1764000000011, Ec2Signatures1764000000012];
+export const ec2Migrations: Function[] = [
+  Ec2Compat1764000000011,
+  Ec2Signatures1764000000012,
+  Ec2InstanceVersions1764000000013,
+];
 
 /** The API version served; EC2 clients all send it (interop.md §2.1). */
 export const ec2ApiVersion = '2016-11-15';
@@ -85,6 +93,7 @@ export function createEc2Front(deps: Ec2FrontDeps): { listener: http.RequestList
     logger: deps.logger,
     instanceWalks: new PageWalks(),
     reservationItems: new ReservationItems(),
+    instanceRows: new InstanceRows(),
   };
 
   async function answer(req: http.IncomingMessage, requestId: string): Promise<Buffer> {

@@ -53,7 +53,7 @@ export async function allInstances(ctx: Ec2Context): Promise<Instance[]> {
     ctx.lookups.keptCatalogue(),
     new TagStore(ctx.site.dataSource).tagsOf(tenantId),
     // Read beside the listing, not after it: sync() copes with rows recorded in between.
-    map.rowsOf(tenantId),
+    ctx.site.instanceRows.of(map, tenantId),
   ]);
   const catalogue = await kept.covering(vms, ctx.lookups);
   const rows = await map.sync(tenantId, vms, (vm) => instanceTypeIn(catalogue, vm), { known });

@@ -4,7 +4,7 @@ import type { computeV1 } from '@flotilla/contracts';
 import { quotedTable } from '@flotilla/platform';
 import { wireDate } from '../compat/wire-date';
 import { derivedInstanceIdOf } from './ids';
-import { Ec2InstanceRow } from './persistence';
+import { Ec2InstanceRow, Ec2InstanceVersionRow } from './persistence';
 
 /** EC2 shows a terminated instance for this long after it is gone (then it is dropped from every answer). */
 export const terminatedVisibleMs = 60 * 60_000;
@@ -41,6 +41,7 @@ function stillShown(r: InstanceRecord, now: Date): boolean {
  */
 export class InstanceMap {
   private quoted?: string;
+  private versions?: string;
 
   constructor(private readonly dataSource: DataSource) {}
 
@@ -105,6 +106,16 @@ export class InstanceMap {
   /** Every row of the tenant, as sync() takes them. */
   rowsOf(tenantId: string): Promise<InstanceRecord[]> {
     return this.select('tenant_id = $1', [tenantId]);
+  }
+
+  /** The tenant's rows' version: every change of them moves it (Ec2InstanceVersions); '0' before the first. */
+  async versionOf(tenantId: string): Promise<string> {
+    this.versions ??= quotedTable(this.dataSource.manager, Ec2InstanceVersionRow);
+    const [row]: Array<{ version: string }> = await this.dataSource.query(
+      `SELECT version FROM ${this.versions} WHERE tenant_id = $1`,
+      [tenantId],
+    );
+    return row ? String(row.version) : '0';
   }
 
   /**

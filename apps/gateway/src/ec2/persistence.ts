@@ -29,6 +29,13 @@ export class Ec2InstanceRow {
 }
 
 /** RunInstances ClientTokens per tenant: the same token with other parameters is IdempotentParameterMismatch. */
+/** A tenant's instance rows' version (Ec2InstanceVersions1764000000013: only its triggers write it). */
+@Entity({ name: 'ec2_instance_versions' })
+export class Ec2InstanceVersionRow {
+  @PrimaryColumn({ name: 'tenant_id', type: 'uuid' }) tenantId!: string;
+  @Column({ type: 'bigint' }) version!: string;
+}
+
 @Entity({ name: 'ec2_client_tokens' })
 export class Ec2ClientTokenRow {
   @PrimaryColumn({ name: 'tenant_id', type: 'uuid' }) tenantId!: string;
@@ -109,5 +116,45 @@ export class Ec2Compat1764000000011 implements MigrationInterface {
   async down(q: QueryRunner): Promise<void> {
     const s = schemaOf(q);
     await q.query(`DROP TABLE ${s}.ec2_key_pairs, ${s}.ec2_tags, ${s}.ec2_client_tokens, ${s}.ec2_instances`);
+  }
+}
+
+/**
+ * A version per tenant that every change of its instance rows bumps, in the statement's own transaction
+ * (statement triggers, so a listing that records a thousand rows bumps it once). A gateway keeps a tenant's
+ * rows between listings while the version it read them at is still the version (InstanceRows); another
+ * gateway's writes, a migration's, anyone's, move it.
+ */
+export class Ec2InstanceVersions1764000000013 implements MigrationInterface {
+  name = 'Ec2InstanceVersions1764000000013';
+
+  async up(q: QueryRunner): Promise<void> {
+    const s = schemaOf(q);
+    await q.query(`CREATE TABLE ${s}.ec2_instance_versions (
+      tenant_id uuid PRIMARY KEY,
+      version bigint NOT NULL
+    )`);
+    await q.query(`CREATE FUNCTION ${s}.ec2_instances_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO ${s}.ec2_instance_versions AS v (tenant_id, version)
+          SELECT DISTINCT tenant_id, 1 FROM changed
+          ON CONFLICT (tenant_id) DO UPDATE SET version = v.version + 1;
+        RETURN NULL;
+      END $$`);
+    for (const [event, table] of [
+      ['INSERT', 'NEW'],
+      ['UPDATE', 'NEW'],
+      ['DELETE', 'OLD'],
+    ])
+      await q.query(`CREATE TRIGGER ec2_instances_${event.toLowerCase()} AFTER ${event} ON ${s}.ec2_instances
+        REFERENCING ${table} TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION ${s}.ec2_instances_changed()`);
+  }
+
+  async down(q: QueryRunner): Promise<void> {
+    const s = schemaOf(q);
+    for (const event of ['insert', 'update', 'delete'])
+      await q.query(`DROP TRIGGER ec2_instances_${event} ON ${s}.ec2_instances`);
+    await q.query(`DROP FUNCTION ${s}.ec2_instances_changed()`);
+    await q.query(`DROP TABLE ${s}.ec2_instance_versions`);
   }
 }
