@@ -101,6 +101,8 @@ export class UpstreamSession {
       clearInterval(keepalive);
     });
     const keepalive = setInterval(() => {
+      // 'close' comes after destroy() on a later turn: a session on its way out is not pinged (ping throws).
+      if (s.destroyed || s.closed) return clearInterval(keepalive);
       const timeout = setTimeout(() => s.destroy(), this.o.keepaliveTimeoutMs);
       const sent = s.ping((err) => {
         clearTimeout(timeout);
