@@ -12,8 +12,8 @@ import {
 } from '@flotilla/platform';
 
 // Real: gateway, compute (operation records, runner), one host agent, gRPC on loopback, the database
-// (PGlite and PostgreSQL). Fake: the hypervisor (sim driver, 500 ms per power operation so that a start
-// is caught inside its agent call).
+// (PGlite and PostgreSQL). Fake: the hypervisor (sim driver, 2 s per power operation so that a start
+// is caught inside its agent call even on a loaded CI machine: 500 ms once was not).
 
 const { OperationState: S } = commonV1;
 
@@ -26,7 +26,7 @@ describe.each(testDatabases())('cancelling operations on %s', (_db, url) => {
     cloud = await startLocalCloud({
       databaseUrl: url,
       schemaPrefix: uniqueSchema('cancel'),
-      simLatencyMs: 500,
+      simLatencyMs: 2000,
     });
     tenant = await cloud.tenant('cancel');
   });
