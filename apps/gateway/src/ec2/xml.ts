@@ -26,8 +26,9 @@ export class Xml {
   }
 
   get raw(): string {
-    const text = this.parts.map((p) => (typeof p === 'string' ? p : Buffer.from(p).toString('utf8')));
-    return text.length === 1 ? text[0] : text.join('');
+    const [first] = this.parts;
+    if (this.parts.length === 1 && typeof first === 'string') return first; // an item's leaves: no copy
+    return this.parts.map((p) => (typeof p === 'string' ? p : Buffer.from(p).toString('utf8'))).join('');
   }
 }
 

@@ -70,6 +70,12 @@ async function startGateway(upstreamPort: number, deadlineMs = relayDeadlineMs) 
   return { relay, server, client };
 }
 
+function stopGateway(g: Awaited<ReturnType<typeof startGateway>>): void {
+  g.client.close();
+  g.relay.close();
+  g.server.forceShutdown();
+}
+
 function call(
   client: grpc.Client,
   request: Buffer,
@@ -107,9 +113,7 @@ describe('PoolRelay, unary calls over its HTTP/2 upstream session', () => {
     gateway = await startGateway(upstream.port);
   });
   afterEach(() => {
-    gateway.client.close();
-    gateway.relay.close();
-    gateway.server.forceShutdown();
+    stopGateway(gateway);
     upstream.server.forceShutdown();
   });
 
@@ -225,9 +229,7 @@ describe('PoolRelay, unary calls over its HTTP/2 upstream session', () => {
     upstream.handle.fn = (c, cb) => cb(null, Buffer.concat([c.request, c.request]));
     // 9 MiB through three grpc-js hops: more than the 2 s relay deadline of the other tests on a loaded CI
     // machine (it failed so once), so this relay allows 30 s.
-    gateway.client.close();
-    gateway.relay.close();
-    gateway.server.forceShutdown();
+    stopGateway(gateway);
     gateway = await startGateway(upstream.port, 30_000);
     const reply = await call(gateway.client, big).reply;
     expect(reply.length).toBe(2 * big.length);

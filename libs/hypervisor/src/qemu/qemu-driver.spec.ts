@@ -301,13 +301,8 @@ describeWithRealQemu('qemu driver on real QEMU', () => {
         }
         // QEMU writes each chunk to the console socket, then to its log file: the log may trail the
         // consoles by a moment (it did by one byte once under load), so wait a little for it.
-        const deadline = Date.now() + 5000;
-        let log = '';
-        while (!(log = (await driver.consoleLog(vmId, 4096)).toString()).includes('answer=42')) {
-          if (Date.now() > deadline) break;
-          await sleep(50);
-        }
-        expect(log).toContain('answer=42');
+        await waitForSerial(vmId, 'answer=42', 0, 5000);
+        expect((await driver.consoleLog(vmId, 4096)).toString()).toContain('answer=42');
       });
 
       it('reboots hard: the guest boots again', async () => {
