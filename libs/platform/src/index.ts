@@ -24,6 +24,7 @@ export * from './testing/local-cloud';
 export * from './testing/ports';
 export * from './testing/probes';
 export * from './persistence/store';
+export * from './persistence/transaction-scope';
 export * from './operations/operation-row';
 export * from './operations/operation.service';
 export * from './operations/operation.grpc';

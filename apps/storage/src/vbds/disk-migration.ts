@@ -63,7 +63,8 @@ export class VmDiskMigrations {
 
   async check(req: storageV1.CheckVmDiskMigrationRequest): Promise<storageV1.CheckVmDiskMigrationResponse> {
     const spec = validate(req);
-    const plan = await this.plan(this.deps.store.manager, spec, false);
+    const destinationHostName = await this.hostName(spec.destinationHostId);
+    const plan = await this.plan(this.deps.store.manager, spec, destinationHostName, false);
     return {
       disks: plan.disks.map(planToProto),
       blockers: plan.blockers.map((b): commonV1.ErrorDetail => ({
@@ -207,8 +208,17 @@ export class VmDiskMigrations {
 
   // ---- planning ----------------------------------------------------------------------------------------
 
-  /** The plan over the records now (`lock`: the target SRs and VBDs locked for the caller's transaction). */
-  private async plan(m: EntityManager, spec: MigrationRequest, lock: boolean): Promise<DiskMigrationPlan> {
+  /**
+   * The plan over the records now (`lock`: the target SRs and VBDs locked for the caller's transaction).
+   * The destination's name (for messages) is looked up by the caller beforehand: it may ask compute, and no
+   * remote call is made while a transaction holds locks.
+   */
+  private async plan(
+    m: EntityManager,
+    spec: MigrationRequest,
+    destinationHostName: string,
+    lock: boolean,
+  ): Promise<DiskMigrationPlan> {
     const vbds = await m.find(VbdRow, {
       where: { vmId: spec.vmId },
       order: { devicePosition: 'ASC' },
@@ -273,7 +283,7 @@ export class VmDiskMigrations {
     return planDiskMigration({
       disks,
       srs: [...targets.keys()].map((id) => view.get(id) as MigrationSr),
-      destinationHostName: await this.hostName(spec.destinationHostId),
+      destinationHostName,
       withStorage: spec.withStorage,
       vdiMap: Object.fromEntries([...mapped].map(([vdiId, sr]) => [vdiId, sr.id])),
     });
@@ -290,6 +300,7 @@ export class VmDiskMigrations {
 
   /** Plans again and records the migration, its holds and its reservations in one transaction. */
   private async record(migrationId: string, spec: MigrationRequest): Promise<DiskMigrationRow> {
+    const destinationHostName = await this.hostName(spec.destinationHostId);
     return this.deps.store.tx(async (m, emit) => {
       const other = await m.findOneBy(DiskMigrationRow, { vmId: spec.vmId, state: 'PREPARED' });
       if (other)
@@ -297,7 +308,7 @@ export class VmDiskMigrations {
           `vm ${spec.vmId} has migration ${other.migrationId} prepared: commit or abort it first`,
           { resource: `vm ${spec.vmId}` },
         );
-      const plan = await this.plan(m, spec, true);
+      const plan = await this.plan(m, spec, destinationHostName, true);
       if (plan.blockers.length) throw refusal(plan);
       const copies: DiskCopy[] = [];
       for (const entry of plan.disks) {

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Observable } from 'rxjs';
 import { requestContext } from '../logging';
+import { checkNoTransaction } from '../persistence/transaction-scope';
 import { md } from './metadata';
 import { serviceDefinition } from './proto';
 
@@ -107,8 +108,10 @@ export class GrpcClient<C> {
         cb: (err: grpc.ServiceError | null, res: unknown) => void,
       ) => grpc.ClientUnaryCall;
       const lower = name.charAt(0).toLowerCase() + name.slice(1);
+      const qualified = `${options.service}.${name}`;
       call[lower] = ((req: unknown, opts: CallOptions = {}) =>
         new Promise((resolve, reject) => {
+          checkNoTransaction(qualified);
           const c = fn(req, this.metadata(opts), { deadline: this.deadline(opts) }, (err, res) =>
             err ? reject(err) : resolve(res),
           );

@@ -1,6 +1,7 @@
 import { DataSource, EntityManager } from 'typeorm';
 import { EventFeed } from './event-feed';
 import { appendEvents, NewEvent } from './outbox';
+import { inTransactionScope } from './transaction-scope';
 
 export type Emit = (event: NewEvent) => void;
 
@@ -17,11 +18,13 @@ export class TransactionalStore {
 
   async tx<T>(work: (m: EntityManager, emit: Emit) => Promise<T>): Promise<T> {
     const events: NewEvent[] = [];
-    const result = await this.dataSource.transaction(async (m) => {
-      const out = await work(m, (e) => events.push(e));
-      await appendEvents(m, events);
-      return out;
-    });
+    const result = await this.dataSource.transaction((m) =>
+      inTransactionScope(async () => {
+        const out = await work(m, (e) => events.push(e));
+        await appendEvents(m, events);
+        return out;
+      }),
+    );
     if (events.length) this.feed?.wake();
     return result;
   }
