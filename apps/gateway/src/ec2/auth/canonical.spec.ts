@@ -78,6 +78,12 @@ describe('timestamps', () => {
     expect(amzDateMs('20150830T123600Z')).toBe(Date.UTC(2015, 7, 30, 12, 36, 0));
     expect(amzDateMs('2015-08-30T12:36:00Z')).toBeUndefined();
     expect(amzDateMs('20150231T000000Z')).toBeUndefined();
+    expect(amzDateMs('20150830T240000Z')).toBeUndefined();
+    expect(amzDateMs('20150830T126000Z')).toBeUndefined();
+    // The same value twice (the kept answer) reads the same; an invalid one after a valid one is still invalid.
+    expect(amzDateMs('20150830T123600Z')).toBe(Date.UTC(2015, 7, 30, 12, 36, 0));
+    expect(amzDateMs('20150830T123600Z')).toBe(Date.UTC(2015, 7, 30, 12, 36, 0));
+    expect(amzDateMs('20150830T123660Z')).toBeUndefined();
   });
 
   it('reads a SigV2 Timestamp without a zone as UTC', () => {

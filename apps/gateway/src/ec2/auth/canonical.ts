@@ -110,12 +110,27 @@ export function canonicalHeaderValue(value: string | string[] | undefined): stri
 
 /** Epoch ms of an ISO 8601 basic timestamp "20150830T123600Z"; undefined when it is not one. */
 export function amzDateMs(value: string): number | undefined {
+  // Requests signed in the same second share it: the last answer is kept.
+  if (value === lastAmzDate.value) return lastAmzDate.ms;
   const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(value);
   if (!m) return undefined;
-  const ms = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]);
-  // Date.UTC rolls 20150231 over to March: only a date that reads back the same is one.
-  return new Date(ms).toISOString().slice(0, 19).replace(/[-:]/g, '') === value.slice(0, 15) ? ms : undefined;
+  const [year, month, day, hour, minute, second] = [+m[1], +m[2], +m[3], +m[4], +m[5], +m[6]];
+  const ms = Date.UTC(year, month - 1, day, hour, minute, second);
+  const at = new Date(ms);
+  // Date.UTC rolls 20150231 over to March (and 24:00 to the next day): only a date that reads back is one.
+  const valid =
+    at.getUTCFullYear() === year &&
+    at.getUTCMonth() === month - 1 &&
+    at.getUTCDate() === day &&
+    at.getUTCHours() === hour &&
+    at.getUTCMinutes() === minute &&
+    at.getUTCSeconds() === second;
+  if (!valid) return undefined;
+  lastAmzDate = { value, ms };
+  return ms;
 }
+
+let lastAmzDate: { value: string; ms: number | undefined } = { value: '', ms: undefined };
 
 /** "20150830T123600Z" for an HTTP Date header value (SigV4 accepts Date when X-Amz-Date is absent). */
 export function amzDateOfHttpDate(value: string): string | undefined {
