@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { ClientReadableStream, ClientWritableStream, Metadata, ServiceError } from '@grpc/grpc-js';
+import { ClientReadableStream, ClientWritableStream, Metadata, ServiceError, status } from '@grpc/grpc-js';
 import { commonV1, computeV1, storageV1 } from '@flotilla/contracts';
 import {
   DEMO_READY_MARKER,
@@ -20,6 +20,7 @@ import {
   describeWithRealQemu,
 } from '@flotilla/hypervisor';
 import {
+  GiveUp,
   GrpcClient,
   LocalCloud,
   operationDone,
@@ -514,13 +515,23 @@ describeWithRealQemu('disks of real VMs end to end', () => {
       state: storageV1.VdiState.VDI_STATE_READY,
       vbds: [],
     });
-    // The snapshots deleted above are coalesced in the background, an operation on this disk's chain that
-    // refuses an export meanwhile ("wait for it and retry"): wait for it, as a user would.
-    await waitFor(
-      'the background coalesce on the data disk to end',
-      async () => !(await getVdi(dataVdi.id)).currentOperationId,
+    // The snapshots deleted above are coalesced in the background, one operation per step on this disk's
+    // chain, each refusing an export meanwhile ("wait for it and retry"): retry, as a user would. A free
+    // moment between two steps is no promise that the next has not begun.
+    const exported = await waitFor(
+      'an export of the data disk once its background coalesce is over',
+      async () => {
+        try {
+          return await exportRaw(dataVdi.id);
+        } catch (e) {
+          const refusal = e as { code?: number; details?: string };
+          if (refusal.code === status.FAILED_PRECONDITION && /is in progress/.test(refusal.details ?? ''))
+            return undefined;
+          throw new GiveUp(e instanceof Error ? e.message : String(e));
+        }
+      },
       { timeoutMs: 120_000, intervalMs: 200 },
     );
-    expect((await exportRaw(dataVdi.id)).subarray(0, 17).toString()).toBe('FLOTILLA-MARK-42\n');
+    expect(exported.subarray(0, 17).toString()).toBe('FLOTILLA-MARK-42\n');
   });
 });
