@@ -5,11 +5,15 @@ import { runUp } from '../up/up';
 
 export function upCommand(): Command {
   return new Command('up')
-    .summary('run the whole local private cloud on this machine (foreground; Ctrl-C stops it)')
+    .summary(
+      'run the whole local private cloud on this machine (foreground; Ctrl-C stops it, VMs keep running)',
+    )
     .description(
       'run the whole local private cloud on this machine in the foreground: embedded database, compute, ' +
         'storage, network, migration, gateway and host agents, each its own process, restarted if it dies. ' +
-        'Writes the CLI profile "local" once the gateway serves. Ctrl-C or SIGTERM stops everything',
+        'Writes the CLI profile "local" once the gateway serves. Ctrl-C or SIGTERM stops the services and ' +
+        'agents; running VMs keep running (as on XCP-ng when its toolstack stops) and the next start ' +
+        're-attaches them: stop them first with `flotilla vm stop` to free their memory',
     )
     .option(
       '--data-dir <dir>',

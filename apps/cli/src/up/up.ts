@@ -298,7 +298,8 @@ function banner(
     `  profile      ${profileLine}`,
     `  admin token  ${tokenLine}`,
     '  next         npx flotilla host list; npx flotilla flavor list; npx flotilla vm create demo-1 --flavor <flavor>',
-    '  Ctrl-C stops everything.',
+    '  Ctrl-C stops the services and agents. Running VMs keep running, and the next start re-attaches them',
+    '  (stop them first with npx flotilla vm stop to free their memory).',
   ];
   for (const line of lines) o.say(line);
 }
