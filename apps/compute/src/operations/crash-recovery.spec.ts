@@ -117,8 +117,9 @@ describe.each(testDatabases())('compute killed with operations in flight on %s',
     });
     recorders.push(resumed);
     const expected = await outboxTokens(url, cloud.schemas.compute, tenant.id, from);
-    await waitFor(`the resumed Watch to reach token ${expected[expected.length - 1]}`, () =>
-      resumed.events.some((m) => m.event!.token === expected[expected.length - 1]),
+    await resumed.until(
+      `token ${expected[expected.length - 1]}`,
+      (m) => m.event!.token === expected[expected.length - 1],
     );
     const lastExpected = BigInt(expected[expected.length - 1]);
     const received = [...watcher.events, ...resumed.events]

@@ -357,6 +357,55 @@ describe('PoolRelay, server streams (ExportVdi)', () => {
     stream.cancel();
     await waitUntil(() => upstreamCancelled);
   });
+  it('reaches a service that restarted a moment ago, though its channel was waiting to reconnect', async () => {
+    const read = () => {
+      const stream = gateway.client.makeServerStreamRequest(
+        exportPath,
+        passthrough,
+        passthrough,
+        Buffer.from('req'),
+        new grpc.Metadata(),
+        {},
+      );
+      return new Promise<string>((resolve, reject) => {
+        const parts: Buffer[] = [];
+        stream.on('data', (m: Buffer) => parts.push(m));
+        stream.on('error', reject);
+        stream.on('end', () => resolve(Buffer.concat(parts).toString()));
+      });
+    };
+    upstream.handle.exportVdi = (c) => {
+      c.write(Buffer.from('before'));
+      c.end();
+    };
+    expect(await read()).toBe('before');
+    // The service goes away: a stream is refused, and the relay's channel falls into its reconnect backoff.
+    const port = upstream.port;
+    upstream.server.forceShutdown();
+    const down = await failure(read());
+    expect(down.code).toBe(grpc.status.UNAVAILABLE);
+    expect(down.details).toBe(
+      `pool test-pool: storage service at 127.0.0.1:${port} is unavailable; retry later`,
+    );
+    // Back on the same address: the next stream reaches it instead of failing fast while the channel waits.
+    const server = new grpc.Server();
+    server.addService(
+      { ExportVdi: method(exportPath, false, true) },
+      {
+        ExportVdi: (c: grpc.ServerWritableStream<Buffer, Buffer>) => {
+          c.write(Buffer.from('after'));
+          c.end();
+        },
+      },
+    );
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (e) =>
+        e ? reject(e) : resolve(),
+      ),
+    );
+    upstream.server = server;
+    expect(await read()).toBe('after');
+  });
 });
 
 describe('the services the gateway relays', () => {

@@ -16,6 +16,9 @@ import { UpstreamSession } from './upstream-session';
 
 const passthrough = (b: Buffer): Buffer => b;
 
+/** How long a stream waits for its channel to (re)connect before it is tried anyway (see connectedChannel). */
+const streamConnectMs = 3000;
+
 /** Where the pool's services are, and the gateway's identity towards them. */
 export interface RelayTargets {
   /** Upstream host:port by proto area ("compute", "common", …). */
@@ -160,9 +163,10 @@ export class PoolRelay {
     });
     this.auth
       .authenticate(call.metadata)
-      .then((principal) => {
+      .then(async (principal) => {
+        const channel = await this.connectedChannel(service, call);
         if (cancelled) return;
-        const s = this.channel(service).makeServerStreamRequest(
+        const s = channel.makeServerStreamRequest(
           path,
           passthrough,
           passthrough,
@@ -216,9 +220,10 @@ export class PoolRelay {
     });
     this.auth
       .authenticate(call.metadata)
-      .then((principal) => {
+      .then(async (principal) => {
+        const channel = await this.connectedChannel(service, call);
         if (finished) return;
-        const s = this.channel(service).makeClientStreamRequest(
+        const s = channel.makeClientStreamRequest(
           path,
           passthrough,
           passthrough,
@@ -267,9 +272,10 @@ export class PoolRelay {
     });
     this.auth
       .authenticate(call.metadata)
-      .then((principal) => {
+      .then(async (principal) => {
+        const channel = await this.connectedChannel(service, call);
         if (cancelled) return;
-        const s = this.channel(service).makeBidiStreamRequest(
+        const s = channel.makeBidiStreamRequest(
           path,
           passthrough,
           passthrough,
@@ -322,6 +328,30 @@ export class PoolRelay {
       this.sessions.set(area, s);
     }
     return s;
+  }
+
+  /**
+   * The stream channel to the service, once it is connected or `streamConnectMs` (or the caller's deadline)
+   * has passed. A channel that lost its service (a restart) waits out a reconnect backoff of up to 2 s, and a
+   * stream started then fails at once with UNAVAILABLE though the service is back: a Watch resumed right after
+   * a pool service restarted would be refused. A service that stays down still gets its UNAVAILABLE, later.
+   */
+  private async connectedChannel(
+    service: string,
+    call: { getDeadline(): grpc.Deadline },
+  ): Promise<grpc.Client> {
+    const client = this.channel(service);
+    const channel = client.getChannel();
+    const until = Math.min(Date.now() + streamConnectMs, deadlineMs(call.getDeadline()));
+    for (
+      let state = channel.getConnectivityState(true);
+      state !== grpc.connectivityState.READY &&
+      state !== grpc.connectivityState.SHUTDOWN &&
+      Date.now() < until;
+      state = channel.getConnectivityState(true)
+    )
+      await new Promise<void>((resolve) => channel.watchConnectivityState(state, until, () => resolve()));
+    return client;
   }
 
   private channel(service: string): grpc.Client {
