@@ -93,6 +93,17 @@ function upload(client: grpc.Client, o: { deadlineMs?: number } = {}) {
   return { stream, reply };
 }
 
+/** An ExportVdi call through the gateway. */
+const exportVdi = (client: grpc.Client): grpc.ClientReadableStream<Buffer> =>
+  client.makeServerStreamRequest(
+    exportPath,
+    passthrough,
+    passthrough,
+    Buffer.from('req'),
+    new grpc.Metadata(),
+    {},
+  );
+
 /** Writes `total` bytes in `chunk`-sized messages, honouring backpressure; `sent` counts what was taken. */
 function pump(stream: grpc.ClientWritableStream<Buffer>, total: number, chunk: number) {
   const progress = { sent: 0, done: false };
@@ -309,14 +320,7 @@ describe('PoolRelay, server streams (ExportVdi)', () => {
         c.end();
       })();
     };
-    const stream = gateway.client.makeServerStreamRequest(
-      exportPath,
-      passthrough,
-      passthrough,
-      Buffer.from('req'),
-      new grpc.Metadata(),
-      {},
-    );
+    const stream = exportVdi(gateway.client);
     stream.on('error', () => undefined);
     // The caller takes a few messages, then stops reading for a while.
     const received = createHash('sha256');
@@ -344,14 +348,7 @@ describe('PoolRelay, server streams (ExportVdi)', () => {
       c.write(Buffer.from('header'));
       c.on('cancelled', () => (upstreamCancelled = true));
     };
-    const stream = gateway.client.makeServerStreamRequest(
-      exportPath,
-      passthrough,
-      passthrough,
-      Buffer.from('req'),
-      new grpc.Metadata(),
-      {},
-    );
+    const stream = exportVdi(gateway.client);
     stream.on('error', () => undefined);
     await once(stream, 'data');
     stream.cancel();
@@ -359,14 +356,7 @@ describe('PoolRelay, server streams (ExportVdi)', () => {
   });
   it('reaches a service that restarted a moment ago, though its channel was waiting to reconnect', async () => {
     const read = () => {
-      const stream = gateway.client.makeServerStreamRequest(
-        exportPath,
-        passthrough,
-        passthrough,
-        Buffer.from('req'),
-        new grpc.Metadata(),
-        {},
-      );
+      const stream = exportVdi(gateway.client);
       return new Promise<string>((resolve, reject) => {
         const parts: Buffer[] = [];
         stream.on('data', (m: Buffer) => parts.push(m));
