@@ -148,8 +148,11 @@ describe(`evacuating ${EVACUATED} of ${HOSTS} sim hosts at once (${dbName})`, ()
     const pinned = evacuated.flatMap((h, i) =>
       Array.from({ length: perHost }, (_, j) => ({ name: `pinned-${i}-${j}`, hostId: h.id })),
     );
-    const spread = Array.from({ length: VMS - pinned.length }, (_, i) => ({ name: `vm-${i}`, hostId: '' }));
-    await inBatches([...pinned, ...spread], 25, (v) => createVm(v.name, v.hostId || undefined));
+    const spread = Array.from({ length: VMS - pinned.length }, (_, i) => ({ name: `vm-${i}` }));
+    // The pinned first: a spread VM started beside them could take an evacuated host's last room (the spread
+    // weigher prefers the emptiest hosts), and the pinned VM that was to fill it would find no capacity.
+    await inBatches(pinned, 25, (v) => createVm(v.name, v.hostId));
+    await inBatches(spread, 25, (v) => createVm(v.name));
     for (const vm of await listVms()) before.set(vm.id, vm.hostId);
   }, 600_000);
 
