@@ -14,7 +14,7 @@
  *      agents → the two QEMUs) for a running VM created with `demo.dirty=<MiB>` in its kernel cmdline; wall
  *      time from the RPC to the migration read SUCCEEDED (GetMigration polled every 5 ms; the source QEMU is
  *      gone by then); downtime from the migration's stats (QEMU's own figure; it includes Flotilla's
- *      switch-over: the lease moves while the source waits in pre-switchover).
+ *      switch-over: the point of no return is recorded while the source waits in pre-switchover).
  *      Targets: (b) wall ≤ 1.05× (a) wall; (b) downtime ≤ (a) downtime + 10 ms.
  *  (c) a guest that dirties memory faster than the link (demo.dirty at a low bandwidth cap): how many rounds
  *      until Flotilla says it does not converge, and the outcome without options, with auto-converge and with
@@ -25,7 +25,8 @@
  * The cloud is `flotilla up --driver qemu` (embedded PGlite, two host agents, every service its own
  * process) in a scratch directory, as a user runs it. (a) and (b) alternate, after one unmeasured round of
  * each. Knobs: MIGRATION_BENCH_ROUNDS (3), MIGRATION_BENCH_MEMORY_MIB (512), MIGRATION_BENCH_DIRTY (0,16,64),
- * MIGRATION_BENCH_BANDWIDTH_MIB (4096), MIGRATION_BENCH_EVACUATE_VMS (10), MIGRATION_BENCH_KEEP=1 keeps the
+ * MIGRATION_BENCH_BANDWIDTH_MIB (4096), MIGRATION_BENCH_EVACUATE_VMS (10), MIGRATION_BENCH_PARTS (c,d: which
+ * of (c) and (d) follow (a) and (b); empty for neither), MIGRATION_BENCH_KEEP=1 keeps the
  * data directory, MIGRATION_BENCH_DATABASE_URL (the cloud on that PostgreSQL database instead of PGlite). A
  * benchmark reports, it does not assert: a missed target does not fail the run.
  */
@@ -64,6 +65,8 @@ const DIRTY = (process.env.MIGRATION_BENCH_DIRTY ?? '0,16,64')
   .split(',')
   .map((s) => Number(s.trim()))
   .filter((n) => Number.isInteger(n) && n >= 0);
+/** Which of (c) and (d) run after (a) and (b): "c,d" by default, "" for (a) and (b) alone. */
+const PARTS = new Set((process.env.MIGRATION_BENCH_PARTS ?? 'c,d').split(',').map((s) => s.trim()));
 
 interface Cloud {
   dir: string;
@@ -510,99 +513,104 @@ async function main(): Promise<void> {
     ))
       console.log(l);
 
-    // ---- (c) a guest faster than the link ----
-    console.log('\n## (c) non-convergence: demo.dirty=64 at 128 MiB/s');
-    const busy = await createVm(cloud, 'bench-busy', MEMORY_MIB, 64);
-    const slow = { bandwidthBytesPerSec: 128 * MiB };
-    const cRows: string[][] = [];
-    const cSaid: string[] = [];
-    for (const [label, o] of [
-      ['no options', options(slow)],
-      ['auto-converge', options({ ...slow, autoConverge: true })],
-      ['post-copy', options({ ...slow, postCopy: true })],
-    ] as const) {
-      const vmNow = await vmOf(cloud.admin, busy.id);
-      const to = vmNow.hostId === h1.id ? h2 : h1;
-      const run = await migrateThroughFlotilla(cloud, vmNow, to, o).catch((e: unknown) => {
-        // Refused at creation (e.g. auto-converge on a TCG host): a row that says why.
-        if ((e as grpc.ServiceError).code !== grpc.status.FAILED_PRECONDITION) throw e;
-        const why = (e as grpc.ServiceError).details;
-        cSaid.push(`${label}: refused: ${why}`);
-        cRows.push([label, 'REFUSED', '-', '-', '-', why.slice(0, 110)]);
-        return undefined;
-      });
-      if (!run) continue;
-      const { sample, migration } = run;
-      cSaid.push(
-        `${label}: ${migration.error?.message ?? ''} | ${migration.phases.map((p) => `${String(p.phase).replace('MIGRATION_PHASE_', '')}: ${p.detail}`).join(' | ')}`,
-      );
-      cRows.push([
-        label,
-        migrationV1.MigrationState[migration.state].replace('MIGRATION_STATE_', ''),
-        String(sample.rounds),
-        f0(sample.wallMs),
-        f0(sample.downtimeMs),
-        (migration.error?.message ?? migration.phases.at(-2)?.detail ?? '').slice(0, 110),
-      ]);
-    }
-    for (const l of table(
-      ['options', 'outcome', 'rounds', 'wall ms', 'downtime ms', 'what Flotilla said'],
-      cRows,
-    ))
-      console.log(l);
-    for (const l of cSaid) console.log(`  ${l}`);
-
-    // ---- (d) evacuation ----
-    console.log(`\n## (d) evacuating a host with ${EVACUATE_VMS} idle 128 MiB VMs (max_parallel 2)`);
-    const vms: computeV1.Vm[] = [];
-    for (let i = 0; i < EVACUATE_VMS; i++) vms.push(await createVm(cloud, `bench-evac-${i}`, 128, 0));
-    // Gather them on one host first.
-    for (const vm of vms) {
-      const now = await vmOf(cloud.admin, vm.id);
-      if (now.hostId !== h1.id) await migrateThroughFlotilla(cloud, now, h1);
-    }
-    const started = process.hrtime.bigint();
-    const { evacuation } = await cloud.evacuations.call.evacuateHost({
-      requestId: randomUUID(),
-      hostId: h1.id,
-      maxParallel: 2,
-      onBlocked: migrationV1.EvacuationBlockedPolicy.EVACUATION_BLOCKED_POLICY_FAIL,
-      withStorage: false,
-      enterMaintenance: false,
-      migrationOptions: options(),
-      name: '',
-      labels: {},
-    });
-    const done = await until(
-      'the evacuation',
-      600_000,
-      async () => {
-        const e = need(
-          (await cloud.evacuations.call.getEvacuation({ id: need(evacuation, 'evacuation').id })).evacuation,
-          'evacuation',
+    if (PARTS.has('c')) {
+      // ---- (c) a guest faster than the link ----
+      console.log('\n## (c) non-convergence: demo.dirty=64 at 128 MiB/s');
+      const busy = await createVm(cloud, 'bench-busy', MEMORY_MIB, 64);
+      const slow = { bandwidthBytesPerSec: 128 * MiB };
+      const cRows: string[][] = [];
+      const cSaid: string[] = [];
+      for (const [label, o] of [
+        ['no options', options(slow)],
+        ['auto-converge', options({ ...slow, autoConverge: true })],
+        ['post-copy', options({ ...slow, postCopy: true })],
+      ] as const) {
+        const vmNow = await vmOf(cloud.admin, busy.id);
+        const to = vmNow.hostId === h1.id ? h2 : h1;
+        const run = await migrateThroughFlotilla(cloud, vmNow, to, o).catch((e: unknown) => {
+          // Refused at creation (e.g. auto-converge on a TCG host): a row that says why.
+          if ((e as grpc.ServiceError).code !== grpc.status.FAILED_PRECONDITION) throw e;
+          const why = (e as grpc.ServiceError).details;
+          cSaid.push(`${label}: refused: ${why}`);
+          cRows.push([label, 'REFUSED', '-', '-', '-', why.slice(0, 110)]);
+          return undefined;
+        });
+        if (!run) continue;
+        const { sample, migration } = run;
+        cSaid.push(
+          `${label}: ${migration.error?.message ?? ''} | ${migration.phases.map((p) => `${String(p.phase).replace('MIGRATION_PHASE_', '')}: ${p.detail}`).join(' | ')}`,
         );
-        return e.state === migrationV1.EvacuationState.EVACUATION_STATE_RUNNING ||
-          e.state === migrationV1.EvacuationState.EVACUATION_STATE_CANCELLING
-          ? undefined
-          : e;
-      },
-      20,
-    );
-    const evacMs = Number(process.hrtime.bigint() - started) / 1e6;
-    for (const l of table(
-      ['VMs', 'outcome', 'evacuation ms', `${EVACUATE_VMS} × one idle migration (b)`, 'ratio'],
-      [
+        cRows.push([
+          label,
+          migrationV1.MigrationState[migration.state].replace('MIGRATION_STATE_', ''),
+          String(sample.rounds),
+          f0(sample.wallMs),
+          f0(sample.downtimeMs),
+          (migration.error?.message ?? migration.phases.at(-2)?.detail ?? '').slice(0, 110),
+        ]);
+      }
+      for (const l of table(
+        ['options', 'outcome', 'rounds', 'wall ms', 'downtime ms', 'what Flotilla said'],
+        cRows,
+      ))
+        console.log(l);
+      for (const l of cSaid) console.log(`  ${l}`);
+    }
+
+    if (PARTS.has('d')) {
+      // ---- (d) evacuation ----
+      console.log(`\n## (d) evacuating a host with ${EVACUATE_VMS} idle 128 MiB VMs (max_parallel 2)`);
+      const vms: computeV1.Vm[] = [];
+      for (let i = 0; i < EVACUATE_VMS; i++) vms.push(await createVm(cloud, `bench-evac-${i}`, 128, 0));
+      // Gather them on one host first.
+      for (const vm of vms) {
+        const now = await vmOf(cloud.admin, vm.id);
+        if (now.hostId !== h1.id) await migrateThroughFlotilla(cloud, now, h1);
+      }
+      const started = process.hrtime.bigint();
+      const { evacuation } = await cloud.evacuations.call.evacuateHost({
+        requestId: randomUUID(),
+        hostId: h1.id,
+        maxParallel: 2,
+        onBlocked: migrationV1.EvacuationBlockedPolicy.EVACUATION_BLOCKED_POLICY_FAIL,
+        withStorage: false,
+        enterMaintenance: false,
+        migrationOptions: options(),
+        name: '',
+        labels: {},
+      });
+      const done = await until(
+        'the evacuation',
+        600_000,
+        async () => {
+          const e = need(
+            (await cloud.evacuations.call.getEvacuation({ id: need(evacuation, 'evacuation').id }))
+              .evacuation,
+            'evacuation',
+          );
+          return e.state === migrationV1.EvacuationState.EVACUATION_STATE_RUNNING ||
+            e.state === migrationV1.EvacuationState.EVACUATION_STATE_CANCELLING
+            ? undefined
+            : e;
+        },
+        20,
+      );
+      const evacMs = Number(process.hrtime.bigint() - started) / 1e6;
+      for (const l of table(
+        ['VMs', 'outcome', 'evacuation ms', `${EVACUATE_VMS} × one idle migration (b)`, 'ratio'],
         [
-          String(EVACUATE_VMS),
-          migrationV1.EvacuationState[done.state].replace('EVACUATION_STATE_', ''),
-          f0(evacMs),
-          f0(EVACUATE_VMS * idleFlotillaWall),
-          f2(evacMs / (EVACUATE_VMS * idleFlotillaWall)),
+          [
+            String(EVACUATE_VMS),
+            migrationV1.EvacuationState[done.state].replace('EVACUATION_STATE_', ''),
+            f0(evacMs),
+            f0(EVACUATE_VMS * idleFlotillaWall),
+            f2(evacMs / (EVACUATE_VMS * idleFlotillaWall)),
+          ],
         ],
-      ],
-    ))
-      console.log(l);
-    await cloud.admin.hosts.call.enableHost({ id: h1.id });
+      ))
+        console.log(l);
+      await cloud.admin.hosts.call.enableHost({ id: h1.id });
+    }
   } catch (e) {
     console.error(`migration benchmark failed: ${e instanceof Error ? e.stack : String(e)}`);
     console.error(`--- flotilla up (last lines) ---\n${cloud.output().slice(-6000)}`);

@@ -504,12 +504,13 @@ export class MigrationRunner {
     }
   }
 
-  /** The point of no return: recorded first (a cancel can no longer win), then compute, storage, the switch. */
+  /** The point of no return: recorded first (a cancel can no longer win), then the switch, then compute. */
   private async commit(
     m: MigrationRow,
     how: 'switchover' | 'post-copy',
     signal: AbortSignal,
   ): Promise<MigrationRow> {
+    const paused = process.hrtime.bigint();
     const now = new Date();
     m = await this.records.change(m.id, (r) =>
       r.state !== 'RUNNING' || r.pointOfNoReturnPassed
@@ -523,21 +524,20 @@ export class MigrationRunner {
           },
     );
     if (!m.pointOfNoReturnPassed) throw new CancelRequested();
-    return this.switchOver(m, signal);
+    return this.switchOver(m, signal, paused);
   }
 
-  /** compute's commit, then SwitchOver (or post-copy): inside the guest's downtime, kept short. */
-  private async switchOver(m: MigrationRow, signal: AbortSignal): Promise<MigrationRow> {
-    const started = process.hrtime.bigint();
-    await this.untilDone(signal, () =>
-      this.peers.compute((c) =>
-        c.commitVmMigration({
-          vmId: m.vmId,
-          migrationId: m.id,
-          nics: (m.incoming?.nics ?? []) as computeV1.Nic[],
-        }),
-      ),
-    );
+  /**
+   * SwitchOver (or post-copy), then compute's commit. Only the switch is inside the guest's downtime: compute
+   * records the move right after it (the migration holds the VM, so nothing reads its host as settled before
+   * the migration ends, and reports from either host leave it alone). `paused`: when the source was seen
+   * paused, for the commit path's figure.
+   */
+  private async switchOver(
+    m: MigrationRow,
+    signal: AbortSignal,
+    paused = process.hrtime.bigint(),
+  ): Promise<MigrationRow> {
     const ref = { epoch: src(m).epoch, migrationId: m.id, vmId: m.vmId };
     // A refusal here (the source is no longer waiting) is sorted out by watching the source's state.
     await this.untilDone(signal, () =>
@@ -555,7 +555,16 @@ export class MigrationRunner {
           );
         }),
     );
-    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    const ms = Number(process.hrtime.bigint() - paused) / 1e6;
+    await this.untilDone(signal, () =>
+      this.peers.compute((c) =>
+        c.commitVmMigration({
+          vmId: m.vmId,
+          migrationId: m.id,
+          nics: (m.incoming?.nics ?? []) as computeV1.Nic[],
+        }),
+      ),
+    );
     return this.step(
       m.id,
       'switched',

@@ -478,6 +478,9 @@ describe.each(testDatabase('PostgreSQL'))('migration service on %s', (_db, url) 
     const id = migration!.id;
     await waitFor('point of no return passed', async () => (await get(id)).pointOfNoReturnPassed);
     await waitFor('switchover asked', () => pool.agents.calls.includes('h1:switchOver'));
+    // Inside the guest's pause only the point of no return is recorded: compute records the move after the
+    // switch, so the VM's record still names the source while the switch is in flight.
+    expect(pool.compute.vms.get(vmA)!.hostId).toBe(pool.host(1).id);
     // The service dies while the switch is in flight; the source switches anyway.
     setTimeout(release, 50);
     await restart(() => {

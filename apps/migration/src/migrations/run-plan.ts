@@ -22,7 +22,8 @@ export const steps = [
   'mirror-ready',
   // source StartOutgoing: memory moves.
   'outgoing-started',
-  // The point of no return: compute's commit (the host lease moves), then the destination runs the VM.
+  // The point of no return, recorded while the source waits paused; then the switch, then compute's commit
+  // (the VM's host and forwarded ports move).
   'committing',
   'committed',
   // SwitchOver sent (or post-copy started): the destination has the VM.

@@ -136,9 +136,9 @@ export interface VmMigrationServiceClient {
   beginVmMigration(request: BeginVmMigrationRequest, metadata?: Metadata): Observable<BeginVmMigrationResponse>;
 
   /**
-   * The point of no return's record, just before the destination is let run the VM: the VM's host
-   * becomes the destination (its forwarded ports are the destination's), and the source keeps the
-   * reservation until EndVmMigration. Idempotent.
+   * The move's record, made past the point of no return, once the destination was let run the VM: the
+   * VM's host becomes the destination (its forwarded ports are the destination's), and the source keeps
+   * the reservation until EndVmMigration. Idempotent.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (the VM is not held by this migration).
    */
 
@@ -190,9 +190,9 @@ export interface VmMigrationServiceController {
   ): Promise<BeginVmMigrationResponse> | Observable<BeginVmMigrationResponse> | BeginVmMigrationResponse;
 
   /**
-   * The point of no return's record, just before the destination is let run the VM: the VM's host
-   * becomes the destination (its forwarded ports are the destination's), and the source keeps the
-   * reservation until EndVmMigration. Idempotent.
+   * The move's record, made past the point of no return, once the destination was let run the VM: the
+   * VM's host becomes the destination (its forwarded ports are the destination's), and the source keeps
+   * the reservation until EndVmMigration. Idempotent.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (the VM is not held by this migration).
    */
 
