@@ -22,6 +22,7 @@ import {
 import {
   GiveUp,
   GrpcClient,
+  isGrpcStatus,
   LocalCloud,
   operationDone,
   rejection,
@@ -524,8 +525,7 @@ describeWithRealQemu('disks of real VMs end to end', () => {
         try {
           return await exportRaw(dataVdi.id);
         } catch (e) {
-          const refusal = e as { code?: number; details?: string };
-          if (refusal.code === status.FAILED_PRECONDITION && /is in progress/.test(refusal.details ?? ''))
+          if (isGrpcStatus(e, status.FAILED_PRECONDITION) && /is in progress/.test(e.details ?? ''))
             return undefined;
           throw new GiveUp(e instanceof Error ? e.message : String(e));
         }

@@ -117,11 +117,9 @@ describe.each(testDatabases())('compute killed with operations in flight on %s',
     });
     recorders.push(resumed);
     const expected = await outboxTokens(url, cloud.schemas.compute, tenant.id, from);
-    await resumed.until(
-      `token ${expected[expected.length - 1]}`,
-      (m) => m.event!.token === expected[expected.length - 1],
-    );
-    const lastExpected = BigInt(expected[expected.length - 1]);
+    const last = expected[expected.length - 1];
+    await resumed.until(`token ${last}`, (m) => m.event!.token === last);
+    const lastExpected = BigInt(last);
     const received = [...watcher.events, ...resumed.events]
       .map((m) => m.event!.token)
       .filter((t) => BigInt(t) <= lastExpected);

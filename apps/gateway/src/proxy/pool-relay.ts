@@ -341,16 +341,9 @@ export class PoolRelay {
     call: { getDeadline(): grpc.Deadline },
   ): Promise<grpc.Client> {
     const client = this.channel(service);
-    const channel = client.getChannel();
     const until = Math.min(Date.now() + streamConnectMs, deadlineMs(call.getDeadline()));
-    for (
-      let state = channel.getConnectivityState(true);
-      state !== grpc.connectivityState.READY &&
-      state !== grpc.connectivityState.SHUTDOWN &&
-      Date.now() < until;
-      state = channel.getConnectivityState(true)
-    )
-      await new Promise<void>((resolve) => channel.watchConnectivityState(state, until, () => resolve()));
+    // Not connected by then: the stream is tried anyway and fails as the channel says.
+    await new Promise<void>((resolve) => client.waitForReady(until, () => resolve()));
     return client;
   }
 
