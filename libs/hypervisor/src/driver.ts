@@ -206,7 +206,7 @@ export interface HypervisorDriver {
     migrationId: string,
     tune: { bandwidthBytesPerSec?: number; startPostCopy?: boolean },
   ): Promise<void>;
-  /** Source: lets a migration waiting in 'pre-switchover' finish (migrate-continue). */
+  /** Source: lets a migration waiting in 'pre-switchover' finish (migrate-continue); done already: no-op. */
   switchOver(vmId: string, migrationId: string): Promise<void>;
   /** Source: migrate_cancel and cancel the mirror jobs; the VM runs on here. 'invalid-state' after completion. */
   cancelOutgoing(vmId: string, migrationId: string): Promise<void>;
@@ -252,6 +252,11 @@ export interface DriverMigrationParameters {
   bandwidthBytesPerSec: number;
   autoConverge: boolean;
   postCopy: boolean;
+  /**
+   * The switch is armed: the driver continues from 'pre-switchover' by itself, at once, as switchOver would
+   * (unless cancelOutgoing came first). Without it the migration waits there for switchOver.
+   */
+  switchWhenReady?: boolean;
 }
 
 export type DriverOutgoingState =

@@ -212,6 +212,7 @@ describe('host agent MigrationAgentService', () => {
     bandwidthBytesPerSec: 1024 ** 3,
     autoConverge: true,
     postCopy: false,
+    switchWhenReady: false,
   };
 
   beforeEach(async () => {
@@ -378,17 +379,27 @@ describe('host agent MigrationAgentService', () => {
     });
   });
 
-  it('starts sending memory with every parameter set explicitly', async () => {
+  it('starts sending memory with every parameter set explicitly, the armed switch included', async () => {
     await agent().startOutgoing({ ...ids, destinationAddress: '10.0.0.2:49152', parameters });
+    await agent().startOutgoing({
+      ...ids,
+      destinationAddress: '10.0.0.2:49152',
+      parameters: { ...parameters, switchWhenReady: true },
+    });
+    const sent = {
+      downtimeLimitMs: 300,
+      bandwidthBytesPerSec: 1024 ** 3,
+      autoConverge: true,
+      postCopy: false,
+    };
     expect(driver.calls).toEqual([
       {
         method: 'startOutgoing',
-        args: [
-          'vm-1',
-          'mig-1',
-          '10.0.0.2:49152',
-          { downtimeLimitMs: 300, bandwidthBytesPerSec: 1024 ** 3, autoConverge: true, postCopy: false },
-        ],
+        args: ['vm-1', 'mig-1', '10.0.0.2:49152', { ...sent, switchWhenReady: false }],
+      },
+      {
+        method: 'startOutgoing',
+        args: ['vm-1', 'mig-1', '10.0.0.2:49152', { ...sent, switchWhenReady: true }],
       },
     ]);
   });

@@ -140,6 +140,7 @@ export class MigrationAgentGrpc implements migrationV1.MigrationAgentServiceCont
         bandwidthBytesPerSec: positive('parameters.bandwidth_bytes_per_sec', p.bandwidthBytesPerSec),
         autoConverge: p.autoConverge,
         postCopy: p.postCopy,
+        switchWhenReady: p.switchWhenReady,
       });
       return {};
     });

@@ -395,6 +395,9 @@ export class MigrationRunner {
               bandwidthBytesPerSec: m.bandwidthBytesPerSec,
               autoConverge: m.options.autoConverge,
               postCopy: m.options.postCopy,
+              // Armed: the source agent continues at pre-switchover itself, so the guest's pause holds no
+              // round trip to this service. The switch stays the source's decision: a rollback asks it first.
+              switchWhenReady: true,
             },
           }),
         ),
@@ -437,8 +440,14 @@ export class MigrationRunner {
     }
   }
 
-  /** TRANSFER: follows pre-copy until the source waits for the switchover, or post-copy is due. */
-  private async followTransfer(m: MigrationRow, signal: AbortSignal): Promise<'switchover' | 'post-copy'> {
+  /**
+   * TRANSFER: follows pre-copy until the source waits for the switchover ('switchover') or has switched
+   * already, as armed ('switched'), or post-copy is due.
+   */
+  private async followTransfer(
+    m: MigrationRow,
+    signal: AbortSignal,
+  ): Promise<'switchover' | 'switched' | 'post-copy'> {
     const detector = new ConvergenceDetector(remediesOn(m.sourceHost?.accelerator ?? ''));
     let lastRound = 0;
     let previousThrottle = 0;
@@ -448,12 +457,8 @@ export class MigrationRunner {
       if (!st) continue;
       // The source is paused from PRE_SWITCHOVER on: nothing but the switch may happen before it
       // (the statistics are recorded at completion).
-      if (
-        st.state === S.OUTGOING_STATE_PRE_SWITCHOVER ||
-        st.state === S.OUTGOING_STATE_DEVICE ||
-        st.state === S.OUTGOING_STATE_COMPLETED
-      )
-        return 'switchover';
+      if (st.state === S.OUTGOING_STATE_PRE_SWITCHOVER) return 'switchover';
+      if (st.state === S.OUTGOING_STATE_DEVICE || st.state === S.OUTGOING_STATE_COMPLETED) return 'switched';
       await this.progress(m, statsOf(st, m.stats), transferFraction(st));
       switch (st.state) {
         case S.OUTGOING_STATE_FAILED:
@@ -504,10 +509,13 @@ export class MigrationRunner {
     }
   }
 
-  /** The point of no return: recorded first (a cancel can no longer win), then the switch, then compute. */
+  /**
+   * The point of no return: recorded first (a cancel can no longer win), then the switch, then compute. With the
+   * switch armed the source agent has usually passed it already ('switched'), and the record follows it.
+   */
   private async commit(
     m: MigrationRow,
-    how: 'switchover' | 'post-copy',
+    how: 'switchover' | 'switched' | 'post-copy',
     signal: AbortSignal,
   ): Promise<MigrationRow> {
     const paused = process.hrtime.bigint();
@@ -524,38 +532,49 @@ export class MigrationRunner {
           },
     );
     if (!m.pointOfNoReturnPassed) throw new CancelRequested();
-    return this.switchOver(m, signal, paused);
+    return this.switchOver(m, signal, how === 'switched' ? null : paused);
   }
 
   /**
    * SwitchOver (or post-copy), then compute's commit. Only the switch is inside the guest's downtime: compute
    * records the move right after it (the migration holds the VM, so nothing reads its host as settled before
    * the migration ends, and reports from either host leave it alone). `paused`: when the source was seen
-   * paused, for the commit path's figure.
+   * paused, for the commit path's figure; null when the source had switched over by itself (armed), so
+   * there is nothing to send.
    */
   private async switchOver(
     m: MigrationRow,
     signal: AbortSignal,
-    paused = process.hrtime.bigint(),
+    paused: bigint | null = process.hrtime.bigint(),
   ): Promise<MigrationRow> {
     const ref = { epoch: src(m).epoch, migrationId: m.id, vmId: m.vmId };
     // A refusal here (the source is no longer waiting) is sorted out by watching the source's state.
-    await this.untilDone(signal, () =>
-      this.peers
-        .agent(src(m), (a) =>
-          m.postCopyStarted
-            ? a.tuneOutgoing({ ...ref, bandwidthBytesPerSec: 0, startPostCopy: true })
-            : a.switchOver(ref),
-        )
-        .catch((e: unknown) => {
-          if (isUnavailable(e)) throw e;
-          this.logger.info(
-            { err: e, migrationId: m.id },
-            'switchover call refused; following the source state',
-          );
-        }),
-    );
-    const ms = Number(process.hrtime.bigint() - paused) / 1e6;
+    if (paused !== null)
+      await this.untilDone(signal, () =>
+        this.peers
+          .agent(src(m), (a) =>
+            m.postCopyStarted
+              ? a.tuneOutgoing({ ...ref, bandwidthBytesPerSec: 0, startPostCopy: true })
+              : a.switchOver(ref),
+          )
+          .catch(async (e: unknown) => {
+            // A DOWN source cannot be told: whether it switched, the destination says (waitCompleted).
+            if (isUnavailable(e) && (await this.peers.hostState(src(m).id)) !== 'DOWN') throw e;
+            this.logger.info(
+              { err: e, migrationId: m.id },
+              'switchover call refused or the source is DOWN; following the source state',
+            );
+          }),
+      );
+    // What the phase says so far (a late switch found by a rollback) stays in front.
+    const sent = [
+      paused === null ? m.phases[m.phases.length - 1]?.detail : '',
+      paused === null
+        ? 'the source agent switched over as armed'
+        : `${m.postCopyStarted ? 'post-copy started' : 'switchover sent'}; commit path ${(Number(process.hrtime.bigint() - paused) / 1e6).toFixed(1)} ms`,
+    ]
+      .filter(Boolean)
+      .join('; ');
     await this.untilDone(signal, () =>
       this.peers.compute((c) =>
         c.commitVmMigration({
@@ -565,13 +584,7 @@ export class MigrationRunner {
         }),
       ),
     );
-    return this.step(
-      m.id,
-      'switched',
-      {},
-      `${m.postCopyStarted ? 'post-copy started' : 'switchover sent'}; commit path ${ms.toFixed(1)} ms`,
-      m.postCopyStarted ? 'POST_COPY' : 'SWITCHOVER',
-    );
+    return this.step(m.id, 'switched', {}, sent, m.postCopyStarted ? 'POST_COPY' : 'SWITCHOVER');
   }
 
   /** After the point of no return: the switch (if a restart interrupted it), completion, clean-up. */
@@ -698,9 +711,18 @@ export class MigrationRunner {
     return 'lost';
   }
 
-  /** ROLLBACK: undoes what was done, then FAILED or CANCELLED with the VM on the source. */
+  /**
+   * ROLLBACK: undoes what was done, then FAILED or CANCELLED with the VM on the source. The source is asked
+   * first: with the switch armed it may have handed the VM over already, and then the migration finishes.
+   */
   private async rollback(m: MigrationRow, reason: RunStatus, signal: AbortSignal): Promise<void> {
     if (m.pointOfNoReturnPassed) return;
+    const cancelsSource =
+      m.step === 'rolling-back'
+        ? m.pending.includes('CANCEL_OUTGOING')
+        : rollbackActions(m.step).includes('CANCEL_OUTGOING');
+    const holder = cancelsSource ? await this.holderAfterCancel(m, signal) : 'source';
+    if (holder !== 'source') return this.finishLateSwitch(m, reason, holder, signal);
     if (m.step !== 'rolling-back')
       m = await this.records.change(m.id, (r) =>
         r.step === 'rolling-back' || r.pointOfNoReturnPassed
@@ -728,6 +750,97 @@ export class MigrationRunner {
       };
     });
     this.metrics.finished(m);
+  }
+
+  /**
+   * Cancels the source's migration and says who holds the VM then. Only a cancel that succeeded means the
+   * source keeps it ('source'). One refused as too late means the source switched over (the switch is armed)
+   * and the destination has it ('switched'). When the source cannot say (its host is DOWN, or it refuses for
+   * another reason), the destination can: it runs the VM only after a switch ('destination').
+   */
+  private async holderAfterCancel(
+    m: MigrationRow,
+    signal: AbortSignal,
+  ): Promise<'source' | 'switched' | 'destination'> {
+    if (!m.sourceHost) return 'source';
+    const ref = { epoch: src(m).epoch, migrationId: m.id, vmId: m.vmId };
+    for (let attempt = 1; ; attempt++) {
+      if (signal.aborted) throw new Halt();
+      try {
+        await this.peers.agent(src(m), (a) => a.cancelOutgoing(ref));
+        return 'source';
+      } catch (e) {
+        if (isUnavailable(e) && (await this.peers.hostState(src(m).id)) !== 'DOWN') {
+          await sleep(this.settings.retryDelayMs * Math.min(attempt, 5), signal);
+          continue;
+        }
+        if (isFailedPrecondition(e)) {
+          // Too late, or refused for another reason: where the source stands says which.
+          const state = await this.pollOutgoing(m, signal, true).then(
+            (st) => st?.state,
+            () => undefined,
+          );
+          if (state === S.OUTGOING_STATE_COMPLETED) return 'switched';
+          // Failed or cancelled after all: the source runs the VM again, so the cancel is repeated (a few times).
+          if ((state === S.OUTGOING_STATE_FAILED || state === S.OUTGOING_STATE_CANCELLED) && attempt < 5)
+            continue;
+          if (
+            state === S.OUTGOING_STATE_PRE_SWITCHOVER ||
+            state === S.OUTGOING_STATE_DEVICE ||
+            state === S.OUTGOING_STATE_POSTCOPY_ACTIVE
+          ) {
+            // The switch is under way: its outcome decides.
+            await sleep(this.settings.retryDelayMs, signal);
+            continue;
+          }
+        }
+        return (await this.destinationRuns(m)) ? 'destination' : 'source';
+      }
+    }
+  }
+
+  /**
+   * The source had switched over before the rollback reached it: the VM is the destination's, so the
+   * migration passes its point of no return after the fact and finishes. A cancel that asked for the
+   * rollback is answered by the outcome: SUCCEEDED, with the reason in the phase's detail.
+   */
+  private async finishLateSwitch(
+    m: MigrationRow,
+    reason: RunStatus,
+    holder: 'switched' | 'destination',
+    signal: AbortSignal,
+  ): Promise<void> {
+    const now = new Date();
+    m = await this.records.change(m.id, (r) =>
+      r.pointOfNoReturnPassed
+        ? undefined
+        : {
+            state: 'RUNNING',
+            stateReason: '',
+            error: null,
+            pending: [],
+            pointOfNoReturnPassed: true,
+            pointOfNoReturnAt: now,
+            step: 'committing',
+            ...withPhase(
+              r,
+              'SWITCHOVER',
+              `the source had switched over before the ${r.state === 'CANCELLING' ? 'cancel' : 'rollback'} reached it (${reason.message}): the destination runs the VM, so the migration finishes`,
+              now,
+            ),
+          },
+    );
+    this.logger.info({ migrationId: m.id, reason: reason.message }, 'rollback too late: the source switched');
+    // Compute's commit; nothing to send to the source, which switched already.
+    if (!reached(m.step, 'switched')) m = await this.switchOver(m, signal, null);
+    if (holder === 'destination' && !reached(m.step, 'completed'))
+      m = await this.step(
+        m.id,
+        'completed-on-destination',
+        {},
+        'the destination runs the VM; the source did not answer',
+      );
+    await this.finishAfterCommit(m, signal);
   }
 
   /**
@@ -1083,6 +1196,8 @@ function transferFraction(st: migrationV1.OutgoingStatus): number {
 
 const isNotFound = (e: unknown): boolean => e instanceof DomainError && e.code === ErrorCode.NotFound;
 const isCancelled = (e: unknown): boolean => e instanceof DomainError && e.code === ErrorCode.Cancelled;
+const isFailedPrecondition = (e: unknown): boolean =>
+  e instanceof DomainError && e.code === ErrorCode.FailedPrecondition;
 
 const cancelledStatus = (): RunStatus => ({
   code: grpcStatus.CANCELLED,

@@ -95,6 +95,8 @@ describe.each(testDatabase('PostgreSQL'))('migration service on %s', (_db, url) 
     pool.agents.guest = { memoryMib: 512, convergeAfterRounds: 3, roundMs: 40 };
     pool.agents.failOnce.clear();
     pool.agents.holdSwitchOver = undefined;
+    pool.agents.holdCompletedStatus = undefined;
+    pool.agents.autoSwitch = true;
     pool.agents.calls.length = 0;
     // Each test starts from free TCG hosts (earlier tests' VMs are forgotten by freshVm).
     for (let n = 1; n <= 3; n++) Object.assign(pool.host(n), { memoryFreeMib: 4096, accelerator: 'tcg' });
@@ -456,10 +458,11 @@ describe.each(testDatabase('PostgreSQL'))('migration service on %s', (_db, url) 
     const id = migration!.id;
     await transferring(id);
     await restart(() =>
-      // The source QEMU goes on without the service.
+      // The source QEMU goes on without the service, and switches over by itself once it converged (armed).
       expect([
         migrationV1.OutgoingState.OUTGOING_STATE_ACTIVE,
         migrationV1.OutgoingState.OUTGOING_STATE_PRE_SWITCHOVER,
+        migrationV1.OutgoingState.OUTGOING_STATE_COMPLETED,
       ]).toContain(pool.agents.outgoing.get(id)?.state),
     );
     const done = await finished(id);
@@ -472,6 +475,8 @@ describe.each(testDatabase('PostgreSQL'))('migration service on %s', (_db, url) 
 
   it('finishes the clean-up after a restart past the point of no return', async () => {
     freshVm(vmA);
+    // The source agent does not switch by itself (it restarted after StartOutgoing): SwitchOver does.
+    pool.agents.autoSwitch = false;
     let release!: () => void;
     pool.agents.holdSwitchOver = new Promise<void>((r) => (release = r));
     const { migration } = await create(spec(vmA));
@@ -495,6 +500,75 @@ describe.each(testDatabase('PostgreSQL'))('migration service on %s', (_db, url) 
     expect(pool.compute.vms.get(vmA)!.hostId).toBe(pool.host(2).id);
     expect(pool.compute.vms.get(vmA)!.currentOperationId).toBe('');
     expect(pool.agents.outgoing.has(id)).toBe(false);
+  });
+
+  /**
+   * A migration of a fresh VM whose source switched over by itself (armed) while the service has not seen it
+   * yet: its status poll is held until `release`.
+   */
+  async function switchedUnseen(vmId: string): Promise<{ id: string; release: () => void }> {
+    freshVm(vmId);
+    let release!: () => void;
+    pool.agents.holdCompletedStatus = new Promise<void>((r) => (release = r));
+    const { migration } = await create(spec(vmId));
+    const id = migration!.id;
+    await waitFor(
+      'the source switched over by itself',
+      () => pool.agents.outgoing.get(id)?.state === migrationV1.OutgoingState.OUTGOING_STATE_COMPLETED,
+    );
+    expect((await get(id)).pointOfNoReturnPassed).toBe(false);
+    return { id, release };
+  }
+
+  it('arms the switch: the source switches over by itself, and the point of no return is recorded after it', async () => {
+    freshVm(vmA);
+    const { migration } = await create(spec(vmA));
+    const done = await finished(migration!.id);
+    expect(done.state).toBe(MigrationState.MIGRATION_STATE_SUCCEEDED);
+    expect(done.pointOfNoReturnPassed).toBe(true);
+    // No SwitchOver round trip: the source agent continued at pre-switchover as StartOutgoing armed it.
+    expect(pool.agents.calls).not.toContain('h1:switchOver');
+    const switchover = done.phases.find((p) => p.phase === 'MIGRATION_PHASE_SWITCHOVER');
+    expect(switchover?.detail).toContain('the source agent switched over as armed');
+    expect(pool.compute.vms.get(vmA)!.hostId).toBe(pool.host(2).id);
+    expect(pool.agents.outgoing.has(migration!.id)).toBe(false);
+  });
+
+  it('finishes a migration whose source switched over before a cancel reached it, without undoing the destination', async () => {
+    const { id, release } = await switchedUnseen(vmB);
+    const cancelling = (await client.call.cancelMigration({ id })).migration!;
+    expect(cancelling.state).toBe(MigrationState.MIGRATION_STATE_CANCELLING);
+    release();
+    const done = await finished(id);
+    expect(done.state).toBe(MigrationState.MIGRATION_STATE_SUCCEEDED);
+    expect(done.pointOfNoReturnPassed).toBe(true);
+    expect(phases(done)).not.toContain('ROLLBACK');
+    expect(done.phases.map((p) => p.detail).join(' ')).toContain(
+      'the source had switched over before the cancel reached it',
+    );
+    expect(pool.agents.calls).toContain('h1:cancelOutgoing');
+    expect(pool.agents.calls).not.toContain('h2:abortIncoming');
+    expect(pool.agents.incoming.get(id)?.state).toBe('FINISHED');
+    expect(pool.compute.vms.get(vmB)!.hostId).toBe(pool.host(2).id);
+    expect(pool.compute.vms.get(vmB)!.currentOperationId).toBe('');
+  });
+
+  it('asks the destination when the source host goes DOWN right after switching over, and finishes there', async () => {
+    const { id, release } = await switchedUnseen(vmC);
+    pool.agents.kill(pool.host(1).id);
+    pool.host(1).state = 'DOWN';
+    release();
+    try {
+      const done = await finished(id);
+      expect(done.state).toBe(MigrationState.MIGRATION_STATE_SUCCEEDED);
+      expect(phases(done)).not.toContain('ROLLBACK');
+      expect(pool.agents.calls).not.toContain('h2:abortIncoming');
+      expect(pool.agents.incoming.get(id)?.state).toBe('FINISHED');
+      expect(pool.compute.vms.get(vmC)!.hostId).toBe(pool.host(2).id);
+    } finally {
+      pool.host(1).state = 'ENABLED';
+      await pool.agents.start(pool.host(1).id);
+    }
   });
 
   it('queues migrations beyond the per-host limit and runs them as slots free up', async () => {

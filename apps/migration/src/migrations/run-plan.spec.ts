@@ -34,6 +34,14 @@ describe('rollback actions', () => {
     expect(blockedBy('END_VM_MIGRATION', ['ABORT_INCOMING', 'END_VM_MIGRATION'])).toBeUndefined();
   });
 
+  it('undoes nothing of the destination before the source is sure to keep the VM (its cancel succeeded)', () => {
+    const all = rollbackActions('outgoing-started');
+    expect(blockedBy('ABORT_INCOMING', all)).toBe('CANCEL_OUTGOING');
+    expect(blockedBy('ABORT_DISKS', all)).toBe('CANCEL_OUTGOING');
+    expect(blockedBy('ABORT_INCOMING', ['ABORT_INCOMING', 'ABORT_DISKS'])).toBeUndefined();
+    expect(blockedBy('ABORT_DISKS', ['ABORT_INCOMING', 'ABORT_DISKS'])).toBeUndefined();
+  });
+
   it('must cancel the source and release compute before ending; destination leftovers may wait', () => {
     expect(isEssential('CANCEL_OUTGOING', true)).toBe(true);
     expect(isEssential('END_VM_MIGRATION', true)).toBe(true);
@@ -94,6 +102,10 @@ describe('resume after a restart', () => {
       'rollback',
     );
     expect(resumeDecision({ ...at, outgoing: { kind: 'gone' } })).toBe('rollback');
+    // Armed, the source switches over by itself: the record of the point of no return is still to come.
+    expect(resumeDecision({ ...at, outgoing: { kind: 'state', state: 'OUTGOING_STATE_COMPLETED' } })).toBe(
+      'continue',
+    );
     expect(resumeDecision({ ...at, outgoing: { kind: 'unreachable' } })).toBe('wait');
   });
 

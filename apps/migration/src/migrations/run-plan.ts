@@ -22,8 +22,9 @@ export const steps = [
   'mirror-ready',
   // source StartOutgoing: memory moves.
   'outgoing-started',
-  // The point of no return, recorded while the source waits paused; then the switch, then compute's commit
-  // (the VM's host and forwarded ports move).
+  // The point of no return, recorded while the source waits paused, or right after it switched over by
+  // itself (the switch is armed); then the switch, then compute's commit (the VM's host and forwarded ports
+  // move).
   'committing',
   'committed',
   // SwitchOver sent (or post-copy started): the destination has the VM.
@@ -83,6 +84,10 @@ export function blockedBy(
   action: PendingAction,
   pending: readonly PendingAction[],
 ): PendingAction | undefined {
+  // The source decides the switch (armed, it switches by itself): nothing of the destination is undone
+  // before the source's cancel succeeded, i.e. before it is sure to keep the VM.
+  if ((action === 'ABORT_INCOMING' || action === 'ABORT_DISKS') && pending.includes('CANCEL_OUTGOING'))
+    return 'CANCEL_OUTGOING';
   if (action === 'CLEAN_UP_DISKS' && pending.includes('COMMIT_DISKS')) return 'COMMIT_DISKS';
   if (action === 'CLEAN_UP_DISKS' && pending.includes('FINISH_OUTGOING')) return 'FINISH_OUTGOING';
   if (action === 'END_VM_MIGRATION' && pending.includes('COMMIT_DISKS')) return 'COMMIT_DISKS';
@@ -99,19 +104,23 @@ export type OutgoingView =
   | { kind: 'unreachable' }
   | { kind: 'state'; state: string };
 
-const stillMigrating = new Set([
+/** Source states a run goes on from: still migrating, or switched over by the source itself (armed). */
+const goesOn = new Set([
   'OUTGOING_STATE_MIRRORING',
   'OUTGOING_STATE_SETUP',
   'OUTGOING_STATE_ACTIVE',
   'OUTGOING_STATE_PRE_SWITCHOVER',
   'OUTGOING_STATE_DEVICE',
+  'OUTGOING_STATE_COMPLETED',
 ]);
 
 export type ResumeDecision = 'continue' | 'rollback' | 'finish' | 'wait';
 
 /**
  * What a (re)started service does with an unfinished migration. Past the point of no return it only ever
- * finishes. Before it, a run whose source QEMU is no longer migrating cannot be picked up: it rolls back.
+ * finishes. Before it, a run goes on while the source QEMU migrates or once it has switched over by itself
+ * (the switch is armed: the record of the point of no return follows); one that failed or was cancelled
+ * rolls back.
  * `outgoing` is asked only when the run had started mirroring or sending memory.
  */
 export function resumeDecision(m: {
@@ -125,7 +134,7 @@ export function resumeDecision(m: {
   if (!reached(m.step, 'mirror-started')) return 'continue';
   if (!m.outgoing || m.outgoing.kind === 'unreachable') return 'wait';
   if (m.outgoing.kind === 'gone') return 'rollback';
-  return stillMigrating.has(m.outgoing.state) ? 'continue' : 'rollback';
+  return goesOn.has(m.outgoing.state) ? 'continue' : 'rollback';
 }
 
 /** The phase a step belongs to. */

@@ -377,6 +377,9 @@ interface Outgoing {
   rounds: number;
   destinationHostId: string;
   postCopy: boolean;
+  /** StartOutgoing's switch_when_ready: the source agent switches at pre-switchover by itself. */
+  armed: boolean;
+  sourceHostId: string;
   mirror: migrationV1.DiskMirrorStatus[];
   timer?: NodeJS.Timeout;
   listeners: Array<() => void>;
@@ -398,6 +401,13 @@ export class FakeAgents {
   readonly failOnce = new Map<string, grpc.status>();
   /** SwitchOver answers only after this resolves (a crash point inside the switch). */
   holdSwitchOver?: Promise<void>;
+  /**
+   * Whether a source agent whose switch is armed switches by itself at pre-switchover (as the real agents
+   * do while they run). false: as if it restarted in between and stopped listening, so SwitchOver must.
+   */
+  autoSwitch = true;
+  /** GetOutgoingStatus of a completed migration answers only after this resolves (the switch not seen yet). */
+  holdCompletedStatus?: Promise<void>;
   guest: GuestModel = { memoryMib: 512, convergeAfterRounds: 3, roundMs: 40 };
 
   constructor(private readonly compute: FakeCompute) {}
@@ -477,12 +487,28 @@ export class FakeAgents {
     o.timer = setTimeout(() => {
       if (o.state !== O.OUTGOING_STATE_ACTIVE) return;
       o.rounds++;
-      if (o.rounds >= this.guest.convergeAfterRounds) this.move(o, O.OUTGOING_STATE_PRE_SWITCHOVER);
+      if (o.rounds >= this.guest.convergeAfterRounds) this.preSwitchover(o);
       else {
         for (const l of o.listeners.splice(0)) l();
         this.round(o);
       }
     }, this.guest.roundMs);
+  }
+
+  /** QEMU pauses before the switchover; an armed source agent that runs goes on at once. */
+  private preSwitchover(o: Outgoing): void {
+    this.move(o, O.OUTGOING_STATE_PRE_SWITCHOVER);
+    if (o.armed && this.autoSwitch && this.servers.get(o.sourceHostId)?.server) this.switchNow(o);
+  }
+
+  /** migrate-continue: the destination runs the VM (post-copy first when it was asked for). */
+  private switchNow(o: Outgoing): void {
+    const inc = this.incoming.get(o.migrationId);
+    if (inc) inc.state = 'RUNNING';
+    if (o.postCopy && o.rounds < this.guest.convergeAfterRounds) {
+      this.move(o, O.OUTGOING_STATE_POSTCOPY_ACTIVE);
+      setTimeout(() => this.move(o, O.OUTGOING_STATE_COMPLETED), 50);
+    } else this.move(o, O.OUTGOING_STATE_COMPLETED);
   }
 
   private impl(hostId: string): Record<string, Handler> {
@@ -566,6 +592,8 @@ export class FakeAgents {
           throw err(grpc.status.FAILED_PRECONDITION, 'disks not READY');
         if (o.state === O.OUTGOING_STATE_MIRRORING || o.rounds === 0) {
           o.postCopy = req.parameters.postCopy;
+          o.armed = req.parameters.switchWhenReady;
+          o.sourceHostId = hostId;
           const inc = this.incoming.get(req.migrationId);
           if (!inc) {
             this.move(o, O.OUTGOING_STATE_FAILED, 'Connection refused');
@@ -590,6 +618,11 @@ export class FakeAgents {
           });
           void before;
         }
+        if (o.state === O.OUTGOING_STATE_COMPLETED && this.holdCompletedStatus) {
+          const hold = this.holdCompletedStatus;
+          this.holdCompletedStatus = undefined; // the next call answers
+          await hold;
+        }
         return { status: this.status(o) };
       },
       tuneOutgoing: (req: migrationV1.TuneOutgoingRequest) => {
@@ -598,7 +631,7 @@ export class FakeAgents {
         if (req.startPostCopy) {
           if (!o.postCopy) throw err(grpc.status.FAILED_PRECONDITION, 'post-copy not enabled');
           if (o.state !== O.OUTGOING_STATE_ACTIVE) throw err(grpc.status.FAILED_PRECONDITION, 'not ACTIVE');
-          this.move(o, O.OUTGOING_STATE_PRE_SWITCHOVER);
+          this.preSwitchover(o);
         }
         return {};
       },
@@ -609,12 +642,7 @@ export class FakeAgents {
         if (o.state === O.OUTGOING_STATE_COMPLETED || o.state === O.OUTGOING_STATE_POSTCOPY_ACTIVE) return {};
         if (o.state !== O.OUTGOING_STATE_PRE_SWITCHOVER)
           throw err(grpc.status.FAILED_PRECONDITION, `state ${o.state}`);
-        const inc = this.incoming.get(req.migrationId);
-        if (inc) inc.state = 'RUNNING';
-        if (o.postCopy && o.rounds < this.guest.convergeAfterRounds) {
-          this.move(o, O.OUTGOING_STATE_POSTCOPY_ACTIVE);
-          setTimeout(() => this.move(o, O.OUTGOING_STATE_COMPLETED), 50);
-        } else this.move(o, O.OUTGOING_STATE_COMPLETED);
+        this.switchNow(o);
         return {};
       },
       cancelOutgoing: (req: migrationV1.CancelOutgoingRequest) => {
@@ -666,6 +694,8 @@ export class FakeAgents {
       rounds: 0,
       destinationHostId: '',
       postCopy: false,
+      armed: false,
+      sourceHostId: '',
       mirror: [],
       listeners: [],
       startedAt: Date.now(),

@@ -307,6 +307,29 @@ describeWithRealQemu('qemu driver live migration on real QEMU', () => {
     await dest.destroy(vmId);
   });
 
+  it('switches over by itself when the switch is armed, and refuses a cancel after it', async () => {
+    const spec = specFor('armed');
+    const vmId = spec.vmId;
+    await bootOnSource(spec);
+    await begin(spec, 'mig-armed', params({ switchWhenReady: true }));
+    const before = lastTick(srcDir, vmId);
+    // Nobody calls switchOver: the driver continued from pre-switchover at QEMU's event.
+    const done = await waitOutgoing(vmId, 'mig-armed', ['completed']);
+    expect(done.downtimeMs).toBeGreaterThan(0);
+    await expect(source.cancelOutgoing(vmId, 'mig-armed')).rejects.toMatchObject({
+      kind: 'invalid-state',
+      message: expect.stringContaining('too late'),
+    });
+    await source.switchOver(vmId, 'mig-armed'); // repeating the switch is success
+    expect((await dest.finishIncoming(vmId, 'mig-armed', 60_000)).powerState).toBe('RUNNING');
+    await until('TICKs at the destination', () => (lastTick(dstDir, vmId) > before + 1 ? true : undefined));
+    expect(serial(dstDir, vmId)).not.toContain(DEMO_READY_MARKER);
+    await source.finishOutgoing(vmId, 'mig-armed');
+    expect(await source.status(vmId)).toBeUndefined();
+    expect(unrequested.filter((u) => u.status.vmId === vmId)).toEqual([]);
+    await dest.destroy(vmId);
+  });
+
   it('cancels a transfer that cannot converge: the VM keeps running on the source, and the destination keeps nothing', async () => {
     const spec = specFor('cancel', { dirtyMib: 32, memoryMib: 224 });
     const vmId = spec.vmId;

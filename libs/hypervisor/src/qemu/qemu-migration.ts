@@ -197,8 +197,15 @@ export class QemuMigrations<V extends MigrationVm> {
     const p = parameters;
     positiveInteger('parameters.downtimeLimitMs', p.downtimeLimitMs, 60_000);
     positiveInteger('parameters.bandwidthBytesPerSec', p.bandwidthBytesPerSec);
-    if (typeof p.autoConverge !== 'boolean' || typeof p.postCopy !== 'boolean')
-      throw new DriverError('invalid-spec', 'parameters.autoConverge, parameters.postCopy: must be booleans');
+    if (
+      typeof p.autoConverge !== 'boolean' ||
+      typeof p.postCopy !== 'boolean' ||
+      !['boolean', 'undefined'].includes(typeof p.switchWhenReady)
+    )
+      throw new DriverError(
+        'invalid-spec',
+        'parameters.autoConverge, parameters.postCopy, parameters.switchWhenReady: must be booleans',
+      );
     if (p.postCopy) this.refusePostCopy();
     return this.host.withLock(vmId, async () => {
       const handle = await this.host.requireRunning(vmId);
@@ -221,8 +228,12 @@ export class QemuMigrations<V extends MigrationVm> {
           parameters: { ...p },
           wasRunning: status === 'running',
         });
+        // Armed before `migrate`: an idle guest can reach pre-switchover within milliseconds.
+        if (p.switchWhenReady) this.armSwitch(handle.qmp, vmId, migrationId);
         await startMemoryMigration(handle.qmp, destinationAddress, p);
-        this.host.log(`vm ${vmId}: migration ${migrationId} sends memory to ${destinationAddress}`);
+        this.host.log(
+          `vm ${vmId}: migration ${migrationId} sends memory to ${destinationAddress}${p.switchWhenReady ? ' (switch armed)' : ''}`,
+        );
       } catch (e) {
         throw asDriverError(e, `vm ${vmId}: starting migration ${migrationId} failed`);
       }
@@ -405,6 +416,32 @@ export class QemuMigrations<V extends MigrationVm> {
       await this.host.removeVm(dir);
       this.host.log(`vm ${vmId}: migration ${migrationId} finished: the VM left this host`);
     });
+  }
+
+  /**
+   * The armed switch: when QEMU reports pre-switchover, the migration goes on at once through switchOver, so
+   * the guest's pause holds no round trip to the migration service. Under the VM's lock like every call: a
+   * cancelOutgoing that came first wins (the record says cancelled, or QEMU no longer waits), and one that
+   * comes after is refused. Listens until the migration ends or the QMP connection closes; an agent that
+   * restarts in between does not listen again, and the migration service's SwitchOver does it then.
+   */
+  private armSwitch(qmp: QmpClient, vmId: string, migrationId: string): void {
+    const offs: Array<() => void> = [];
+    const disarm = () => offs.forEach((off) => off());
+    offs.push(
+      qmp.on('event', (e) => {
+        if (e.event !== 'MIGRATION') return;
+        const { status } = (e.data ?? {}) as { status?: string };
+        if (status === 'pre-switchover')
+          this.switchOver(vmId, migrationId).catch((err: unknown) =>
+            this.host.log(
+              `vm ${vmId}: the armed switch of migration ${migrationId} did not go: ${(err as Error).message}`,
+            ),
+          );
+        else if (status === 'completed' || status === 'failed' || status === 'cancelled') disarm();
+      }),
+      qmp.on('close', disarm),
+    );
   }
 
   /** Throws invalid-state, saying why, when this host takes no part in post-copy. */

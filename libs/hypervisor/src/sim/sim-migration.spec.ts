@@ -113,6 +113,16 @@ describe('sim driver live migration', () => {
     expect(status.downtimeMs).toBeGreaterThanOrEqual(60_000);
   });
 
+  it('switches over by itself when the switch is armed: no wait counted, and a cancel after it is refused', async () => {
+    await start(vm('vm-1'), { ...qemuDefaults, bandwidthBytesPerSec: GiB, switchWhenReady: true });
+    const { status } = await runUntil('vm-1', (s) => s.state === 'completed');
+    expect(status.downtimeMs).toBeGreaterThan(0);
+    expect(status.downtimeMs).toBeLessThanOrEqual(300 + 10);
+    await expect(source.cancelOutgoing('vm-1', 'm1')).rejects.toThrow('past the switchover');
+    await source.switchOver('vm-1', 'm1'); // repeating the switch is success
+    expect((await destination.finishIncoming('vm-1', 'm1', 30_000)).powerState).toBe('RUNNING');
+  });
+
   it('never converges for a guest dirtying 64 MiB at 1 GB/s under QEMU defaults, and says so within 3 rounds', async () => {
     await start(dirtier('vm-1'), qemuDefaults);
     const { status, perRound } = await runUntil('vm-1', (s) => s.rounds >= 12);

@@ -63,7 +63,8 @@ const SOURCE_STOPPED: readonly DriverOutgoingState[] = [
 
 /**
  * One outgoing migration of the sim driver: the disk mirror, then the pre-copy model run in (scaled) real
- * time, round by round, through setup → active → pre-switchover (waits for switchOver) → device →
+ * time, round by round, through setup → active → pre-switchover (waits for switchOver unless the switch
+ * is armed) → device →
  * completed, or post-copy, failed, cancelled. Reported times are the modelled ones plus the real time the
  * caller took to switch over (a paused guest waits in real time whatever the scale).
  */
@@ -275,10 +276,17 @@ export class SimOutgoing {
       this.notify();
       return this.beginRound();
     }
-    // pause-before-switchover: the source pauses and waits for switchOver, in real time.
+    // pause-before-switchover: the source pauses and waits for switchOver, in real time; an armed switch
+    // goes on at once (switchOver records the failure when the VM stopped meanwhile).
     this.pausedSinceMs = this.elapsedMs;
     this.setState('pre-switchover');
     this.stage = { kind: 'wait', startedAt: this.ctx.timers.now() };
+    if (this.params?.switchWhenReady)
+      try {
+        this.switchOver();
+      } catch {
+        // failed: the status says why
+      }
   }
 
   private switchToPostCopy(): void {

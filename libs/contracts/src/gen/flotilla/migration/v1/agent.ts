@@ -41,6 +41,11 @@ export interface MigrationParameters {
   autoConverge: boolean;
   /** Enables postcopy-ram on both sides, so that TuneOutgoing can switch to post-copy later. */
   postCopy: boolean;
+  /**
+   * The source agent continues the migration itself the moment it waits in PRE_SWITCHOVER (unless
+   * CancelOutgoing came first), as SwitchOver would: the guest's pause is QEMU's alone.
+   */
+  switchWhenReady: boolean;
 }
 
 export interface PrepareIncomingRequest {
@@ -228,8 +233,11 @@ export interface FinishOutgoingResponse {
  * naming another migration of the same VM is FAILED_PRECONDITION naming the one in progress.
  *
  * The source migrates with QEMU's pause-before-switchover: once the remaining memory fits the downtime
- * limit the source pauses and waits in PRE_SWITCHOVER, and only SwitchOver lets the destination run. That
- * call is the point of no return, so the migration service moves the VM's host lease just before it.
+ * limit the source pauses and waits in PRE_SWITCHOVER. With MigrationParameters.switch_when_ready the source
+ * agent lets it go on at once by itself (the switch is armed: the guest's pause holds no round trip); without
+ * it, or when the agent restarted in between, only SwitchOver lets the destination run. Either way the switch
+ * is the point of no return, and the source agent decides it: a CancelOutgoing that comes after it is
+ * refused, so a migration service that meant to roll back learns that the VM is the destination's.
  */
 
 export interface MigrationAgentServiceClient {
@@ -287,7 +295,8 @@ export interface MigrationAgentServiceClient {
 
   /**
    * Source: lets a migration waiting in PRE_SWITCHOVER finish (migrate-continue): the last dirty memory
-   * and the device state go, the destination runs the VM. Repeating it after completion is success.
+   * and the device state go, the destination runs the VM. Repeating it after completion (or after the
+   * agent switched by itself, switch_when_ready) is success.
    * Errors: FAILED_PRECONDITION (not in PRE_SWITCHOVER nor COMPLETED).
    */
 
@@ -336,8 +345,11 @@ export interface MigrationAgentServiceClient {
  * naming another migration of the same VM is FAILED_PRECONDITION naming the one in progress.
  *
  * The source migrates with QEMU's pause-before-switchover: once the remaining memory fits the downtime
- * limit the source pauses and waits in PRE_SWITCHOVER, and only SwitchOver lets the destination run. That
- * call is the point of no return, so the migration service moves the VM's host lease just before it.
+ * limit the source pauses and waits in PRE_SWITCHOVER. With MigrationParameters.switch_when_ready the source
+ * agent lets it go on at once by itself (the switch is armed: the guest's pause holds no round trip); without
+ * it, or when the agent restarted in between, only SwitchOver lets the destination run. Either way the switch
+ * is the point of no return, and the source agent decides it: a CancelOutgoing that comes after it is
+ * refused, so a migration service that meant to roll back learns that the VM is the destination's.
  */
 
 export interface MigrationAgentServiceController {
@@ -413,7 +425,8 @@ export interface MigrationAgentServiceController {
 
   /**
    * Source: lets a migration waiting in PRE_SWITCHOVER finish (migrate-continue): the last dirty memory
-   * and the device state go, the destination runs the VM. Repeating it after completion is success.
+   * and the device state go, the destination runs the VM. Repeating it after completion (or after the
+   * agent switched by itself, switch_when_ready) is success.
    * Errors: FAILED_PRECONDITION (not in PRE_SWITCHOVER nor COMPLETED).
    */
 
