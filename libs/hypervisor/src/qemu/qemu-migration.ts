@@ -432,13 +432,20 @@ export class QemuMigrations<V extends MigrationVm> {
       qmp.on('event', (e) => {
         if (e.event !== 'MIGRATION') return;
         const { status } = (e.data ?? {}) as { status?: string };
-        if (status === 'pre-switchover')
-          this.switchOver(vmId, migrationId).catch((err: unknown) =>
-            this.host.log(
-              `vm ${vmId}: the armed switch of migration ${migrationId} did not go: ${(err as Error).message}`,
-            ),
+        if (status === 'pre-switchover') {
+          const pausedAt = e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
+          this.switchOver(vmId, migrationId).then(
+            // What the switch added to the guest's pause: this agent's reaction, QEMU's clock to ours.
+            () =>
+              this.host.log(
+                `vm ${vmId}: migration ${migrationId} switched over ${(Date.now() - pausedAt).toFixed(1)} ms after QEMU paused (armed)`,
+              ),
+            (err: unknown) =>
+              this.host.log(
+                `vm ${vmId}: the armed switch of migration ${migrationId} did not go: ${(err as Error).message}`,
+              ),
           );
-        else if (status === 'completed' || status === 'failed' || status === 'cancelled') disarm();
+        } else if (status === 'completed' || status === 'failed' || status === 'cancelled') disarm();
       }),
       qmp.on('close', disarm),
     );
