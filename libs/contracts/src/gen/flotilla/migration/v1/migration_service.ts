@@ -125,7 +125,9 @@ export interface MigrationServiceClient {
 
   /**
    * Asks the migration to stop: a QUEUED one is CANCELLED at once; a RUNNING one goes CANCELLING, rolls
-   * back and ends CANCELLED with the VM on the source. Same as CancelOperation on its operation.
+   * back and ends CANCELLED with the VM on the source, unless the source switched over before the cancel
+   * reached it (the switch is armed): then it finishes SUCCEEDED, and its SWITCHOVER phase says so. Same as
+   * CancelOperation on its operation.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (point of no return passed, or finished).
    */
 
@@ -185,7 +187,9 @@ export interface MigrationServiceController {
 
   /**
    * Asks the migration to stop: a QUEUED one is CANCELLED at once; a RUNNING one goes CANCELLING, rolls
-   * back and ends CANCELLED with the VM on the source. Same as CancelOperation on its operation.
+   * back and ends CANCELLED with the VM on the source, unless the source switched over before the cancel
+   * reached it (the switch is armed): then it finishes SUCCEEDED, and its SWITCHOVER phase says so. Same as
+   * CancelOperation on its operation.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (point of no return passed, or finished).
    */
 
