@@ -722,14 +722,20 @@ export class MigrationRunner {
         ? m.pending.includes('CANCEL_OUTGOING')
         : rollbackActions(m.step).includes('CANCEL_OUTGOING');
     const holder = cancelsSource ? await this.holderAfterCancel(m, signal) : 'source';
-    if (holder !== 'source') return this.finishLateSwitch(m, reason, holder, signal);
+    if (holder === 'switched' || holder === 'destination')
+      return this.finishLateSwitch(m, reason, holder, signal);
+    // A cancel that succeeded is not sent again with the rest of the rollback.
+    const undo = (pending: PendingAction[]) =>
+      holder === 'cancelled' ? pending.filter((a) => a !== 'CANCEL_OUTGOING') : pending;
+    if (m.step === 'rolling-back' && holder === 'cancelled' && m.pending.includes('CANCEL_OUTGOING'))
+      m = await this.records.change(m.id, (r) => ({ pending: undo(r.pending) }));
     if (m.step !== 'rolling-back')
       m = await this.records.change(m.id, (r) =>
         r.step === 'rolling-back' || r.pointOfNoReturnPassed
           ? undefined
           : {
               step: 'rolling-back',
-              pending: rollbackActions(r.step),
+              pending: undo(rollbackActions(r.step)),
               error: r.state === 'CANCELLING' ? cancelledStatus() : reason,
               stateReason: r.state === 'CANCELLING' ? r.stateReason : reason.message,
               progress: 0,
@@ -753,22 +759,23 @@ export class MigrationRunner {
   }
 
   /**
-   * Cancels the source's migration and says who holds the VM then. Only a cancel that succeeded means the
-   * source keeps it ('source'). One refused as too late means the source switched over (the switch is armed)
-   * and the destination has it ('switched'). When the source cannot say (its host is DOWN, or it refuses for
-   * another reason), the destination can: it runs the VM only after a switch ('destination').
+   * Cancels the source's migration and says who holds the VM then. A cancel that succeeded means the
+   * source keeps it ('cancelled'). One refused as too late means the source switched over (the switch is
+   * armed) and the destination has it ('switched'). When the source cannot say (its host is DOWN, or it
+   * refuses for another reason), the destination can: it runs the VM only after a switch ('destination');
+   * else the source keeps it ('source').
    */
   private async holderAfterCancel(
     m: MigrationRow,
     signal: AbortSignal,
-  ): Promise<'source' | 'switched' | 'destination'> {
+  ): Promise<'cancelled' | 'source' | 'switched' | 'destination'> {
     if (!m.sourceHost) return 'source';
     const ref = { epoch: src(m).epoch, migrationId: m.id, vmId: m.vmId };
     for (let attempt = 1; ; attempt++) {
       if (signal.aborted) throw new Halt();
       try {
         await this.peers.agent(src(m), (a) => a.cancelOutgoing(ref));
-        return 'source';
+        return 'cancelled';
       } catch (e) {
         if (isUnavailable(e) && (await this.peers.hostState(src(m).id)) !== 'DOWN') {
           await sleep(this.settings.retryDelayMs * Math.min(attempt, 5), signal);

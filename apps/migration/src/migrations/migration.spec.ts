@@ -312,7 +312,8 @@ describe.each(testDatabase('PostgreSQL'))('migration service on %s', (_db, url) 
     expect(phases(done)).toContain('ROLLBACK');
     expect(done.pointOfNoReturnPassed).toBe(false);
     const agentCalls = pool.agents.calls;
-    expect(agentCalls).toContain('h1:cancelOutgoing');
+    // Once: the cancel that decided who holds the VM is not repeated by the rest of the rollback.
+    expect(agentCalls.filter((c) => c === 'h1:cancelOutgoing')).toHaveLength(1);
     expect(agentCalls).toContain('h2:abortIncoming');
     expect(pool.storage.migrations.has(id)).toBe(false);
     const vm = pool.compute.vms.get(vmA)!;

@@ -122,3 +122,38 @@ describe('gRPC services: reflection and health, several servers in one process',
     }
   });
 });
+
+describe('a stopped gRPC service', () => {
+  const logger = createLogger('server-spec', 'silent');
+
+  /** A health check on `client`'s channel: the status code it got. */
+  const check = (client: grpc.Client) =>
+    new Promise<grpc.status>((resolve) =>
+      (
+        client as unknown as {
+          check: (req: object, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => void;
+        }
+      ).check({ service: '' }, { deadline: Date.now() + 2_000 }, (e) => resolve(e ? e.code : grpc.status.OK)),
+    );
+
+  it('closes the connections clients held: no call is answered by it after stop, nothing stays open', async () => {
+    const address = `127.0.0.1:${await freePort()}`;
+    const app = await startGrpcService({
+      module: NoControllers,
+      address,
+      areas: ['common'],
+      healthServices: [],
+      logger,
+    });
+    const client = new HealthClient(address, grpc.credentials.createInsecure());
+    try {
+      expect(await check(client)).toBe(grpc.status.OK);
+      await app.close();
+      // The same channel, whose connection was open: the call must not reach the stopped service.
+      expect(await check(client)).toBe(grpc.status.UNAVAILABLE);
+      expect(client.getChannel().getConnectivityState(false)).not.toBe(grpc.connectivityState.READY);
+    } finally {
+      client.close();
+    }
+  });
+});

@@ -14,6 +14,7 @@ import { NestFactory } from '@nestjs/core';
 import { GrpcMethodStreamingType, GrpcOptions, MicroserviceOptions, ServerGrpc } from '@nestjs/microservices';
 import { HealthImplementation } from 'grpc-health-check';
 import { randomUUID } from 'node:crypto';
+import type * as http2 from 'node:http2';
 import { isObservable, lastValueFrom, Observable, throwError } from 'rxjs';
 import { isDomainError } from '@flotilla/domain';
 import { Logger, RequestContext, requestContext } from '../logging';
@@ -86,6 +87,18 @@ export class FlotillaGrpcServer extends ServerGrpc {
       requestContext.run(contextOf(call.metadata, method), () => streaming(call, ...rest));
   }
 
+  /**
+   * Stops serving, and closes the connections clients still hold. grpc-js 1.14's forceShutdown destroys the
+   * sessions it tracks, but with channelz off (as here) it tracks them only per HTTP/2 listener, so it
+   * closed the listener and left every open connection served: a stopped service went on answering calls
+   * on them, and its clients' sockets kept the process alive.
+   */
+  override async close(): Promise<void> {
+    const sessions = openSessions(this.grpcClient);
+    await super.close();
+    for (const session of sessions) if (!session.destroyed) session.destroy();
+  }
+
   private unary(
     // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
     handler: Function,
@@ -113,6 +126,15 @@ export class FlotillaGrpcServer extends ServerGrpc {
         })();
       });
   }
+}
+
+/** The HTTP/2 sessions a grpc-js server holds open, from its per-listener bookkeeping (private, hence checked). */
+function openSessions(server: grpc.Server | null | undefined): http2.ServerHttp2Session[] {
+  const listeners = (server as unknown as { http2Servers?: unknown } | null | undefined)?.http2Servers;
+  if (!(listeners instanceof Map)) return [];
+  return [...listeners.values()].flatMap((l: { sessions?: unknown }) =>
+    l?.sessions instanceof Set ? [...(l.sessions as Set<http2.ServerHttp2Session>)] : [],
+  );
 }
 
 /** Nest's own log lines go to the service's pino logger. */
