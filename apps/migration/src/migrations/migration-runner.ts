@@ -725,22 +725,25 @@ export class MigrationRunner {
     if (holder === 'switched' || holder === 'destination')
       return this.finishLateSwitch(m, reason, holder, signal);
     // A cancel that succeeded is not sent again with the rest of the rollback.
+    const sourceCancelled = holder === 'cancelled';
     const undo = (pending: PendingAction[]) =>
-      holder === 'cancelled' ? pending.filter((a) => a !== 'CANCEL_OUTGOING') : pending;
-    if (m.step === 'rolling-back' && holder === 'cancelled' && m.pending.includes('CANCEL_OUTGOING'))
-      m = await this.records.change(m.id, (r) => ({ pending: undo(r.pending) }));
-    if (m.step !== 'rolling-back')
+      sourceCancelled ? pending.filter((a) => a !== 'CANCEL_OUTGOING') : pending;
+    if (m.step !== 'rolling-back' || (sourceCancelled && m.pending.includes('CANCEL_OUTGOING')))
       m = await this.records.change(m.id, (r) =>
-        r.step === 'rolling-back' || r.pointOfNoReturnPassed
+        r.pointOfNoReturnPassed
           ? undefined
-          : {
-              step: 'rolling-back',
-              pending: undo(rollbackActions(r.step)),
-              error: r.state === 'CANCELLING' ? cancelledStatus() : reason,
-              stateReason: r.state === 'CANCELLING' ? r.stateReason : reason.message,
-              progress: 0,
-              ...withPhase(r, 'ROLLBACK', reason.message),
-            },
+          : r.step === 'rolling-back'
+            ? sourceCancelled
+              ? { pending: undo(r.pending) }
+              : undefined
+            : {
+                step: 'rolling-back',
+                pending: undo(rollbackActions(r.step)),
+                error: r.state === 'CANCELLING' ? cancelledStatus() : reason,
+                stateReason: r.state === 'CANCELLING' ? r.stateReason : reason.message,
+                progress: 0,
+                ...withPhase(r, 'ROLLBACK', reason.message),
+              },
       );
     m = await this.runPending(m, true, signal);
     const finishedAt = new Date();
