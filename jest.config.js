@@ -31,9 +31,10 @@ module.exports = {
   globalSetup: '<rootDir>/tools/testing/global-setup.js',
   globalTeardown: '<rootDir>/tools/testing/global-teardown.js',
   testTimeout: 30000,
-  // One suite at a time. Two workers on CI's 2 CPUs were no faster there (1,119 s of tests against
+  // One suite at a time in each of `npm test`'s two lanes (tools/test.mjs: real-guest suites beside the
+  // rest). Two workers over every suite on CI's 2 CPUs were no faster there (1,119 s of tests against
   // 970–1,061 s for whole runs with one) and starved the real-QEMU suites (a guest, a migration and a CLI call
-  // missed their time). Ports still come in a slice per worker, should a bigger machine want more.
+  // missed their time), since two guest-heavy suites then ran together. Ports come in a slice per worker.
   maxWorkers: 1,
   // That one suite at a time runs in a worker process, recycled once it holds more than this after a suite.
   // In band (jest's choice for one worker otherwise), every suite's module registry and what it left behind

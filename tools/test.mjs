@@ -1,15 +1,130 @@
 #!/usr/bin/env node
 // `npm test`: builds dist/ (the end-to-end tests run the built services as `npm start` does), type-checks,
 // then runs every jest suite once.
-import { execFileSync } from 'node:child_process';
+//
+// A whole run goes in two lanes side by side, each one jest process running one suite at a time: `vms`,
+// the suites that boot real guests (CPU-bound: TCG), and `services`, the rest, which mostly wait on gRPC,
+// databases and timers (their jest worker averaged about 15 % of a CPU). On CI's two cores that nearly
+// halves the run, while no two guest-heavy suites ever share the machine (two jest workers over every suite
+// did that, and guests missed their deadlines). Arguments that pick tests (paths, -t, --watch, …) make it
+// one plain jest run, as does FLOTILLA_TEST_LANES=1. `--json --outputFile=F` gets both lanes' results in F.
+import { execFileSync, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const run = (args) => execFileSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
+const jest = join(root, 'node_modules/jest/bin/jest.js');
+const args = process.argv.slice(2);
+
+/** The suites that boot real QEMU guests. */
+const VM_SUITES = '/(tools/e2e|libs/hypervisor/src/qemu)/';
+/** jest.config.js's own ignore patterns, which a --testPathIgnorePatterns on the command line replaces. */
+const IGNORED = ['/node_modules/', '/dist/'];
+/** Options after which a run is not "every suite once". */
+const SELECTING =
+  /^(-t|-o|-i|--(testNamePattern|testPathPatterns?|findRelatedTests|onlyChanged|onlyFailures|changedSince|watch|watchAll|listTests|selectProjects|shard|runInBand|maxWorkers|runTestsByPath))(=|$)/;
+
 try {
-  run([join(root, 'tools/build.mjs'), '--typecheck']);
-  run([join(root, 'node_modules/jest/bin/jest.js'), ...process.argv.slice(2)]);
+  execFileSync(process.execPath, [join(root, 'tools/build.mjs'), '--typecheck'], {
+    cwd: root,
+    stdio: 'inherit',
+  });
 } catch (e) {
   process.exit(typeof e.status === 'number' && e.status !== 0 ? e.status : 1);
+}
+
+const wholeRun = !args.some((a) => !a.startsWith('-') || SELECTING.test(a));
+if (!wholeRun || process.env.FLOTILLA_TEST_LANES === '1') {
+  const child = spawn(process.execPath, [jest, ...args], { cwd: root, stdio: 'inherit' });
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+} else {
+  process.exit(await runLanes());
+}
+
+async function runLanes() {
+  const { outputFile, rest } = takeOutputFile(args);
+  const lanes = [
+    { name: 'vms', select: ['--testPathPatterns', VM_SUITES] },
+    { name: 'services', select: ['--testPathIgnorePatterns', ...IGNORED, VM_SUITES] },
+  ];
+  const results = await Promise.all(
+    lanes.map((lane, index) => {
+      const report = outputFile ? `${outputFile}.${lane.name}` : undefined;
+      const laneArgs = [...rest, ...(report ? ['--json', `--outputFile=${report}`] : [])];
+      return runLane(lane.name, index, [...laneArgs, ...lane.select]).then((result) => ({
+        ...result,
+        report,
+      }));
+    }),
+  );
+  if (outputFile)
+    mergeReports(
+      outputFile,
+      results.map((r) => r.report),
+    );
+  console.error('');
+  for (const r of results)
+    console.error(`lane ${r.name}: ${r.code === 0 ? 'passed' : `FAILED (exit ${r.code})`} in ${r.seconds} s`);
+  return results.find((r) => r.code !== 0)?.code ?? 0;
+}
+
+/** One jest process, its output line by line behind the lane's name. */
+function runLane(name, index, laneArgs) {
+  const started = Date.now();
+  const child = spawn(process.execPath, [jest, ...laneArgs], {
+    cwd: root,
+    // A lane of its own for the test ports (libs/platform/src/testing/ports.ts).
+    env: { ...process.env, FLOTILLA_TEST_LANE: String(index) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const prefix = `[${name}] `;
+  for (const [from, to] of [
+    [child.stdout, process.stdout],
+    [child.stderr, process.stderr],
+  ])
+    createInterface({ input: from, crlfDelay: Infinity }).on('line', (line) =>
+      to.write(prefix + line + '\n'),
+    );
+  // Ctrl-C reaches the lanes through the terminal's process group; a plain kill of this process must too.
+  const forward = (signal) => child.kill(signal);
+  process.once('SIGTERM', forward);
+  return new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      process.off('SIGTERM', forward);
+      resolve({ name, code: code ?? (signal ? 1 : 0), seconds: Math.round((Date.now() - started) / 1000) });
+    });
+  });
+}
+
+function takeOutputFile(all) {
+  let outputFile;
+  const rest = [];
+  for (let i = 0; i < all.length; i++) {
+    const a = all[i];
+    if (a === '--json') continue;
+    if (a.startsWith('--outputFile=')) outputFile = a.slice('--outputFile='.length);
+    else if (a === '--outputFile') outputFile = all[++i];
+    else rest.push(a);
+  }
+  return { outputFile, rest };
+}
+
+/** One jest JSON report from the lanes' reports: counts added, suites listed together. */
+function mergeReports(outputFile, reports) {
+  const parts = reports.filter((f) => fs.existsSync(f)).map((f) => JSON.parse(fs.readFileSync(f, 'utf8')));
+  if (!parts.length) return;
+  const merged = { ...parts[0], testResults: [], openHandles: [] };
+  for (const key of Object.keys(parts[0]))
+    if (key.startsWith('num')) merged[key] = parts.reduce((sum, p) => sum + (p[key] ?? 0), 0);
+  for (const p of parts) {
+    merged.testResults.push(...(p.testResults ?? []));
+    merged.openHandles.push(...(p.openHandles ?? []));
+  }
+  merged.startTime = Math.min(...parts.map((p) => p.startTime));
+  merged.success = parts.length === reports.length && parts.every((p) => p.success);
+  merged.wasInterrupted = parts.some((p) => p.wasInterrupted);
+  fs.writeFileSync(outputFile, JSON.stringify(merged));
+  for (const f of reports) fs.rmSync(f, { force: true });
 }

@@ -7,12 +7,21 @@ import * as net from 'node:net';
  * connection may take it: with parallel jest workers that happened (EADDRINUSE in a suite's beforeAll).
  * Ports here come from below the ephemeral range, which the kernel never hands out by itself, and each jest
  * worker has a slice of its own, so between the pick and the bind nobody else picks the same port.
+ * `npm test` runs two jest processes side by side (tools/test.mjs), whose workers share the numbers 1..n:
+ * FLOTILLA_TEST_LANE (0, 1, …) moves the second one's workers to slices of their own.
  */
 
 const SLICE = 500;
 const SLICES = 20;
 const BASE = 10_000;
 let next = 0;
+
+/** This jest worker's number across every jest process of the run: lanes are 4 workers apart. */
+function workerIndex(): number {
+  const worker = Math.max(1, Number(process.env.JEST_WORKER_ID) || 1);
+  const lane = Math.max(0, Number(process.env.FLOTILLA_TEST_LANE) || 0);
+  return lane * 4 + worker - 1;
+}
 
 /** The kernel's ephemeral range starts above our slices (the default 32768 does); else listen(0) it is. */
 function slicesAreSafe(): boolean {
@@ -45,8 +54,7 @@ export async function freePort(): Promise<number> {
     if (port === undefined) throw new Error('freePort: cannot listen on 127.0.0.1');
     return port;
   }
-  const worker = Math.max(1, Number(process.env.JEST_WORKER_ID) || 1);
-  const first = BASE + ((worker - 1) % SLICES) * SLICE;
+  const first = BASE + (workerIndex() % SLICES) * SLICE;
   for (let tries = 0; tries < SLICE; tries++) {
     const port = first + (next++ % SLICE);
     if ((await listenable(port)) !== undefined) return port;
@@ -68,9 +76,8 @@ export async function upBasePort(offsets: readonly number[]): Promise<number> {
     throw new Error(
       `upBasePort: an up cloud must fit in ${UP_SPAN} ports, got offsets ${offsets.join(', ')}`,
     );
-  const worker = Math.max(1, Number(process.env.JEST_WORKER_ID) || 1);
   for (let i = 0; i < UP_SLOTS; i++) {
-    const base = 20_000 + ((worker - 1 + i) % UP_SLOTS) * UP_SPAN;
+    const base = 20_000 + ((workerIndex() + i) % UP_SLOTS) * UP_SPAN;
     const free = await Promise.all(offsets.map((offset) => listenable(base + offset)));
     if (free.every((port) => port !== undefined)) return base;
   }
