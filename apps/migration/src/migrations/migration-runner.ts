@@ -451,14 +451,24 @@ export class MigrationRunner {
     const detector = new ConvergenceDetector(remediesOn(m.sourceHost?.accelerator ?? ''));
     let lastRound = 0;
     let previousThrottle = 0;
+    let lastState: migrationV1.OutgoingState | undefined;
     for (;;) {
-      m = await this.checkpoint(m.id);
+      // While the source sends the device state (DEVICE) the guest is paused and a cancel or a time-out can
+      // no longer win: the next status is asked at once, with no database work on the two CPUs QEMU needs.
+      // A DEVICE that outlasts a whole long poll gets the usual checks again.
+      const switching = lastState === S.OUTGOING_STATE_DEVICE;
+      if (!switching) m = await this.checkpoint(m.id);
       const st = await this.pollOutgoing(m, signal);
       if (!st) continue;
+      lastState = switching && st.state === S.OUTGOING_STATE_DEVICE ? undefined : st.state;
       // The source is paused from PRE_SWITCHOVER on: nothing but the switch may happen before it
       // (the statistics are recorded at completion).
       if (st.state === S.OUTGOING_STATE_PRE_SWITCHOVER) return 'switchover';
-      if (st.state === S.OUTGOING_STATE_DEVICE || st.state === S.OUTGOING_STATE_COMPLETED) return 'switched';
+      // Armed, the source switches by itself: the point of no return and compute's commit are recorded once
+      // it reports COMPLETED, after the guest's downtime rather than inside it. Should the device state fail
+      // to load, the rollback asks the source who holds the VM (holderAfterCancel).
+      if (st.state === S.OUTGOING_STATE_DEVICE) continue;
+      if (st.state === S.OUTGOING_STATE_COMPLETED) return 'switched';
       await this.progress(m, statsOf(st, m.stats), transferFraction(st));
       switch (st.state) {
         case S.OUTGOING_STATE_FAILED:

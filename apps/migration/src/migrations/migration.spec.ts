@@ -535,6 +535,57 @@ describe.each(testDatabase('PostgreSQL'))('migration service on %s', (_db, url) 
     expect(pool.agents.outgoing.has(migration!.id)).toBe(false);
   });
 
+  /**
+   * A migration of a fresh VM held where the source sends the device state (the guest paused), until
+   * `release`; then it completes or fails as `outcome` says. Resolves once the service has seen DEVICE and
+   * asked for the source's status again.
+   */
+  async function inDeviceStage(
+    vmId: string,
+    outcome: 'completed' | 'failed',
+  ): Promise<{ id: string; release: () => void }> {
+    freshVm(vmId);
+    let release!: () => void;
+    pool.agents.deviceStage = { release: new Promise<void>((r) => (release = r)), outcome };
+    const { migration } = await create(spec(vmId));
+    const id = migration!.id;
+    const polls = () => pool.agents.calls.filter((c) => c === 'h1:getOutgoingStatus').length;
+    const seen = await waitFor(
+      'the source sending the device state',
+      () =>
+        pool.agents.outgoing.get(id)?.state === migrationV1.OutgoingState.OUTGOING_STATE_DEVICE && polls(),
+    );
+    await waitFor('the service asking again after DEVICE', () => polls() > seen + 1);
+    return { id, release };
+  }
+
+  it("records the point of no return and compute's commit only once the source completed, not while the guest is paused", async () => {
+    const { id, release } = await inDeviceStage(vmA, 'completed');
+    expect((await get(id)).pointOfNoReturnPassed).toBe(false);
+    expect(pool.compute.vms.get(vmA)!.hostId).toBe(pool.host(1).id);
+    release();
+    const done = await finished(id);
+    expect(done.state).toBe(MigrationState.MIGRATION_STATE_SUCCEEDED);
+    expect(done.pointOfNoReturnPassed).toBe(true);
+    expect(pool.compute.vms.get(vmA)!.hostId).toBe(pool.host(2).id);
+  });
+
+  it('rolls back when the destination cannot load the device state: the source runs the VM again, nothing is lost', async () => {
+    const { id, release } = await inDeviceStage(vmB, 'failed');
+    release();
+    const done = await finished(id);
+    expect(done.state).toBe(MigrationState.MIGRATION_STATE_FAILED);
+    expect(done.error?.message).toContain('load of migration failed');
+    expect(done.pointOfNoReturnPassed).toBe(false);
+    expect(phases(done)).toContain('ROLLBACK');
+    expect(pool.agents.incoming.has(id)).toBe(false);
+    const vm = pool.compute.vms.get(vmB)!;
+    expect(vm.hostId).toBe(pool.host(1).id);
+    expect(vm.powerState).toBe('RUNNING');
+    expect(vm.currentOperationId).toBe('');
+    expect(pool.compute.calls).not.toContain('EndVmMigration (lost)');
+  });
+
   it('finishes a migration whose source switched over before a cancel reached it, without undoing the destination', async () => {
     const { id, release } = await switchedUnseen(vmB);
     const cancelling = (await client.call.cancelMigration({ id })).migration!;

@@ -408,6 +408,12 @@ export class FakeAgents {
   autoSwitch = true;
   /** GetOutgoingStatus of a completed migration answers only after this resolves (the switch not seen yet). */
   holdCompletedStatus?: Promise<void>;
+  /**
+   * The next switch stops in DEVICE (the guest paused, its device state on the way) until `release`
+   * resolves, then completes, or fails as QEMU does when the destination cannot load the state (the source
+   * then runs the guest again).
+   */
+  deviceStage?: { release: Promise<void>; outcome: 'completed' | 'failed' };
   guest: GuestModel = { memoryMib: 512, convergeAfterRounds: 3, roundMs: 40 };
 
   constructor(private readonly compute: FakeCompute) {}
@@ -504,6 +510,18 @@ export class FakeAgents {
   /** migrate-continue: the destination runs the VM (post-copy first when it was asked for). */
   private switchNow(o: Outgoing): void {
     const inc = this.incoming.get(o.migrationId);
+    const stage = this.deviceStage;
+    if (stage && !o.postCopy) {
+      this.deviceStage = undefined;
+      this.move(o, O.OUTGOING_STATE_DEVICE);
+      void stage.release.then(() => {
+        if (stage.outcome === 'failed')
+          return this.move(o, O.OUTGOING_STATE_FAILED, 'load of migration failed');
+        if (inc) inc.state = 'RUNNING';
+        this.move(o, O.OUTGOING_STATE_COMPLETED);
+      });
+      return;
+    }
     if (inc) inc.state = 'RUNNING';
     if (o.postCopy && o.rounds < this.guest.convergeAfterRounds) {
       this.move(o, O.OUTGOING_STATE_POSTCOPY_ACTIVE);
