@@ -91,8 +91,20 @@ describe.each(testDatabases())('compute killed with operations in flight on %s',
     );
     expect(failedWithoutReason).toEqual([]);
 
-    const { vms } = await tenant.clients.vms.call.listVms({
-      page: { pageSize: 1000, pageToken: '', filter: '' },
+    // The agents are back. A host silent for longer than the heartbeat timeout while compute was down (a
+    // busy machine) went DOWN after the restart and its VMs read UNKNOWN until its agent reported them again.
+    const hosts = await cloud.hostsReady(2);
+    expect(hosts.filter((h) => h.state === computeV1.HostState.HOST_STATE_ENABLED)).toHaveLength(2);
+    const started = committed.filter(
+      ({ operation }) => operations.find((o) => o.id === operation.id)!.state === S.OPERATION_STATE_SUCCEEDED,
+    );
+    const vms = await waitFor('the started VMs reported RUNNING by their agents', async () => {
+      const listing = await tenant.clients.vms.call.listVms({
+        page: { pageSize: 1000, pageToken: '', filter: '' },
+      });
+      const running = (id: string) =>
+        listing.vms.find((v) => v.id === id)?.powerState === computeV1.PowerState.POWER_STATE_RUNNING;
+      return started.every(({ vm }) => running(vm.id)) && listing.vms;
     });
     const listed = new Map(vms.map((v) => [v.id, v]));
     for (const { vm, operation } of committed) {
@@ -106,9 +118,6 @@ describe.each(testDatabases())('compute killed with operations in flight on %s',
     }
     // Every VM the pool has is one a create committed, and none is left waiting on an operation.
     expect(vms.every((v) => v.currentOperationId === '')).toBe(true);
-
-    const hosts = await cloud.hostsReady(2);
-    expect(hosts.filter((h) => h.state === computeV1.HostState.HOST_STATE_ENABLED)).toHaveLength(2);
 
     // The watcher reconnects with the last token it had and must get exactly what the outbox holds after it.
     const resumed = new WatchRecorder(tenant.clients.events, {
