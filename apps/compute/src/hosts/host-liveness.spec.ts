@@ -4,6 +4,7 @@ import {
   operationDone,
   startLocalCloud,
   TestTenant,
+  testDatabase,
   testDatabases,
   uniqueSchema,
   waitFor,
@@ -82,4 +83,54 @@ describe.each(testDatabases())('host liveness on %s', (_db, url) => {
     expect(vms.map((v) => v.powerState)).toEqual([P.POWER_STATE_RUNNING, P.POWER_STATE_PAUSED]);
     expect(vms.map((v) => v.hostId)).toEqual([before.id, before.id]);
   });
+});
+
+// The reaper's rule, not the database's: one database is enough.
+describe.each(testDatabase('PostgreSQL'))('host liveness across a compute restart on %s', (_db, url) => {
+  const downAfterMs = 4000; // compute sweeps for silent hosts every 1 s at this setting
+  let cloud: LocalCloud;
+  let tenant: TestTenant;
+
+  beforeAll(async () => {
+    cloud = await startLocalCloud({
+      databaseUrl: url,
+      schemaPrefix: uniqueSchema('restart'),
+      agents: [{ name: 'host-r' }],
+      computeEnv: { FLOTILLA_HOST_DOWN_AFTER_MS: String(downAfterMs), FLOTILLA_HEARTBEAT_INTERVAL_MS: '300' },
+    });
+    tenant = await cloud.tenant('restart');
+  });
+  afterAll(() => cloud?.stop());
+
+  const hostR = async () =>
+    (await cloud.admin.hosts.call.listHosts({ page: { pageSize: 10, pageToken: '', filter: 'name=host-r' } }))
+      .hosts[0];
+
+  it('does not count the time compute itself was down: a restart longer than the timeout leaves hosts and VMs alone', async () => {
+    const created = await tenant.clients.vms.call.createVm(vmRequest({ name: 'steady' }));
+    await operationDone(tenant.clients.operations, created.operation!.id);
+    const before = (await tenant.clients.vms.call.getVm({ id: created.vm!.id })).vm!;
+    expect(before.powerState).toBe(P.POWER_STATE_RUNNING);
+    const hostBefore = await hostR();
+
+    // Compute and the agent both silent for longer than the timeout ...
+    const [agent] = cloud.agents;
+    await agent.stop();
+    await cloud.compute.kill();
+    await new Promise((r) => setTimeout(r, downAfterMs + 500));
+    await cloud.compute.restart();
+    // ... and compute sweeps for silent hosts once before the agent reports again. A host it has not
+    // listened to for the whole timeout is not judged yet (before, this sweep marked it DOWN).
+    await new Promise((r) => setTimeout(r, 1100));
+    await cloud.startAgent({ name: 'host-r', stateDir: agent.stateDir });
+
+    await waitFor('host-r ENABLED with a new epoch', async () => {
+      const h = await hostR();
+      return h.state === H.HOST_STATE_ENABLED && h.epoch > hostBefore.epoch && h;
+    });
+    const after = (await tenant.clients.vms.call.getVm({ id: created.vm!.id })).vm!;
+    // Never UNKNOWN in between: its record did not change at all.
+    expect(after.powerState).toBe(P.POWER_STATE_RUNNING);
+    expect(after.etag).toBe(before.etag);
+  }, 30_000);
 });

@@ -11,6 +11,7 @@ import { HostRow, VmRow } from '../persistence/entities';
 export class HostReaper {
   private timer?: NodeJS.Timeout;
   private running = false;
+  private startedAt = Number.POSITIVE_INFINITY;
 
   constructor(
     private readonly store: ComputeStore,
@@ -19,6 +20,7 @@ export class HostReaper {
   ) {}
 
   start(): void {
+    this.startedAt = Date.now();
     this.timer = setInterval(() => void this.sweep(), Math.min(1000, Math.max(100, this.downAfterMs / 4)));
     this.timer.unref();
   }
@@ -28,7 +30,10 @@ export class HostReaper {
   }
 
   async sweep(): Promise<number> {
-    if (this.running) return 0;
+    // Heartbeats sent while no compute ran were never heard: a host is judged only once this compute has
+    // listened for the whole timeout, or a restart of the control plane that outlasted it would mark every
+    // host DOWN and every VM UNKNOWN until their agents' next reports.
+    if (this.running || Date.now() - this.startedAt < this.downAfterMs) return 0;
     this.running = true;
     try {
       return await this.store.tx(async (m, emit) => {

@@ -454,8 +454,8 @@ export class MigrationRunner {
     let lastState: migrationV1.OutgoingState | undefined;
     for (;;) {
       // While the source sends the device state (DEVICE) the guest is paused and a cancel or a time-out can
-      // no longer win: the next status is asked at once, with no database work on the two CPUs QEMU needs.
-      // A DEVICE that outlasts a whole long poll gets the usual checks again.
+      // no longer win: the next status is asked at once, without a database read first. A DEVICE that
+      // outlasts a whole long poll gets the usual checks again.
       const switching = lastState === S.OUTGOING_STATE_DEVICE;
       if (!switching) m = await this.checkpoint(m.id);
       const st = await this.pollOutgoing(m, signal);
@@ -464,9 +464,9 @@ export class MigrationRunner {
       // The source is paused from PRE_SWITCHOVER on: nothing but the switch may happen before it
       // (the statistics are recorded at completion).
       if (st.state === S.OUTGOING_STATE_PRE_SWITCHOVER) return 'switchover';
-      // Armed, the source switches by itself: the point of no return and compute's commit are recorded once
-      // it reports COMPLETED, after the guest's downtime rather than inside it. Should the device state fail
-      // to load, the rollback asks the source who holds the VM (holderAfterCancel).
+      // Armed, the source switches by itself. The point of no return and compute's commit wait for its
+      // COMPLETED: a destination that fails to load the device state makes QEMU resume the guest on the
+      // source, and then this is a failure before the switch (the rollback asks the source first).
       if (st.state === S.OUTGOING_STATE_DEVICE) continue;
       if (st.state === S.OUTGOING_STATE_COMPLETED) return 'switched';
       await this.progress(m, statsOf(st, m.stats), transferFraction(st));
