@@ -87,12 +87,13 @@ function runLane(name, index, laneArgs) {
     createInterface({ input: from, crlfDelay: Infinity }).on('line', (line) =>
       to.write(prefix + line + '\n'),
     );
-  // Ctrl-C reaches the lanes through the terminal's process group; a plain kill of this process must too.
+  // A kill of this process reaches the lanes too (Ctrl-C reaches them through the terminal's process
+  // group as well), and this process waits for them to stop rather than leaving them behind.
   const forward = (signal) => child.kill(signal);
-  process.once('SIGTERM', forward);
+  for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, forward);
   return new Promise((resolve) => {
     child.on('exit', (code, signal) => {
-      process.off('SIGTERM', forward);
+      for (const s of ['SIGINT', 'SIGTERM']) process.off(s, forward);
       resolve({ name, code: code ?? (signal ? 1 : 0), seconds: Math.round((Date.now() - started) / 1000) });
     });
   });
