@@ -78,6 +78,9 @@ function runLane(name, index, laneArgs) {
     // A lane of its own for the test ports (libs/platform/src/testing/ports.ts).
     env: { ...process.env, FLOTILLA_TEST_LANE: String(index) },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group, so that a signal reaches jest's worker too: jest does not pass SIGTERM on,
+    // and a worker left behind goes on running its suite.
+    detached: true,
   });
   const prefix = `[${name}] `;
   for (const [from, to] of [
@@ -87,9 +90,14 @@ function runLane(name, index, laneArgs) {
     createInterface({ input: from, crlfDelay: Infinity }).on('line', (line) =>
       to.write(prefix + line + '\n'),
     );
-  // A kill of this process reaches the lanes too (Ctrl-C reaches them through the terminal's process
-  // group as well), and this process waits for them to stop rather than leaving them behind.
-  const forward = (signal) => child.kill(signal);
+  // Ctrl-C or a kill of this process reaches every process of the lane, and this process waits for them.
+  const forward = (signal) => {
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // the lane has ended
+    }
+  };
   for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, forward);
   return new Promise((resolve) => {
     child.on('exit', (code, signal) => {

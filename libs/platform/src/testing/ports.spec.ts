@@ -51,4 +51,20 @@ describe('test ports', () => {
     }
     expect(await upBasePort(offsets)).toBe(base);
   });
+
+  it('gives the second lane of `npm test` (FLOTILLA_TEST_LANE=1) its own slice and its own up slot', async () => {
+    const saved = process.env.FLOTILLA_TEST_LANE;
+    const slice = (port: number) => Math.floor((port - 10_000) / 500);
+    try {
+      delete process.env.FLOTILLA_TEST_LANE;
+      const first = [await freePort(), await upBasePort([0])];
+      process.env.FLOTILLA_TEST_LANE = '1';
+      const second = [await freePort(), await upBasePort([0])];
+      if (ephemeralLow >= 32_000) expect(slice(second[0]) - slice(first[0])).toBe(4);
+      expect(second[1]).not.toBe(first[1]);
+    } finally {
+      if (saved === undefined) delete process.env.FLOTILLA_TEST_LANE;
+      else process.env.FLOTILLA_TEST_LANE = saved;
+    }
+  });
 });
