@@ -22,6 +22,8 @@ const args = process.argv.slice(2);
 const VM_SUITES = '/(tools/e2e|libs/hypervisor/src/qemu)/';
 /** jest.config.js's own ignore patterns, which a --testPathIgnorePatterns on the command line replaces. */
 const IGNORED = ['/node_modules/', '/dist/'];
+/** Signals passed on to every process of a lane. */
+const FORWARDED = ['SIGINT', 'SIGTERM'];
 /** Options after which a run is not "every suite once". */
 const SELECTING =
   /^(-t|-o|-i|--(testNamePattern|testPathPatterns?|findRelatedTests|onlyChanged|onlyFailures|changedSince|watch|watchAll|listTests|selectProjects|shard|runInBand|maxWorkers|runTestsByPath))(=|$)/;
@@ -98,10 +100,10 @@ function runLane(name, index, laneArgs) {
       // the lane has ended
     }
   };
-  for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, forward);
+  for (const signal of FORWARDED) process.on(signal, forward);
   return new Promise((resolve) => {
     child.on('exit', (code, signal) => {
-      for (const s of ['SIGINT', 'SIGTERM']) process.off(s, forward);
+      for (const signal of FORWARDED) process.off(signal, forward);
       resolve({ name, code: code ?? (signal ? 1 : 0), seconds: Math.round((Date.now() - started) / 1000) });
     });
   });

@@ -17,6 +17,10 @@ import {
 
 const { PowerState: P, HostState: H } = computeV1;
 
+const hostNamed = async (cloud: LocalCloud, name: string) =>
+  (await cloud.admin.hosts.call.listHosts({ page: { pageSize: 10, pageToken: '', filter: `name=${name}` } }))
+    .hosts[0];
+
 describe.each(testDatabases())('host liveness on %s', (_db, url) => {
   let cloud: LocalCloud;
   let tenant: TestTenant;
@@ -32,12 +36,7 @@ describe.each(testDatabases())('host liveness on %s', (_db, url) => {
   });
   afterAll(() => cloud?.stop());
 
-  const host = async (name: string) =>
-    (
-      await cloud.admin.hosts.call.listHosts({
-        page: { pageSize: 10, pageToken: '', filter: `name=${name}` },
-      })
-    ).hosts[0];
+  const host = (name: string) => hostNamed(cloud, name);
   const vmStates = async (ids: string[]) =>
     Promise.all(ids.map(async (id) => (await tenant.clients.vms.call.getVm({ id })).vm!));
 
@@ -102,9 +101,7 @@ describe.each(testDatabase('PostgreSQL'))('host liveness across a compute restar
   });
   afterAll(() => cloud?.stop());
 
-  const hostR = async () =>
-    (await cloud.admin.hosts.call.listHosts({ page: { pageSize: 10, pageToken: '', filter: 'name=host-r' } }))
-      .hosts[0];
+  const hostR = () => hostNamed(cloud, 'host-r');
 
   it('does not count the time compute itself was down: a restart longer than the timeout leaves hosts and VMs alone', async () => {
     const created = await tenant.clients.vms.call.createVm(vmRequest({ name: 'steady' }));
