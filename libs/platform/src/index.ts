@@ -29,3 +29,4 @@ export * from './operations/operation-row';
 export * from './operations/operation.service';
 export * from './operations/operation.grpc';
 export * from './random';
+export * from './token-bucket';

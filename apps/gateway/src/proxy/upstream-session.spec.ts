@@ -1,5 +1,6 @@
+import * as grpc from '@grpc/grpc-js';
 import * as http2 from 'node:http2';
-import { UpstreamSession } from './upstream-session';
+import { RESET_BURST, UpstreamSession } from './upstream-session';
 
 describe('UpstreamSession keepalive', () => {
   let server: http2.Http2Server;
@@ -12,12 +13,7 @@ describe('UpstreamSession keepalive', () => {
   afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
   it('does not ping a session destroyed before its close event (ping would throw from a timer)', async () => {
-    const upstream = new UpstreamSession({
-      address,
-      maxReceiveBytes: 1024,
-      keepaliveMs: 10,
-      keepaliveTimeoutMs: 1000,
-    });
+    const upstream = upstreamTo(address, 10);
     const s = upstream.current();
     await new Promise<void>((resolve) => s.once('connect', () => resolve()));
     const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
@@ -37,3 +33,94 @@ describe('UpstreamSession keepalive', () => {
     upstream.close();
   });
 });
+
+describe('UpstreamSession under a burst of cancelled calls', () => {
+  // A grpc-js server, as every pool service is: Hold keeps each call until the test answers it.
+  const raw = (b: Buffer): Buffer => b;
+  const method = (name: string): grpc.MethodDefinition<Buffer, Buffer> => ({
+    path: `/flotilla.test.v1.Relay/${name}`,
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: raw,
+    requestDeserialize: raw,
+    responseSerialize: raw,
+    responseDeserialize: raw,
+  });
+  const held: grpc.sendUnaryData<Buffer>[] = [];
+  let cancelledAtServer = 0;
+  let server: grpc.Server;
+  let address: string;
+  beforeAll(async () => {
+    server = new grpc.Server();
+    server.addService(
+      { Hold: method('Hold'), Echo: method('Echo') },
+      {
+        Hold: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
+          call.on('cancelled', () => cancelledAtServer++);
+          held.push(callback);
+        },
+        Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
+          callback(null, call.request),
+      },
+    );
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
+    );
+    address = `127.0.0.1:${port}`;
+  });
+  afterAll(() => new Promise<void>((resolve) => server.tryShutdown(() => resolve())));
+
+  const call = (
+    upstream: UpstreamSession,
+    name: string,
+    message: Buffer,
+  ): { cancel: () => void; result: Promise<grpc.StatusObject | Buffer> } => {
+    let cancel = (): void => undefined;
+    const result = new Promise<grpc.StatusObject | Buffer>((resolve) => {
+      cancel = upstream.unary(`/flotilla.test.v1.Relay/${name}`, message, {}, Date.now() + 60_000, (s, r) =>
+        resolve(s ?? (r as Buffer)),
+      );
+    });
+    return { cancel, result };
+  };
+
+  it('keeps the session, and every other call on it, through more cancels than the server allows resets', async () => {
+    const upstream = upstreamTo(address, 60_000);
+    const session = upstream.current();
+    let goaway: number | undefined;
+    session.on('goaway', (code: number) => (goaway = code));
+    // One call that stays in flight through the storm, then 1,500 that callers give up on: Node's HTTP/2
+    // server (nghttp2's defence against rapid resets) ends a session after about 1,000 resets in a burst.
+    const survivor = call(upstream, 'Hold', Buffer.from('survivor'));
+    await until(() => held.length === 1);
+    const abandoned = Array.from({ length: 1500 }, () => call(upstream, 'Hold', Buffer.from('x')));
+    await until(() => held.length === 1501);
+    for (const c of abandoned) c.cancel();
+    for (const c of abandoned) expect(await c.result).toMatchObject({ code: grpc.status.CANCELLED });
+
+    // Cancels within the budget still reach the server, so it can stop work nobody waits for.
+    await until(() => cancelledAtServer >= RESET_BURST);
+    const echoed = await call(upstream, 'Echo', Buffer.from('after the storm')).result;
+    expect(echoed).toEqual(Buffer.from('after the storm'));
+    held[0](null, Buffer.from('still here'));
+    expect(await survivor.result).toEqual(Buffer.from('still here'));
+    expect(goaway).toBeUndefined();
+    expect(upstream.current()).toBe(session);
+
+    for (const callback of held.splice(0)) callback(null, Buffer.alloc(0));
+    upstream.close();
+  });
+});
+
+const upstreamTo = (address: string, keepaliveMs: number): UpstreamSession =>
+  new UpstreamSession({ address, maxReceiveBytes: 1024, keepaliveMs, keepaliveTimeoutMs: 1000 });
+
+async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

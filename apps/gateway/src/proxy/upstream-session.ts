@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import * as http2 from 'node:http2';
+import { TokenBucket } from '@flotilla/platform';
 
 const {
   HTTP2_HEADER_STATUS,
@@ -34,6 +35,15 @@ const transportHeaders = [
 ];
 
 /**
+ * Resets (RST_STREAM) one session may send, a burst and a rate: half of what Node's HTTP/2 server takes
+ * before it ends the session (nghttp2's defence against rapid resets, CVE-2023-44487: about 1,000 at once,
+ * then 33 a second). Every relayed call of every caller shares the session, so a burst of calls that their
+ * callers gave up on (a deadline storm under load) must not take the others down with it.
+ */
+export const RESET_BURST = 500;
+export const RESETS_PER_SECOND = 16;
+
+/**
  * Unary gRPC calls to one pool service over one reused HTTP/2 session (Node's `http2`, no grpc-js client
  * stack). The message is framed and unframed here (5-byte prefix, never compressed), the deadline travels
  * as `grpc-timeout` and is also enforced locally, and the status, message and custom trailers come back
@@ -48,6 +58,7 @@ const transportHeaders = [
 export class UpstreamSession {
   private session?: http2.ClientHttp2Session;
   private readonly authority: string;
+  private readonly resets = new WeakMap<http2.ClientHttp2Session, TokenBucket>();
 
   constructor(private readonly o: UpstreamSessionOptions) {
     this.authority = `http://${o.address}`;
@@ -79,6 +90,14 @@ export class UpstreamSession {
     if (this.session === s) this.session = undefined;
   }
 
+  /**
+   * Whether a call on `s` that nobody waits for any more may be reset. Past the session's budget it is not:
+   * the server ends it at the deadline it was sent (grpc-timeout), or answers, and the answer is dropped.
+   */
+  mayReset(s: http2.ClientHttp2Session): boolean {
+    return this.resets.get(s)?.take() ?? true;
+  }
+
   get maxReceiveBytes(): number {
     return this.o.maxReceiveBytes;
   }
@@ -92,6 +111,7 @@ export class UpstreamSession {
   private open(): http2.ClientHttp2Session {
     const s = http2.connect(this.authority, { settings: { enablePush: false } });
     this.session = s;
+    this.resets.set(s, new TokenBucket(RESET_BURST, RESETS_PER_SECOND));
     const forget = () => this.drop(s);
     // A failed or lost connection surfaces on its streams (UNAVAILABLE); the session only has to go.
     s.on('error', forget);
@@ -117,7 +137,8 @@ export class UpstreamSession {
 
 /** One unary call; it reports exactly once, whichever of reply, deadline, cancel or failure comes first. */
 class UnaryCall {
-  private stream?: http2.ClientHttp2Stream;
+  /** The stream of the call once sent, and the session it went on. */
+  private sent?: { stream: http2.ClientHttp2Stream; session: http2.ClientHttp2Session };
   private timer?: NodeJS.Timeout;
   private finished = false;
   private retried = false;
@@ -173,13 +194,14 @@ class UnaryCall {
       } else this.finish(status(grpc.status.UNAVAILABLE, (e as Error).message));
       return;
     }
-    this.stream = stream;
+    this.sent = { stream, session };
     stream.on('response', (headers, flags) => {
       this.httpStatus = Number(headers[HTTP2_HEADER_STATUS]);
       // Trailers-only (an error before any message): the status is in these headers.
       if (flags & NGHTTP2_FLAG_END_STREAM) this.statusHeaders = headers;
     });
     stream.on('data', (chunk: Buffer) => {
+      if (this.finished) return; // given up on: what still comes is read (flow control) and dropped
       this.received += chunk.length;
       if (this.received > this.upstream.maxReceiveBytes + 5)
         this.abort(
@@ -262,7 +284,9 @@ class UnaryCall {
   private abort(code: grpc.status, details: string): void {
     if (this.finished) return;
     this.finish(status(code, details));
-    this.stream?.close(NGHTTP2_CANCEL);
+    const sent = this.sent;
+    if (sent && !sent.stream.closed && this.upstream.mayReset(sent.session))
+      sent.stream.close(NGHTTP2_CANCEL);
   }
 }
 

@@ -1,10 +1,5 @@
+import { TokenBucket } from '@flotilla/platform';
 import { Ec2Error } from '../errors';
-
-interface Bucket {
-  tokens: number;
-  /** When `tokens` was last brought up to date (ms of the injected clock). */
-  at: number;
-}
 
 /**
  * Per-access-key token buckets: each key may send `burst` requests at once and `ratePerSecond` sustained;
@@ -13,8 +8,8 @@ interface Bucket {
  * bucket, so idle keys are swept out, and at most `maxKeys` keys are tracked at once.
  */
 export class KeyThrottle {
-  private readonly buckets = new Map<string, Bucket>();
-  private readonly ratePerMs: number;
+  private readonly buckets = new Map<string, TokenBucket>();
+  private readonly ratePerSecond: number;
   private readonly burst: number;
   private readonly now: () => number;
   private readonly maxKeys: number;
@@ -23,16 +18,12 @@ export class KeyThrottle {
   private nextSweep: number;
 
   constructor(options: { ratePerSecond: number; burst: number; now?: () => number; maxKeys?: number }) {
-    if (!(options.ratePerSecond > 0) || !(options.burst >= 1)) {
-      throw new Error(
-        `KeyThrottle needs ratePerSecond > 0 and burst >= 1 (got ${options.ratePerSecond}, ${options.burst})`,
-      );
-    }
-    this.ratePerMs = options.ratePerSecond / 1000;
+    this.ratePerSecond = options.ratePerSecond;
     this.burst = options.burst;
     this.now = options.now ?? Date.now;
     this.maxKeys = options.maxKeys ?? 100_000;
-    this.refillMs = this.burst / this.ratePerMs;
+    // Checks the figures once (it throws on a rate ≤ 0 or a burst < 1) and gives the refill time.
+    this.refillMs = this.bucket().refillMs;
     this.nextSweep = this.now() + this.refillMs;
   }
 
@@ -45,21 +36,17 @@ export class KeyThrottle {
       // Full of busy keys (the periodic sweep keeps idle ones out): forget the longest-tracked one, which
       // starts over with a full bucket. Evicting one, not sweeping all, keeps each take O(1).
       if (this.buckets.size >= this.maxKeys) this.buckets.delete(this.buckets.keys().next().value as string);
-      bucket = { tokens: this.burst, at: now };
+      bucket = this.bucket();
       this.buckets.set(accessKeyId, bucket);
-    } else {
-      bucket.tokens = Math.min(this.burst, bucket.tokens + (now - bucket.at) * this.ratePerMs);
-      bucket.at = now;
     }
-    if (bucket.tokens < 1) {
+    if (!bucket.take()) {
       throw new Ec2Error(
         'RequestLimitExceeded',
         `Request limit exceeded: access key ${accessKeyId} may send ${this.burst} requests at once and ` +
-          `${this.ratePerMs * 1000} per second; retry with backoff.`,
+          `${this.ratePerSecond} per second; retry with backoff.`,
         503,
       );
     }
-    bucket.tokens -= 1;
   }
 
   /** Keys currently tracked (for tests and metrics). */
@@ -67,10 +54,12 @@ export class KeyThrottle {
     return this.buckets.size;
   }
 
+  private bucket(): TokenBucket {
+    return new TokenBucket(this.burst, this.ratePerSecond, this.now);
+  }
+
   private sweep(now: number): void {
-    for (const [key, bucket] of this.buckets) {
-      if (bucket.tokens + (now - bucket.at) * this.ratePerMs >= this.burst) this.buckets.delete(key);
-    }
+    for (const [key, bucket] of this.buckets) if (bucket.isFull(now)) this.buckets.delete(key);
     this.nextSweep = now + this.refillMs;
   }
 }
