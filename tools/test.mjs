@@ -8,7 +8,12 @@
 // halves the run, while no two guest-heavy suites ever share the machine (two jest workers over every suite
 // did that, and guests missed their deadlines). Arguments that pick tests (paths, -t, --watch, …) make it
 // one plain jest run, as does FLOTILLA_TEST_LANES=1. `--json --outputFile=F` gets both lanes' results in F.
+//
+// Every process a run starts carries FLOTILLA_TEST_RUN in its environment, QEMU guests included (the qemu
+// driver starts them detached, so that a VM outlives its agent, and only a suite's afterAll stops them).
+// Whatever still carries it when the run ends, or is interrupted, is stopped and named.
 import { execFileSync, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -28,6 +33,8 @@ const FORWARDED = ['SIGINT', 'SIGTERM'];
 const SELECTING =
   /^(-t|-o|-i|--(testNamePattern|testPathPatterns?|findRelatedTests|onlyChanged|onlyFailures|changedSince|watch|watchAll|listTests|selectProjects|shard|runInBand|maxWorkers|runTestsByPath))(=|$)/;
 
+process.env.FLOTILLA_TEST_RUN = randomUUID();
+
 try {
   execFileSync(process.execPath, [join(root, 'tools/build.mjs'), '--typecheck'], {
     cwd: root,
@@ -40,9 +47,42 @@ try {
 const wholeRun = !args.some((a) => !a.startsWith('-') || SELECTING.test(a));
 if (!wholeRun || process.env.FLOTILLA_TEST_LANES === '1') {
   const child = spawn(process.execPath, [jest, ...args], { cwd: root, stdio: 'inherit' });
-  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+  // Ctrl-C reaches jest from the terminal; this process stays to clean up after it.
+  for (const signal of FORWARDED) process.on(signal, () => child.kill(signal));
+  child.on('exit', (code, signal) => {
+    stopLeftovers();
+    process.exit(code ?? (signal ? 1 : 0));
+  });
 } else {
-  process.exit(await runLanes());
+  const code = await runLanes();
+  stopLeftovers();
+  process.exit(code);
+}
+
+/** Stops every process of this run still alive (Linux: read from /proc), and says which they were. */
+function stopLeftovers() {
+  const mark = Buffer.from(`FLOTILLA_TEST_RUN=${process.env.FLOTILLA_TEST_RUN}\0`);
+  let pids;
+  try {
+    pids = fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e) && Number(e) !== process.pid);
+  } catch {
+    return; // no /proc: nothing to look at
+  }
+  const stopped = [];
+  for (const pid of pids) {
+    try {
+      if (!fs.readFileSync(`/proc/${pid}/environ`).includes(mark)) continue;
+      const name = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      process.kill(Number(pid), 'SIGKILL');
+      stopped.push(`${name} (pid ${pid})`);
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+  if (stopped.length)
+    console.error(
+      `npm test: stopped ${stopped.length} process(es) the tests left running: ${stopped.join(', ')}`,
+    );
 }
 
 async function runLanes() {
