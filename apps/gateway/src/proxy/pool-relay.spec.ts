@@ -67,7 +67,7 @@ async function startGateway(upstreamPort: number, deadlineMs = relayDeadlineMs) 
   const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
     'grpc.max_receive_message_length': 32 * 1024 * 1024,
   });
-  return { relay, server, client };
+  return { relay, server, client, port };
 }
 
 function stopGateway(g: Awaited<ReturnType<typeof startGateway>>): void {
@@ -284,3 +284,49 @@ async function waitUntil(check: () => boolean, ms = 3000): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+describe('PoolRelay when many callers give up at once', () => {
+  it("keeps every other caller's call: its cancels upstream do not end the pool session", async () => {
+    const upstream = await startUpstream();
+    const gateway = await startGateway(upstream.port, 60_000);
+    // Callers on connections of their own, 750 calls each: fewer than the gateway's own HTTP/2 server lets
+    // one connection cancel, while the gateway's one session to the pool carries all 1,500 cancels.
+    const callers = [0, 1].map(
+      () =>
+        new grpc.Client(`127.0.0.1:${gateway.port}`, grpc.credentials.createInsecure(), {
+          'grpc.use_local_subchannel_pool': 1,
+        }),
+    );
+    const held: grpc.sendUnaryData<Buffer>[] = [];
+    let answerSurvivor: grpc.sendUnaryData<Buffer> | undefined;
+    let cancelledUpstream = 0;
+    upstream.handle.fn = (c, cb) => {
+      if (c.request.toString() === 'survivor') answerSurvivor = cb;
+      else {
+        c.on('cancelled', () => cancelledUpstream++);
+        held.push(cb);
+      }
+    };
+    try {
+      const survivor = call(gateway.client, Buffer.from('survivor'), { deadlineMs: 60_000 });
+      await waitUntil(() => answerSurvivor !== undefined, 10_000);
+      const given = callers.flatMap((client) =>
+        Array.from({ length: 750 }, () => call(client, Buffer.from('x'), { deadlineMs: 60_000 })),
+      );
+      await waitUntil(() => held.length === 1500, 10_000);
+      for (const g of given) g.call.cancel();
+      for (const g of given) expect((await failure(g.reply)).code).toBe(grpc.status.CANCELLED);
+      await waitUntil(() => cancelledUpstream >= 500, 10_000);
+
+      answerSurvivor!(null, Buffer.from('still here'));
+      expect(await survivor.reply).toEqual(Buffer.from('still here'));
+      upstream.handle.fn = (c, cb) => cb(null, c.request);
+      expect(await call(gateway.client, Buffer.from('after')).reply).toEqual(Buffer.from('after'));
+    } finally {
+      for (const cb of held) cb(null, Buffer.alloc(0));
+      for (const c of callers) c.close();
+      stopGateway(gateway);
+      upstream.server.forceShutdown();
+    }
+  });
+});
