@@ -91,10 +91,11 @@ export class UpstreamSession {
   }
 
   /**
-   * Whether a call on `s` that nobody waits for any more may be reset. Past the session's budget it is not:
-   * the server ends it at the deadline it was sent (grpc-timeout), or answers, and the answer is dropped.
+   * Takes one reset from the budget of `s`, for a call that nobody waits for any more; false past the budget.
+   * Such a call is then left to the server, which ends it at the deadline it was sent with (grpc-timeout) or
+   * answers, and the answer is dropped.
    */
-  mayReset(s: http2.ClientHttp2Session): boolean {
+  takeReset(s: http2.ClientHttp2Session): boolean {
     return this.resets.get(s)?.take() ?? true;
   }
 
@@ -285,7 +286,7 @@ class UnaryCall {
     if (this.finished) return;
     this.finish(status(code, details));
     const sent = this.sent;
-    if (sent && !sent.stream.closed && this.upstream.mayReset(sent.session))
+    if (sent && !sent.stream.closed && this.upstream.takeReset(sent.session))
       sent.stream.close(NGHTTP2_CANCEL);
   }
 }
