@@ -27,7 +27,7 @@ const args = process.argv.slice(2);
 const VM_SUITES = '/(tools/e2e|libs/hypervisor/src/qemu)/';
 /** jest.config.js's own ignore patterns, which a --testPathIgnorePatterns on the command line replaces. */
 const IGNORED = ['/node_modules/', '/dist/'];
-/** Signals passed on to every process of a lane. */
+/** Signals passed on to jest (every process of a lane), after which this process still cleans up. */
 const FORWARDED = ['SIGINT', 'SIGTERM'];
 /** Options after which a run is not "every suite once". */
 const SELECTING =

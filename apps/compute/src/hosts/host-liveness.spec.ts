@@ -21,17 +21,21 @@ const hostNamed = async (cloud: LocalCloud, name: string) =>
   (await cloud.admin.hosts.call.listHosts({ page: { pageSize: 10, pageToken: '', filter: `name=${name}` } }))
     .hosts[0];
 
+/** A local cloud of one agent whose heartbeats (every 300 ms) compute stops trusting after downAfterMs. */
+const cloudWithOneHost = (url: string, prefix: string, host: string, downAfterMs: number) =>
+  startLocalCloud({
+    databaseUrl: url,
+    schemaPrefix: uniqueSchema(prefix),
+    agents: [{ name: host }],
+    computeEnv: { FLOTILLA_HOST_DOWN_AFTER_MS: String(downAfterMs), FLOTILLA_HEARTBEAT_INTERVAL_MS: '300' },
+  });
+
 describe.each(testDatabases())('host liveness on %s', (_db, url) => {
   let cloud: LocalCloud;
   let tenant: TestTenant;
 
   beforeAll(async () => {
-    cloud = await startLocalCloud({
-      databaseUrl: url,
-      schemaPrefix: uniqueSchema('liveness'),
-      agents: [{ name: 'host-a' }],
-      computeEnv: { FLOTILLA_HOST_DOWN_AFTER_MS: '1500', FLOTILLA_HEARTBEAT_INTERVAL_MS: '300' },
-    });
+    cloud = await cloudWithOneHost(url, 'liveness', 'host-a', 1500);
     tenant = await cloud.tenant('liveness');
   });
   afterAll(() => cloud?.stop());
@@ -91,12 +95,7 @@ describe.each(testDatabase('PostgreSQL'))('host liveness across a compute restar
   let tenant: TestTenant;
 
   beforeAll(async () => {
-    cloud = await startLocalCloud({
-      databaseUrl: url,
-      schemaPrefix: uniqueSchema('restart'),
-      agents: [{ name: 'host-r' }],
-      computeEnv: { FLOTILLA_HOST_DOWN_AFTER_MS: String(downAfterMs), FLOTILLA_HEARTBEAT_INTERVAL_MS: '300' },
-    });
+    cloud = await cloudWithOneHost(url, 'restart', 'host-r', downAfterMs);
     tenant = await cloud.tenant('restart');
   });
   afterAll(() => cloud?.stop());

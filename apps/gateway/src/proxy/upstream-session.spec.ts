@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import * as http2 from 'node:http2';
+import { waitFor } from '@flotilla/platform';
 import { RESET_BURST, UpstreamSession } from './upstream-session';
 
 describe('UpstreamSession keepalive', () => {
@@ -94,14 +95,16 @@ describe('UpstreamSession under a burst of cancelled calls', () => {
     // One call that stays in flight through the storm, then 1,500 that callers give up on: Node's HTTP/2
     // server (nghttp2's defence against rapid resets) ends a session after about 1,000 resets in a burst.
     const survivor = call(upstream, 'Hold', Buffer.from('survivor'));
-    await until(() => held.length === 1);
+    await waitFor('the survivor held', () => held.length === 1, { intervalMs: 5 });
     const abandoned = Array.from({ length: 1500 }, () => call(upstream, 'Hold', Buffer.from('x')));
-    await until(() => held.length === 1501);
+    await waitFor('every call held', () => held.length === 1501, { intervalMs: 5 });
     for (const c of abandoned) c.cancel();
     for (const c of abandoned) expect(await c.result).toMatchObject({ code: grpc.status.CANCELLED });
 
     // Cancels within the budget still reach the server, so it can stop work nobody waits for.
-    await until(() => cancelledAtServer >= RESET_BURST);
+    await waitFor('the budgeted cancels at the server', () => cancelledAtServer >= RESET_BURST, {
+      intervalMs: 5,
+    });
     const echoed = await call(upstream, 'Echo', Buffer.from('after the storm')).result;
     expect(echoed).toEqual(Buffer.from('after the storm'));
     held[0](null, Buffer.from('still here'));
@@ -116,11 +119,3 @@ describe('UpstreamSession under a burst of cancelled calls', () => {
 
 const upstreamTo = (address: string, keepaliveMs: number): UpstreamSession =>
   new UpstreamSession({ address, maxReceiveBytes: 1024, keepaliveMs, keepaliveTimeoutMs: 1000 });
-
-async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}

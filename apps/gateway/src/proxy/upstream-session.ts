@@ -96,7 +96,9 @@ export class UpstreamSession {
    * answers, and the answer is dropped.
    */
   takeReset(s: http2.ClientHttp2Session): boolean {
-    return this.resets.get(s)?.take() ?? true;
+    let budget = this.resets.get(s);
+    if (!budget) this.resets.set(s, (budget = new TokenBucket(RESET_BURST, RESETS_PER_SECOND)));
+    return budget.take();
   }
 
   get maxReceiveBytes(): number {
@@ -112,7 +114,6 @@ export class UpstreamSession {
   private open(): http2.ClientHttp2Session {
     const s = http2.connect(this.authority, { settings: { enablePush: false } });
     this.session = s;
-    this.resets.set(s, new TokenBucket(RESET_BURST, RESETS_PER_SECOND));
     const forget = () => this.drop(s);
     // A failed or lost connection surfaces on its streams (UNAVAILABLE); the session only has to go.
     s.on('error', forget);
