@@ -6,7 +6,7 @@ import { commonV1, computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, invalidArgument, type VmOperation } from '@flotilla/domain';
 import {
   ServiceIdentity,
-  updateVersioned,
+  updateVersionedRow,
   operationToProto,
   watchController,
   type OnCancelled,
@@ -270,13 +270,13 @@ export const releaseCancelledVm: OnCancelled = async (m, emit, cancelled) => {
   await dropCancelledSnapshotVm(m, emit, cancelled);
   const vm = await m.findOneBy(VmRow, { id: cancelled.targetId });
   if (vm?.currentOperationId === cancelled.id) {
-    await updateVersioned(
+    const saved = await updateVersionedRow(
       m,
       VmRow,
       { kind: 'vm', id: vm.id, version: vm.version },
       { currentOperationId: null },
     );
-    emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id: vm.id })));
+    emit(events.vm('UPDATED', saved));
   }
 };
 

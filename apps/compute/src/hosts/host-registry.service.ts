@@ -12,7 +12,7 @@ import {
   validateName,
   type PowerState,
 } from '@flotilla/domain';
-import { Logger, updateVersioned, quotedTable } from '@flotilla/platform';
+import { Logger, updateVersionedRow, quotedTable } from '@flotilla/platform';
 import { Emit, events, ComputeStore } from '../persistence/compute-store';
 import { HostRow, VmRow } from '../persistence/entities';
 
@@ -62,7 +62,7 @@ export class HostRegistryService {
       };
       let host: HostRow;
       if (existing) {
-        await updateVersioned(
+        host = await updateVersionedRow(
           m,
           HostRow,
           { kind: 'host', id: existing.id, version: existing.version },
@@ -72,7 +72,6 @@ export class HostRegistryService {
             epoch: existing.epoch + 1,
           },
         );
-        host = await m.findOneByOrFail(HostRow, { id: existing.id });
       } else {
         host = m.create(HostRow, {
           id: randomUUID(),
@@ -121,7 +120,7 @@ export class HostRegistryService {
           ? reported
           : {};
       if (host.down || accelerator.accelerator || cpu.cpuModel !== undefined) {
-        await updateVersioned(
+        const back = await updateVersionedRow(
           m,
           HostRow,
           { kind: 'host', id: host.id, version: host.version },
@@ -132,7 +131,6 @@ export class HostRegistryService {
             ...cpu,
           },
         );
-        const back = await m.findOneByOrFail(HostRow, { id: host.id });
         emit(events.host('UPDATED', back, (await this.store.allocations(m, [host.id])).get(host.id)));
         if (host.down) this.logger.info({ host: host.name }, 'host is back');
         if (accelerator.accelerator)
@@ -245,8 +243,8 @@ export class HostRegistryService {
     vm: VmRow,
     changes: Partial<Pick<VmRow, 'powerState' | 'powerStateReason' | 'hostId'>>,
   ): Promise<void> {
-    await updateVersioned(m, VmRow, { kind: 'vm', id: vm.id, version: vm.version }, changes);
-    emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id: vm.id })));
+    const saved = await updateVersionedRow(m, VmRow, { kind: 'vm', id: vm.id, version: vm.version }, changes);
+    emit(events.vm('UPDATED', saved));
   }
 }
 

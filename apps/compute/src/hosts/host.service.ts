@@ -8,7 +8,7 @@ import {
   notFound,
   parsePage,
 } from '@flotilla/domain';
-import { Caller, requireRole, updateVersioned, fetchPage } from '@flotilla/platform';
+import { Caller, requireRole, updateVersionedRow, fetchPage } from '@flotilla/platform';
 import { computeV1 } from '@flotilla/contracts';
 import { hostToProto } from '../mappers';
 import { events, ComputeStore, noAllocation } from '../persistence/compute-store';
@@ -72,13 +72,12 @@ export class HostService {
       if (adminState === 'ENABLED' && host.down)
         throw failedPrecondition(`host ${host.name} is DOWN: it is enabled again once its agent reports`);
       const stateReason = adminState === 'MAINTENANCE' ? reason || 'maintenance' : reason;
-      await updateVersioned(
+      const saved = await updateVersionedRow(
         m,
         HostRow,
         { kind: 'host', id: host.id, version: host.version },
         { adminState, ...(host.down ? {} : { stateReason }) },
       );
-      const saved = await m.findOneByOrFail(HostRow, { id: host.id });
       const event = events.host('UPDATED', saved, (await this.store.allocations(m, [host.id])).get(host.id));
       emit(event);
       return event.payload as computeV1.Host;

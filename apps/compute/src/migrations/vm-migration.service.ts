@@ -10,7 +10,7 @@ import {
   occupiesHost,
   truncate,
 } from '@flotilla/domain';
-import { Logger, statusWithDetails, updateVersioned } from '@flotilla/platform';
+import { Logger, statusWithDetails, updateVersionedRow } from '@flotilla/platform';
 import { toCandidateView } from '@flotilla/scheduler';
 import { hostState, migrationHostToProto, migrationVmToProto } from '../mappers';
 import { ComputeStore, Emit, events } from '../persistence/compute-store';
@@ -323,8 +323,7 @@ export class VmMigrationService {
       >
     >,
   ): Promise<VmRow> {
-    await updateVersioned(m, VmRow, { kind: 'vm', id: vm.id, version: vm.version }, changes);
-    const saved = await m.findOneByOrFail(VmRow, { id: vm.id });
+    const saved = await updateVersionedRow(m, VmRow, { kind: 'vm', id: vm.id, version: vm.version }, changes);
     emit(events.vm('UPDATED', saved));
     return saved;
   }

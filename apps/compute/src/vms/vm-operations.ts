@@ -1,7 +1,7 @@
 import { EntityManager } from 'typeorm';
 import { computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, expectPresent, isDomainError, isTerminal } from '@flotilla/domain';
-import { domainErrorFromGrpc, Logger, updateVersioned, OperationService } from '@flotilla/platform';
+import { domainErrorFromGrpc, Logger, updateVersionedRow, OperationService } from '@flotilla/platform';
 import { AgentClients } from '../hosts/agent-clients';
 import { hostState } from '../mappers';
 import { Emit, events, ComputeStore } from '../persistence/compute-store';
@@ -232,8 +232,12 @@ export class VmOperations {
           const current = await this.freshIn(m, op);
           if (!(await this.placement.stillFits(m, hostId, request))) return undefined;
           const row = await m.findOneByOrFail(VmRow, { id: vm.id });
-          await updateVersioned(m, VmRow, { kind: 'vm', id: vm.id, version: row.version }, { hostId });
-          const saved = await m.findOneByOrFail(VmRow, { id: vm.id });
+          const saved = await updateVersionedRow(
+            m,
+            VmRow,
+            { kind: 'vm', id: vm.id, version: row.version },
+            { hostId },
+          );
           emit(events.vm('UPDATED', saved));
           const host = await m.findOneByOrFail(HostRow, { id: hostId });
           const advanced = await this.operations.advance(m, emit, current, {
@@ -451,8 +455,8 @@ export class VmOperations {
     >,
   ): Promise<void> {
     const vm = await m.findOneByOrFail(VmRow, { id });
-    await updateVersioned(m, VmRow, { kind: 'vm', id, version: vm.version }, changes);
-    emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id })));
+    const saved = await updateVersionedRow(m, VmRow, { kind: 'vm', id, version: vm.version }, changes);
+    emit(events.vm('UPDATED', saved));
   }
 
   private async step(

@@ -1,6 +1,6 @@
 import { EntityManager } from 'typeorm';
 import { DomainError, ErrorCode, isDomainError, isTerminal } from '@flotilla/domain';
-import { domainErrorFromGrpc, Logger, OperationService, updateVersioned } from '@flotilla/platform';
+import { domainErrorFromGrpc, Logger, OperationService, updateVersionedRow } from '@flotilla/platform';
 import { AgentClients } from '../hosts/agent-clients';
 import { Emit, events, ComputeStore } from '../persistence/compute-store';
 import { HostRow, OperationRow, VmRow } from '../persistence/entities';
@@ -161,8 +161,8 @@ export class VmSnapshotOperations {
   private async update(m: EntityManager, emit: Emit, id: string, changes: VmChanges): Promise<void> {
     const vm = await m.findOneBy(VmRow, { id });
     if (!vm) return;
-    await updateVersioned(m, VmRow, { kind: 'vm', id, version: vm.version }, changes);
-    emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id })));
+    const saved = await updateVersionedRow(m, VmRow, { kind: 'vm', id, version: vm.version }, changes);
+    emit(events.vm('UPDATED', saved));
   }
 
   private async step(

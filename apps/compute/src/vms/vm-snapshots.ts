@@ -17,7 +17,7 @@ import {
   OperationService,
   pooledRandomBytes,
   requireRole,
-  updateVersioned,
+  updateVersionedRow,
 } from '@flotilla/platform';
 import { Emit, events, ComputeStore } from '../persistence/compute-store';
 import { notMigrating, VmRow } from '../persistence/entities';
@@ -268,13 +268,13 @@ async function setCurrentOperation(
   vm: VmRow,
   operationId: string,
 ): Promise<void> {
-  await updateVersioned(
+  const saved = await updateVersionedRow(
     m,
     VmRow,
     { kind: 'vm', id: vm.id, version: vm.version },
     { currentOperationId: operationId },
   );
-  emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id: vm.id })));
+  emit(events.vm('UPDATED', saved));
 }
 
 /**

@@ -21,7 +21,7 @@ import {
   fetchPage,
   pooledRandomBytes,
   requireRole,
-  updateVersioned,
+  updateVersionedRow,
   OperationService,
   operationRow,
 } from '@flotilla/platform';
@@ -254,13 +254,13 @@ export class VmService {
       if (earlier) return { operation: earlier, isNew: false };
       assertVmOperationAllowed(vm, op);
       const operation = await this.operations.create(m, emit, spec);
-      await updateVersioned(
+      const saved = await updateVersionedRow(
         m,
         VmRow,
         { kind: 'vm', id: vm.id, version: vm.version },
         { currentOperationId: operation.id },
       );
-      emit(events.vm('UPDATED', await m.findOneByOrFail(VmRow, { id: vm.id })));
+      emit(events.vm('UPDATED', saved));
       return { operation, isNew: true };
     });
     if (result.isNew) this.runner.enqueue(result.operation);

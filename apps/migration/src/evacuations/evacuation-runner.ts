@@ -18,6 +18,7 @@ import {
   OperationService,
   TransactionalStore,
   updateVersioned,
+  updateVersionedRow,
 } from '@flotilla/platform';
 import type { MigrationPort } from '../migrations/migration-port';
 import { isUnavailable, peerError } from '../migrations/peers';
@@ -359,7 +360,7 @@ export class EvacuationRunner implements EvacuationKicker {
           : state === 'FAILED'
             ? r.error
             : null;
-      await updateVersioned(
+      const fresh = await updateVersionedRow(
         m,
         EvacuationRow,
         { kind: 'evacuation', id: r.id, version: r.version },
@@ -371,7 +372,6 @@ export class EvacuationRunner implements EvacuationKicker {
           finishedAt: new Date(),
         },
       );
-      const fresh = await m.findOneByOrFail(EvacuationRow, { id: r.id });
       emit(evacuationEvent('UPDATED', fresh));
       const op = await m.findOne(OperationRow, {
         where: { id: r.operationId },

@@ -31,7 +31,7 @@ import {
   OperationService,
   requireRole,
   TransactionalStore,
-  updateVersioned,
+  updateVersionedRow,
 } from '@flotilla/platform';
 import { emptyOptions } from '../migrations/migration.mapper';
 import type { MigrationPort } from '../migrations/migration-port';
@@ -432,7 +432,7 @@ function refusal(
 }
 
 async function markCancelling(m: EntityManager, emit: Emit, row: EvacuationRow): Promise<EvacuationRow> {
-  await updateVersioned(
+  const fresh = await updateVersionedRow(
     m,
     EvacuationRow,
     { kind: 'evacuation', id: row.id, version: row.version },
@@ -442,7 +442,6 @@ async function markCancelling(m: EntityManager, emit: Emit, row: EvacuationRow):
         'cancel requested: no new migration starts; running ones roll back unless past their point of no return',
     },
   );
-  const fresh = await m.findOneByOrFail(EvacuationRow, { id: row.id });
   emit(evacuationEvent('UPDATED', fresh));
   return fresh;
 }

@@ -6,7 +6,7 @@ import {
   OperationRow,
   OperationService,
   TransactionalStore,
-  updateVersioned,
+  updateVersionedRow,
 } from '@flotilla/platform';
 import { MigrationPhaseName, MigrationRow, MigrationStateName } from '../persistence/entities';
 import { migrationEvent } from './migration.mapper';
@@ -64,15 +64,22 @@ export class MigrationRecords {
    */
   async change(id: string, decide: (m: MigrationRow) => MigrationChanges | undefined): Promise<MigrationRow> {
     const { row, finishedOp } = await this.store.tx(async (tm, emit) => {
-      const current = await this.get(id, tm);
-      const op = await tm.findOne(OperationRow, {
-        where: { id: current.operationId },
-        lock: { mode: 'pessimistic_write' },
-      });
-      const locked = await tm.findOneOrFail(MigrationRow, {
+      // The operation found through the migration and locked in one statement (a migration's operation never
+      // changes), then the migration.
+      const op = await tm
+        .createQueryBuilder(OperationRow, 'o')
+        .where(
+          (qb) =>
+            `o.id = ${qb.subQuery().select('m.operationId').from(MigrationRow, 'm').where('m.id = :id').getQuery()}`,
+          { id },
+        )
+        .setLock('pessimistic_write')
+        .getOne();
+      const locked = await tm.findOne(MigrationRow, {
         where: { id },
         lock: { mode: 'pessimistic_write' },
       });
+      if (!locked) throw notFound('migration', id);
       const changes = decide(locked);
       if (!changes) return { row: locked, finishedOp: undefined };
       const fresh = await this.write(tm, emit, locked, changes);
@@ -89,8 +96,12 @@ export class MigrationRecords {
     row: MigrationRow,
     changes: MigrationChanges,
   ): Promise<MigrationRow> {
-    await updateVersioned(tm, MigrationRow, { kind: 'migration', id: row.id, version: row.version }, changes);
-    const fresh = await tm.findOneByOrFail(MigrationRow, { id: row.id });
+    const fresh = await updateVersionedRow(
+      tm,
+      MigrationRow,
+      { kind: 'migration', id: row.id, version: row.version },
+      changes,
+    );
     emit(migrationEvent('UPDATED', fresh));
     return fresh;
   }

@@ -9,7 +9,7 @@ import {
   SrHostAttachment,
   srStateFromHosts,
 } from '@flotilla/domain';
-import { Emit, Logger, OperationRow, TransactionalStore, updateVersioned } from '@flotilla/platform';
+import { Emit, Logger, OperationRow, TransactionalStore, updateVersionedRow } from '@flotilla/platform';
 import { SrRow, VdiRow } from '../persistence/entities';
 import { VbdHook } from '../vdis/vbd-hook';
 import { vdiEvent } from '../vdis/vdi.mapper';
@@ -425,8 +425,8 @@ export class SrOperations {
   }
 
   private async updateSr(m: EntityManager, emit: Emit, sr: SrRow, changes: Partial<SrRow>): Promise<void> {
-    await updateVersioned(m, SrRow, { kind: 'sr', id: sr.id, version: sr.version }, changes);
-    emit(srEvent('UPDATED', await m.findOneByOrFail(SrRow, { id: sr.id })));
+    const saved = await updateVersionedRow(m, SrRow, { kind: 'sr', id: sr.id, version: sr.version }, changes);
+    emit(srEvent('UPDATED', saved));
   }
 
   private async updateVdi(
@@ -435,7 +435,12 @@ export class SrOperations {
     vdi: VdiRow,
     changes: Partial<VdiRow>,
   ): Promise<void> {
-    await updateVersioned(m, VdiRow, { kind: 'vdi', id: vdi.id, version: vdi.version }, changes);
-    emit(vdiEvent('UPDATED', await m.findOneByOrFail(VdiRow, { id: vdi.id })));
+    const saved = await updateVersionedRow(
+      m,
+      VdiRow,
+      { kind: 'vdi', id: vdi.id, version: vdi.version },
+      changes,
+    );
+    emit(vdiEvent('UPDATED', saved));
   }
 }

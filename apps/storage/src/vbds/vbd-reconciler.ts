@@ -1,6 +1,6 @@
 import { In, IsNull } from 'typeorm';
 import { ErrorCode, isDomainError } from '@flotilla/domain';
-import { Logger, TransactionalStore, updateVersioned } from '@flotilla/platform';
+import { Logger, TransactionalStore, updateVersionedRow } from '@flotilla/platform';
 import { ComputeLink, ComputeVm } from './compute-link';
 import { VbdRow } from './vbd.entity';
 import { vbdEvent } from './vbd.mapper';
@@ -70,8 +70,13 @@ export class VbdReconciler {
         if (!Object.keys(changes).length) continue;
         await this.store
           .tx(async (m, emit) => {
-            await updateVersioned(m, VbdRow, { kind: 'vbd', id: vbd.id, version: vbd.version }, changes);
-            emit(vbdEvent('UPDATED', await m.findOneByOrFail(VbdRow, { id: vbd.id })));
+            const saved = await updateVersionedRow(
+              m,
+              VbdRow,
+              { kind: 'vbd', id: vbd.id, version: vbd.version },
+              changes,
+            );
+            emit(vbdEvent('UPDATED', saved));
           })
           .then(
             () => this.logger.info({ vbdId: vbd.id, vmId, ...changes }, 'VBD state reconciled with its VM'),

@@ -34,7 +34,7 @@ import {
   quotedTable,
   requireRole,
   TransactionalStore,
-  updateVersioned,
+  updateVersionedRow,
 } from '@flotilla/platform';
 import { SrRow, VdiRow } from '../persistence/entities';
 import { StorageRunner } from '../srs/operation-runner';
@@ -364,8 +364,12 @@ export class VbdService {
     vbd: VbdRow,
     changes: Partial<VbdRow>,
   ): Promise<VbdRow> {
-    await updateVersioned(m, VbdRow, { kind: 'vbd', id: vbd.id, version: vbd.version }, changes);
-    const fresh = await m.findOneByOrFail(VbdRow, { id: vbd.id });
+    const fresh = await updateVersionedRow(
+      m,
+      VbdRow,
+      { kind: 'vbd', id: vbd.id, version: vbd.version },
+      changes,
+    );
     emit(vbdEvent('UPDATED', fresh));
     return fresh;
   }

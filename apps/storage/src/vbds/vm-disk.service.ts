@@ -14,7 +14,7 @@ import {
   truncate,
   validateId,
 } from '@flotilla/domain';
-import { Emit, Logger, TransactionalStore, updateVersioned } from '@flotilla/platform';
+import { Emit, Logger, TransactionalStore, updateVersionedRow } from '@flotilla/platform';
 import { ImageRow, SrRow, VdiRow } from '../persistence/entities';
 import { assertAttachableOn, diskSource, vmDisk } from './disk-files';
 import { VbdRow } from './vbd.entity';
@@ -275,11 +275,16 @@ export async function attachVmDisks(
 }
 
 async function update(
-  m: Parameters<typeof updateVersioned>[0],
+  m: Parameters<typeof updateVersionedRow>[0],
   emit: Emit,
   vbd: VbdRow,
   changes: Partial<VbdRow>,
 ) {
-  await updateVersioned(m, VbdRow, { kind: 'vbd', id: vbd.id, version: vbd.version }, changes);
-  emit(vbdEvent('UPDATED', await m.findOneByOrFail(VbdRow, { id: vbd.id })));
+  const saved = await updateVersionedRow(
+    m,
+    VbdRow,
+    { kind: 'vbd', id: vbd.id, version: vbd.version },
+    changes,
+  );
+  emit(vbdEvent('UPDATED', saved));
 }

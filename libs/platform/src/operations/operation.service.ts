@@ -17,7 +17,7 @@ import {
 import type { Caller } from '../grpc/metadata';
 import { fetchPage } from '../persistence/paging';
 import { Emit, TransactionalStore } from '../persistence/store';
-import { updateVersioned } from '../persistence/versioned';
+import { updateVersionedRow } from '../persistence/versioned';
 import { operationEvent, OperationParams, OperationRow } from './operation-row';
 
 export interface NewOperation {
@@ -110,8 +110,12 @@ export class OperationService {
       Pick<OperationRow, 'state' | 'progress' | 'step' | 'pointOfNoReturn' | 'result' | 'params'>
     >,
   ): Promise<OperationRow> {
-    await updateVersioned(m, OperationRow, { kind: 'operation', id: op.id, version: op.version }, changes);
-    const fresh = await m.findOneByOrFail(OperationRow, { id: op.id });
+    const fresh = await updateVersionedRow(
+      m,
+      OperationRow,
+      { kind: 'operation', id: op.id, version: op.version },
+      changes,
+    );
     emit(operationEvent('UPDATED', fresh));
     return fresh;
   }
@@ -126,7 +130,7 @@ export class OperationService {
       result?: Record<string, string>;
     },
   ): Promise<OperationRow> {
-    await updateVersioned(
+    const fresh = await updateVersionedRow(
       m,
       OperationRow,
       { kind: 'operation', id: op.id, version: op.version },
@@ -141,7 +145,6 @@ export class OperationService {
         finishedAt: new Date(),
       },
     );
-    const fresh = await m.findOneByOrFail(OperationRow, { id: op.id });
     emit(operationEvent('UPDATED', fresh));
     return fresh;
   }

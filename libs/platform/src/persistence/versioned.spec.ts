@@ -1,28 +1,36 @@
 import { status } from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
 import * as os from 'node:os';
-import { Column, Entity, MigrationInterface, PrimaryColumn, QueryRunner } from 'typeorm';
+import { Column, Entity, MigrationInterface, PrimaryColumn, QueryRunner, UpdateDateColumn } from 'typeorm';
 import { DomainError, ErrorCode } from '@flotilla/domain';
 import { toGrpcStatus } from '../grpc/status';
 import { createLogger } from '../logging';
 import { testDatabases, uniqueSchema } from '../testing/databases';
 import { Database, openDatabase, schemaOf } from './data-source';
-import { updateVersioned } from './versioned';
+import { updateVersioned, updateVersionedRow } from './versioned';
 
 // Real: a versioned table on PGlite and PostgreSQL, transactions that overlap. Nothing is faked.
+
+const int8 = { to: (v: number) => v, from: (v: string | null) => (v === null ? null : Number(v)) };
 
 @Entity({ name: 'things' })
 class Thing {
   @PrimaryColumn('uuid') id!: string;
   @Column('text') name!: string;
+  @Column('jsonb') details!: { tags: string[]; nested: { n: number } };
+  @Column({ name: 'size_bytes', type: 'bigint', transformer: int8 }) sizeBytes!: number;
+  @Column({ name: 'done_at', type: 'timestamptz', nullable: true }) doneAt!: Date | null;
   @Column('int') version!: number;
+  @UpdateDateColumn({ name: 'updated_at', type: 'timestamptz' }) updatedAt!: Date;
 }
 
 class CreateThings1764000000099 implements MigrationInterface {
   name = 'CreateThings1764000000099';
   async up(q: QueryRunner): Promise<void> {
     await q.query(
-      `CREATE TABLE ${schemaOf(q)}.things (id uuid PRIMARY KEY, name text NOT NULL, version int NOT NULL)`,
+      `CREATE TABLE ${schemaOf(q)}.things (id uuid PRIMARY KEY, name text NOT NULL,
+         details jsonb NOT NULL DEFAULT '{"tags":[],"nested":{"n":0}}', size_bytes bigint NOT NULL DEFAULT 0,
+         done_at timestamptz, version int NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())`,
     );
   }
   async down(q: QueryRunner): Promise<void> {
@@ -63,18 +71,24 @@ describe.each(testDatabases())('updateVersioned on %s', (_db, url) => {
     expect(await read(thing.id)).toMatchObject({ name: 'after', version: 2 });
   });
 
-  it('rejects a stale version with CONFLICT, answered as ABORTED, and overwrites nothing', async () => {
-    const thing = await newThing('original');
-    await updateVersioned(db.dataSource.manager, Thing, ref(thing), { name: 'first writer' });
-    const refused = await updateVersioned(db.dataSource.manager, Thing, ref(thing), {
-      name: 'stale writer',
-    }).catch((e: unknown) => e);
-    expect(refused).toBeInstanceOf(DomainError);
-    expect((refused as DomainError).code).toBe(ErrorCode.Conflict);
-    expect((refused as DomainError).message).toContain('read it again and retry');
-    expect(toGrpcStatus(refused as DomainError).code).toBe(status.ABORTED);
-    expect(await read(thing.id)).toMatchObject({ name: 'first writer', version: 2 });
-  });
+  it.each([
+    ['updateVersioned', updateVersioned],
+    ['updateVersionedRow', updateVersionedRow],
+  ] as const)(
+    '%s rejects a stale version with CONFLICT, answered as ABORTED, and overwrites nothing',
+    async (_name, update) => {
+      const thing = await newThing('original');
+      await updateVersioned(db.dataSource.manager, Thing, ref(thing), { name: 'first writer' });
+      const refused = await (update as typeof updateVersionedRow)(db.dataSource.manager, Thing, ref(thing), {
+        name: 'stale writer',
+      }).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(DomainError);
+      expect((refused as DomainError).code).toBe(ErrorCode.Conflict);
+      expect((refused as DomainError).message).toContain('read it again and retry');
+      expect(toGrpcStatus(refused as DomainError).code).toBe(status.ABORTED);
+      expect(await read(thing.id)).toMatchObject({ name: 'first writer', version: 2 });
+    },
+  );
 
   it('lets one of two transactions racing from the same version win; the other gets ABORTED and loses nothing of the winner', async () => {
     const thing = await newThing('raced');
@@ -91,6 +105,25 @@ describe.each(testDatabases())('updateVersioned on %s', (_db, url) => {
     const lost = await loser;
     expect(toGrpcStatus(lost as DomainError).code).toBe(status.ABORTED);
     expect(await read(thing.id)).toMatchObject({ name: 'winner', version: 2 });
+  });
+
+  it('answers updateVersionedRow with the row exactly as a read after the write returns it', async () => {
+    const thing = await newThing('before');
+    const doneAt = new Date('2026-11-27T10:11:12.345Z');
+    const row = await updateVersionedRow(db.dataSource.manager, Thing, ref(thing), {
+      name: 'after',
+      details: { tags: ['a', 'b'], nested: { n: 7 } },
+      sizeBytes: 5 * 2 ** 40,
+      doneAt,
+    });
+    const stored = await read(thing.id);
+    expect(row).toBeInstanceOf(Thing);
+    expect(row).toEqual(stored);
+    expect(row).toMatchObject({ name: 'after', version: 2, sizeBytes: 5 * 2 ** 40, doneAt });
+    expect(row.updatedAt).toBeInstanceOf(Date);
+    const cleared = await updateVersionedRow(db.dataSource.manager, Thing, ref(row), { doneAt: null });
+    expect(cleared).toEqual(await read(thing.id));
+    expect(cleared).toMatchObject({ doneAt: null, version: 3, details: { tags: ['a', 'b'] } });
   });
 
   it('refuses an update of a row that does not exist as a conflict, not a silent no-op', async () => {
