@@ -426,6 +426,8 @@ export async function watchOutgoingStatus(
   qmp: QmpClient,
   record: OutgoingMigrationRecord,
   waitMs: number,
+  /** Whether this agent's armed switch will continue from pre-switchover (asked again at every wake-up). */
+  switchArmed: () => boolean = () => false,
 ): Promise<DriverOutgoingStatus> {
   if (waitMs <= 0) return readOutgoingStatus(qmp, record);
   // Listening before the first read, and remembering events that come while a read is in flight: the
@@ -439,9 +441,12 @@ export async function watchOutgoingStatus(
   const off = qmp.on('event', (e) => WAKING_EVENTS.has(e.event) && onEvent());
   const offClose = qmp.on('close', onEvent);
   try {
+    // A source waiting in pre-switchover waits for the caller: answer at once, the guest is paused. Unless
+    // the switch is armed here: then it goes on by itself, and the answer is what follows (the device state,
+    // completion), which spares the caller a call made for nothing.
+    const waitsForCaller = (st: DriverOutgoingStatus) => st.state === 'pre-switchover' && !switchArmed();
     const first = await readOutgoingStatus(qmp, record);
-    // A source waiting in pre-switchover waits for the caller: answer at once, the guest is paused.
-    if (FINAL.includes(first.state) || first.state === 'pre-switchover') return first;
+    if (FINAL.includes(first.state) || waitsForCaller(first)) return first;
     const before = statusKey(first);
     const deadline = Date.now() + waitMs;
     for (;;) {
@@ -457,7 +462,7 @@ export async function watchOutgoingStatus(
         });
       pending = false;
       const now = await readOutgoingStatus(qmp, record);
-      if (statusKey(now) !== before) return now;
+      if (waitsForCaller(now) || (statusKey(now) !== before && now.state !== 'pre-switchover')) return now;
     }
   } finally {
     off();

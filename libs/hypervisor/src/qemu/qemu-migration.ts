@@ -75,6 +75,9 @@ export interface MigrationHost<V extends MigrationVm> {
  * QEMU hold all there is to know.
  */
 export class QemuMigrations<V extends MigrationVm> {
+  /** Migrations whose switch this process has armed and not yet seen go (or fail). */
+  private readonly armed = new Set<string>();
+
   constructor(private readonly host: MigrationHost<V>) {}
 
   async prepareIncoming(spec: DriverVmSpec, options: DriverIncomingOptions): Promise<DriverIncoming> {
@@ -251,7 +254,7 @@ export class QemuMigrations<V extends MigrationVm> {
     const gone = emptyOutgoingStatus('failed', `the source QEMU of vm ${vmId} is gone`);
     if (!handle) return record.cancelled ? emptyOutgoingStatus('cancelled') : gone;
     try {
-      return await watchOutgoingStatus(handle.qmp, record, wait);
+      return await watchOutgoingStatus(handle.qmp, record, wait, () => this.armed.has(migrationId));
     } catch (e) {
       if (isQemuGone(e)) return gone;
       throw asDriverError(e, `vm ${vmId}: status of migration ${migrationId}`);
@@ -426,8 +429,9 @@ export class QemuMigrations<V extends MigrationVm> {
    * restarts in between does not listen again, and the migration service's SwitchOver does it then.
    */
   private armSwitch(qmp: QmpClient, vmId: string, migrationId: string): void {
-    const offs: Array<() => void> = [];
+    const offs: Array<() => void> = [() => this.armed.delete(migrationId)];
     const disarm = () => offs.forEach((off) => off());
+    this.armed.add(migrationId);
     offs.push(
       qmp.on('event', (e) => {
         if (e.event !== 'MIGRATION') return;
@@ -440,10 +444,13 @@ export class QemuMigrations<V extends MigrationVm> {
               this.host.log(
                 `vm ${vmId}: migration ${migrationId} switched over ${(Date.now() - pausedAt).toFixed(1)} ms after QEMU paused (armed)`,
               ),
-            (err: unknown) =>
+            (err: unknown) => {
+              // A status poll waiting on the switch answers pre-switchover now: the service's SwitchOver decides.
+              disarm();
               this.host.log(
                 `vm ${vmId}: the armed switch of migration ${migrationId} did not go: ${(err as Error).message}`,
-              ),
+              );
+            },
           );
         } else if (status === 'completed' || status === 'failed' || status === 'cancelled') disarm();
       }),
