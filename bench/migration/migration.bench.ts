@@ -460,6 +460,7 @@ async function main(): Promise<void> {
   let flotillaMigrations = 0;
   /** Migrations whose switch the service found done by the source agent (armed) when it looked. */
   let agentAlone = 0;
+  let measured = 0;
   /** Per dirty rate, (b)'s phases: name → durations in ms. */
   const phaseRows: string[][] = [];
   let idleFlotillaWall = NaN;
@@ -526,6 +527,7 @@ async function main(): Promise<void> {
               .map((p) => /commit path ([\d.]+) ms/.exec(p.detail)?.[1])
               .find(Boolean);
             if (round > 0 && path) commitPaths.push(Number(path));
+            if (round > 0) measured++;
             if (round > 0 && migration.phases.some((p) => p.detail.includes('switched over as armed')))
               agentAlone++;
             if (round > 0)
@@ -592,7 +594,7 @@ async function main(): Promise<void> {
         `the source agents' armed switch, from QEMU's pause to migrate-continue (their logs, every migration of the run): median ${f2(median(reactions))} ms, max ${f2(Math.max(...reactions))} ms over ${reactions.length}`,
       );
     console.log(
-      `measured migrations the source agent had switched over alone when the service looked: ${agentAlone} (the others: the service saw the pause and sent SwitchOver too)`,
+      `measured migrations the source agent had switched over alone when the service looked: ${agentAlone} of ${measured} (the others: the service saw the pause and sent SwitchOver too, whose time is the "service switch ms" column; "-" when it sent none)`,
     );
     console.log(
       `guests lost on the way (found HALTED; their samples skipped): ${losses.length} of ${flotillaMigrations} migrations through Flotilla${losses.length ? `: ${losses.join('; ')}` : ''}`,

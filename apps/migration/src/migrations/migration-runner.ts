@@ -67,6 +67,39 @@ const FRESH_PREFLIGHT_MS = 1000;
 
 const disksCopied = (m: MigrationRow): boolean => m.diskPlan.some((d) => d.targetSrId);
 
+/** Past the switch: the clean-up's calls, recorded as pending before the first is made. */
+function cleaningUp(r: MigrationRow): MigrationChanges {
+  return {
+    step: 'cleaning-up',
+    pending:
+      r.step === 'completed-on-destination'
+        ? cleanupActions().filter((a) => a !== 'FINISH_INCOMING')
+        : cleanupActions(),
+    progress: overallProgress('CLEANUP', 0, disksCopied(r)),
+    ...withPhase(r, 'CLEANUP'),
+  };
+}
+
+/**
+ * QUEUED → RUNNING. A migration admitted straight after CreateMigration's own preflight (not queued, not
+ * resumed) passes its preflight in the same record: those checks ran a moment ago, and BeginVmMigration and
+ * PrepareVmDiskMigration check again, atomically, so a second round would only lengthen the migration.
+ */
+function admission(r: MigrationRow): MigrationChanges {
+  const now = new Date();
+  const running = { state: 'RUNNING' as const, stateReason: '', startedAt: now };
+  const preflight = withPhase(r, 'PREFLIGHT', '', now);
+  if (now.getTime() - r.createdAt.getTime() >= FRESH_PREFLIGHT_MS || r.step !== 'queued')
+    return { ...running, ...preflight };
+  const checked = { ...r, ...withPhase(r, 'PREFLIGHT', 'checked when the migration was created', now) };
+  return {
+    ...running,
+    step: 'preflighted',
+    progress: overallProgress('PREPARE', 0, false),
+    ...withPhase(checked, 'PREPARE', '', now),
+  };
+}
+
 /**
  * Runs migrations in this process: admits QUEUED ones within the per-host limits, drives each RUNNING one
  * through its phases (every step recorded after it is done, every call idempotent by migration id, so a
@@ -137,9 +170,7 @@ export class MigrationRunner {
       const queued = open.filter((m) => m.state === 'QUEUED');
       for (const m of admit(running, queued, this.settings.limits)) {
         const started = await this.records.change(m.id, (r) =>
-          r.state === 'QUEUED'
-            ? { state: 'RUNNING', stateReason: '', startedAt: new Date(), ...withPhase(r, 'PREFLIGHT') }
-            : undefined,
+          r.state === 'QUEUED' ? admission(r) : undefined,
         );
         if (started.state === 'RUNNING') this.enqueue(m.id);
       }
@@ -230,14 +261,8 @@ export class MigrationRunner {
   /** PREFLIGHT → PREPARE → MIRROR → TRANSFER, then the commit. Returns the row past the point of no return. */
   private async forward(m: MigrationRow, signal: AbortSignal): Promise<MigrationRow> {
     const id = m.id;
-    if (!reached(m.step, 'preflighted') && this.checkedAtCreate(m)) {
-      // CreateMigration ran the same checks a moment ago, and BeginVmMigration and PrepareVmDiskMigration
-      // check again, atomically: a second round trip would only lengthen the migration.
-      m = await this.enter(id, 'PREFLIGHT');
-      m = await this.step(id, 'preflighted', {}, 'checked when the migration was created');
-    }
     if (!reached(m.step, 'preflighted')) {
-      m = await this.enter(id, 'PREFLIGHT');
+      if (m.phase !== 'PREFLIGHT') m = await this.records.change(id, (r) => withPhase(r, 'PREFLIGHT'));
       const pre = await this.preflight.run({
         spec: specOf(m),
         tenantId: m.tenantId,
@@ -275,21 +300,32 @@ export class MigrationRunner {
           }),
         ),
       );
+    const doReadLayout = (source: HostRef) =>
+      this.retrying(signal, () =>
+        this.peers.agent(source, (a) =>
+          a.getVmDeviceLayout({ epoch: source.epoch, migrationId: id, vmId: m.vmId }),
+        ),
+      );
+    let layout: migrationV1.GetVmDeviceLayoutResponse | undefined;
+    // Compute's begin, then storage's prepare beside the source's device layout (a read): one record for
+    // both steps ('begun' has none of its own; a rollback from 'preflighted' undoes both).
+    let hosts: MigrationChanges = {};
     if (!reached(m.step, 'begun')) {
       m = await this.checkpoint(id);
       begin = await doBegin();
       const source = hostRef(begin.source);
       const destination = hostRef(begin.destination);
-      m = await this.step(id, 'begun', {
+      hosts = {
         sourceHost: source,
         destinationHost: destination,
         sourceHostId: source?.id ?? m.sourceHostId,
         destinationHostId: destination?.id ?? m.destinationHostId,
-      });
+      };
+      m = { ...m, ...hosts };
     }
     if (!reached(m.step, 'disks-prepared')) {
-      m = await this.checkpoint(id);
-      disks = await doPrepareDisks();
+      if (!begin) m = await this.checkpoint(id);
+      [disks, layout] = await bothSettled(doPrepareDisks(), doReadLayout(src(m)));
       const plan = disks.plan.map((d) => ({
         vbdId: d.vbdId,
         vdiId: d.vdiId,
@@ -302,6 +338,7 @@ export class MigrationRunner {
         id,
         'disks-prepared',
         {
+          ...hosts,
           diskPlan: plan,
           vdiMap: Object.fromEntries(copied.map((d) => [d.vdiId, d.targetSrId])),
           stats: { ...m.stats, storageTotalBytes: copied.reduce((n, d) => n + d.sizeBytes, 0) },
@@ -316,11 +353,7 @@ export class MigrationRunner {
       const spec = expectSpec(begin.spec);
       const destDisks = disks.disks;
       // The destination rebuilds the source's machine (disks hot-plugged since boot sit elsewhere).
-      const { deviceLayout } = await this.retrying(signal, () =>
-        this.peers.agent(src(m), (a) =>
-          a.getVmDeviceLayout({ epoch: src(m).epoch, migrationId: id, vmId: m.vmId }),
-        ),
-      );
+      const { deviceLayout } = layout ?? (await doReadLayout(src(m)));
       const res = await this.retrying(signal, () =>
         this.peers.agent(dest(m), (a) =>
           a.prepareIncoming({
@@ -406,8 +439,8 @@ export class MigrationRunner {
         stats: { ...m.stats, setupTimeMs: Date.now() - (m.startedAt?.getTime() ?? Date.now()) },
       });
     }
-    const how = await this.followTransfer(m, signal);
-    return this.commit(m, how, signal);
+    const { how, last } = await this.followTransfer(m, signal);
+    return this.commit(m, how, signal, last);
   }
 
   /** MIRROR: waits until every copied disk is in sync. */
@@ -442,12 +475,12 @@ export class MigrationRunner {
 
   /**
    * TRANSFER: follows pre-copy until the source waits for the switchover ('switchover') or has switched
-   * already, as armed ('switched'), or post-copy is due.
+   * already, as armed ('switched', with the source's final status), or post-copy is due.
    */
   private async followTransfer(
     m: MigrationRow,
     signal: AbortSignal,
-  ): Promise<'switchover' | 'switched' | 'post-copy'> {
+  ): Promise<{ how: 'switchover' | 'switched' | 'post-copy'; last?: migrationV1.OutgoingStatus }> {
     const detector = new ConvergenceDetector(remediesOn(m.sourceHost?.accelerator ?? ''));
     let lastRound = 0;
     let previousThrottle = 0;
@@ -463,12 +496,12 @@ export class MigrationRunner {
       lastState = switching && st.state === S.OUTGOING_STATE_DEVICE ? undefined : st.state;
       // The source is paused from PRE_SWITCHOVER on: nothing but the switch may happen before it
       // (the statistics are recorded at completion).
-      if (st.state === S.OUTGOING_STATE_PRE_SWITCHOVER) return 'switchover';
+      if (st.state === S.OUTGOING_STATE_PRE_SWITCHOVER) return { how: 'switchover' };
       // Armed, the source switches by itself. The point of no return and compute's commit wait for its
       // COMPLETED: a destination that fails to load the device state makes QEMU resume the guest on the
       // source, and then this is a failure before the switch (the rollback asks the source first).
       if (st.state === S.OUTGOING_STATE_DEVICE) continue;
-      if (st.state === S.OUTGOING_STATE_COMPLETED) return 'switched';
+      if (st.state === S.OUTGOING_STATE_COMPLETED) return { how: 'switched', last: st };
       await this.progress(m, statsOf(st, m.stats), transferFraction(st));
       switch (st.state) {
         case S.OUTGOING_STATE_FAILED:
@@ -507,7 +540,7 @@ export class MigrationRunner {
           previousThrottle = st.cpuThrottlePercent;
           if (r.action === 'post-copy') {
             await this.records.change(m.id, (row) => withDetail(row, r.reason));
-            return 'post-copy';
+            return { how: 'post-copy' };
           }
           if (r.action === 'give-up')
             throw new RunFailure({ code: grpcStatus.ABORTED, message: r.reason, details: [] });
@@ -521,15 +554,19 @@ export class MigrationRunner {
 
   /**
    * The point of no return: recorded first (a cancel can no longer win), then the switch, then compute. With the
-   * switch armed the source agent has usually passed it already ('switched'), and the record follows it.
+   * switch armed the source agent has usually passed it already ('switched', its final status in `last`):
+   * then the record says so and carries QEMU's figures, compute commits, and the next record opens the
+   * clean-up, with nothing to send or wait for in between.
    */
   private async commit(
     m: MigrationRow,
     how: 'switchover' | 'switched' | 'post-copy',
     signal: AbortSignal,
+    last?: migrationV1.OutgoingStatus,
   ): Promise<MigrationRow> {
     const paused = process.hrtime.bigint();
     const now = new Date();
+    const completed = how === 'switched' && last;
     m = await this.records.change(m.id, (r) =>
       r.state !== 'RUNNING' || r.pointOfNoReturnPassed
         ? undefined
@@ -538,11 +575,21 @@ export class MigrationRunner {
             pointOfNoReturnAt: now,
             postCopyStarted: how === 'post-copy',
             step: 'committing',
-            ...withPhase(r, 'SWITCHOVER', '', now),
+            ...(completed ? { stats: { ...statsOf(last, r.stats), memoryRemainingBytes: 0 } } : {}),
+            ...withPhase(
+              r,
+              'SWITCHOVER',
+              completed
+                ? `the source agent switched over as armed; downtime ${last.downtimeMs} ms as QEMU measured`
+                : '',
+              now,
+            ),
           },
     );
     if (!m.pointOfNoReturnPassed) throw new CancelRequested();
-    return this.switchOver(m, signal, how === 'switched' ? null : paused);
+    if (!completed) return this.switchOver(m, signal, how === 'switched' ? null : paused);
+    await this.commitInCompute(m, signal);
+    return this.records.change(m.id, cleaningUp);
   }
 
   /**
@@ -585,6 +632,12 @@ export class MigrationRunner {
     ]
       .filter(Boolean)
       .join('; ');
+    await this.commitInCompute(m, signal);
+    return this.step(m.id, 'switched', {}, sent, m.postCopyStarted ? 'POST_COPY' : 'SWITCHOVER');
+  }
+
+  /** Compute's commit: the VM's host and forwarded ports move to the destination. */
+  private async commitInCompute(m: MigrationRow, signal: AbortSignal): Promise<void> {
     await this.untilDone(signal, () =>
       this.peers.compute((c) =>
         c.commitVmMigration({
@@ -594,7 +647,6 @@ export class MigrationRunner {
         }),
       ),
     );
-    return this.step(m.id, 'switched', {}, sent, m.postCopyStarted ? 'POST_COPY' : 'SWITCHOVER');
   }
 
   /** After the point of no return: the switch (if a restart interrupted it), completion, clean-up. */
@@ -606,27 +658,21 @@ export class MigrationRunner {
       if (outcome === 'lost') return;
       m = await this.records.get(m.id);
     }
-    if (m.step !== 'cleaning-up')
-      m = await this.records.change(m.id, (r) => ({
-        step: 'cleaning-up',
-        pending:
-          r.step === 'completed-on-destination'
-            ? cleanupActions().filter((a) => a !== 'FINISH_INCOMING')
-            : cleanupActions(),
-        progress: overallProgress('CLEANUP', 0, disksCopied(r)),
-        ...withPhase(r, 'CLEANUP'),
-      }));
-    m = await this.runPending(m, false, signal);
-    const finishedAt = new Date();
-    m = await this.records.change(m.id, (r) => ({
-      state: 'SUCCEEDED',
-      stateReason: '',
-      step: 'done',
-      progress: 1,
-      finishedAt,
-      stats: { ...r.stats, totalTimeMs: finishedAt.getTime() - (r.startedAt ?? r.createdAt).getTime() },
-      ...withPhase(withDetail(r, cleanupDetail(r)) as MigrationRow & typeof r, 'DONE', '', finishedAt),
-    }));
+    if (m.step !== 'cleaning-up') m = await this.records.change(m.id, cleaningUp);
+    const succeeded = (r: MigrationRow): MigrationChanges => {
+      const finishedAt = new Date();
+      return {
+        state: 'SUCCEEDED',
+        stateReason: '',
+        step: 'done',
+        progress: 1,
+        finishedAt,
+        stats: { ...r.stats, totalTimeMs: finishedAt.getTime() - (r.startedAt ?? r.createdAt).getTime() },
+        ...withPhase({ ...r, ...withDetail(r, cleanupDetail(r)) }, 'DONE', '', finishedAt),
+      };
+    };
+    m = await this.runPending(m, false, signal, undefined, succeeded);
+    if (!isFinished(m)) m = await this.records.change(m.id, succeeded);
     this.metrics.finished(m);
   }
 
@@ -755,19 +801,20 @@ export class MigrationRunner {
                 ...withPhase(r, 'ROLLBACK', reason.message),
               },
       );
-    m = await this.runPending(m, true, signal);
-    const finishedAt = new Date();
-    m = await this.records.change(m.id, (r) => {
+    const rolledBack = (r: MigrationRow): MigrationChanges => {
       const cancelled = r.state === 'CANCELLING';
+      const finishedAt = new Date();
       return {
         state: cancelled ? 'CANCELLED' : 'FAILED',
         step: 'done',
         finishedAt,
         error: cancelled ? cancelledStatus() : (r.error ?? reason),
         stateReason: cancelled ? 'cancelled by request' : (r.error?.message ?? reason.message),
-        ...withPhase(withDetail(r, cleanupDetail(r)) as MigrationRow, 'DONE', '', finishedAt),
+        ...withPhase({ ...r, ...withDetail(r, cleanupDetail(r)) }, 'DONE', '', finishedAt),
       };
-    });
+    };
+    m = await this.runPending(m, true, signal, undefined, rolledBack);
+    if (!isFinished(m)) m = await this.records.change(m.id, rolledBack);
     this.metrics.finished(m);
   }
 
@@ -873,6 +920,8 @@ export class MigrationRunner {
     rollingBack: boolean,
     signal: AbortSignal,
     { tries, insist }: { tries: number; insist: boolean } = { tries: 3, insist: true },
+    /** The end of the run, written with the record of the last call instead of after it. */
+    finish?: (r: MigrationRow) => MigrationChanges,
   ): Promise<MigrationRow> {
     for (let attempt = 1; ; attempt++) {
       // The calls no other pending call must precede run together (different hosts and services); a pass
@@ -884,12 +933,16 @@ export class MigrationRunner {
         const settled = outcomes.filter((o) => o.settled);
         if (!settled.length) break;
         const notes = settled.map((o) => o.note).filter(Boolean);
-        m = await this.records.change(m.id, (r) => ({
-          pending: r.pending.filter((a) => !settled.some((o) => o.action === a)),
-          ...(notes.length
-            ? withDetail(r, [r.phases[r.phases.length - 1]?.detail, ...notes].filter(Boolean).join('; '))
-            : {}),
-        }));
+        m = await this.records.change(m.id, (r) => {
+          const passed: MigrationChanges = {
+            pending: r.pending.filter((a) => !settled.some((o) => o.action === a)),
+            ...(notes.length
+              ? withDetail(r, [r.phases[r.phases.length - 1]?.detail, ...notes].filter(Boolean).join('; '))
+              : {}),
+          };
+          return finish && !passed.pending?.length ? { ...passed, ...finish({ ...r, ...passed }) } : passed;
+        });
+        if (finish && isFinished(m)) return m;
       }
       const essential = m.pending.filter((a) => isEssential(a, rollingBack));
       if (!m.pending.length || ((!insist || !essential.length) && attempt >= tries)) return m;
@@ -916,11 +969,6 @@ export class MigrationRunner {
       this.logger.warn({ migrationId: m.id, action, reason: note }, 'migration clean-up call dropped');
       return { action, settled: true, note };
     }
-  }
-
-  /** Started straight after CreateMigration's own preflight (not queued, not resumed after a restart). */
-  private checkedAtCreate(m: MigrationRow): boolean {
-    return Date.now() - m.createdAt.getTime() < FRESH_PREFLIGHT_MS && m.step === 'queued';
   }
 
   private async hostGone(m: MigrationRow, action: PendingAction): Promise<boolean> {
@@ -1068,10 +1116,6 @@ export class MigrationRunner {
         await sleep(this.settings.retryDelayMs * Math.min(attempt, 5), signal);
       }
     }
-  }
-
-  private async enter(id: string, phase: MigrationPhaseName): Promise<MigrationRow> {
-    return this.records.change(id, (r) => (r.phase === phase ? undefined : withPhase(r, phase)));
   }
 
   /** Records a step passed (and the phase it leads into), with extra facts learnt. */
@@ -1250,6 +1294,17 @@ function queueReason(q: MigrationRow, running: MigrationRow[], limits: SlotLimit
     return `waiting for a slot: host ${q.sourceHostId} sends ${out} migrations (at most ${limits.outgoing} at once)`;
   const inc = running.filter((r) => r.destinationHostId === q.destinationHostId).length;
   return `waiting for a slot: host ${q.destinationHostId} receives ${inc} migrations (at most ${limits.incoming} at once)`;
+}
+
+/**
+ * Both results, or the first failure once neither call is still under way: a rollback must not undo a call
+ * that is still to land (storage recording a prepare after its abort found nothing).
+ */
+async function bothSettled<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [ra, rb] = await Promise.allSettled([a, b]);
+  if (ra.status === 'rejected') throw ra.reason;
+  if (rb.status === 'rejected') throw rb.reason;
+  return [ra.value, rb.value];
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -330,6 +330,12 @@ describe.each(testDatabase('PostgreSQL'))('migration service on %s', (_db, url) 
   it.each([
     [
       'PREPARE',
+      // Read beside storage's prepare, before either is recorded: the rollback still undoes that prepare.
+      'the source cannot say its device layout',
+      () => pool.agents.failOnce.set('h1:getVmDeviceLayout', grpc.status.INTERNAL),
+    ],
+    [
+      'PREPARE',
       'the destination refuses the incoming VM',
       () => pool.agents.failOnce.set('h2:prepareIncoming', grpc.status.RESOURCE_EXHAUSTED),
     ],

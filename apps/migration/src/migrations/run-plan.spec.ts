@@ -14,8 +14,11 @@ import {
 describe('rollback actions', () => {
   it('undoes nothing before compute was asked to lock the VM, except the lock itself when it may have been taken', () => {
     expect(rollbackActions('queued')).toEqual([]);
-    // Begin may have answered without the step being recorded: its undo is safe ("not held" is success).
-    expect(rollbackActions('preflighted')).toEqual(['END_VM_MIGRATION']);
+    // Begin and storage's prepare may have answered without their one record: their undos are safe ("not
+    // held", "nothing prepared" are successes).
+    expect(rollbackActions('preflighted')).toEqual(['ABORT_DISKS', 'END_VM_MIGRATION']);
+    // A record of 'begun' alone, written by an earlier version, still undoes what may follow it.
+    expect(rollbackActions('begun')).toEqual(['ABORT_DISKS', 'END_VM_MIGRATION']);
   });
 
   it('undoes every side in order once the incoming VM may exist: source, destination, disks, compute', () => {

@@ -11,7 +11,8 @@ import type { MigrationPhaseName, PendingAction } from '../persistence/entities'
 export const steps = [
   'queued',
   'preflighted',
-  // compute BeginVmMigration: the VM is locked, the destination reserved, the hosts known.
+  // compute BeginVmMigration: the VM is locked, the destination reserved, the hosts known. Not recorded on
+  // its own since 2026-11-27: the record of 'disks-prepared' covers it (older records may still say it).
   'begun',
   // storage PrepareVmDiskMigration: target files made, the disk plan known.
   'disks-prepared',
@@ -43,6 +44,16 @@ export type Step = (typeof steps)[number];
 
 export const stepIndex = (s: string): number => steps.indexOf(s as Step);
 
+/** Steps the runner passes without a record of their own: the next step's record covers them. */
+const unrecorded: ReadonlySet<Step> = new Set(['begun']);
+
+/** The index of the next step the runner records after `step`. */
+function nextRecorded(step: string): number {
+  let i = stepIndex(step) + 1;
+  while (unrecorded.has(steps[i])) i++;
+  return i;
+}
+
 /** Whether step `at` is at or after `than`. */
 export const reached = (at: string, than: Step): boolean => stepIndex(at) >= stepIndex(than);
 
@@ -50,8 +61,8 @@ export const reached = (at: string, than: Step): boolean => stepIndex(at) >= ste
 export function rollbackActions(step: string): PendingAction[] {
   const out: PendingAction[] = [];
   // Each undo is "success when nothing", so a step that may have run without being recorded (the call
-  // answered, the process died before the record) is undone too: undo up to the step after `step`.
-  const upTo = Math.min(stepIndex(step) + 1, stepIndex('outgoing-started'));
+  // answered, the process died before the record) is undone too: undo up to the next recorded step.
+  const upTo = Math.min(nextRecorded(step), stepIndex('outgoing-started'));
   if (upTo >= stepIndex('mirror-started')) out.push('CANCEL_OUTGOING');
   if (upTo >= stepIndex('incoming-prepared')) out.push('ABORT_INCOMING');
   if (upTo >= stepIndex('disks-prepared')) out.push('ABORT_DISKS');
