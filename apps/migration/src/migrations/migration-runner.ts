@@ -172,7 +172,7 @@ export class MigrationRunner {
         const started = await this.records.change(m.id, (r) =>
           r.state === 'QUEUED' ? admission(r) : undefined,
         );
-        if (started.state === 'RUNNING') this.enqueue(m.id);
+        if (started.state === 'RUNNING') this.enqueue(m.id, started);
       }
       const stillQueued = queued.filter((q) => !admit(running, [q], this.settings.limits).length);
       for (const q of stillQueued) {
@@ -189,13 +189,14 @@ export class MigrationRunner {
     return this.admitting;
   }
 
-  enqueue(id: string): void {
+  /** Runs the migration in this process unless it runs already; `admitted`: its row as admission wrote it. */
+  enqueue(id: string, admitted?: MigrationRow): void {
     if (this.stopping || this.inFlight.has(id)) return;
     const stop = new AbortController();
     const run = (async () => {
       await new Promise((r) => setImmediate(r));
       try {
-        await this.drive(id, stop.signal);
+        await this.drive(id, stop.signal, admitted);
       } catch (e) {
         if (stop.signal.aborted) return;
         this.logger.warn({ err: e, migrationId: id }, 'migration run interrupted; the reconciler retries it');
@@ -211,8 +212,8 @@ export class MigrationRunner {
   // ---------------------------------------------------------------------------------------------------
   // The run
 
-  private async drive(id: string, signal: AbortSignal): Promise<void> {
-    let m = await this.records.get(id);
+  private async drive(id: string, signal: AbortSignal, admitted?: MigrationRow): Promise<void> {
+    let m = admitted ?? (await this.records.get(id));
     if (isFinished(m)) return;
     if (m.state === 'QUEUED') return;
     const resuming = this.resuming.delete(id);
@@ -311,7 +312,8 @@ export class MigrationRunner {
     // both steps ('begun' has none of its own; a rollback from 'preflighted' undoes both).
     let hosts: MigrationChanges = {};
     if (!reached(m.step, 'begun')) {
-      m = await this.checkpoint(id);
+      // The row is fresh here: just read or written (by admission, the preflight's record).
+      m = this.going(m);
       begin = await doBegin();
       const source = hostRef(begin.source);
       const destination = hostRef(begin.destination);
@@ -925,25 +927,33 @@ export class MigrationRunner {
   ): Promise<MigrationRow> {
     for (let attempt = 1; ; attempt++) {
       // The calls no other pending call must precede run together (different hosts and services); a pass
-      // ends when nothing more could run.
+      // ends when nothing more could run. What settled is recorded once, after the passes: every call is
+      // idempotent, so a restart in between only repeats some.
+      let pending = m.pending;
+      const settled: PendingAction[] = [];
+      const notes: string[] = [];
       for (;;) {
         if (signal.aborted) throw new Halt();
-        const ready = m.pending.filter((a) => !blockedBy(a, m.pending));
-        const outcomes = await Promise.all(ready.map((action) => this.attempt(m, action)));
-        const settled = outcomes.filter((o) => o.settled);
-        if (!settled.length) break;
-        const notes = settled.map((o) => o.note).filter(Boolean);
+        const ready = pending.filter((a) => !blockedBy(a, pending));
+        const outcomes = (await Promise.all(ready.map((action) => this.attempt(m, action)))).filter(
+          (o) => o.settled,
+        );
+        if (!outcomes.length) break;
+        settled.push(...outcomes.map((o) => o.action));
+        notes.push(...outcomes.map((o) => o.note).filter(Boolean));
+        pending = pending.filter((a) => !settled.includes(a));
+      }
+      if (settled.length)
         m = await this.records.change(m.id, (r) => {
           const passed: MigrationChanges = {
-            pending: r.pending.filter((a) => !settled.some((o) => o.action === a)),
+            pending: r.pending.filter((a) => !settled.includes(a)),
             ...(notes.length
               ? withDetail(r, [r.phases[r.phases.length - 1]?.detail, ...notes].filter(Boolean).join('; '))
               : {}),
           };
           return finish && !passed.pending?.length ? { ...passed, ...finish({ ...r, ...passed }) } : passed;
         });
-        if (finish && isFinished(m)) return m;
-      }
+      if (finish && isFinished(m)) return m;
       const essential = m.pending.filter((a) => isEssential(a, rollingBack));
       if (!m.pending.length || ((!insist || !essential.length) && attempt >= tries)) return m;
       await sleep(this.settings.retryDelayMs * Math.min(attempt, 5), signal);
@@ -1015,7 +1025,11 @@ export class MigrationRunner {
 
   /** The fresh record; CancelRequested when a cancel arrived, RunFailure past the timeout. */
   private async checkpoint(id: string): Promise<MigrationRow> {
-    const m = await this.records.get(id);
+    return this.going(await this.records.get(id));
+  }
+
+  /** `m` if the run may go on; CancelRequested when a cancel arrived, RunFailure past the timeout. */
+  private going(m: MigrationRow): MigrationRow {
     if (m.state === 'CANCELLING') throw new CancelRequested();
     if (this.timedOut(m)) throw new RunFailure(timeoutStatus(m));
     return m;
