@@ -1,4 +1,5 @@
 import { Client } from 'pg';
+import { wholeMessagesEnd } from './embedded-postgres';
 
 // Real: the embedded PGlite that jest's global setup serves over the wire protocol (built from this
 // directory's embedded-postgres.ts by tools/build.mjs), and several `pg` connections to it.
@@ -48,5 +49,43 @@ describe('embedded PostgreSQL (PGlite over the wire protocol)', () => {
     ]);
     expect(results).toEqual(['division by zero', 'still here']);
     expect((await bad.query('SELECT $1::int AS n', [7])).rows[0].n).toBe(7);
+  });
+});
+
+describe('wholeMessagesEnd: the messages handed to PGlite in one call', () => {
+  const message = (type: string, body = 'x') => {
+    const out = Buffer.alloc(5 + body.length);
+    out.write(type, 0);
+    out.writeInt32BE(4 + body.length, 1);
+    out.write(body, 5);
+    return out;
+  };
+  const startup = () => {
+    const params = Buffer.from('user\0postgres\0\0');
+    const out = Buffer.alloc(8 + params.length);
+    out.writeInt32BE(out.length, 0);
+    out.writeInt32BE(196608, 4);
+    params.copy(out, 8);
+    return out;
+  };
+
+  it('takes a whole extended-protocol batch up to its Sync, and not what follows', () => {
+    const batch = Buffer.concat(['P', 'B', 'D', 'E', 'S'].map((t) => message(t)));
+    expect(wholeMessagesEnd(Buffer.concat([batch, message('Q', 'SELECT 1')]))).toBe(batch.length);
+  });
+
+  it('takes the whole messages of a batch whose rest is still on its way', () => {
+    const parseBind = Buffer.concat([message('P'), message('B')]);
+    const execute = message('E', 'abc');
+    expect(wholeMessagesEnd(Buffer.concat([parseBind, execute.subarray(0, 4)]))).toBe(parseBind.length);
+    expect(wholeMessagesEnd(execute.subarray(0, 7))).toBe(0);
+  });
+
+  it('takes a simple query alone, and the startup message alone once it is whole', () => {
+    const query = message('Q', 'SELECT 1');
+    expect(wholeMessagesEnd(Buffer.concat([query, message('Q', 'SELECT 2')]))).toBe(query.length);
+    const hello = startup();
+    expect(wholeMessagesEnd(Buffer.concat([hello, query]))).toBe(hello.length);
+    expect(wholeMessagesEnd(hello.subarray(0, hello.length - 1))).toBe(0);
   });
 });

@@ -19,7 +19,8 @@ export async function startEmbeddedPostgres(options: {
 }): Promise<EmbeddedPostgres> {
   // Loaded lazily: production deployments with DATABASE_URL never load the WASM build.
   const { PGlite } = await import('@electric-sql/pglite');
-  const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
+  const { PGLiteSocketServer, PGLiteSocketHandler } = await import('@electric-sql/pglite-socket');
+  passWholeBatches(PGLiteSocketHandler.prototype);
   if (options.dataDir) fs.mkdirSync(options.dataDir, { recursive: true });
   const db = await PGlite.create(options.dataDir ?? 'memory://');
   const server = new PGLiteSocketServer({
@@ -60,6 +61,96 @@ interface QueryQueue {
   lastHandlerId: number | null;
   processQueue(): Promise<void>;
   clearQueueForHandler(handlerId: number): void;
+}
+
+/** The parts of pglite-socket 0.2.17's PGLiteSocketHandler that passWholeBatches replaces or uses. */
+interface SocketHandler {
+  id: number;
+  socket?: { writable: boolean; write(data: Buffer, done: (e?: Error | null) => void): unknown };
+  active: boolean;
+  messageBuffer: Buffer;
+  queryQueue: {
+    enqueue(id: number, message: Uint8Array, onData: (data: Uint8Array) => void): Promise<number>;
+  };
+  handleSslRequest(): boolean;
+  handleCancelRequest(): boolean;
+  handleData(data: Buffer): Promise<number>;
+}
+
+const PROTOCOL_3 = 196608;
+
+/**
+ * pglite-socket 0.2.17 hands PGlite one protocol message at a time, each through the queue, the session's
+ * lock and a WASM call, and waits for each before it reads the next: five of each for one parameterised
+ * query (Parse, Bind, Describe, Execute, Sync). PGlite's main loop reads as many messages as it is given,
+ * so this hands it each extended-protocol batch whole, up to its Sync (or a simple Query, or whatever else
+ * comes), in one call.
+ */
+function passWholeBatches(handler: object): void {
+  const h = handler as SocketHandler;
+  if (
+    typeof h.handleData !== 'function' ||
+    typeof h.handleSslRequest !== 'function' ||
+    typeof h.handleCancelRequest !== 'function'
+  )
+    throw new Error('@electric-sql/pglite-socket changed its socket handler: re-check passWholeBatches');
+  h.handleData = async function handleData(this: SocketHandler, data: Buffer): Promise<number> {
+    if (!this.socket || !this.active) return 0;
+    this.messageBuffer = Buffer.concat([this.messageBuffer, data]);
+    let written = 0;
+    let writeError: Error | undefined;
+    const onData = (out: Uint8Array) => {
+      written += out.length;
+      if (out.length > 0 && this.active && this.socket?.writable)
+        this.socket.write(Buffer.from(out), (e) => {
+          if (e) writeError = e;
+        });
+    };
+    while (this.messageBuffer.length > 0 && this.active && this.socket) {
+      if (this.handleSslRequest() || this.handleCancelRequest()) continue;
+      const end = wholeMessagesEnd(this.messageBuffer);
+      if (end === 0) break; // the rest of a message is still on its way
+      const messages = this.messageBuffer.subarray(0, end);
+      this.messageBuffer = this.messageBuffer.subarray(end);
+      await this.queryQueue.enqueue(this.id, new Uint8Array(messages), onData);
+      if (writeError) throw writeError;
+    }
+    return written;
+  };
+}
+
+/**
+ * Where the next group of whole messages ends: the startup message alone, or messages up to and including
+ * the first that is not part of an extended-protocol batch (Sync, Query, Terminate…). 0: none is whole yet.
+ */
+export function wholeMessagesEnd(buffer: Buffer): number {
+  // The startup message has no type byte: its length, then the protocol version.
+  if (buffer.length >= 8 && buffer[0] === 0 && buffer.readInt32BE(4) === PROTOCOL_3) {
+    const length = buffer.readInt32BE(0);
+    return buffer.length >= length ? length : 0;
+  }
+  let end = 0;
+  while (end + 5 <= buffer.length) {
+    const next = end + 1 + buffer.readInt32BE(end + 1);
+    if (next > buffer.length) break;
+    const type = buffer[end];
+    end = next;
+    if (!batchMessages.has(type)) break;
+  }
+  return end;
+}
+
+/** The type of the last message of a group (the startup message has none: 0). */
+function lastMessageType(messages: Uint8Array): number {
+  const view = Buffer.from(messages.buffer, messages.byteOffset, messages.byteLength);
+  if (view.length >= 8 && view[0] === 0 && view.readInt32BE(4) === PROTOCOL_3) return 0;
+  let at = 0;
+  let type = 0;
+  while (at + 5 <= view.length) {
+    type = view[at];
+    at += 1 + view.readInt32BE(at + 1);
+  }
+  return type;
 }
 
 /** Extended-protocol messages that leave a batch open until the client's Sync ('S'). */
@@ -111,7 +202,7 @@ function keepExtendedQueriesWhole(queue: unknown): void {
           item.reject(e);
           continue;
         } finally {
-          const type = item.message[0];
+          const type = lastMessageType(item.message);
           if (batchMessages.has(type)) openBatches.add(item.handlerId);
           else if (type === sync || type === simpleQuery) openBatches.delete(item.handlerId);
           this.lastHandlerId = item.handlerId;
