@@ -4,13 +4,7 @@ import { GrpcMethod, GrpcStreamMethod } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
 import { commonV1, computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, invalidArgument, type VmOperation } from '@flotilla/domain';
-import {
-  ServiceIdentity,
-  updateVersionedRow,
-  operationToProto,
-  watchController,
-  type OnCancelled,
-} from '@flotilla/platform';
+import { ServiceIdentity, operationToProto, watchController, type OnCancelled } from '@flotilla/platform';
 import { EventStream } from './events/event-stream';
 import { FlavorService } from './flavors/flavor.service';
 import { HostRegistryService } from './hosts/host-registry.service';
@@ -19,7 +13,7 @@ import { vmToProto } from './mappers';
 import { VmConsole } from './vms/vm-console';
 import { VmService } from './vms/vm.service';
 import { dropCancelledSnapshotVm } from './vms/vm-snapshots';
-import { events } from './persistence/compute-store';
+import { writeVm } from './persistence/compute-store';
 import { VmRow } from './persistence/entities';
 
 /** The gRPC edge of compute: caller identity in, domain calls, contract messages out. */
@@ -270,13 +264,7 @@ export const releaseCancelledVm: OnCancelled = async (m, emit, cancelled) => {
   await dropCancelledSnapshotVm(m, emit, cancelled);
   const vm = await m.findOneBy(VmRow, { id: cancelled.targetId });
   if (vm?.currentOperationId === cancelled.id) {
-    const saved = await updateVersionedRow(
-      m,
-      VmRow,
-      { kind: 'vm', id: vm.id, version: vm.version },
-      { currentOperationId: null },
-    );
-    emit(events.vm('UPDATED', saved));
+    await writeVm(m, emit, vm, { currentOperationId: null });
   }
 };
 

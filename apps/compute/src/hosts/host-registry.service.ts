@@ -13,7 +13,7 @@ import {
   type PowerState,
 } from '@flotilla/domain';
 import { Logger, updateVersionedRow, quotedTable } from '@flotilla/platform';
-import { Emit, events, ComputeStore } from '../persistence/compute-store';
+import { Emit, events, ComputeStore, writeVm } from '../persistence/compute-store';
 import { HostRow, VmRow } from '../persistence/entities';
 
 export interface RegistryPolicy {
@@ -243,8 +243,7 @@ export class HostRegistryService {
     vm: VmRow,
     changes: Partial<Pick<VmRow, 'powerState' | 'powerStateReason' | 'hostId'>>,
   ): Promise<void> {
-    const saved = await updateVersionedRow(m, VmRow, { kind: 'vm', id: vm.id, version: vm.version }, changes);
-    emit(events.vm('UPDATED', saved));
+    await writeVm(m, emit, vm, changes);
   }
 }
 

@@ -10,10 +10,10 @@ import {
   occupiesHost,
   truncate,
 } from '@flotilla/domain';
-import { Logger, statusWithDetails, updateVersionedRow } from '@flotilla/platform';
+import { Logger, statusWithDetails } from '@flotilla/platform';
 import { toCandidateView } from '@flotilla/scheduler';
 import { hostState, migrationHostToProto, migrationVmToProto } from '../mappers';
-import { ComputeStore, Emit, events } from '../persistence/compute-store';
+import { ComputeStore, Emit, writeVm } from '../persistence/compute-store';
 import { HostRow, notMigrating, VmRow } from '../persistence/entities';
 import { ImageCatalogue } from '../vms/image-catalogue';
 import { Placement } from '../vms/placement';
@@ -323,9 +323,7 @@ export class VmMigrationService {
       >
     >,
   ): Promise<VmRow> {
-    const saved = await updateVersionedRow(m, VmRow, { kind: 'vm', id: vm.id, version: vm.version }, changes);
-    emit(events.vm('UPDATED', saved));
-    return saved;
+    return writeVm(m, emit, vm, changes);
   }
 }
 

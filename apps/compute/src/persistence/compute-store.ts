@@ -5,6 +5,7 @@ import {
   operationEvent,
   quotedTable,
   TransactionalStore,
+  updateVersionedRow,
   type Emit,
 } from '@flotilla/platform';
 import { flavorToProto, HostAllocation, hostToProto, vmToProto } from '../mappers';
@@ -97,3 +98,15 @@ export const events = {
   }),
   operation: operationEvent,
 };
+
+/** A versioned write of a VM (ABORTED when `vm.version` is stale) with its event; the VM as written. */
+export async function writeVm(
+  m: EntityManager,
+  emit: Emit,
+  vm: Pick<VmRow, 'id' | 'version'>,
+  changes: Partial<VmRow>,
+): Promise<VmRow> {
+  const saved = await updateVersionedRow(m, VmRow, { kind: 'vm', id: vm.id, version: vm.version }, changes);
+  emit(events.vm('UPDATED', saved));
+  return saved;
+}

@@ -1,10 +1,10 @@
 import { EntityManager } from 'typeorm';
 import { computeV1 } from '@flotilla/contracts';
 import { DomainError, ErrorCode, expectPresent, isDomainError, isTerminal } from '@flotilla/domain';
-import { domainErrorFromGrpc, Logger, updateVersionedRow, OperationService } from '@flotilla/platform';
+import { domainErrorFromGrpc, Logger, OperationService } from '@flotilla/platform';
 import { AgentClients } from '../hosts/agent-clients';
 import { hostState } from '../mappers';
-import { Emit, events, ComputeStore } from '../persistence/compute-store';
+import { Emit, events, ComputeStore, writeVm } from '../persistence/compute-store';
 import { HostRow, NicRow, OperationRow, VmRow } from '../persistence/entities';
 import { OperationRunner } from '../operations/operation-runner';
 import { OperationSuperseded, recordStep } from '../operations/operation-steps';
@@ -232,13 +232,7 @@ export class VmOperations {
           const current = await this.freshIn(m, op);
           if (!(await this.placement.stillFits(m, hostId, request))) return undefined;
           const row = await m.findOneByOrFail(VmRow, { id: vm.id });
-          const saved = await updateVersionedRow(
-            m,
-            VmRow,
-            { kind: 'vm', id: vm.id, version: row.version },
-            { hostId },
-          );
-          emit(events.vm('UPDATED', saved));
+          const saved = await writeVm(m, emit, { id: vm.id, version: row.version }, { hostId });
           const host = await m.findOneByOrFail(HostRow, { id: hostId });
           const advanced = await this.operations.advance(m, emit, current, {
             state: 'RUNNING',
@@ -455,8 +449,7 @@ export class VmOperations {
     >,
   ): Promise<void> {
     const vm = await m.findOneByOrFail(VmRow, { id });
-    const saved = await updateVersionedRow(m, VmRow, { kind: 'vm', id, version: vm.version }, changes);
-    emit(events.vm('UPDATED', saved));
+    await writeVm(m, emit, vm, changes);
   }
 
   private async step(

@@ -1,8 +1,8 @@
 import { EntityManager } from 'typeorm';
 import { DomainError, ErrorCode, isDomainError, isTerminal } from '@flotilla/domain';
-import { domainErrorFromGrpc, Logger, OperationService, updateVersionedRow } from '@flotilla/platform';
+import { domainErrorFromGrpc, Logger, OperationService } from '@flotilla/platform';
 import { AgentClients } from '../hosts/agent-clients';
-import { Emit, events, ComputeStore } from '../persistence/compute-store';
+import { Emit, events, ComputeStore, writeVm } from '../persistence/compute-store';
 import { HostRow, OperationRow, VmRow } from '../persistence/entities';
 import { OperationRunner } from '../operations/operation-runner';
 import { OperationSuperseded, recordStep } from '../operations/operation-steps';
@@ -161,8 +161,7 @@ export class VmSnapshotOperations {
   private async update(m: EntityManager, emit: Emit, id: string, changes: VmChanges): Promise<void> {
     const vm = await m.findOneBy(VmRow, { id });
     if (!vm) return;
-    const saved = await updateVersionedRow(m, VmRow, { kind: 'vm', id, version: vm.version }, changes);
-    emit(events.vm('UPDATED', saved));
+    await writeVm(m, emit, vm, changes);
   }
 
   private async step(

@@ -11,15 +11,8 @@ import {
   validateNics,
   validateRequestId,
 } from '@flotilla/domain';
-import {
-  Caller,
-  OperationRow,
-  OperationService,
-  pooledRandomBytes,
-  requireRole,
-  updateVersionedRow,
-} from '@flotilla/platform';
-import { Emit, events, ComputeStore } from '../persistence/compute-store';
+import { Caller, OperationRow, OperationService, pooledRandomBytes, requireRole } from '@flotilla/platform';
+import { Emit, events, ComputeStore, writeVm } from '../persistence/compute-store';
 import { notMigrating, VmRow } from '../persistence/entities';
 import { OperationRunner } from '../operations/operation-runner';
 import { VmService } from './vm.service';
@@ -268,13 +261,7 @@ async function setCurrentOperation(
   vm: VmRow,
   operationId: string,
 ): Promise<void> {
-  const saved = await updateVersionedRow(
-    m,
-    VmRow,
-    { kind: 'vm', id: vm.id, version: vm.version },
-    { currentOperationId: operationId },
-  );
-  emit(events.vm('UPDATED', saved));
+  await writeVm(m, emit, vm, { currentOperationId: operationId });
 }
 
 /**

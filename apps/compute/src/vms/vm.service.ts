@@ -21,11 +21,10 @@ import {
   fetchPage,
   pooledRandomBytes,
   requireRole,
-  updateVersionedRow,
   OperationService,
   operationRow,
 } from '@flotilla/platform';
-import { events, ComputeStore } from '../persistence/compute-store';
+import { ComputeStore, writeVm } from '../persistence/compute-store';
 import {
   BootRow,
   FlavorRow,
@@ -254,13 +253,7 @@ export class VmService {
       if (earlier) return { operation: earlier, isNew: false };
       assertVmOperationAllowed(vm, op);
       const operation = await this.operations.create(m, emit, spec);
-      const saved = await updateVersionedRow(
-        m,
-        VmRow,
-        { kind: 'vm', id: vm.id, version: vm.version },
-        { currentOperationId: operation.id },
-      );
-      emit(events.vm('UPDATED', saved));
+      await writeVm(m, emit, vm, { currentOperationId: operation.id });
       return { operation, isNew: true };
     });
     if (result.isNew) this.runner.enqueue(result.operation);

@@ -124,18 +124,14 @@ function passWholeBatches(handler: object): void {
  * the first that is not part of an extended-protocol batch (Sync, Query, Terminate…). 0: none is whole yet.
  */
 export function wholeMessagesEnd(buffer: Buffer): number {
-  // The startup message has no type byte: its length, then the protocol version.
-  if (buffer.length >= 8 && buffer[0] === 0 && buffer.readInt32BE(4) === PROTOCOL_3) {
+  if (isStartupMessage(buffer)) {
     const length = buffer.readInt32BE(0);
     return buffer.length >= length ? length : 0;
   }
   let end = 0;
-  while (end + 5 <= buffer.length) {
-    const next = end + 1 + buffer.readInt32BE(end + 1);
-    if (next > buffer.length) break;
-    const type = buffer[end];
-    end = next;
-    if (!batchMessages.has(type)) break;
+  for (const message of typedMessages(buffer)) {
+    end = message.end;
+    if (!batchMessages.has(message.type)) break;
   }
   return end;
 }
@@ -143,14 +139,24 @@ export function wholeMessagesEnd(buffer: Buffer): number {
 /** The type of the last message of a group (the startup message has none: 0). */
 function lastMessageType(messages: Uint8Array): number {
   const view = Buffer.from(messages.buffer, messages.byteOffset, messages.byteLength);
-  if (view.length >= 8 && view[0] === 0 && view.readInt32BE(4) === PROTOCOL_3) return 0;
-  let at = 0;
   let type = 0;
-  while (at + 5 <= view.length) {
-    type = view[at];
-    at += 1 + view.readInt32BE(at + 1);
-  }
+  if (!isStartupMessage(view)) for (const message of typedMessages(view)) type = message.type;
   return type;
+}
+
+/** The startup message has no type byte: its length, then the protocol version. */
+const isStartupMessage = (buffer: Buffer): boolean =>
+  buffer.length >= 8 && buffer[0] === 0 && buffer.readInt32BE(4) === PROTOCOL_3;
+
+/** The whole typed messages at the start of `buffer`: each one's type byte and where it ends. */
+function* typedMessages(buffer: Buffer): Generator<{ type: number; end: number }> {
+  let at = 0;
+  while (at + 5 <= buffer.length) {
+    const end = at + 1 + buffer.readInt32BE(at + 1);
+    if (end > buffer.length) return;
+    yield { type: buffer[at], end };
+    at = end;
+  }
 }
 
 /** Extended-protocol messages that leave a batch open until the client's Sync ('S'). */
